@@ -1,0 +1,1 @@
+//! palisade-audits: not built yet.

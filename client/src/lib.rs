@@ -1,0 +1,1 @@
+//! palisade-client: not built yet.

@@ -1,0 +1,1 @@
+//! 2-chain HotStuff core (being built).

@@ -1,0 +1,1 @@
+//! Registry state machine (being built).

@@ -1,0 +1,153 @@
+//! JSON types of the node's HTTP API, shared by the node and the client so the
+//! two cannot drift. Everything a client verifies travels as [`Hex`] borsh, so
+//! the verified bytes are exactly the signed and hashed bytes; fields marked
+//! "unverified" are conveniences for humans and scripts.
+//!
+//! Routes (all under the node's API URL):
+//! - `POST /v1/tx` [`SubmitRequest`] -> [`SubmitResponse`]
+//! - `GET /v1/tx/{id}` -> [`SubmitResponse`]
+//! - `GET /v1/services/{namespace}/{service}` -> [`LookupResponse`] (absent services too)
+//! - `GET /v1/namespaces/{namespace}` -> [`NamespaceResponse`]
+//! - `GET /v1/epochs?from=E` -> [`EpochsResponse`]
+//! - `GET /v1/watch?namespace=N[&service=S][&from_height=H]` -> server-sent events:
+//!   `event: update` with data [`WatchUpdate`], `event: cutoff` with data [`ApiError`]
+//! - `GET /v1/status` -> [`StatusResponse`]
+//! - `GET /metrics` -> Prometheus text
+//!
+//! Errors are 4xx/5xx with an [`ApiError`] body.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    BlockInfo, CommitCertificate, Digest, Hex, MapProof, NamespaceRecord, ServiceLookup,
+    ServiceRecord, SignedTransaction, TxInclusionProof,
+};
+
+/// Submit a signed transaction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitRequest {
+    /// The transaction.
+    pub tx: Hex<SignedTransaction>,
+    /// Wait (bounded by the node) for the commit receipt.
+    #[serde(default)]
+    pub wait: bool,
+}
+
+/// Where a transaction stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxStatus {
+    /// Admitted to the mempool, not yet committed.
+    Pending,
+    /// Committed and applied.
+    Committed,
+    /// Committed in a block but refused by the state machine (see `reason`).
+    Rejected,
+}
+
+/// A committed transaction's receipt, provable against a certified block.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Transaction id.
+    pub tx_id: Digest,
+    /// Height of the block that holds it.
+    pub height: u64,
+    /// That block's info (`tx_root` proves inclusion).
+    pub block: Hex<BlockInfo>,
+    /// Inclusion proof against `block.tx_root`.
+    pub inclusion: Hex<TxInclusionProof>,
+    /// Block infos from `height + 1` up to the certified block, each naming
+    /// its parent's hash in `parent_info`; empty when `certificate` is for `block`.
+    pub descendants: Vec<Hex<BlockInfo>>,
+    /// A commit certificate for the last block of the chain.
+    pub certificate: Hex<CommitCertificate>,
+    /// The state machine's verdict ("applied" or the rejection reason; unverified).
+    pub outcome: String,
+}
+
+/// Answer to a submission or a receipt query.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    /// Transaction id.
+    pub tx_id: Digest,
+    /// Where it stands.
+    pub status: TxStatus,
+    /// Present once committed.
+    pub receipt: Option<Receipt>,
+}
+
+/// A service lookup with its proof and certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LookupResponse {
+    /// Height of the certified block (unverified; the certificate says).
+    pub height: u64,
+    /// Commit certificate of the block whose state answers.
+    pub certificate: Hex<CommitCertificate>,
+    /// The record (or absence) and its proof.
+    pub lookup: Hex<ServiceLookup>,
+    /// The decoded record (unverified).
+    pub record: Option<ServiceRecord>,
+}
+
+/// The services of a namespace with proof.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NamespaceResponse {
+    /// Namespace.
+    pub namespace: String,
+    /// Commit certificate.
+    pub certificate: Hex<CommitCertificate>,
+    /// Canonical encoding of the [`NamespaceRecord`], absent if none.
+    pub value: Option<Hex<NamespaceRecord>>,
+    /// Proof for `StateKey::Namespace`.
+    pub proof: Hex<MapProof>,
+}
+
+/// Epoch-ending certificates from a given epoch on, in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochsResponse {
+    /// Certificate of the last block of each epoch, starting at the asked one.
+    pub changes: Vec<Hex<CommitCertificate>>,
+}
+
+/// One watch event: the new state of a service, provable like a lookup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WatchUpdate {
+    /// Namespace.
+    pub namespace: String,
+    /// Service.
+    pub service: String,
+    /// The lookup at the height of the change.
+    pub lookup: LookupResponse,
+}
+
+/// Node status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// Chain id.
+    pub chain_id: String,
+    /// This node's validator key.
+    pub node_key: String,
+    /// Last committed height.
+    pub height: u64,
+    /// Current round.
+    pub round: u64,
+    /// Current epoch.
+    pub epoch: u64,
+    /// Leader of the current round.
+    pub leader: String,
+    /// Connected validator peers.
+    pub peers: usize,
+    /// Transactions waiting in the mempool.
+    pub mempool: usize,
+    /// State root at `height`.
+    pub state_root: Digest,
+}
+
+/// An error body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// Stable machine-readable code, e.g. `bad_signature`, `unknown_namespace`.
+    pub code: String,
+    /// Human explanation.
+    pub message: String,
+}

@@ -1,0 +1,85 @@
+//! Canonical borsh encodings with a size cap checked before decoding.
+
+use std::marker::PhantomData;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+
+use crate::DecodeError;
+
+/// Default cap on any decoded message (4 MiB). Callers with tighter bounds use
+/// [`decode_capped`].
+pub const MAX_DECODE_BYTES: usize = 4 << 20;
+
+/// The canonical encoding of `value`.
+pub fn encode<T: BorshSerialize + ?Sized>(value: &T) -> Vec<u8> {
+    borsh::to_vec(value).expect("borsh encoding into a Vec cannot fail")
+}
+
+/// Decode exactly one `T` from `bytes` (no trailing bytes), capped at [`MAX_DECODE_BYTES`].
+pub fn decode<T: BorshDeserialize>(bytes: &[u8]) -> Result<T, DecodeError> {
+    decode_capped(bytes, MAX_DECODE_BYTES)
+}
+
+/// Decode exactly one `T` from `bytes`, refusing input longer than `cap` before
+/// looking at it.
+pub fn decode_capped<T: BorshDeserialize>(bytes: &[u8], cap: usize) -> Result<T, DecodeError> {
+    if bytes.len() > cap {
+        return Err(DecodeError::TooLarge {
+            got: bytes.len(),
+            cap,
+        });
+    }
+    borsh::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
+/// A borsh value carried in JSON as a hex string of its canonical encoding.
+///
+/// JSON APIs use it for everything a client verifies (certificates, proofs,
+/// records), so the verified bytes are exactly the bytes that were hashed.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Hex<T> {
+    bytes: Vec<u8>,
+    _t: PhantomData<T>,
+}
+
+impl<T: BorshSerialize + BorshDeserialize> Hex<T> {
+    /// Wrap a value.
+    pub fn new(value: &T) -> Self {
+        Hex {
+            bytes: encode(value),
+            _t: PhantomData,
+        }
+    }
+    /// Decode the value.
+    pub fn decode(&self) -> Result<T, DecodeError> {
+        decode(&self.bytes)
+    }
+    /// The encoded bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+    /// Wrap already-encoded bytes (not checked until [`Hex::decode`]).
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Hex {
+            bytes,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> serde::Serialize for Hex<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(&self.bytes))
+    }
+}
+
+impl<'de, T> serde::Deserialize<'de> for Hex<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        let bytes = hex::decode(s).map_err(serde::de::Error::custom)?;
+        Ok(Hex {
+            bytes,
+            _t: PhantomData,
+        })
+    }
+}

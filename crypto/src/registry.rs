@@ -1,0 +1,232 @@
+//! The registry's records and the key schema of the authenticated map.
+//!
+//! A service's whole instance set is one leaf ([`StateKey::Service`] ->
+//! [`ServiceRecord`], instances sorted by id), so one proof shows a client every
+//! instance: none hidden, none added. A namespace's service list is one leaf too
+//! ([`StateKey::Namespace`]). Variants of [`StateKey`] are append-only: the
+//! borsh tag of a variant is its position and is part of every key hash.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use serde::{Deserialize, Serialize};
+
+use crate::PublicKey;
+
+/// A namespace or service name (bounded by genesis parameters).
+pub type ServiceName = String;
+/// An instance id, unique within its service.
+pub type InstanceId = String;
+
+/// A key of the authenticated map.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize)]
+pub enum StateKey {
+    /// All instances of one service -> [`ServiceRecord`].
+    Service {
+        /// Namespace.
+        namespace: ServiceName,
+        /// Service.
+        service: ServiceName,
+    },
+    /// The services of a namespace -> [`NamespaceRecord`].
+    Namespace {
+        /// Namespace.
+        namespace: ServiceName,
+    },
+    /// An enrolled identity -> its enrollment record (defined by the state machine).
+    Identity {
+        /// The identity's key.
+        key: PublicKey,
+    },
+    /// A signer's next sequence number -> u64.
+    Account {
+        /// The signer.
+        key: PublicKey,
+    },
+    /// Chain-wide state (validator set, parameters, lease index) -> state machine record.
+    System {
+        /// Which system record.
+        name: String,
+    },
+}
+
+/// The role an identity holds in its namespaces.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Registers, renews and removes its own instances.
+    Service,
+    /// May also deregister any instance in its namespaces.
+    Admin,
+}
+
+/// One network endpoint of an instance.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct Endpoint {
+    /// "http", "https", "grpc", "tcp", ...
+    pub protocol: String,
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Relative weight for load balancing.
+    pub weight: u16,
+}
+
+/// A `key=value` label.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+pub struct Label {
+    /// Key.
+    pub key: String,
+    /// Value.
+    pub value: String,
+}
+
+/// How validators actively probe an instance.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum ProbeKind {
+    /// HTTP GET of `path` on the first endpoint; 2xx passes.
+    Http {
+        /// Path, starting with '/'.
+        path: String,
+    },
+    /// TCP connect to the first endpoint.
+    Tcp,
+}
+
+/// An active health probe request.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
+)]
+pub struct ProbeSpec {
+    /// What to probe.
+    pub kind: ProbeKind,
+    /// Seconds between probes.
+    pub interval_secs: u32,
+}
+
+/// Health of an instance as the registry sees it.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Passing (or never reported failing by a quorum of reporters).
+    Passing,
+    /// At least f+1 distinct validators reported it failing.
+    Failing,
+}
+
+/// The body of a Register transaction.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Registration {
+    /// Namespace the signer is enrolled in.
+    pub namespace: ServiceName,
+    /// Service.
+    pub service: ServiceName,
+    /// Instance id.
+    pub instance: InstanceId,
+    /// Endpoints (at least one).
+    pub endpoints: Vec<Endpoint>,
+    /// Labels (keys unique; stored sorted).
+    pub labels: Vec<Label>,
+    /// Version string of the instance.
+    pub version: String,
+    /// Lease time-to-live in seconds.
+    pub ttl_secs: u32,
+    /// Optional active probe.
+    pub probe: Option<ProbeSpec>,
+}
+
+/// The body of an Enroll transaction.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct Enrollment {
+    /// The identity enrolled.
+    pub identity: PublicKey,
+    /// Namespaces it may write.
+    pub namespaces: Vec<ServiceName>,
+    /// Its role there.
+    pub role: Role,
+}
+
+/// One registered instance, as stored and proven.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// Instance id.
+    pub instance: InstanceId,
+    /// The identity that registered it (the only one that may change it, besides admins).
+    pub owner: PublicKey,
+    /// Endpoints.
+    pub endpoints: Vec<Endpoint>,
+    /// Labels, sorted by key.
+    pub labels: Vec<Label>,
+    /// Version.
+    pub version: String,
+    /// Lease TTL in seconds.
+    pub ttl_secs: u32,
+    /// Block time (ms) of the registration.
+    pub registered_at_ms: u64,
+    /// Block time (ms) after which the lease has expired.
+    pub lease_expires_at_ms: u64,
+    /// Health as decided by validator reports.
+    pub health: Health,
+    /// Validators whose latest report disagrees with `health` (turns it at f+1).
+    pub dissenting_reporters: Vec<PublicKey>,
+    /// Active probe, if asked for.
+    pub probe: Option<ProbeSpec>,
+}
+
+/// The value of [`StateKey::Service`]: every live instance, sorted by id.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    /// Namespace.
+    pub namespace: ServiceName,
+    /// Service.
+    pub service: ServiceName,
+    /// Instances sorted by `instance`.
+    pub instances: Vec<InstanceRecord>,
+}
+
+/// The value of [`StateKey::Namespace`]: the services that have instances, sorted.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct NamespaceRecord {
+    /// Namespace.
+    pub namespace: ServiceName,
+    /// Services, sorted.
+    pub services: Vec<ServiceName>,
+}

@@ -1,0 +1,1 @@
+//! palisade-keys: not built yet.

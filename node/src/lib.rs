@@ -1,0 +1,1 @@
+//! palisade-node: not built yet.

@@ -1,0 +1,1 @@
+//! palisade-testnet: not built yet.
