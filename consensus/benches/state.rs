@@ -1,0 +1,2 @@
+//! Benches of the registry state machine (filled by the state work).
+fn main() {}
