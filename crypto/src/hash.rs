@@ -110,6 +110,8 @@ domains! {
     Message = "palisade/v1/message",
     /// Derivation of the libp2p identity from a validator key.
     NetworkIdentity = "palisade/v1/network-identity",
+    /// Short ids of public keys (key files, logs).
+    KeyId = "palisade/v1/key-id",
 }
 
 fn domain_key(domain: Domain) -> &'static [u8; 32] {
