@@ -9,6 +9,7 @@
 //! - `GET /v1/services/{namespace}/{service}` -> [`LookupResponse`] (absent services too)
 //! - `GET /v1/namespaces/{namespace}` -> [`NamespaceResponse`]
 //! - `GET /v1/epochs?from=E` -> [`EpochsResponse`]
+//! - `GET /v1/accounts/{public_key_hex}` -> [`AccountResponse`]
 //! - `GET /v1/watch?namespace=N[&service=S][&from_height=H]` -> server-sent events:
 //!   `event: update` with data [`WatchUpdate`], `event: cutoff` with data [`ApiError`]
 //! - `GET /v1/status` -> [`StatusResponse`]
@@ -118,6 +119,20 @@ pub struct WatchUpdate {
     pub service: String,
     /// The lookup at the height of the change.
     pub lookup: LookupResponse,
+}
+
+/// A signer's account: the sequence number its next transaction should carry.
+///
+/// Unverified: a lying node can only get the signer's next transaction
+/// refused for a wrong sequence, never forge one. `next_sequence` counts the signer's
+/// transactions admitted to this node's mempool as well as committed ones, so
+/// a client can submit several in a row; an unknown signer gets 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountResponse {
+    /// The signer.
+    pub key: crate::PublicKey,
+    /// Sequence number the signer's next transaction should carry.
+    pub next_sequence: u64,
 }
 
 /// Node status.
