@@ -1,1 +1,15 @@
-//! palisade-node: not built yet.
+//! palisade-node: the validator process around the pure consensus core and
+//! registry state machine.
+//!
+//! - [`config`]: the TOML configuration ([`NodeConfig`]).
+//! - [`storage`]: RocksDB (and in-memory) storage: blocks, certificates,
+//!   safety state, the authenticated map, indexes.
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod error;
+pub mod storage;
+
+pub use config::{ApiConfig, ConsensusConfig, MempoolConfig, NodeConfig, PeerConfig, ProbeConfig};
+pub use error::{ConfigError, NodeError, StorageError};
+pub use storage::NodeStore;

@@ -1,0 +1,415 @@
+//! Node configuration: a TOML file with documented defaults.
+//!
+//! Relative paths are resolved against the directory of the config file.
+//! Unknown fields are refused (a typo must not silently fall back to a
+//! default), and every check names the field it refuses.
+//!
+//! ```toml
+//! data_dir = "data"                         # RocksDB lives in data/db
+//! key_file = "node0.key"                    # palisade-keys JSON key file (0600)
+//! genesis_file = "genesis.json"             # the state machine's genesis document
+//! network_file = "network.json"             # peers: every node listed but this one
+//! listen_p2p = "/ip4/127.0.0.1/tcp/7000"
+//! listen_api = "127.0.0.1:7100"
+//! log_level = "info"                        # RUST_LOG wins when set
+//! fault_injection = false                   # enables POST /admin/partition and /admin/heal
+//!
+//! [consensus]
+//! round_timeout_ms = 1000                   # first round timeout; backs off on repeated timeouts
+//! max_block_txs = 500
+//! proposal_delay_ms = 20                    # leader waits this long for more txs when the mempool is non-empty
+//!
+//! [mempool]
+//! max_txs = 20000
+//! max_per_signer = 256
+//!
+//! [api]
+//! max_body_bytes = 262144
+//! wait_timeout_ms = 10000                   # bound on POST /v1/tx with wait = true
+//! watch_buffer = 256                        # events buffered per watch stream before cut-off
+//! max_watch_streams = 1024
+//!
+//! [probes]
+//! enabled = true
+//! interval_secs = 5                         # default when a probe spec asks for 0
+//! backoff_base_secs = 10
+//! backoff_max_secs = 300
+//! timeout_ms = 2000
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use libp2p::Multiaddr;
+use palisade_crypto::{NetworkFile, PublicKey};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// A peer given directly in the config (instead of, or besides, a network file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The peer's validator key (hex); its libp2p identity derives from it.
+    pub public_key: PublicKey,
+    /// Its libp2p address, e.g. `/ip4/127.0.0.1/tcp/7001`.
+    pub p2p_addr: String,
+}
+
+/// Consensus timing and block limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsensusConfig {
+    /// Base round timeout in milliseconds (default 1000).
+    pub round_timeout_ms: u64,
+    /// Most transactions a leader puts in one block (default 500).
+    pub max_block_txs: usize,
+    /// How long a leader with a non-empty mempool waits to fill a block (default 20 ms).
+    pub proposal_delay_ms: u64,
+}
+
+impl Default for ConsensusConfig {
+    fn default() -> Self {
+        ConsensusConfig {
+            round_timeout_ms: 1000,
+            max_block_txs: 500,
+            proposal_delay_ms: 20,
+        }
+    }
+}
+
+/// Mempool bounds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MempoolConfig {
+    /// Most transactions held in total (default 20000).
+    pub max_txs: usize,
+    /// Most transactions held per signer (default 256).
+    pub max_per_signer: usize,
+}
+
+impl Default for MempoolConfig {
+    fn default() -> Self {
+        MempoolConfig {
+            max_txs: 20_000,
+            max_per_signer: 256,
+        }
+    }
+}
+
+/// HTTP API limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Largest accepted request body (default 256 KiB).
+    pub max_body_bytes: usize,
+    /// Longest a `wait: true` submission waits for its receipt (default 10 s).
+    pub wait_timeout_ms: u64,
+    /// Events buffered per watch stream; a consumer that falls further behind is cut off (default 256).
+    pub watch_buffer: usize,
+    /// Most concurrent watch streams (default 1024).
+    pub max_watch_streams: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_body_bytes: 256 * 1024,
+            wait_timeout_ms: 10_000,
+            watch_buffer: 256,
+            max_watch_streams: 1024,
+        }
+    }
+}
+
+/// Active health probing of registered instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// Whether this validator probes at all (default true).
+    pub enabled: bool,
+    /// Interval when a probe spec asks for 0 seconds (default 5).
+    pub interval_secs: u64,
+    /// First back-off after a failure (default 10 s), doubling up to `backoff_max_secs`.
+    pub backoff_base_secs: u64,
+    /// Longest back-off (default 300 s).
+    pub backoff_max_secs: u64,
+    /// Timeout of one probe (default 2000 ms).
+    pub timeout_ms: u64,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            enabled: true,
+            interval_secs: 5,
+            backoff_base_secs: 10,
+            backoff_max_secs: 300,
+            timeout_ms: 2000,
+        }
+    }
+}
+
+/// A node's whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Directory for RocksDB and other node state.
+    pub data_dir: PathBuf,
+    /// The validator key file.
+    pub key_file: PathBuf,
+    /// The genesis document.
+    pub genesis_file: PathBuf,
+    /// A network file whose nodes (all but this one) are the peers.
+    #[serde(default)]
+    pub network_file: Option<PathBuf>,
+    /// Peers listed directly.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// libp2p listen address (default `/ip4/127.0.0.1/tcp/7000`).
+    #[serde(default = "default_p2p")]
+    pub listen_p2p: String,
+    /// HTTP API listen address (default `127.0.0.1:7100`).
+    #[serde(default = "default_api")]
+    pub listen_api: String,
+    /// Log filter (default `info`); `RUST_LOG` wins when set.
+    #[serde(default = "default_log")]
+    pub log_level: String,
+    /// Enables the transport filter and its admin routes (testnets only).
+    #[serde(default)]
+    pub fault_injection: bool,
+    /// Consensus timing.
+    #[serde(default)]
+    pub consensus: ConsensusConfig,
+    /// Mempool bounds.
+    #[serde(default)]
+    pub mempool: MempoolConfig,
+    /// API limits.
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// Health probes.
+    #[serde(default)]
+    pub probes: ProbeConfig,
+}
+
+fn default_p2p() -> String {
+    "/ip4/127.0.0.1/tcp/7000".into()
+}
+fn default_api() -> String {
+    "127.0.0.1:7100".into()
+}
+fn default_log() -> String {
+    "info".into()
+}
+
+impl NodeConfig {
+    /// A config with defaults for everything but the three required paths.
+    pub fn new(data_dir: PathBuf, key_file: PathBuf, genesis_file: PathBuf) -> Self {
+        NodeConfig {
+            data_dir,
+            key_file,
+            genesis_file,
+            network_file: None,
+            peers: Vec::new(),
+            listen_p2p: default_p2p(),
+            listen_api: default_api(),
+            log_level: default_log(),
+            fault_injection: false,
+            consensus: ConsensusConfig::default(),
+            mempool: MempoolConfig::default(),
+            api: ApiConfig::default(),
+            probes: ProbeConfig::default(),
+        }
+    }
+
+    /// Read, parse, resolve relative paths and validate a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let mut config = Self::from_toml(&text)?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parse and validate TOML text (paths stay as written).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: NodeConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The config as TOML text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a node config always serializes")
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.data_dir);
+        fix(&mut self.key_file);
+        fix(&mut self.genesis_file);
+        if let Some(n) = self.network_file.as_mut() {
+            fix(n);
+        }
+    }
+
+    /// Check every field that parsing alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |field: &'static str, reason: String| Err(ConfigError::Invalid { field, reason });
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty".into());
+        }
+        if self.key_file.as_os_str().is_empty() {
+            return invalid("key_file", "must not be empty".into());
+        }
+        if self.genesis_file.as_os_str().is_empty() {
+            return invalid("genesis_file", "must not be empty".into());
+        }
+        self.p2p_multiaddr()?;
+        self.api_socket_addr()?;
+        for peer in &self.peers {
+            if peer.p2p_addr.parse::<Multiaddr>().is_err() {
+                return invalid(
+                    "peers.p2p_addr",
+                    format!(
+                        "{:?} is not a multiaddr like /ip4/127.0.0.1/tcp/7001",
+                        peer.p2p_addr
+                    ),
+                );
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return invalid(
+                "log_level",
+                format!(
+                    "{:?} is not a tracing filter (try \"info\")",
+                    self.log_level
+                ),
+            );
+        }
+        let c = &self.consensus;
+        if !(10..=600_000).contains(&c.round_timeout_ms) {
+            return invalid(
+                "consensus.round_timeout_ms",
+                format!("{} is outside 10..=600000", c.round_timeout_ms),
+            );
+        }
+        if !(1..=10_000).contains(&c.max_block_txs) {
+            return invalid(
+                "consensus.max_block_txs",
+                format!("{} is outside 1..=10000", c.max_block_txs),
+            );
+        }
+        if c.proposal_delay_ms >= c.round_timeout_ms {
+            return invalid(
+                "consensus.proposal_delay_ms",
+                "must be below consensus.round_timeout_ms".into(),
+            );
+        }
+        let m = &self.mempool;
+        if m.max_txs == 0 {
+            return invalid("mempool.max_txs", "must be at least 1".into());
+        }
+        if m.max_per_signer == 0 || m.max_per_signer > m.max_txs {
+            return invalid(
+                "mempool.max_per_signer",
+                format!("must be in 1..=mempool.max_txs ({})", m.max_txs),
+            );
+        }
+        let a = &self.api;
+        if !(1024..=16 << 20).contains(&a.max_body_bytes) {
+            return invalid(
+                "api.max_body_bytes",
+                format!("{} is outside 1024..=16777216", a.max_body_bytes),
+            );
+        }
+        if a.wait_timeout_ms == 0 || a.wait_timeout_ms > 120_000 {
+            return invalid(
+                "api.wait_timeout_ms",
+                format!("{} is outside 1..=120000", a.wait_timeout_ms),
+            );
+        }
+        if a.watch_buffer == 0 {
+            return invalid("api.watch_buffer", "must be at least 1".into());
+        }
+        let p = &self.probes;
+        if p.interval_secs == 0 {
+            return invalid("probes.interval_secs", "must be at least 1".into());
+        }
+        if p.backoff_base_secs == 0 || p.backoff_base_secs > p.backoff_max_secs {
+            return invalid(
+                "probes.backoff_base_secs",
+                "must be in 1..=probes.backoff_max_secs".into(),
+            );
+        }
+        if p.timeout_ms == 0 {
+            return invalid("probes.timeout_ms", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The libp2p listen address.
+    pub fn p2p_multiaddr(&self) -> Result<Multiaddr, ConfigError> {
+        self.listen_p2p.parse().map_err(|_| ConfigError::Invalid {
+            field: "listen_p2p",
+            reason: format!(
+                "{:?} is not a multiaddr like /ip4/127.0.0.1/tcp/7000",
+                self.listen_p2p
+            ),
+        })
+    }
+
+    /// The API listen address.
+    pub fn api_socket_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen_api.parse().map_err(|_| ConfigError::Invalid {
+            field: "listen_api",
+            reason: format!(
+                "{:?} is not an address like 127.0.0.1:7100",
+                self.listen_api
+            ),
+        })
+    }
+
+    /// Every peer: those listed directly plus the network file's nodes, less `me`.
+    pub fn resolve_peers(&self, me: &PublicKey) -> Result<Vec<PeerConfig>, ConfigError> {
+        let mut peers = self.peers.clone();
+        if let Some(path) = &self.network_file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let file = NetworkFile::from_json(&text).map_err(|reason| ConfigError::Invalid {
+                field: "network_file",
+                reason,
+            })?;
+            for node in file.nodes {
+                if node.p2p_addr.parse::<Multiaddr>().is_err() {
+                    return Err(ConfigError::Invalid {
+                        field: "network_file",
+                        reason: format!(
+                            "node {} has p2p_addr {:?}, not a multiaddr",
+                            node.name, node.p2p_addr
+                        ),
+                    });
+                }
+                if !peers.iter().any(|p| p.public_key == node.public_key) {
+                    peers.push(PeerConfig {
+                        public_key: node.public_key,
+                        p2p_addr: node.p2p_addr,
+                    });
+                }
+            }
+        }
+        peers.retain(|p| &p.public_key != me);
+        Ok(peers)
+    }
+}

@@ -1,0 +1,2 @@
+//! `palisade-node run --config FILE`.
+fn main() {}

@@ -1,0 +1,126 @@
+//! The authenticated map's nodes and values over a [`KvBackend`].
+//!
+//! Values are keyed `key_hash (32 bytes) || version (u64 big-endian)`, so the
+//! newest value at or below a version is one reverse seek. Nodes are keyed by
+//! their borsh `NodeKey`. Stale nodes are kept (history stays provable);
+//! pruning is left to an operator tool.
+
+use std::sync::Arc;
+
+use jmt::storage::{LeafNode, Node, NodeBatch, NodeKey, TreeReader, TreeWriter};
+use jmt::{KeyHash, OwnedValue, Version};
+use palisade_crypto::{decode, encode};
+
+use super::kv::{Batch, Cf, KvBackend};
+use crate::error::StorageError;
+
+/// jmt's `TreeReader`/`TreeWriter` over a key-value backend.
+#[derive(Clone)]
+pub struct KvTreeStore {
+    kv: Arc<dyn KvBackend>,
+}
+
+impl std::fmt::Debug for KvTreeStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KvTreeStore")
+    }
+}
+
+fn value_key(key_hash: &KeyHash, version: Version) -> Vec<u8> {
+    let mut k = Vec::with_capacity(40);
+    k.extend_from_slice(&key_hash.0);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+impl KvTreeStore {
+    /// A tree store over `kv`.
+    pub fn new(kv: Arc<dyn KvBackend>) -> Self {
+        KvTreeStore { kv }
+    }
+
+    /// Add a node batch's writes to `batch` (so a commit lands atomically with its block).
+    pub fn stage(node_batch: &NodeBatch, batch: &mut Batch) {
+        for (key, node) in node_batch.nodes() {
+            batch.put(Cf::JmtNodes, encode(key), encode(node));
+        }
+        for ((version, key_hash), value) in node_batch.values() {
+            batch.put(Cf::JmtValues, value_key(key_hash, *version), encode(value));
+        }
+    }
+
+    fn corrupt(cf: &'static str, e: impl std::fmt::Display) -> StorageError {
+        StorageError::Corrupt {
+            cf,
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl TreeReader for KvTreeStore {
+    fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        match self.kv.get(Cf::JmtNodes, &encode(node_key))? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(
+                decode(&bytes).map_err(|e| Self::corrupt("jmt_nodes", e))?,
+            )),
+        }
+    }
+
+    fn get_value_option(
+        &self,
+        max_version: Version,
+        key_hash: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
+        let Some((k, v)) = self
+            .kv
+            .seek_prev(Cf::JmtValues, &value_key(&key_hash, max_version))?
+        else {
+            return Ok(None);
+        };
+        if k.len() != 40 || k[..32] != key_hash.0 {
+            return Ok(None);
+        }
+        let value: Option<Vec<u8>> = decode(&v).map_err(|e| Self::corrupt("jmt_values", e))?;
+        Ok(value)
+    }
+
+    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+        // Only used when restoring a tree from chunks: a full scan is acceptable.
+        let mut best: Option<(NodeKey, LeafNode)> = None;
+        let mut start = Vec::new();
+        loop {
+            let page = self.kv.scan(Cf::JmtNodes, &start, 1024)?;
+            let Some((last, _)) = page.last() else { break };
+            let mut next = last.clone();
+            next.push(0);
+            for (k, v) in &page {
+                if let Node::Leaf(leaf) =
+                    decode::<Node>(v).map_err(|e| Self::corrupt("jmt_nodes", e))?
+                {
+                    if best
+                        .as_ref()
+                        .is_none_or(|(_, b)| leaf.key_hash() > b.key_hash())
+                    {
+                        let key: NodeKey = decode(k).map_err(|e| Self::corrupt("jmt_nodes", e))?;
+                        best = Some((key, leaf));
+                    }
+                }
+            }
+            if page.len() < 1024 {
+                break;
+            }
+            start = next;
+        }
+        Ok(best)
+    }
+}
+
+impl TreeWriter for KvTreeStore {
+    fn write_node_batch(&self, node_batch: &NodeBatch) -> anyhow::Result<()> {
+        let mut batch = Batch::new();
+        Self::stage(node_batch, &mut batch);
+        self.kv.write(batch, false)?;
+        Ok(())
+    }
+}

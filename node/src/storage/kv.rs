@@ -1,0 +1,237 @@
+//! The key-value layer under every store: column families, atomic batches,
+//! synced writes. Two backends share one contract and one test suite:
+//! [`RocksKv`] (the node's) and [`MemKv`] (tests and tools).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteOptions, DB};
+
+use crate::error::StorageError;
+
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+type MemMap = BTreeMap<(Cf, Vec<u8>), Vec<u8>>;
+
+/// A column family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Cf {
+    /// Blocks by id (proposed and committed).
+    Blocks,
+    /// Certificates: committed height -> commit certificate; also the highest QC.
+    Certs,
+    /// Safety state (synced before a vote or timeout leaves the node).
+    Safety,
+    /// Jellyfish Merkle Tree nodes.
+    JmtNodes,
+    /// Jellyfish Merkle Tree values by (key hash, version).
+    JmtValues,
+    /// Receipts by transaction id.
+    Receipts,
+    /// Committed chain index: height -> block id, block info, transaction ids.
+    Heights,
+    /// Small records: committed height, epoch change index.
+    Meta,
+}
+
+impl Cf {
+    /// Every column family.
+    pub const ALL: [Cf; 8] = [
+        Cf::Blocks,
+        Cf::Certs,
+        Cf::Safety,
+        Cf::JmtNodes,
+        Cf::JmtValues,
+        Cf::Receipts,
+        Cf::Heights,
+        Cf::Meta,
+    ];
+
+    /// RocksDB name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Blocks => "blocks",
+            Cf::Certs => "certs",
+            Cf::Safety => "safety",
+            Cf::JmtNodes => "jmt_nodes",
+            Cf::JmtValues => "jmt_values",
+            Cf::Receipts => "receipts",
+            Cf::Heights => "heights",
+            Cf::Meta => "meta",
+        }
+    }
+}
+
+/// Writes applied all together or not at all.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    ops: Vec<(Cf, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Set `key` to `value`.
+    pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push((cf, key.into(), Some(value.into())));
+    }
+    /// Remove `key`.
+    pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {
+        self.ops.push((cf, key.into(), None));
+    }
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// A key-value store with column families. Writes are atomic per batch;
+/// `sync = true` returns only once the batch is durable (fsync of the WAL).
+pub trait KvBackend: Send + Sync + 'static {
+    /// Value under `key`.
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Apply `batch` atomically.
+    fn write(&self, batch: Batch, sync: bool) -> Result<(), StorageError>;
+    /// The last entry whose key is `<= key`.
+    fn seek_prev(&self, cf: Cf, key: &[u8]) -> Result<Option<Entry>, StorageError>;
+    /// Up to `limit` entries with keys `>= start`, ascending.
+    fn scan(&self, cf: Cf, start: &[u8], limit: usize) -> Result<Vec<Entry>, StorageError>;
+}
+
+/// RocksDB, one column family per [`Cf`].
+pub struct RocksKv {
+    db: DB,
+}
+
+impl std::fmt::Debug for RocksKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RocksKv({})", self.db.path().display())
+    }
+}
+
+impl RocksKv {
+    /// Open (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Arc<Self>, StorageError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Bound the background work so an idle node stays idle.
+        opts.increase_parallelism(2);
+        let cfs = Cf::ALL
+            .iter()
+            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Arc::new(RocksKv { db }))
+    }
+
+    fn cf(&self, cf: Cf) -> Result<&rocksdb::ColumnFamily, StorageError> {
+        self.db
+            .cf_handle(cf.name())
+            .ok_or_else(|| StorageError::Rocks(format!("column family {} missing", cf.name())))
+    }
+}
+
+impl KvBackend for RocksKv {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.db.get_cf(self.cf(cf)?, key)?)
+    }
+
+    fn write(&self, batch: Batch, sync: bool) -> Result<(), StorageError> {
+        let mut wb = rocksdb::WriteBatch::default();
+        for (cf, key, value) in batch.ops {
+            let handle = self.cf(cf)?;
+            match value {
+                Some(v) => wb.put_cf(handle, key, v),
+                None => wb.delete_cf(handle, key),
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        Ok(self.db.write_opt(wb, &wo)?)
+    }
+
+    fn seek_prev(&self, cf: Cf, key: &[u8]) -> Result<Option<Entry>, StorageError> {
+        let mut it = self
+            .db
+            .iterator_cf(self.cf(cf)?, IteratorMode::From(key, Direction::Reverse));
+        match it.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (k, v) = item?;
+                Ok(Some((k.into_vec(), v.into_vec())))
+            }
+        }
+    }
+
+    fn scan(&self, cf: Cf, start: &[u8], limit: usize) -> Result<Vec<Entry>, StorageError> {
+        let it = self
+            .db
+            .iterator_cf(self.cf(cf)?, IteratorMode::From(start, Direction::Forward));
+        let mut out = Vec::new();
+        for item in it.take(limit) {
+            let (k, v) = item?;
+            out.push((k.into_vec(), v.into_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// An in-memory backend with the same contract (durability aside).
+#[derive(Debug, Default)]
+pub struct MemKv {
+    maps: RwLock<MemMap>,
+}
+
+impl MemKv {
+    /// An empty store.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+}
+
+impl KvBackend for MemKv {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let maps = self.maps.read().expect("memkv lock poisoned");
+        Ok(maps.get(&(cf, key.to_vec())).cloned())
+    }
+
+    fn write(&self, batch: Batch, _sync: bool) -> Result<(), StorageError> {
+        let mut maps = self.maps.write().expect("memkv lock poisoned");
+        for (cf, key, value) in batch.ops {
+            match value {
+                Some(v) => maps.insert((cf, key), v),
+                None => maps.remove(&(cf, key)),
+            };
+        }
+        Ok(())
+    }
+
+    fn seek_prev(&self, cf: Cf, key: &[u8]) -> Result<Option<Entry>, StorageError> {
+        let maps = self.maps.read().expect("memkv lock poisoned");
+        let found = maps
+            .range((
+                Bound::Included((cf, Vec::new())),
+                Bound::Included((cf, key.to_vec())),
+            ))
+            .next_back();
+        Ok(found.map(|((_, k), v)| (k.clone(), v.clone())))
+    }
+
+    fn scan(&self, cf: Cf, start: &[u8], limit: usize) -> Result<Vec<Entry>, StorageError> {
+        let maps = self.maps.read().expect("memkv lock poisoned");
+        Ok(maps
+            .range((cf, start.to_vec())..)
+            .take_while(|((c, _), _)| *c == cf)
+            .take(limit)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}

@@ -1,0 +1,253 @@
+//! One storage suite, run over the in-memory backend and RocksDB.
+
+use std::sync::Arc;
+
+use jmt::JellyfishMerkleTree;
+use palisade_crypto::{
+    state_key_hash, BlockInfo, CommitCertificate, Digest, JmtHasher, LedgerInfo, MapProof, StateKey,
+};
+use palisade_node::storage::{
+    Batch, Cf, CommittedEntry, KvBackend, KvTreeStore, MemKv, NodeStore, RocksKv,
+};
+
+fn backends() -> Vec<(&'static str, Arc<dyn KvBackend>, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let rocks: Arc<dyn KvBackend> = RocksKv::open(&dir.path().join("db")).unwrap();
+    let mem: Arc<dyn KvBackend> = MemKv::new();
+    vec![("mem", mem, None), ("rocks", rocks, Some(dir))]
+}
+
+#[test]
+fn kv_batches_seeks_and_scans_agree_across_backends() {
+    for (name, kv, _dir) in backends() {
+        let mut b = Batch::new();
+        for i in [1u8, 3, 5] {
+            b.put(Cf::Blocks, vec![i], vec![i * 10]);
+        }
+        b.put(Cf::Certs, vec![4], vec![44]);
+        kv.write(b, true).unwrap();
+        assert_eq!(kv.get(Cf::Blocks, &[3]).unwrap(), Some(vec![30]), "{name}");
+        assert_eq!(
+            kv.get(Cf::Blocks, &[4]).unwrap(),
+            None,
+            "{name}: column families are separate"
+        );
+        assert_eq!(
+            kv.seek_prev(Cf::Blocks, &[4]).unwrap(),
+            Some((vec![3], vec![30])),
+            "{name}"
+        );
+        assert_eq!(kv.seek_prev(Cf::Blocks, &[0]).unwrap(), None, "{name}");
+        assert_eq!(
+            kv.seek_prev(Cf::Certs, &[9]).unwrap(),
+            Some((vec![4], vec![44])),
+            "{name}"
+        );
+        let page = kv.scan(Cf::Blocks, &[2], 10).unwrap();
+        assert_eq!(
+            page,
+            vec![(vec![3], vec![30]), (vec![5], vec![50])],
+            "{name}"
+        );
+        assert_eq!(
+            kv.scan(Cf::Blocks, &[0], 1).unwrap().len(),
+            1,
+            "{name}: limit"
+        );
+        let mut b = Batch::new();
+        b.delete(Cf::Blocks, vec![3]);
+        b.put(Cf::Blocks, vec![6], vec![60]);
+        kv.write(b, false).unwrap();
+        assert_eq!(kv.get(Cf::Blocks, &[3]).unwrap(), None, "{name}");
+        assert_eq!(
+            kv.seek_prev(Cf::Blocks, &[4]).unwrap(),
+            Some((vec![1], vec![10])),
+            "{name}"
+        );
+    }
+}
+
+fn key(i: u32) -> StateKey {
+    StateKey::System {
+        name: format!("k{i}"),
+    }
+}
+
+/// Writes versions 0..5 through jmt, returns the roots.
+fn write_tree(tree: &KvTreeStore) -> Vec<Digest> {
+    let mut roots = Vec::new();
+    for version in 0u64..5 {
+        let jmt = JellyfishMerkleTree::<_, JmtHasher>::new(tree);
+        let mut writes = vec![];
+        for i in 0..(version as u32 + 2) {
+            writes.push((
+                state_key_hash(&key(i)),
+                Some(format!("v{version}-{i}").into_bytes()),
+            ));
+        }
+        if version == 3 {
+            writes.push((state_key_hash(&key(0)), None));
+        }
+        let (root, batch) = jmt.put_value_set(writes, version).unwrap();
+        jmt::storage::TreeWriter::write_node_batch(tree, &batch.node_batch).unwrap();
+        roots.push(Digest(root.0));
+    }
+    roots
+}
+
+#[test]
+fn tree_store_serves_proofs_at_every_version_on_every_backend() {
+    let mut all_roots = Vec::new();
+    for (name, kv, _dir) in backends() {
+        let tree = KvTreeStore::new(kv);
+        let roots = write_tree(&tree);
+        let jmt = JellyfishMerkleTree::<_, JmtHasher>::new(&tree);
+        for (version, root) in roots.iter().enumerate() {
+            let version = version as u64;
+            for i in 0..7u32 {
+                let (value, proof) = jmt
+                    .get_with_proof(state_key_hash(&key(i)), version)
+                    .unwrap();
+                let expected = if (version == 3 && i == 0) || i >= version as u32 + 2 {
+                    None
+                } else {
+                    Some(format!("v{version}-{i}").into_bytes())
+                };
+                assert_eq!(value, expected, "{name}: key {i} at version {version}");
+                MapProof(proof.clone())
+                    .verify(root, &key(i), value.as_deref())
+                    .unwrap_or_else(|e| panic!("{name}: proof for {i}@{version}: {e}"));
+                assert!(
+                    MapProof(proof)
+                        .verify(root, &key(i), Some(b"forged"))
+                        .is_err(),
+                    "{name}: a proof must not vouch for another value"
+                );
+            }
+        }
+        all_roots.push(roots);
+    }
+    assert_eq!(
+        all_roots[0], all_roots[1],
+        "backends must yield identical roots"
+    );
+}
+
+fn info(height: u64, next: bool) -> BlockInfo {
+    BlockInfo {
+        round: height + 1,
+        height,
+        block_id: Digest([height as u8; 32]),
+        state_root: Digest([7; 32]),
+        tx_root: Digest::ZERO,
+        timestamp_ms: 1000 * height,
+        next_validators: next.then(|| palisade_crypto::ValidatorSet {
+            epoch: 1,
+            validators: vec![],
+        }),
+        parent_info: Digest::ZERO,
+    }
+}
+
+fn cert(info: &BlockInfo) -> CommitCertificate {
+    CommitCertificate {
+        ledger_info: LedgerInfo {
+            chain_id: "test".into(),
+            epoch: 0,
+            commit: Some(info.clone()),
+            consensus_data_hash: Digest::ZERO,
+        },
+        signatures: vec![],
+    }
+}
+
+fn entry(height: u64, ids: &[u8]) -> CommittedEntry {
+    CommittedEntry {
+        info: info(height, false),
+        tx_ids: ids.iter().map(|i| Digest([*i; 32])).collect(),
+        outcomes: ids.iter().map(|_| "applied".to_string()).collect(),
+        changed: vec![("ns".into(), "svc".into())],
+    }
+}
+
+#[test]
+fn node_store_indexes_commits_receipts_certs_and_epochs() {
+    for (name, kv, _dir) in backends() {
+        let store = NodeStore::new(kv);
+        assert_eq!(store.committed_height().unwrap(), 0, "{name}");
+        assert!(store.latest_cert().unwrap().is_none(), "{name}");
+        // Heights 1 and 2 committed together; certificate names 2.
+        let (e1, e2) = (entry(1, &[1, 2]), entry(2, &[3]));
+        store
+            .commit(
+                Batch::new(),
+                &[e1.clone(), e2.clone()],
+                Some(&cert(&e2.info)),
+            )
+            .unwrap();
+        // Height 3 ends epoch 0.
+        let e3 = CommittedEntry {
+            info: info(3, true),
+            ..entry(3, &[])
+        };
+        store
+            .commit(Batch::new(), std::slice::from_ref(&e3), Some(&cert(&e3.info)))
+            .unwrap();
+        assert_eq!(store.committed_height().unwrap(), 3, "{name}");
+        assert_eq!(store.entry(1).unwrap(), Some(e1), "{name}");
+        assert_eq!(
+            store.cert_at(1).unwrap(),
+            None,
+            "{name}: height 1 has no own certificate"
+        );
+        assert_eq!(
+            store.cert_from(1).unwrap().map(|(h, _)| h),
+            Some(2),
+            "{name}"
+        );
+        assert_eq!(
+            store.latest_cert().unwrap().map(|(h, _)| h),
+            Some(3),
+            "{name}"
+        );
+        let loc = store.tx_location(&Digest([2; 32])).unwrap().unwrap();
+        assert_eq!((loc.height, loc.index), (1, 1), "{name}");
+        assert_eq!(store.tx_location(&Digest([9; 32])).unwrap(), None, "{name}");
+        let epochs = store.epoch_changes(0, 10).unwrap();
+        assert_eq!(epochs.len(), 1, "{name}");
+        assert_eq!(
+            epochs[0].ledger_info.commit.as_ref().unwrap().height,
+            3,
+            "{name}"
+        );
+        assert!(store.epoch_changes(1, 10).unwrap().is_empty(), "{name}");
+        store.put_safety("safety", b"round=7").unwrap();
+        assert_eq!(
+            store.safety("safety").unwrap(),
+            Some(b"round=7".to_vec()),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn rocks_store_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let store = NodeStore::open_rocks(&path).unwrap();
+        let e = entry(1, &[5]);
+        store
+            .commit(Batch::new(), std::slice::from_ref(&e), Some(&cert(&e.info)))
+            .unwrap();
+        store.put_safety("safety", b"voted").unwrap();
+        write_tree(store.tree());
+    }
+    let store = NodeStore::open_rocks(&path).unwrap();
+    assert_eq!(store.committed_height().unwrap(), 1);
+    assert_eq!(store.safety("safety").unwrap(), Some(b"voted".to_vec()));
+    assert!(store.tx_location(&Digest([5; 32])).unwrap().is_some());
+    let jmt = JellyfishMerkleTree::<_, JmtHasher>::new(store.tree());
+    let (value, _) = jmt.get_with_proof(state_key_hash(&key(1)), 4).unwrap();
+    assert_eq!(value, Some(b"v4-1".to_vec()));
+}
