@@ -1,1 +1,5 @@
-//! palisade-testnet: not built yet.
+//! palisade-testnet: local testnets and fault injection over real
+//! `palisade-node` processes ([`cluster`]), and the deterministic simulator.
+#![forbid(unsafe_code)]
+
+pub mod cluster;

@@ -1,0 +1,394 @@
+//! Real-process testnets: bootstrap, status and fault injection over
+//! `palisade-node` processes on 127.0.0.1.
+//!
+//! Every process this module starts is recorded by pid in `DIR/testnet.json`
+//! and stopped by pid ([`Testnet::down`]). Faults act on real processes:
+//! SIGKILL, SIGSTOP/SIGCONT, restarts from the node's own RocksDB directory,
+//! and partitions through the node's transport filter, which exists only when
+//! the node runs with `fault_injection = true`.
+
+mod layout;
+mod process;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use palisade_crypto::api::StatusResponse;
+
+pub use layout::{Layout, NodeRecord, TestnetRecord};
+pub use process::{alive, free_port, signal, spawn_node, stop};
+
+/// Why a testnet command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TestnetError {
+    /// A file or process operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// What was being accessed.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `testnet.json` is unreadable.
+    #[error("{path}: not a testnet record: {reason}")]
+    Record {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// No node with that index.
+    #[error("no node {index}: the testnet has nodes 0..{count}")]
+    NoSuchNode {
+        /// Asked for.
+        index: usize,
+        /// Number of nodes.
+        count: usize,
+    },
+    /// A signal could not be delivered.
+    #[error("signal {signal} to pid {pid}: {reason}")]
+    Signal {
+        /// Target.
+        pid: u32,
+        /// Signal name.
+        signal: String,
+        /// Why.
+        reason: String,
+    },
+    /// The node is not running (or is already running, for restart).
+    #[error("node {index}: {reason}")]
+    State {
+        /// Node.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An HTTP call to a node failed.
+    #[error("node {index} at {url}: {reason}")]
+    Http {
+        /// Node.
+        index: usize,
+        /// URL called.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// A partition spec did not parse.
+    #[error("bad partition {spec:?}: {reason} (expected e.g. 0,1/2,3)")]
+    BadPartition {
+        /// The spec.
+        spec: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl TestnetError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        TestnetError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// A testnet on disk, with its recorded processes.
+#[derive(Debug)]
+pub struct Testnet {
+    layout: Layout,
+    record: TestnetRecord,
+}
+
+/// One node's view, for `status`.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    /// The node's record.
+    pub node: NodeRecord,
+    /// Whether its process is alive.
+    pub running: bool,
+    /// Its API's answer, or why there was none.
+    pub status: Result<StatusResponse, String>,
+}
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+impl Testnet {
+    /// Open the testnet in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, TestnetError> {
+        let layout = Layout::new(dir);
+        let record = layout.load()?;
+        Ok(Testnet { layout, record })
+    }
+
+    /// Wrap a freshly created record (used by bootstrap).
+    pub fn from_parts(layout: Layout, record: TestnetRecord) -> Self {
+        Testnet { layout, record }
+    }
+
+    /// The layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The record.
+    pub fn record(&self) -> &TestnetRecord {
+        &self.record
+    }
+
+    fn node(&self, index: usize) -> Result<&NodeRecord, TestnetError> {
+        self.record
+            .nodes
+            .get(index)
+            .ok_or(TestnetError::NoSuchNode {
+                index,
+                count: self.record.nodes.len(),
+            })
+    }
+
+    fn running_pid(&self, index: usize) -> Result<u32, TestnetError> {
+        let node = self.node(index)?;
+        match node.pid {
+            Some(pid) if alive(pid) => Ok(pid),
+            _ => Err(TestnetError::State {
+                index,
+                reason: "not running".into(),
+            }),
+        }
+    }
+
+    /// Start node `index` from its config and record its pid.
+    fn start(&mut self, index: usize) -> Result<u32, TestnetError> {
+        let pid = spawn_node(
+            &self.record.node_binary,
+            &self.layout.node_config(index),
+            &self.layout.node_log(index),
+            &[],
+        )?;
+        self.record.nodes[index].pid = Some(pid);
+        self.layout.save(&self.record)?;
+        Ok(pid)
+    }
+
+    /// Start every node that is not running.
+    pub fn start_all(&mut self) -> Result<(), TestnetError> {
+        for i in 0..self.record.nodes.len() {
+            let running = self.record.nodes[i].pid.is_some_and(alive);
+            if !running {
+                self.start(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGKILL node `index`.
+    pub fn kill(&mut self, index: usize) -> Result<u32, TestnetError> {
+        let pid = self.running_pid(index)?;
+        signal(pid, Signal::SIGKILL)?;
+        stop(pid, Duration::from_secs(5))?;
+        self.record.nodes[index].pid = None;
+        self.layout.save(&self.record)?;
+        Ok(pid)
+    }
+
+    /// Start node `index` again from its own data directory.
+    pub fn restart(&mut self, index: usize) -> Result<u32, TestnetError> {
+        self.node(index)?;
+        if let Some(pid) = self.record.nodes[index].pid.filter(|p| alive(*p)) {
+            stop(pid, Duration::from_secs(10))?;
+        }
+        self.start(index)
+    }
+
+    /// SIGSTOP node `index`.
+    pub fn pause(&self, index: usize) -> Result<u32, TestnetError> {
+        let pid = self.running_pid(index)?;
+        signal(pid, Signal::SIGSTOP)?;
+        Ok(pid)
+    }
+
+    /// SIGCONT node `index`.
+    pub fn resume(&self, index: usize) -> Result<u32, TestnetError> {
+        let pid = self.running_pid(index)?;
+        signal(pid, Signal::SIGCONT)?;
+        Ok(pid)
+    }
+
+    /// Stop every recorded process (SIGTERM, then SIGKILL).
+    pub fn down(&mut self) -> Result<Vec<u32>, TestnetError> {
+        let mut stopped = Vec::new();
+        for i in 0..self.record.nodes.len() {
+            if let Some(pid) = self.record.nodes[i].pid.take() {
+                if alive(pid) {
+                    stop(pid, Duration::from_secs(10))?;
+                    stopped.push(pid);
+                }
+            }
+        }
+        self.layout.save(&self.record)?;
+        Ok(stopped)
+    }
+
+    /// Every node's process and API status.
+    pub fn status(&self) -> Vec<NodeStatus> {
+        let agent = agent(Duration::from_secs(2));
+        self.record
+            .nodes
+            .iter()
+            .map(|node| {
+                let running = node.pid.is_some_and(alive);
+                let status = if running {
+                    fetch_status(&agent, &node.api_url)
+                } else {
+                    Err("not running".into())
+                };
+                NodeStatus {
+                    node: node.clone(),
+                    running,
+                    status,
+                }
+            })
+            .collect()
+    }
+
+    /// Split the validators into groups that cannot reach each other
+    /// (`"0,1/2,3"`); nodes not named form their own group each.
+    pub fn partition(&self, spec: &str) -> Result<(), TestnetError> {
+        let groups = parse_partition(spec, self.record.nodes.len())?;
+        let keys: Vec<Vec<String>> = groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|i| self.record.nodes[*i].public_key.clone())
+                    .collect()
+            })
+            .collect();
+        for (gi, group) in groups.iter().enumerate() {
+            let blocked: Vec<String> = keys
+                .iter()
+                .enumerate()
+                .filter(|(gj, _)| *gj != gi)
+                .flat_map(|(_, k)| k.clone())
+                .collect();
+            for i in group {
+                self.admin(*i, "partition", &serde_json::json!({ "blocked": blocked }))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lift every partition.
+    pub fn heal(&self) -> Result<(), TestnetError> {
+        for i in 0..self.record.nodes.len() {
+            if self.record.nodes[i].pid.is_some_and(alive) {
+                self.admin(i, "heal", &serde_json::json!({}))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn admin(
+        &self,
+        index: usize,
+        route: &str,
+        body: &serde_json::Value,
+    ) -> Result<(), TestnetError> {
+        let node = self.node(index)?;
+        let url = format!("{}/admin/{route}", node.api_url);
+        let http = |reason: String| TestnetError::Http {
+            index,
+            url: url.clone(),
+            reason,
+        };
+        let resp = agent(Duration::from_secs(5))
+            .post(&url)
+            .send_json(body)
+            .map_err(|e| http(e.to_string()))?;
+        let code = resp.status().as_u16();
+        if code >= 300 {
+            let text = resp.into_body().read_to_string().unwrap_or_default();
+            return Err(http(format!(
+                "HTTP {code}: {text} (is fault_injection enabled?)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn fetch_status(agent: &ureq::Agent, api_url: &str) -> Result<StatusResponse, String> {
+    let url = format!("{api_url}/v1/status");
+    let resp = agent.get(&url).call().map_err(|e| e.to_string())?;
+    let code = resp.status().as_u16();
+    if code != 200 {
+        return Err(format!("HTTP {code}"));
+    }
+    resp.into_body()
+        .read_json::<StatusResponse>()
+        .map_err(|e| e.to_string())
+}
+
+/// Parse `"0,1/2,3"` into groups of node indices below `n`; every index at
+/// most once; unnamed nodes become singleton groups.
+pub fn parse_partition(spec: &str, n: usize) -> Result<Vec<Vec<usize>>, TestnetError> {
+    let bad = |reason: String| TestnetError::BadPartition {
+        spec: spec.to_string(),
+        reason,
+    };
+    let mut seen = vec![false; n];
+    let mut groups = Vec::new();
+    for part in spec.split('/') {
+        let mut group = Vec::new();
+        for item in part.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let i: usize = item
+                .parse()
+                .map_err(|_| bad(format!("{item:?} is not a node index")))?;
+            if i >= n {
+                return Err(bad(format!("node {i} does not exist (0..{n})")));
+            }
+            if seen[i] {
+                return Err(bad(format!("node {i} appears twice")));
+            }
+            seen[i] = true;
+            group.push(i);
+        }
+        if group.is_empty() {
+            return Err(bad("empty group".into()));
+        }
+        groups.push(group);
+    }
+    if groups.len() < 2 {
+        return Err(bad("a partition needs at least two groups".into()));
+    }
+    for (i, s) in seen.iter().enumerate() {
+        if !s {
+            groups.push(vec![i]);
+        }
+    }
+    Ok(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_specs() {
+        assert_eq!(
+            parse_partition("0,1/2,3", 4).unwrap(),
+            vec![vec![0, 1], vec![2, 3]]
+        );
+        assert_eq!(
+            parse_partition("0/1", 4).unwrap(),
+            vec![vec![0], vec![1], vec![2], vec![3]]
+        );
+        for bad in ["0,1", "0,1/1,2", "0/4", "a/b", "0//1", ""] {
+            assert!(parse_partition(bad, 4).is_err(), "{bad:?}");
+        }
+    }
+}
