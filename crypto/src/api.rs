@@ -12,6 +12,7 @@
 //! - `GET /v1/accounts/{public_key_hex}` -> [`AccountResponse`]
 //! - `GET /v1/watch?namespace=N[&service=S][&from_height=H]` -> server-sent events:
 //!   `event: update` with data [`WatchUpdate`], `event: cutoff` with data [`ApiError`]
+//! - `GET /v1/blocks/{height}` -> [`BlockResponse`] (committed blocks only)
 //! - `GET /v1/status` -> [`StatusResponse`]
 //! - `GET /metrics` -> Prometheus text
 //!
@@ -133,6 +134,16 @@ pub struct AccountResponse {
     pub key: crate::PublicKey,
     /// Sequence number the signer's next transaction should carry.
     pub next_sequence: u64,
+}
+
+/// A committed block's info, so that anyone can compare replicas height by
+/// height (the fault-injection checker does).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlockResponse {
+    /// Height asked for.
+    pub height: u64,
+    /// The committed block's info (chained by `parent_info`).
+    pub block: Hex<BlockInfo>,
 }
 
 /// Node status.
