@@ -1,1 +1,50 @@
-//! palisade-client: not built yet.
+//! Palisade's Rust SDK: signed requests, verified discovery, watch and an
+//! offline cache. It trusts the genesis validator set of a network file and
+//! nothing else: every answer a node gives is checked against a commit
+//! certificate of a quorum of validators before the application sees it.
+//!
+//! - [`Client`]: failover over the network's nodes; [`Client::execute`] signs,
+//!   submits and waits for a verified commit receipt; [`Client::lookup`] is a
+//!   verified lookup (served from the [`Cache`], marked stale, when no node
+//!   answers); [`Client::watch`] a verified stream of changes.
+//! - [`Signer`] and the request builders ([`registration`], [`enrollment`],
+//!   [`InstanceRef`]); [`HeartbeatTask`] renews a lease until stopped.
+//! - [`verify_lookup`] and [`verify_receipt`] are the pure checks underneath,
+//!   with [`TrustedChain`] following validator-set changes across epochs.
+//!
+//! ```no_run
+//! use palisade_client::{load_network_file, Client, ClientConfig};
+//! let network = load_network_file("network.json".as_ref())?;
+//! let client = Client::new(network, ClientConfig::default())?;
+//! let answer = client.lookup("prod", "api")?;
+//! for instance in answer.service().instances() {
+//!     println!("{} {:?}", instance.instance, instance.endpoints);
+//! }
+//! # Ok::<(), palisade_client::ClientError>(())
+//! ```
+#![forbid(unsafe_code)]
+
+mod cache;
+mod client;
+mod error;
+mod heartbeat;
+mod node;
+mod signer;
+mod sse;
+mod trust;
+mod verify;
+mod watch;
+
+pub use cache::Cache;
+pub use client::{load_network_file, Client, ClientConfig, LookupAnswer};
+pub use error::ClientError;
+pub use heartbeat::{HeartbeatReport, HeartbeatTask};
+pub use signer::{
+    enrollment, parse_endpoint, parse_label, parse_service_path, registration, InstanceRef, Signer,
+};
+pub use trust::TrustedChain;
+pub use verify::{
+    verify_lookup, verify_receipt, Freshness, VerifiedReceipt, VerifiedService,
+    MAX_RECEIPT_DESCENDANTS,
+};
+pub use watch::Watch;

@@ -1,0 +1,517 @@
+//! The client: failover over the nodes of a network file, verified lookups,
+//! submissions that wait for a verified commit receipt.
+//!
+//! Failover: every operation tries the nodes one after the other, starting
+//! with the node that last answered. A node that cannot be reached, refuses,
+//! or sends something that does not verify is skipped. When a whole pass
+//! failed only because nodes were unreachable, the pass is repeated after a
+//! backoff, up to [`ClientConfig::retries`] times.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use palisade_crypto::api::{
+    AccountResponse, EpochsResponse, LookupResponse, SubmitRequest, SubmitResponse, TxStatus,
+};
+use palisade_crypto::{Digest, Hex, NetworkFile, PublicKey, SignedTransaction, TxBody};
+
+use crate::cache::Cache;
+use crate::node::{self, encode_component, NodeApi};
+use crate::verify::{verify_lookup, verify_receipt};
+use crate::{ClientError, Freshness, Signer, TrustedChain, VerifiedReceipt, VerifiedService};
+
+/// How the client talks to the network.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Bound on one HTTP request (connect to last byte).
+    pub request_timeout: Duration,
+    /// How long to wait for a submitted transaction to commit.
+    pub commit_timeout: Duration,
+    /// Extra passes over the nodes when all were unreachable.
+    pub retries: u32,
+    /// Pause before the first extra pass (doubles each pass).
+    pub retry_backoff: Duration,
+    /// Pause between receipt polls.
+    pub poll_interval: Duration,
+    /// Freshness bound of lookups.
+    pub freshness: Freshness,
+    /// Number of nodes whose verified answers a lookup collects (the highest
+    /// height wins); 1 asks until one answer verifies.
+    pub read_quorum: usize,
+    /// Talk to this node only, instead of the network file's nodes.
+    pub only_node: Option<String>,
+    /// Directory of the offline cache of verified lookups (none: no cache).
+    pub cache_dir: Option<PathBuf>,
+    /// A watch stream is closed and resumed after this long, so that a node
+    /// that silently stalls is left within this bound.
+    pub watch_stream_lifetime: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            request_timeout: Duration::from_secs(10),
+            commit_timeout: Duration::from_secs(30),
+            retries: 2,
+            retry_backoff: Duration::from_millis(200),
+            poll_interval: Duration::from_millis(200),
+            freshness: Freshness::default(),
+            read_quorum: 1,
+            only_node: None,
+            cache_dir: None,
+            watch_stream_lifetime: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A lookup answer: fresh from a node, or from the cache when no node answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupAnswer {
+    /// Verified now, within the freshness bound.
+    Fresh(VerifiedService),
+    /// The last verified answer from the on-disk cache (re-verified against
+    /// the trusted validators, but older than the freshness bound may allow).
+    Cached {
+        /// The answer.
+        service: VerifiedService,
+        /// Age of its certified block time.
+        age: Duration,
+        /// Why no node answered.
+        cause: ClientError,
+    },
+}
+
+impl LookupAnswer {
+    /// The verified answer, fresh or cached.
+    pub fn service(&self) -> &VerifiedService {
+        match self {
+            LookupAnswer::Fresh(s) | LookupAnswer::Cached { service: s, .. } => s,
+        }
+    }
+
+    /// Whether it came from the cache.
+    pub fn is_stale(&self) -> bool {
+        matches!(self, LookupAnswer::Cached { .. })
+    }
+}
+
+/// A Palisade client for one network.
+#[derive(Debug)]
+pub struct Client {
+    network: NetworkFile,
+    nodes: Vec<NodeApi>,
+    trust: Mutex<TrustedChain>,
+    preferred: AtomicUsize,
+    config: ClientConfig,
+    cache: Option<Cache>,
+}
+
+/// Milliseconds since the Unix epoch by the local clock.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Read and check a network file.
+pub fn load_network_file(path: &Path) -> Result<NetworkFile, ClientError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ClientError::Network(format!("{}: {e}", path.display())))?;
+    NetworkFile::from_json(&text).map_err(ClientError::Network)
+}
+
+impl Client {
+    /// A client trusting `network`'s genesis validators.
+    pub fn new(network: NetworkFile, config: ClientConfig) -> Result<Self, ClientError> {
+        let agent = node::agent(config.request_timeout);
+        let nodes: Vec<NodeApi> = match &config.only_node {
+            Some(url) => vec![NodeApi::new(url, agent)],
+            None => network
+                .nodes
+                .iter()
+                .map(|n| NodeApi::new(&n.api_url, agent.clone()))
+                .collect(),
+        };
+        if nodes.is_empty() {
+            return Err(ClientError::Network("no nodes to talk to".into()));
+        }
+        let trust = TrustedChain::from_network(&network)?;
+        let cache = config
+            .cache_dir
+            .as_ref()
+            .map(|d| Cache::new(d.join(encode_component(&network.chain_id))));
+        Ok(Client {
+            network,
+            nodes,
+            trust: Mutex::new(trust),
+            preferred: AtomicUsize::new(0),
+            config,
+            cache,
+        })
+    }
+
+    /// The network file.
+    pub fn network(&self) -> &NetworkFile {
+        &self.network
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> &str {
+        &self.network.chain_id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// A snapshot of the trusted validator sets (genesis and followed epochs).
+    pub fn trusted(&self) -> TrustedChain {
+        self.trust_lock().clone()
+    }
+
+    fn trust_lock(&self) -> MutexGuard<'_, TrustedChain> {
+        self.trust.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Node indices, starting with the one that last answered.
+    pub(crate) fn node_order(&self) -> impl Iterator<Item = &NodeApi> {
+        let start = self.preferred.load(Ordering::Relaxed) % self.nodes.len();
+        (0..self.nodes.len()).map(move |i| &self.nodes[(start + i) % self.nodes.len()])
+    }
+
+    pub(crate) fn nodes(&self) -> &[NodeApi] {
+        &self.nodes
+    }
+
+    fn mark_preferred(&self, node: &NodeApi) {
+        if let Some(i) = self.nodes.iter().position(|n| n.url() == node.url()) {
+            self.preferred.store(i, Ordering::Relaxed);
+        }
+    }
+
+    /// Run `op` on the nodes until one succeeds (see the module docs).
+    pub(crate) fn with_failover<T>(
+        &self,
+        what: &str,
+        mut op: impl FnMut(&NodeApi) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let mut errors = Vec::new();
+        for pass in 0..=self.config.retries {
+            if pass > 0 {
+                thread::sleep(self.config.retry_backoff * 2u32.saturating_pow(pass - 1));
+            }
+            let first_of_pass = errors.len();
+            for node in self.node_order() {
+                match op(node) {
+                    Ok(value) => {
+                        self.mark_preferred(node);
+                        return Ok(value);
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = node.url(), error = %e, "{what} failed");
+                        errors.push(e);
+                    }
+                }
+            }
+            if !errors[first_of_pass..]
+                .iter()
+                .all(ClientError::is_unavailable)
+            {
+                break;
+            }
+        }
+        Err(self.pick_error(errors))
+    }
+
+    /// The error that best explains why every node failed: a verification
+    /// failure first, then a refusal, else "no node answered".
+    pub(crate) fn pick_error(&self, mut errors: Vec<ClientError>) -> ClientError {
+        if self.nodes.len() == 1 && !errors.is_empty() {
+            return errors.swap_remove(0);
+        }
+        if let Some(i) = errors.iter().position(ClientError::is_verification_failure) {
+            return errors.swap_remove(i);
+        }
+        if let Some(i) = errors.iter().position(|e| !e.is_unavailable()) {
+            return errors.swap_remove(i);
+        }
+        ClientError::Unavailable(errors.iter().map(ToString::to_string).collect())
+    }
+
+    /// Run a verification; when it names an epoch the client has not followed
+    /// yet, follow the epoch changes through `node` and try again.
+    pub(crate) fn verified<T>(
+        &self,
+        node: &NodeApi,
+        check: impl Fn(&TrustedChain) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let result = check(&self.trust_lock());
+        match result {
+            Err(ClientError::UnknownEpoch { got, trusted }) if got > trusted => {
+                self.follow_epochs(node)?;
+                check(&self.trust_lock())
+            }
+            other => other,
+        }
+    }
+
+    fn follow_epochs(&self, node: &NodeApi) -> Result<(), ClientError> {
+        let from = self.trust_lock().latest_epoch();
+        let response: EpochsResponse = node.get(&format!("/v1/epochs?from={from}"))?;
+        let changes = response
+            .changes
+            .iter()
+            .map(|c| c.decode())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClientError::Malformed(format!("epoch change: {e}")))?;
+        self.trust_lock().follow(&changes)
+    }
+
+    /// The sequence number `key`'s next transaction should carry, as the
+    /// nodes see it.
+    pub fn next_sequence(&self, key: &PublicKey) -> Result<u64, ClientError> {
+        let path = format!("/v1/accounts/{}", key.to_hex());
+        self.with_failover("account query", |node| {
+            let account: AccountResponse = node.get(&path)?;
+            if account.key != *key {
+                return Err(ClientError::Malformed(format!(
+                    "asked for account {key}, got {}",
+                    account.key
+                )));
+            }
+            Ok(account.next_sequence)
+        })
+    }
+
+    /// Sign `body` with the signer's next sequence number, submit it and wait
+    /// for its verified commit receipt. A committed transaction the state
+    /// machine refused is [`ClientError::Rejected`].
+    pub fn execute(
+        &self,
+        signer: &mut Signer,
+        body: TxBody,
+    ) -> Result<VerifiedReceipt, ClientError> {
+        let mut refreshed = false;
+        loop {
+            let remote = self.next_sequence(&signer.public())?;
+            let sequence = remote.max(signer.local_next_sequence());
+            let tx = signer.sign(self.chain_id(), sequence, body.clone());
+            match self.submit_and_wait(&tx) {
+                Ok(receipt) => {
+                    signer.advance(sequence);
+                    return Ok(receipt);
+                }
+                Err(e @ ClientError::Rejected { .. }) => {
+                    signer.advance(sequence);
+                    return Err(e);
+                }
+                Err(ClientError::Api { code, .. }) if code.contains("sequence") && !refreshed => {
+                    tracing::info!(sequence, %code, "sequence refused; asking again");
+                    refreshed = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Submit a signed transaction (with failover) without waiting.
+    pub fn submit(&self, tx: &SignedTransaction) -> Result<Digest, ClientError> {
+        let request = SubmitRequest {
+            tx: Hex::new(tx),
+            wait: false,
+        };
+        self.with_failover("submit", |node| {
+            let response: SubmitResponse = node.post("/v1/tx", &request)?;
+            Ok(response.tx_id)
+        })
+    }
+
+    /// Submit a signed transaction and wait (up to
+    /// [`ClientConfig::commit_timeout`]) for a receipt that verifies.
+    pub fn submit_and_wait(&self, tx: &SignedTransaction) -> Result<VerifiedReceipt, ClientError> {
+        let tx_id = tx.id();
+        let started = Instant::now();
+        let request = SubmitRequest {
+            tx: Hex::new(tx),
+            wait: true,
+        };
+        let first = self.with_failover("submit", |node| {
+            let response: SubmitResponse = node.post("/v1/tx", &request)?;
+            self.check_submit_response(node, &tx_id, response)
+        })?;
+        if let Some(receipt) = first {
+            return settle(receipt);
+        }
+        let path = format!("/v1/tx/{tx_id}");
+        let mut forgery = None;
+        while started.elapsed() < self.config.commit_timeout {
+            thread::sleep(self.config.poll_interval);
+            for node in self.node_order() {
+                let polled = node
+                    .get::<SubmitResponse>(&path)
+                    .and_then(|r| self.check_submit_response(node, &tx_id, r));
+                match polled {
+                    Ok(Some(receipt)) => {
+                        self.mark_preferred(node);
+                        return settle(receipt);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(node = node.url(), error = %e, "receipt poll failed");
+                        if e.is_verification_failure() {
+                            forgery = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+        Err(forgery.unwrap_or(ClientError::Timeout {
+            what: format!("transaction {tx_id} to commit"),
+            waited_ms: started.elapsed().as_millis() as u64,
+        }))
+    }
+
+    /// `Some(receipt)` once committed (verified), `None` while pending.
+    fn check_submit_response(
+        &self,
+        node: &NodeApi,
+        tx_id: &Digest,
+        response: SubmitResponse,
+    ) -> Result<Option<VerifiedReceipt>, ClientError> {
+        if response.tx_id != *tx_id {
+            return Err(ClientError::Malformed(format!(
+                "answer about transaction {}, asked about {tx_id}",
+                response.tx_id
+            )));
+        }
+        if response.status == TxStatus::Pending {
+            return Ok(None);
+        }
+        let receipt = response.receipt.ok_or_else(|| {
+            ClientError::ForgedReceipt("transaction reported committed without a receipt".into())
+        })?;
+        let mut verified = self.verified(node, |t| verify_receipt(t, tx_id, &receipt))?;
+        if response.status == TxStatus::Rejected && verified.applied() {
+            verified.outcome = "rejected".into();
+        }
+        Ok(Some(verified))
+    }
+
+    /// Verified lookup of `namespace/service` (see [`ClientConfig::read_quorum`]).
+    /// When no node can be reached, the cached answer is served, marked stale.
+    pub fn lookup(&self, namespace: &str, service: &str) -> Result<LookupAnswer, ClientError> {
+        match self.lookup_fresh(namespace, service) {
+            Ok((verified, response)) => {
+                if let Some(cache) = &self.cache {
+                    if let Err(e) = cache.store(namespace, service, &response) {
+                        tracing::warn!(error = %e, "could not cache the answer");
+                    }
+                }
+                Ok(LookupAnswer::Fresh(verified))
+            }
+            Err(cause) if cause.is_unavailable() => match self.cached(namespace, service)? {
+                Some((service, age)) => Ok(LookupAnswer::Cached {
+                    service,
+                    age,
+                    cause,
+                }),
+                None => Err(cause),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The cached answer for a service, re-verified against the trusted
+    /// validators (freshness aside), with its age.
+    pub fn cached(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> Result<Option<(VerifiedService, Duration)>, ClientError> {
+        let Some(cache) = &self.cache else {
+            return Ok(None);
+        };
+        let Some(response) = cache.load(namespace, service)? else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        let verified = verify_lookup(&self.trust_lock(), namespace, service, &response, now, None)?;
+        let age = Duration::from_millis(now.saturating_sub(verified.timestamp_ms));
+        Ok(Some((verified, age)))
+    }
+
+    /// Verified lookup from the nodes only: the highest verified answer among
+    /// the first `read_quorum` that verify, with the raw response.
+    pub fn lookup_fresh(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> Result<(VerifiedService, LookupResponse), ClientError> {
+        let path = format!(
+            "/v1/services/{}/{}",
+            encode_component(namespace),
+            encode_component(service)
+        );
+        let wanted = self.config.read_quorum.clamp(1, self.nodes.len());
+        let mut best: Option<(VerifiedService, LookupResponse)> = None;
+        let mut answers = 0;
+        let mut errors = Vec::new();
+        for pass in 0..=self.config.retries {
+            if pass > 0 {
+                thread::sleep(self.config.retry_backoff * 2u32.saturating_pow(pass - 1));
+            }
+            let first_of_pass = errors.len();
+            for node in self.node_order() {
+                let result = node.get::<LookupResponse>(&path).and_then(|response| {
+                    let now = now_ms();
+                    let fresh = self.config.freshness;
+                    self.verified(node, |t| {
+                        verify_lookup(t, namespace, service, &response, now, Some(&fresh))
+                    })
+                    .map(|v| (v, response))
+                });
+                match result {
+                    Ok((v, response)) => {
+                        answers += 1;
+                        if answers == 1 {
+                            self.mark_preferred(node);
+                        }
+                        if best.as_ref().is_none_or(|(b, _)| v.height > b.height) {
+                            best = Some((v, response));
+                        }
+                        if answers >= wanted {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = node.url(), error = %e, "lookup failed");
+                        errors.push(e);
+                    }
+                }
+            }
+            if best.is_some()
+                || !errors[first_of_pass..]
+                    .iter()
+                    .all(ClientError::is_unavailable)
+            {
+                break;
+            }
+        }
+        best.ok_or_else(|| self.pick_error(errors))
+    }
+}
+
+fn settle(receipt: VerifiedReceipt) -> Result<VerifiedReceipt, ClientError> {
+    if receipt.applied() {
+        Ok(receipt)
+    } else {
+        Err(ClientError::Rejected {
+            tx_id: receipt.tx_id,
+            reason: receipt.outcome,
+        })
+    }
+}

@@ -1,0 +1,106 @@
+//! The client's trust anchor and the chain of validator sets it follows.
+//!
+//! A client trusts the genesis validator set of its network file and nothing
+//! else. A later epoch's set is trusted only once the certificate of the last
+//! block of the previous epoch, signed by a quorum of the previous set, names
+//! it ([`CommitCertificate::next_epoch`]). Sets of past epochs are kept so that
+//! an older certificate still verifies against the set that signed it.
+
+use std::collections::BTreeMap;
+
+use palisade_crypto::{CommitCertificate, NetworkFile, ValidatorSet, VerifiedLedgerInfo};
+
+use crate::ClientError;
+
+/// Validator sets the client trusts, by epoch, for one chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedChain {
+    chain_id: String,
+    sets: BTreeMap<u64, ValidatorSet>,
+}
+
+impl TrustedChain {
+    /// Trust `genesis` for `chain_id`. The set must be well formed.
+    pub fn new(chain_id: &str, genesis: ValidatorSet) -> Result<Self, ClientError> {
+        genesis.validate()?;
+        let mut sets = BTreeMap::new();
+        sets.insert(genesis.epoch, genesis);
+        Ok(TrustedChain {
+            chain_id: chain_id.to_string(),
+            sets,
+        })
+    }
+
+    /// Trust a network file's genesis set.
+    pub fn from_network(network: &NetworkFile) -> Result<Self, ClientError> {
+        Self::new(&network.chain_id, network.validators.clone())
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    /// The latest epoch whose set is trusted.
+    pub fn latest_epoch(&self) -> u64 {
+        *self
+            .sets
+            .keys()
+            .next_back()
+            .expect("at least the genesis set")
+    }
+
+    /// The trusted set of `epoch`, if followed that far.
+    pub fn validators(&self, epoch: u64) -> Option<&ValidatorSet> {
+        self.sets.get(&epoch)
+    }
+
+    /// Verify a commit certificate against the trusted set of its epoch.
+    pub fn verify(&self, cert: &CommitCertificate) -> Result<VerifiedLedgerInfo, ClientError> {
+        let li = &cert.ledger_info;
+        if li.chain_id != self.chain_id {
+            return Err(ClientError::WrongChain {
+                got: li.chain_id.clone(),
+                expected: self.chain_id.clone(),
+            });
+        }
+        let set = self.sets.get(&li.epoch).ok_or(ClientError::UnknownEpoch {
+            got: li.epoch,
+            trusted: self.latest_epoch(),
+        })?;
+        Ok(cert.verify(set, &self.chain_id)?)
+    }
+
+    /// Follow epoch-ending certificates, in order, from the latest trusted
+    /// epoch on. Certificates of epochs already passed are skipped; a gap or
+    /// a certificate that does not verify stops with an error, keeping the
+    /// epochs followed before it.
+    pub fn follow(&mut self, changes: &[CommitCertificate]) -> Result<(), ClientError> {
+        for cert in changes {
+            let latest = self.latest_epoch();
+            let epoch = cert.ledger_info.epoch;
+            if epoch < latest {
+                continue;
+            }
+            if epoch > latest {
+                return Err(ClientError::BadEpochChange(format!(
+                    "epoch change signed in epoch {epoch}, but the latest trusted epoch is {latest}"
+                )));
+            }
+            if cert.ledger_info.chain_id != self.chain_id {
+                return Err(ClientError::WrongChain {
+                    got: cert.ledger_info.chain_id.clone(),
+                    expected: self.chain_id.clone(),
+                });
+            }
+            let next = cert.next_epoch(&self.sets[&latest], &self.chain_id)?;
+            tracing::info!(
+                epoch = next.epoch,
+                validators = next.validators.len(),
+                "followed epoch change"
+            );
+            self.sets.insert(next.epoch, next);
+        }
+        Ok(())
+    }
+}
