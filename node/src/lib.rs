@@ -8,8 +8,11 @@
 
 pub mod config;
 mod error;
+mod net;
+mod shutdown;
 pub mod storage;
 
 pub use config::{ApiConfig, ConsensusConfig, MempoolConfig, NodeConfig, PeerConfig, ProbeConfig};
 pub use error::{ConfigError, NodeError, StorageError};
+pub use net::peer_id_of;
 pub use storage::NodeStore;

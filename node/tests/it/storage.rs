@@ -191,7 +191,11 @@ fn node_store_indexes_commits_receipts_certs_and_epochs() {
             ..entry(3, &[])
         };
         store
-            .commit(Batch::new(), std::slice::from_ref(&e3), Some(&cert(&e3.info)))
+            .commit(
+                Batch::new(),
+                std::slice::from_ref(&e3),
+                Some(&cert(&e3.info)),
+            )
             .unwrap();
         assert_eq!(store.committed_height().unwrap(), 3, "{name}");
         assert_eq!(store.entry(1).unwrap(), Some(e1), "{name}");

@@ -1,0 +1,435 @@
+//! The libp2p transport: TCP + Noise + Yamux, one request-response protocol
+//! carrying capped frames ([`codec`]).
+//!
+//! Identity: the libp2p key *is* the validator's ed25519 key
+//! (`Keypair::ed25519_from_bytes` on its seed). A peer's `PeerId` is then a
+//! pure function of its validator public key, so every node maps the Noise-
+//! authenticated `PeerId` of a connection to a validator with the network file
+//! alone, with no extra handshake to get wrong. Sharing the key is safe:
+//! Palisade only ever signs 32-byte domain-keyed BLAKE3 digests, while libp2p
+//! signs prefixed messages of other lengths (Noise signs
+//! `"noise-libp2p-static-key:" || x25519 key`, 56 bytes), so no signature is
+//! valid in both protocols.
+//!
+//! Authentication: the sender of every delivered message is the connection's
+//! authenticated peer, mapped to its validator key. Connections from peers
+//! outside the validator set are closed on establishment and their requests
+//! are never delivered. Frames are capped before they are read.
+//!
+//! Fault injection: when enabled by config, a filter drops every frame to or
+//! from the peers it blocks (testnets simulate partitions with it).
+
+mod codec;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identity, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
+use palisade_crypto::{PublicKey, SecretKey};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::config::PeerConfig;
+use crate::error::NodeError;
+use crate::shutdown::Shutdown;
+
+/// Largest frame a peer may send (a block payload plus its envelope).
+pub(crate) const MAX_FRAME: usize = 6 << 20;
+
+/// The libp2p peer id of a validator key.
+pub fn peer_id_of(key: &PublicKey) -> Option<PeerId> {
+    let pk = identity::ed25519::PublicKey::try_from_bytes(&key.0).ok()?;
+    Some(identity::PublicKey::from(pk).to_peer_id())
+}
+
+/// A frame delivered from an authenticated validator.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    /// The sender: the validator whose key authenticated the connection.
+    pub(crate) from: PublicKey,
+    /// The frame body (not yet decoded).
+    pub(crate) bytes: Vec<u8>,
+}
+
+enum Command {
+    Send(PublicKey, Vec<u8>),
+    Broadcast(Vec<u8>),
+    SetPeers(Vec<PeerConfig>),
+}
+
+/// Shared view of the transport for status and fault injection.
+#[derive(Debug, Default)]
+pub(crate) struct NetShared {
+    connected: AtomicUsize,
+    blocked: Mutex<HashSet<PublicKey>>,
+    filter_enabled: bool,
+}
+
+impl NetShared {
+    /// Validators currently connected.
+    pub(crate) fn connected(&self) -> usize {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Block (partition from) exactly `keys`; empty heals. `false` when fault
+    /// injection is disabled.
+    pub(crate) fn set_blocked(&self, keys: HashSet<PublicKey>) -> bool {
+        if !self.filter_enabled {
+            return false;
+        }
+        info!(
+            blocked = keys.len(),
+            "fault injection: transport filter updated"
+        );
+        *self.blocked.lock().expect("filter lock poisoned") = keys;
+        true
+    }
+
+    fn is_blocked(&self, key: &PublicKey) -> bool {
+        self.filter_enabled
+            && self
+                .blocked
+                .lock()
+                .expect("filter lock poisoned")
+                .contains(key)
+    }
+}
+
+/// Handle to the transport task.
+#[derive(Clone)]
+pub(crate) struct NetHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    pub(crate) shared: Arc<NetShared>,
+}
+
+impl NetHandle {
+    /// Send a frame to one validator (dropped if the transport is gone).
+    pub(crate) fn send(&self, to: PublicKey, bytes: Vec<u8>) {
+        let _ = self.commands.send(Command::Send(to, bytes));
+    }
+
+    /// Send a frame to every peer.
+    pub(crate) fn broadcast(&self, bytes: Vec<u8>) {
+        let _ = self.commands.send(Command::Broadcast(bytes));
+    }
+
+    /// Replace the set of validators (epoch change).
+    pub(crate) fn set_peers(&self, peers: Vec<PeerConfig>) {
+        let _ = self.commands.send(Command::SetPeers(peers));
+    }
+}
+
+type Behaviour = request_response::Behaviour<codec::FrameCodec>;
+
+struct Transport {
+    swarm: Swarm<Behaviour>,
+    peers: HashMap<PeerId, (PublicKey, Multiaddr)>,
+    by_key: HashMap<PublicKey, PeerId>,
+    connected: HashSet<PeerId>,
+    shared: Arc<NetShared>,
+    inbound: mpsc::Sender<Inbound>,
+}
+
+/// Start the transport: listen on `listen`, keep connections to `peers`,
+/// deliver authenticated frames on the returned channel (bounded; frames
+/// beyond it are dropped and counted, consensus tolerates loss).
+pub(crate) async fn start(
+    key: &SecretKey,
+    listen: Multiaddr,
+    peers: Vec<PeerConfig>,
+    fault_injection: bool,
+    shutdown: Shutdown,
+) -> Result<(NetHandle, mpsc::Receiver<Inbound>, Multiaddr), NodeError> {
+    let io = |what: &str, e: &dyn std::fmt::Display| NodeError::Io {
+        what: what.to_string(),
+        reason: e.to_string(),
+    };
+    let keypair =
+        identity::Keypair::ed25519_from_bytes(key.seed()).map_err(|e| io("libp2p identity", &e))?;
+    let behaviour = Behaviour::with_codec(
+        codec::FrameCodec { cap: MAX_FRAME },
+        [(codec::PROTOCOL, ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(Duration::from_secs(10))
+            .with_max_concurrent_streams(1024),
+    );
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| io("libp2p transport", &e))?
+        .with_behaviour(|_| behaviour)
+        .map_err(|e| io("libp2p behaviour", &e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    swarm
+        .listen_on(listen.clone())
+        .map_err(|e| io(&format!("p2p listener on {listen}"), &e))?;
+    // Wait for the listener so the caller learns the bound address (port 0 works).
+    let bound = loop {
+        match swarm.select_next_some().await {
+            SwarmEvent::NewListenAddr { address, .. } => break address,
+            SwarmEvent::ListenerError { error, .. } => {
+                return Err(io(&format!("p2p listener on {listen}"), &error))
+            }
+            SwarmEvent::ListenerClosed {
+                reason: Err(error), ..
+            } => return Err(io(&format!("p2p listener on {listen}"), &error)),
+            _ => {}
+        }
+    };
+    info!(%bound, peer_id = %swarm.local_peer_id(), "p2p listening");
+    let shared = Arc::new(NetShared {
+        filter_enabled: fault_injection,
+        ..NetShared::default()
+    });
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (in_tx, in_rx) = mpsc::channel(4096);
+    let mut transport = Transport {
+        swarm,
+        peers: HashMap::new(),
+        by_key: HashMap::new(),
+        connected: HashSet::new(),
+        shared: shared.clone(),
+        inbound: in_tx,
+    };
+    transport.set_peers(peers);
+    tokio::spawn(transport.run(cmd_rx, shutdown));
+    Ok((
+        NetHandle {
+            commands: cmd_tx,
+            shared,
+        },
+        in_rx,
+        bound,
+    ))
+}
+
+impl Transport {
+    fn set_peers(&mut self, peers: Vec<PeerConfig>) {
+        self.peers.clear();
+        self.by_key.clear();
+        for p in peers {
+            let (Some(pid), Ok(addr)) =
+                (peer_id_of(&p.public_key), p.p2p_addr.parse::<Multiaddr>())
+            else {
+                warn!(key = %p.public_key.short(), "peer with an invalid key or address ignored");
+                continue;
+            };
+            self.swarm.add_peer_address(pid, addr.clone());
+            self.by_key.insert(p.public_key, pid);
+            self.peers.insert(pid, (p.public_key, addr));
+        }
+        let strangers: Vec<PeerId> = self
+            .connected
+            .iter()
+            .filter(|p| !self.peers.contains_key(p))
+            .copied()
+            .collect();
+        for p in strangers {
+            let _ = self.swarm.disconnect_peer_id(p);
+        }
+        self.redial();
+    }
+
+    /// Dial every validator we are not connected to. Lower-keyed nodes dial;
+    /// either side may, duplicates are harmless.
+    fn redial(&mut self) {
+        let missing: Vec<(PeerId, Multiaddr)> = self
+            .peers
+            .iter()
+            .filter(|(pid, _)| !self.connected.contains(pid) && !self.swarm.is_connected(pid))
+            .map(|(pid, (_, addr))| (*pid, addr.clone()))
+            .collect();
+        for (pid, addr) in missing {
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(pid)
+                .addresses(vec![addr])
+                .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(peer = %pid, error = %e, "dial not started");
+            }
+        }
+    }
+
+    fn send(&mut self, to: &PublicKey, bytes: Vec<u8>) {
+        if self.shared.is_blocked(to) {
+            return;
+        }
+        if let Some(pid) = self.by_key.get(to) {
+            self.swarm.behaviour_mut().send_request(pid, bytes);
+        }
+    }
+
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, mut shutdown: Shutdown) {
+        let mut redial = tokio::time::interval(Duration::from_secs(1));
+        redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = redial.tick() => self.redial(),
+                cmd = commands.recv() => match cmd {
+                    None => break,
+                    Some(Command::Send(to, bytes)) => self.send(&to, bytes),
+                    Some(Command::Broadcast(bytes)) => {
+                        let keys: Vec<PublicKey> = self.by_key.keys().copied().collect();
+                        for k in keys {
+                            self.send(&k, bytes.clone());
+                        }
+                    }
+                    Some(Command::SetPeers(peers)) => self.set_peers(peers),
+                },
+                event = self.swarm.select_next_some() => self.handle_event(event),
+            }
+        }
+        debug!("transport stopped");
+    }
+
+    fn handle_event(&mut self, event: SwarmEvent<request_response::Event<Vec<u8>, Vec<u8>>>) {
+        match event {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                if !self.peers.contains_key(&peer_id) {
+                    debug!(peer = %peer_id, "closing connection from a peer outside the validator set");
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                }
+                if self.connected.insert(peer_id) {
+                    info!(peer = %peer_id, "validator connected");
+                }
+                self.shared
+                    .connected
+                    .store(self.connected.len(), Ordering::Relaxed);
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                if self.connected.remove(&peer_id) {
+                    info!(peer = %peer_id, "validator disconnected");
+                }
+                self.shared
+                    .connected
+                    .store(self.connected.len(), Ordering::Relaxed);
+            }
+            SwarmEvent::Behaviour(request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            }) => {
+                let Some((key, _)) = self.peers.get(&peer) else {
+                    debug!(%peer, "frame from a peer outside the validator set dropped");
+                    return;
+                };
+                let key = *key;
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .send_response(channel, Vec::new());
+                if self.shared.is_blocked(&key) {
+                    return;
+                }
+                let frame = Inbound {
+                    from: key,
+                    bytes: request,
+                };
+                if self.inbound.try_send(frame).is_err() {
+                    warn!(from = %key.short(), "inbound queue full: frame dropped");
+                }
+            }
+            SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                peer, error, ..
+            }) => {
+                debug!(%peer, %error, "frame not delivered");
+            }
+            SwarmEvent::Behaviour(request_response::Event::InboundFailure {
+                peer, error, ..
+            }) => {
+                debug!(%peer, %error, "inbound frame failed");
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shutdown::ShutdownTrigger;
+
+    async fn node(
+        seed: u8,
+        stop: &Shutdown,
+    ) -> (SecretKey, NetHandle, mpsc::Receiver<Inbound>, Multiaddr) {
+        let key = SecretKey::from_seed([seed; 32]);
+        let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+        let (h, rx, addr) = start(&key, listen, vec![], true, stop.clone())
+            .await
+            .unwrap();
+        (key, h, rx, addr)
+    }
+
+    fn peer(key: &SecretKey, addr: &Multiaddr) -> PeerConfig {
+        PeerConfig {
+            public_key: key.public(),
+            p2p_addr: addr.to_string(),
+        }
+    }
+
+    async fn recv(rx: &mut mpsc::Receiver<Inbound>) -> Inbound {
+        tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("frame within 20 s")
+            .expect("transport alive")
+    }
+
+    #[tokio::test]
+    async fn frames_carry_the_authenticated_sender_and_outsiders_are_ignored() {
+        let (_trigger, stop) = ShutdownTrigger::new();
+        let (ka, a, mut ra, aa) = node(1, &stop).await;
+        let (kb, b, mut rb, ab) = node(2, &stop).await;
+        let (_kc, c, _rc, _ac) = node(3, &stop).await;
+        a.set_peers(vec![peer(&kb, &ab)]);
+        b.set_peers(vec![peer(&ka, &aa)]);
+        // The outsider knows B, but B does not list it.
+        c.set_peers(vec![peer(&kb, &ab)]);
+        for _ in 0..5 {
+            c.send(kb.public(), b"forged".to_vec());
+        }
+        a.send(kb.public(), b"from a".to_vec());
+        let got = recv(&mut rb).await;
+        assert_eq!(got.from, ka.public());
+        assert_eq!(got.bytes, b"from a");
+        b.broadcast(b"to all".to_vec());
+        let got = recv(&mut ra).await;
+        assert_eq!((got.from, got.bytes), (kb.public(), b"to all".to_vec()));
+        // Partition: frames from A are dropped at B until healed.
+        assert!(b.shared.set_blocked([ka.public()].into_iter().collect()));
+        a.send(kb.public(), b"blocked".to_vec());
+        assert!(b.shared.set_blocked(HashSet::new()));
+        a.send(kb.public(), b"healed".to_vec());
+        loop {
+            let got = recv(&mut rb).await;
+            assert_eq!(
+                got.from,
+                ka.public(),
+                "only A's frames reach B, never the outsider's"
+            );
+            assert_ne!(got.bytes, b"forged");
+            if got.bytes == b"healed" {
+                break;
+            }
+        }
+    }
+}
