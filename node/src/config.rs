@@ -13,6 +13,7 @@
 //! listen_api = "127.0.0.1:7100"
 //! log_level = "info"                        # RUST_LOG wins when set
 //! fault_injection = false                   # enables POST /admin/partition and /admin/heal
+//! forge_lookups = false                     # Byzantine test mode: serve altered lookups
 //!
 //! [consensus]
 //! round_timeout_ms = 1000                   # first round timeout; backs off on repeated timeouts
@@ -178,6 +179,10 @@ pub struct NodeConfig {
     /// Enables the transport filter and its admin routes (testnets only).
     #[serde(default)]
     pub fault_injection: bool,
+    /// Byzantine test mode: answer lookups with altered records (so clients can
+    /// be shown to reject them). Never set outside fault-injection testnets.
+    #[serde(default)]
+    pub forge_lookups: bool,
     /// Consensus timing.
     #[serde(default)]
     pub consensus: ConsensusConfig,
@@ -215,6 +220,7 @@ impl NodeConfig {
             listen_api: default_api(),
             log_level: default_log(),
             fault_injection: false,
+            forge_lookups: false,
             consensus: ConsensusConfig::default(),
             mempool: MempoolConfig::default(),
             api: ApiConfig::default(),

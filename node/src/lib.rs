@@ -8,6 +8,7 @@
 
 pub mod config;
 mod error;
+mod mempool;
 mod net;
 mod shutdown;
 pub mod storage;

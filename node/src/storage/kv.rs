@@ -30,15 +30,17 @@ pub enum Cf {
     JmtValues,
     /// Receipts by transaction id.
     Receipts,
-    /// Committed chain index: height -> block id, block info, transaction ids.
+    /// Per committed height: transaction ids, outcomes, changed services.
     Heights,
     /// Small records: committed height, epoch change index.
     Meta,
+    /// Committed block infos by height.
+    Infos,
 }
 
 impl Cf {
     /// Every column family.
-    pub const ALL: [Cf; 8] = [
+    pub const ALL: [Cf; 9] = [
         Cf::Blocks,
         Cf::Certs,
         Cf::Safety,
@@ -47,6 +49,7 @@ impl Cf {
         Cf::Receipts,
         Cf::Heights,
         Cf::Meta,
+        Cf::Infos,
     ];
 
     /// RocksDB name.
@@ -60,6 +63,7 @@ impl Cf {
             Cf::Receipts => "receipts",
             Cf::Heights => "heights",
             Cf::Meta => "meta",
+            Cf::Infos => "infos",
         }
     }
 }

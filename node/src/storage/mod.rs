@@ -27,16 +27,14 @@ use crate::error::StorageError;
 const META_COMMITTED: &[u8] = b"committed_height";
 const META_EPOCH_PREFIX: &[u8] = b"epoch_end/";
 
-/// A committed block as the node indexes it.
+/// What the node indexes about a committed height's state transition.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
-pub struct CommittedEntry {
-    /// The block's info (what certificates commit).
-    pub info: BlockInfo,
-    /// Its transaction ids, in block order.
+pub struct HeightRecord {
+    /// Transaction ids, in block order.
     pub tx_ids: Vec<Digest>,
     /// The state machine's verdict per transaction ("applied" or a reason).
     pub outcomes: Vec<String>,
-    /// Services whose record changed in this block, `(namespace, service)`.
+    /// Services whose record changed at this height, `(namespace, service)`.
     pub changed: Vec<(String, String)>,
 }
 
@@ -124,7 +122,7 @@ impl NodeStore {
         self.kv.get(Cf::Blocks, &id.0)
     }
 
-    /// Highest committed height (0 = genesis only).
+    /// Highest height whose block info and certificate chain is stored (0 = genesis only).
     pub fn committed_height(&self) -> Result<u64, StorageError> {
         match self.kv.get(Cf::Meta, META_COMMITTED)? {
             None => Ok(0),
@@ -132,47 +130,71 @@ impl NodeStore {
         }
     }
 
-    /// Record committed blocks atomically (with their tree nodes staged in
-    /// `batch`), oldest first; `cert` certifies the last one. Synced.
-    pub fn commit(
+    /// Stage one height's state record and receipt index into `batch` (the
+    /// state commit writes it atomically with the height's tree nodes). A
+    /// transaction id already indexed keeps its first location: a replayed
+    /// transaction's later, rejected inclusion does not hide its receipt.
+    pub fn stage_height(
         &self,
-        mut batch: Batch,
-        entries: &[CommittedEntry],
-        cert: Option<&CommitCertificate>,
+        batch: &mut Batch,
+        height: u64,
+        record: &HeightRecord,
     ) -> Result<(), StorageError> {
-        let Some(last) = entries.last() else {
-            return Ok(());
-        };
-        for entry in entries {
-            let h = entry.info.height;
-            batch.put(Cf::Heights, h.to_be_bytes(), encode(entry));
-            for (i, id) in entry.tx_ids.iter().enumerate() {
+        batch.put(Cf::Heights, height.to_be_bytes(), encode(record));
+        for (i, id) in record.tx_ids.iter().enumerate() {
+            if self.kv.get(Cf::Receipts, &id.0)?.is_none() {
                 let loc = TxLocation {
-                    height: h,
+                    height,
                     index: i as u32,
                 };
                 batch.put(Cf::Receipts, id.0, encode(&loc));
             }
         }
-        if let Some(cert) = cert {
-            batch.put(Cf::Certs, last.info.height.to_be_bytes(), encode(cert));
-            if let Some(info) = &cert.ledger_info.commit {
-                if info.next_validators.is_some() {
-                    let mut key = META_EPOCH_PREFIX.to_vec();
-                    key.extend_from_slice(&cert.ledger_info.epoch.to_be_bytes());
-                    batch.put(Cf::Meta, key, encode(cert));
-                }
-            }
-        }
-        batch.put(Cf::Meta, META_COMMITTED, encode(&last.info.height));
+        Ok(())
+    }
+
+    /// Write a staged batch durably (synced).
+    pub fn write_synced(&self, batch: Batch) -> Result<(), StorageError> {
         self.kv.write(batch, true)
     }
 
-    /// The committed entry at `height`.
-    pub fn entry(&self, height: u64) -> Result<Option<CommittedEntry>, StorageError> {
+    /// Record committed block infos (oldest first) and the certificate of the
+    /// last one, atomically and synced; then they are served to clients.
+    pub fn commit_ledger(
+        &self,
+        infos: &[BlockInfo],
+        cert: &CommitCertificate,
+    ) -> Result<(), StorageError> {
+        let Some(last) = infos.last() else {
+            return Ok(());
+        };
+        let mut batch = Batch::new();
+        for info in infos {
+            batch.put(Cf::Infos, info.height.to_be_bytes(), encode(info));
+        }
+        batch.put(Cf::Certs, last.height.to_be_bytes(), encode(cert));
+        if last.next_validators.is_some() {
+            let mut key = META_EPOCH_PREFIX.to_vec();
+            key.extend_from_slice(&cert.ledger_info.epoch.to_be_bytes());
+            batch.put(Cf::Meta, key, encode(cert));
+        }
+        batch.put(Cf::Meta, META_COMMITTED, encode(&last.height));
+        self.kv.write(batch, true)
+    }
+
+    /// The state record of committed height `height`.
+    pub fn height_record(&self, height: u64) -> Result<Option<HeightRecord>, StorageError> {
         match self.kv.get(Cf::Heights, &height.to_be_bytes())? {
             None => Ok(None),
             Some(b) => Ok(Some(decode(&b).map_err(|e| corrupt("heights", e))?)),
+        }
+    }
+
+    /// The block info of committed height `height`.
+    pub fn block_info(&self, height: u64) -> Result<Option<BlockInfo>, StorageError> {
+        match self.kv.get(Cf::Infos, &height.to_be_bytes())? {
+            None => Ok(None),
+            Some(b) => Ok(Some(decode(&b).map_err(|e| corrupt("infos", e))?)),
         }
     }
 

@@ -7,7 +7,7 @@ use palisade_crypto::{
     state_key_hash, BlockInfo, CommitCertificate, Digest, JmtHasher, LedgerInfo, MapProof, StateKey,
 };
 use palisade_node::storage::{
-    Batch, Cf, CommittedEntry, KvBackend, KvTreeStore, MemKv, NodeStore, RocksKv,
+    Batch, Cf, HeightRecord, KvBackend, KvTreeStore, MemKv, NodeStore, RocksKv,
 };
 
 fn backends() -> Vec<(&'static str, Arc<dyn KvBackend>, Option<tempfile::TempDir>)> {
@@ -161,13 +161,20 @@ fn cert(info: &BlockInfo) -> CommitCertificate {
     }
 }
 
-fn entry(height: u64, ids: &[u8]) -> CommittedEntry {
-    CommittedEntry {
-        info: info(height, false),
+fn record(ids: &[u8]) -> HeightRecord {
+    HeightRecord {
         tx_ids: ids.iter().map(|i| Digest([*i; 32])).collect(),
         outcomes: ids.iter().map(|_| "applied".to_string()).collect(),
         changed: vec![("ns".into(), "svc".into())],
     }
+}
+
+fn stage(store: &NodeStore, height: u64, ids: &[u8]) {
+    let mut batch = Batch::new();
+    store
+        .stage_height(&mut batch, height, &record(ids))
+        .unwrap();
+    store.write_synced(batch).unwrap();
 }
 
 #[test]
@@ -176,29 +183,25 @@ fn node_store_indexes_commits_receipts_certs_and_epochs() {
         let store = NodeStore::new(kv);
         assert_eq!(store.committed_height().unwrap(), 0, "{name}");
         assert!(store.latest_cert().unwrap().is_none(), "{name}");
-        // Heights 1 and 2 committed together; certificate names 2.
-        let (e1, e2) = (entry(1, &[1, 2]), entry(2, &[3]));
+        stage(&store, 1, &[1, 2]);
+        stage(&store, 2, &[3]);
+        // Height 3 replays transaction 2: its receipt stays at height 1.
+        stage(&store, 3, &[2]);
+        // Heights 1 and 2 committed together; the certificate names 2.
         store
-            .commit(
-                Batch::new(),
-                &[e1.clone(), e2.clone()],
-                Some(&cert(&e2.info)),
-            )
+            .commit_ledger(&[info(1, false), info(2, false)], &cert(&info(2, false)))
             .unwrap();
         // Height 3 ends epoch 0.
-        let e3 = CommittedEntry {
-            info: info(3, true),
-            ..entry(3, &[])
-        };
         store
-            .commit(
-                Batch::new(),
-                std::slice::from_ref(&e3),
-                Some(&cert(&e3.info)),
-            )
+            .commit_ledger(&[info(3, true)], &cert(&info(3, true)))
             .unwrap();
         assert_eq!(store.committed_height().unwrap(), 3, "{name}");
-        assert_eq!(store.entry(1).unwrap(), Some(e1), "{name}");
+        assert_eq!(
+            store.height_record(1).unwrap(),
+            Some(record(&[1, 2])),
+            "{name}"
+        );
+        assert_eq!(store.block_info(2).unwrap(), Some(info(2, false)), "{name}");
         assert_eq!(
             store.cert_at(1).unwrap(),
             None,
@@ -215,7 +218,11 @@ fn node_store_indexes_commits_receipts_certs_and_epochs() {
             "{name}"
         );
         let loc = store.tx_location(&Digest([2; 32])).unwrap().unwrap();
-        assert_eq!((loc.height, loc.index), (1, 1), "{name}");
+        assert_eq!(
+            (loc.height, loc.index),
+            (1, 1),
+            "{name}: first inclusion wins"
+        );
         assert_eq!(store.tx_location(&Digest([9; 32])).unwrap(), None, "{name}");
         let epochs = store.epoch_changes(0, 10).unwrap();
         assert_eq!(epochs.len(), 1, "{name}");
@@ -240,9 +247,9 @@ fn rocks_store_survives_reopen() {
     let path = dir.path().join("db");
     {
         let store = NodeStore::open_rocks(&path).unwrap();
-        let e = entry(1, &[5]);
+        stage(&store, 1, &[5]);
         store
-            .commit(Batch::new(), std::slice::from_ref(&e), Some(&cert(&e.info)))
+            .commit_ledger(&[info(1, false)], &cert(&info(1, false)))
             .unwrap();
         store.put_safety("safety", b"voted").unwrap();
         write_tree(store.tree());
