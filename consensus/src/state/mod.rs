@@ -1,1 +1,68 @@
-//! Registry state machine (being built).
+//! The registry state machine executed on blocks.
+//!
+//! - [`store`]: the authenticated map's storage trait ([`StateStore`]) and the
+//!   in-memory [`MemStore`]; a jmt `TreeReader` layering speculative batches.
+//! - [`genesis`]: the genesis document ([`Genesis`], [`Authority`], [`Params`]).
+//! - [`exec`]: [`RegistryExecutor`], the consensus [`crate::executor::Executor`].
+//! - [`apply`] (rules of each transaction), [`lease`] (leases and the
+//!   mass-expiry bound), [`validate`] (size and syntax limits), [`records`]
+//!   (the map's key layout and the records this crate defines).
+//! - [`query`]: provable lookups over a committed version ([`StateReader`]).
+//! - [`receipts`]: payload encoding and receipts.
+//!
+//! ```
+//! use palisade_consensus::executor::{ExecutionContext, Executor};
+//! use palisade_consensus::state::{encode_payload, Authority, Genesis, MemStore, RegistryExecutor};
+//! use palisade_crypto::{SecretKey, Validator};
+//!
+//! let v = SecretKey::from_seed([1; 32]);
+//! let genesis = Genesis::new(
+//!     "doc",
+//!     1_000,
+//!     vec![Validator { key: v.public(), power: 1 }],
+//!     Authority { members: vec![v.public()], threshold: 1 },
+//! );
+//! let mut exec = RegistryExecutor::open(MemStore::new(), &genesis).unwrap();
+//! let (genesis_id, _) = exec.committed();
+//! let ctx = ExecutionContext {
+//!     parent_id: genesis_id,
+//!     block_id: palisade_crypto::Digest([9; 32]),
+//!     height: 1,
+//!     epoch: 0,
+//!     timestamp_ms: 2_000,
+//! };
+//! let result = exec.execute(&ctx, &encode_payload(&[])).unwrap();
+//! exec.commit(&ctx.block_id).unwrap();
+//! assert_eq!(exec.committed(), (ctx.block_id, result.state_root));
+//! ```
+
+mod apply;
+mod block;
+mod error;
+mod exec;
+mod genesis;
+mod lease;
+mod map;
+mod query;
+mod receipts;
+mod records;
+mod store;
+mod validate;
+mod working;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{StateError, TxRejection};
+pub use exec::RegistryExecutor;
+pub use genesis::{Authority, Genesis, Params};
+pub use map::compute_update;
+pub use query::{InstanceFilter, NamespaceLookup, StateReader};
+pub use receipts::{decode_payload, encode_payload, BlockReceipts, TxOutcome, TxReceipt};
+pub use records::{system_key, ChainRecord, ExpiryState, IdentityRecord, InstanceRef};
+pub use store::{CommitMeta, MemStore, StateCommit, StateStore, StoreError};
+
+/// The `jmt` crate this module's storage trait speaks (nodes, node keys,
+/// write batches), re-exported so stores use the very same version.
+pub use jmt;
+pub use palisade_crypto::StateKey;

@@ -1,0 +1,577 @@
+//! Transaction handlers.
+//!
+//! Checks run in a fixed order, so every replica names the same reason:
+//! 1. encoded size (`max_tx_bytes`), cosignature count (authority acts take at
+//!    most one per authority member, other transactions none);
+//! 2. chain id and every signature (`SignedTransaction::verify`, i.e.
+//!    `verify_strict` with weak keys refused; never batch verification, whose
+//!    verdict is not the strict one);
+//! 3. sequence: `sequence >= next` for the signer, then `next = sequence + 1`
+//!    (replays and reorderings are refused, gaps are allowed so that a
+//!    rejected transaction does not wedge its signer);
+//! 4. authorization, body validation and limits (per handler);
+//! 5. mutation.
+//!
+//! **Atomicity.** Every handler finishes all its checks before its first
+//! mutation of the working set; a rejection therefore changes nothing, not
+//! even the signer's sequence. Only storage failures can interrupt a
+//! mutation, and they abort the whole block.
+//!
+//! **Authority.** Enroll, Revoke and ChangeValidators need the enrollment
+//! authority: the signer and every cosigner must be members, and at least
+//! `threshold` distinct members must have signed.
+//!
+//! **Namespaces and ownership.** An identity writes only in namespaces it is
+//! enrolled in and only while not revoked. An instance belongs to the identity
+//! that first registered it; only that owner or an `Admin` of the namespace may
+//! re-register, renew or deregister it (an admin's re-registration keeps the
+//! owner and the health verdict).
+//!
+//! **Revocation** removes, in the same transaction, every instance the identity
+//! owns (the owner index in its `IdentityRecord` lists them, bounded by
+//! `max_instances_per_identity`). A revoked key is presumed compromised: its
+//! endpoints may point at hosts the attacker controls, so they must leave
+//! discovery at once, provably (the service leaves no longer hold them), not
+//! when their leases run out. The identity record stays, marked revoked, so
+//! clients can prove the revocation; the authority may enroll the key again.
+//!
+//! **Health.** An instance's `health` flips only when validators holding at
+//! least `validity_power` (f+1) of the current set's power report the opposite
+//! verdict: `dissenting_reporters` lists the validators whose latest report
+//! disagrees with the current verdict; a report that agrees removes its
+//! reporter. No single lying validator can evict or resurrect an instance.
+
+use palisade_crypto::{
+    Enrollment, Health, InstanceRecord, NamespaceRecord, PublicKey, Registration, Role,
+    ServiceRecord, SignedTransaction, TxBody, Validator, ValidatorSet,
+};
+
+use super::error::{StateError, TxRejection};
+use super::genesis::{Authority, Params};
+use super::receipts::TxOutcome;
+use super::records::{IdentityRecord, InstanceRef};
+use super::validate;
+use super::working::WorkingSet;
+
+/// What a block's transactions run against.
+pub(crate) struct BlockEnv<'a> {
+    pub(crate) chain_id: &'a str,
+    pub(crate) params: &'a Params,
+    pub(crate) authority: &'a Authority,
+    pub(crate) height: u64,
+    pub(crate) epoch: u64,
+    pub(crate) now_ms: u64,
+    /// The validator set stored at the start of the block (health reporters).
+    pub(crate) validators: ValidatorSet,
+    /// Set by an applied ChangeValidators.
+    pub(crate) next_validators: Option<ValidatorSet>,
+}
+
+enum Fail {
+    Reject(TxRejection),
+    State(StateError),
+}
+
+impl From<TxRejection> for Fail {
+    fn from(r: TxRejection) -> Self {
+        Fail::Reject(r)
+    }
+}
+
+impl From<StateError> for Fail {
+    fn from(e: StateError) -> Self {
+        Fail::State(e)
+    }
+}
+
+/// Apply one transaction of `size` encoded bytes. `Err` only for failures that
+/// are no transaction's fault.
+pub(crate) fn apply_tx(
+    ws: &mut WorkingSet<'_>,
+    env: &mut BlockEnv<'_>,
+    stx: &SignedTransaction,
+    size: usize,
+) -> Result<TxOutcome, StateError> {
+    match apply_inner(ws, env, stx, size) {
+        Ok(()) => Ok(TxOutcome::Applied),
+        Err(Fail::Reject(r)) => Ok(TxOutcome::Rejected(r)),
+        Err(Fail::State(e)) => Err(e),
+    }
+}
+
+fn is_authority_act(body: &TxBody) -> bool {
+    matches!(
+        body,
+        TxBody::Enroll(_) | TxBody::Revoke { .. } | TxBody::ChangeValidators { .. }
+    )
+}
+
+fn apply_inner(
+    ws: &mut WorkingSet<'_>,
+    env: &mut BlockEnv<'_>,
+    stx: &SignedTransaction,
+    size: usize,
+) -> Result<(), Fail> {
+    if size > env.params.max_tx_bytes as usize {
+        return Err(TxRejection::TooLarge {
+            size: size as u64,
+            max: env.params.max_tx_bytes as u64,
+        }
+        .into());
+    }
+    let cosigs = stx.cosignatures.len() as u64;
+    if is_authority_act(&stx.tx.body) {
+        let members = env.authority.members.len() as u64;
+        if cosigs > members {
+            return Err(TxRejection::TooManyCosignatures {
+                count: cosigs,
+                members,
+            }
+            .into());
+        }
+    } else if cosigs > 0 {
+        return Err(TxRejection::UnexpectedCosignatures { count: cosigs }.into());
+    }
+    let (_, signers) = stx.verify(env.chain_id).map_err(TxRejection::from)?;
+    let signer = stx.tx.signer;
+    let sequence = stx.tx.sequence;
+    if sequence == u64::MAX {
+        return Err(TxRejection::SequenceExhausted.into());
+    }
+    let next = ws.next_sequence(&signer)?;
+    if sequence < next {
+        return Err(TxRejection::StaleSequence {
+            got: sequence,
+            next,
+        }
+        .into());
+    }
+    if is_authority_act(&stx.tx.body) {
+        check_authority(env.authority, &signers)?;
+    }
+    match &stx.tx.body {
+        TxBody::Enroll(e) => enroll(ws, env, e)?,
+        TxBody::Revoke { identity } => revoke(ws, env, identity)?,
+        TxBody::Register(reg) => register(ws, env, &signer, reg)?,
+        TxBody::Deregister {
+            namespace,
+            service,
+            instance,
+        } => {
+            let r = instance_ref(namespace, service, instance);
+            let rec = owned_instance(ws, &signer, &r)?;
+            remove_instance(ws, &r, &rec.owner, true)?;
+        }
+        TxBody::Heartbeat {
+            namespace,
+            service,
+            instance,
+        } => {
+            let r = instance_ref(namespace, service, instance);
+            owned_instance(ws, &signer, &r)?;
+            let deadline = renew(ws, env, &r)?;
+            ws.set_lease(r, Some(deadline));
+        }
+        TxBody::HealthReport {
+            namespace,
+            service,
+            instance,
+            passing,
+        } => {
+            let r = instance_ref(namespace, service, instance);
+            health_report(ws, env, &signer, &r, *passing)?;
+        }
+        TxBody::ChangeValidators { validators } => change_validators(ws, env, validators)?,
+    }
+    ws.set_next_sequence(&signer, sequence + 1);
+    Ok(())
+}
+
+fn instance_ref(namespace: &str, service: &str, instance: &str) -> InstanceRef {
+    InstanceRef {
+        namespace: namespace.to_string(),
+        service: service.to_string(),
+        instance: instance.to_string(),
+    }
+}
+
+fn check_authority(authority: &Authority, signers: &[PublicKey]) -> Result<(), TxRejection> {
+    if let Some(outsider) = signers.iter().find(|k| !authority.members.contains(k)) {
+        return Err(TxRejection::NotAuthority(*outsider));
+    }
+    if (signers.len() as u64) < authority.threshold as u64 {
+        return Err(TxRejection::BelowThreshold {
+            got: signers.len() as u64,
+            needed: authority.threshold as u64,
+        });
+    }
+    Ok(())
+}
+
+/// The signer's identity, if it may write in `namespace`.
+fn writer(
+    ws: &mut WorkingSet<'_>,
+    signer: &PublicKey,
+    namespace: &str,
+) -> Result<IdentityRecord, Fail> {
+    let id = ws
+        .identity(signer)?
+        .ok_or(TxRejection::NotEnrolled(*signer))?;
+    if id.revoked_at.is_some() {
+        return Err(TxRejection::Revoked(*signer).into());
+    }
+    if !id.may_write(namespace) {
+        return Err(TxRejection::NamespaceNotPermitted {
+            namespace: namespace.to_string(),
+        }
+        .into());
+    }
+    Ok(id.clone())
+}
+
+fn find_instance(
+    ws: &mut WorkingSet<'_>,
+    r: &InstanceRef,
+) -> Result<Option<InstanceRecord>, StateError> {
+    Ok(ws.service(&r.namespace, &r.service)?.and_then(|s| {
+        s.instances
+            .binary_search_by(|i| i.instance.as_str().cmp(&r.instance))
+            .ok()
+            .map(|pos| s.instances[pos].clone())
+    }))
+}
+
+fn unknown(r: &InstanceRef) -> TxRejection {
+    TxRejection::UnknownInstance {
+        namespace: r.namespace.clone(),
+        service: r.service.clone(),
+        instance: r.instance.clone(),
+    }
+}
+
+/// The instance, if the signer may change it (owner, or admin of the namespace).
+fn owned_instance(
+    ws: &mut WorkingSet<'_>,
+    signer: &PublicKey,
+    r: &InstanceRef,
+) -> Result<InstanceRecord, Fail> {
+    let id = writer(ws, signer, &r.namespace)?;
+    let rec = find_instance(ws, r)?.ok_or_else(|| unknown(r))?;
+    if rec.owner != *signer && id.role != Role::Admin {
+        return Err(TxRejection::NotOwner {
+            instance: r.instance.clone(),
+            owner: rec.owner,
+        }
+        .into());
+    }
+    Ok(rec)
+}
+
+fn enroll(ws: &mut WorkingSet<'_>, env: &BlockEnv<'_>, e: &Enrollment) -> Result<(), Fail> {
+    validate::enrollment(e, env.params)?;
+    let mut namespaces = e.namespaces.clone();
+    namespaces.sort();
+    let instances = match ws.identity(&e.identity)? {
+        Some(old) => old.instances.clone(),
+        None => Vec::new(),
+    };
+    ws.set_identity(
+        &e.identity,
+        IdentityRecord {
+            namespaces,
+            role: e.role,
+            enrolled_at: env.height,
+            revoked_at: None,
+            instances,
+        },
+    );
+    Ok(())
+}
+
+fn revoke(ws: &mut WorkingSet<'_>, env: &BlockEnv<'_>, identity: &PublicKey) -> Result<(), Fail> {
+    let id = ws
+        .identity(identity)?
+        .ok_or(TxRejection::UnknownIdentity(*identity))?
+        .clone();
+    if id.revoked_at.is_some() {
+        return Err(TxRejection::Revoked(*identity).into());
+    }
+    for r in &id.instances {
+        remove_instance(ws, r, identity, false)?;
+    }
+    ws.set_identity(
+        identity,
+        IdentityRecord {
+            revoked_at: Some(env.height),
+            instances: Vec::new(),
+            ..id
+        },
+    );
+    Ok(())
+}
+
+fn register(
+    ws: &mut WorkingSet<'_>,
+    env: &BlockEnv<'_>,
+    signer: &PublicKey,
+    reg: &Registration,
+) -> Result<(), Fail> {
+    let id = writer(ws, signer, &reg.namespace)?;
+    validate::registration(reg, env.params)?;
+    let r = instance_ref(&reg.namespace, &reg.service, &reg.instance);
+    let existing = find_instance(ws, &r)?;
+    if let Some(old) = &existing {
+        if old.owner != *signer && id.role != Role::Admin {
+            return Err(TxRejection::NotOwner {
+                instance: r.instance.clone(),
+                owner: old.owner,
+            }
+            .into());
+        }
+    } else {
+        let p = env.params;
+        let count = ws
+            .service(&r.namespace, &r.service)?
+            .map_or(0, |s| s.instances.len());
+        if count >= p.max_instances_per_service as usize {
+            return Err(TxRejection::ServiceFull {
+                max: p.max_instances_per_service as u64,
+            }
+            .into());
+        }
+        if count == 0 {
+            let services = ws.namespace(&r.namespace)?.map_or(0, |n| n.services.len());
+            if services >= p.max_services_per_namespace as usize {
+                return Err(TxRejection::NamespaceFull {
+                    max: p.max_services_per_namespace as u64,
+                }
+                .into());
+            }
+        }
+        if id.instances.len() >= p.max_instances_per_identity as usize {
+            return Err(TxRejection::IdentityFull {
+                max: p.max_instances_per_identity as u64,
+            }
+            .into());
+        }
+    }
+    // Checks done; mutate.
+    let mut labels = reg.labels.clone();
+    labels.sort();
+    let deadline = env.now_ms + reg.ttl_secs as u64 * 1000;
+    let (owner, health, dissenting) = match existing {
+        Some(old) => (old.owner, old.health, old.dissenting_reporters),
+        None => (*signer, Health::Passing, Vec::new()),
+    };
+    let record = InstanceRecord {
+        instance: reg.instance.clone(),
+        owner,
+        endpoints: reg.endpoints.clone(),
+        labels,
+        version: reg.version.clone(),
+        ttl_secs: reg.ttl_secs,
+        registered_at_ms: env.now_ms,
+        lease_expires_at_ms: deadline,
+        health,
+        dissenting_reporters: dissenting,
+        probe: reg.probe.clone(),
+    };
+    put_instance(ws, &r, record)?;
+    ws.set_lease(r, Some(deadline));
+    Ok(())
+}
+
+/// Insert or replace an instance, creating its service, namespace and
+/// directory entries and the owner index entry as needed.
+fn put_instance(
+    ws: &mut WorkingSet<'_>,
+    r: &InstanceRef,
+    record: InstanceRecord,
+) -> Result<(), StateError> {
+    let owner = record.owner;
+    let is_new = match ws.service_mut(&r.namespace, &r.service)? {
+        Some(svc) => match svc
+            .instances
+            .binary_search_by(|i| i.instance.as_str().cmp(&r.instance))
+        {
+            Ok(pos) => {
+                svc.instances[pos] = record;
+                false
+            }
+            Err(pos) => {
+                svc.instances.insert(pos, record);
+                true
+            }
+        },
+        None => {
+            ws.set_service(
+                &r.namespace,
+                &r.service,
+                Some(ServiceRecord {
+                    namespace: r.namespace.clone(),
+                    service: r.service.clone(),
+                    instances: vec![record],
+                }),
+            );
+            let mut ns = ws
+                .namespace(&r.namespace)?
+                .cloned()
+                .unwrap_or(NamespaceRecord {
+                    namespace: r.namespace.clone(),
+                    services: Vec::new(),
+                });
+            if ns.services.is_empty() {
+                let dir = ws.directory_mut()?;
+                if let Err(pos) = dir.binary_search(&r.namespace) {
+                    dir.insert(pos, r.namespace.clone());
+                }
+            }
+            if let Err(pos) = ns.services.binary_search(&r.service) {
+                ns.services.insert(pos, r.service.clone());
+            }
+            ws.set_namespace(&r.namespace, Some(ns));
+            true
+        }
+    };
+    if is_new {
+        if let Some(id) = ws.identity_mut(&owner)? {
+            if let Err(pos) = id.instances.binary_search(r) {
+                id.instances.insert(pos, r.clone());
+            }
+        }
+        let mut expiry = ws.expiry()?;
+        expiry.live += 1;
+        ws.set_expiry(expiry);
+    }
+    Ok(())
+}
+
+/// Remove an instance (which must exist), its lease, and, when it was the
+/// last, its service and namespace entries; `update_owner` drops it from the
+/// owner index too (a revocation clears the whole index itself).
+pub(crate) fn remove_instance(
+    ws: &mut WorkingSet<'_>,
+    r: &InstanceRef,
+    owner: &PublicKey,
+    update_owner: bool,
+) -> Result<(), StateError> {
+    let now_empty = match ws.service_mut(&r.namespace, &r.service)? {
+        Some(svc) => {
+            if let Ok(pos) = svc
+                .instances
+                .binary_search_by(|i| i.instance.as_str().cmp(&r.instance))
+            {
+                svc.instances.remove(pos);
+            }
+            svc.instances.is_empty()
+        }
+        None => false,
+    };
+    if now_empty {
+        ws.set_service(&r.namespace, &r.service, None);
+        if let Some(mut ns) = ws.namespace(&r.namespace)?.cloned() {
+            ns.services.retain(|s| s != &r.service);
+            if ns.services.is_empty() {
+                ws.set_namespace(&r.namespace, None);
+                ws.directory_mut()?.retain(|n| n != &r.namespace);
+            } else {
+                ws.set_namespace(&r.namespace, Some(ns));
+            }
+        }
+    }
+    if update_owner {
+        if let Some(id) = ws.identity_mut(owner)? {
+            id.instances.retain(|i| i != r);
+        }
+    }
+    let mut expiry = ws.expiry()?;
+    expiry.live = expiry.live.saturating_sub(1);
+    ws.set_expiry(expiry);
+    ws.set_lease(r.clone(), None);
+    Ok(())
+}
+
+fn renew(ws: &mut WorkingSet<'_>, env: &BlockEnv<'_>, r: &InstanceRef) -> Result<u64, StateError> {
+    let mut deadline = env.now_ms;
+    if let Some(svc) = ws.service_mut(&r.namespace, &r.service)? {
+        if let Ok(pos) = svc
+            .instances
+            .binary_search_by(|i| i.instance.as_str().cmp(&r.instance))
+        {
+            let inst = &mut svc.instances[pos];
+            deadline = env.now_ms + inst.ttl_secs as u64 * 1000;
+            inst.lease_expires_at_ms = deadline;
+        }
+    }
+    Ok(deadline)
+}
+
+fn health_report(
+    ws: &mut WorkingSet<'_>,
+    env: &BlockEnv<'_>,
+    signer: &PublicKey,
+    r: &InstanceRef,
+    passing: bool,
+) -> Result<(), Fail> {
+    if env.validators.power_of(signer).is_none() {
+        return Err(TxRejection::NotValidator(*signer).into());
+    }
+    if find_instance(ws, r)?.is_none() {
+        return Err(unknown(r).into());
+    }
+    let set = &env.validators;
+    if let Some(svc) = ws.service_mut(&r.namespace, &r.service)? {
+        if let Ok(pos) = svc
+            .instances
+            .binary_search_by(|i| i.instance.as_str().cmp(&r.instance))
+        {
+            let inst = &mut svc.instances[pos];
+            let reported = if passing {
+                Health::Passing
+            } else {
+                Health::Failing
+            };
+            let dissent = &mut inst.dissenting_reporters;
+            dissent.retain(|k| set.power_of(k).is_some());
+            if reported == inst.health {
+                dissent.retain(|k| k != signer);
+            } else if let Err(pos) = dissent.binary_search(signer) {
+                dissent.insert(pos, *signer);
+            }
+            let power: u64 = dissent.iter().filter_map(|k| set.power_of(k)).sum();
+            if power >= set.validity_power() {
+                inst.health = reported;
+                dissent.clear();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn change_validators(
+    ws: &mut WorkingSet<'_>,
+    env: &mut BlockEnv<'_>,
+    validators: &[Validator],
+) -> Result<(), Fail> {
+    let stored = ws.validators()?;
+    if let Some(next) = &env.next_validators {
+        return Err(TxRejection::EpochChangePending {
+            pending: next.epoch,
+        }
+        .into());
+    }
+    if stored.epoch > env.epoch {
+        return Err(TxRejection::EpochChangePending {
+            pending: stored.epoch,
+        }
+        .into());
+    }
+    let next = ValidatorSet {
+        epoch: stored.epoch + 1,
+        validators: validators.to_vec(),
+    };
+    validate::validator_set(&next, env.params)?;
+    ws.set_validators(next.clone());
+    env.next_validators = Some(next);
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! Queries over a committed version, each answer provable against that
+//! version's state root.
+//!
+//! - a service's instances: [`StateReader::service`] returns crypto's
+//!   [`ServiceLookup`], whose one leaf holds the whole instance set (nothing can
+//!   be hidden or added) or proves the service absent;
+//! - a namespace's services: [`StateReader::namespace`];
+//! - any key: [`StateReader::prove`].
+//!
+//! Label and health filters are applied over the proven set by whoever
+//! verified it ([`InstanceFilter`]), never by trusting a node's filtering.
+
+use borsh::BorshDeserialize;
+use jmt::JellyfishMerkleTree;
+use palisade_crypto::{
+    decode, state_key_hash, Digest, Health, InstanceRecord, JmtHasher, Label, MapProof,
+    NamespaceRecord, PublicKey, ServiceLookup, ServiceRecord, StateKey, ValidatorSet,
+};
+
+use super::error::StateError;
+use super::lease::LeaseIndex;
+use super::records::{system, system_key, ChainRecord, IdentityRecord, InstanceRef};
+use super::store::{BranchReader, StateStore};
+
+/// A namespace's service list with its proof.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamespaceLookup {
+    /// Namespace asked for.
+    pub namespace: String,
+    /// Canonical encoding of the [`NamespaceRecord`]; `None` when absent.
+    pub value: Option<Vec<u8>>,
+    /// Proof for `StateKey::Namespace`.
+    pub proof: MapProof,
+}
+
+impl NamespaceLookup {
+    /// Verify against `root` and decode.
+    pub fn verify(
+        &self,
+        root: &Digest,
+    ) -> Result<Option<NamespaceRecord>, palisade_crypto::ProofError> {
+        let key = StateKey::Namespace {
+            namespace: self.namespace.clone(),
+        };
+        self.proof.verify(root, &key, self.value.as_deref())?;
+        let Some(bytes) = &self.value else {
+            return Ok(None);
+        };
+        let record: NamespaceRecord = decode(bytes)?;
+        if record.namespace != self.namespace {
+            return Err(palisade_crypto::ProofError::WrongRecord(format!(
+                "record names namespace {}",
+                record.namespace
+            )));
+        }
+        Ok(Some(record))
+    }
+}
+
+/// Reads one committed version of the map.
+pub struct StateReader<'a> {
+    store: &'a dyn StateStore,
+    version: u64,
+}
+
+impl<'a> StateReader<'a> {
+    /// A reader of `version` (which must be committed in `store`).
+    pub fn at(store: &'a dyn StateStore, version: u64) -> Self {
+        StateReader { store, version }
+    }
+
+    /// A reader of the store's last committed version.
+    pub fn latest(store: &'a dyn StateStore) -> Result<Self, StateError> {
+        let meta = store.last_commit()?.ok_or(StateError::UnknownVersion(0))?;
+        Ok(Self::at(store, meta.height))
+    }
+
+    /// The version read.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn branch(&self) -> BranchReader<'a> {
+        BranchReader::committed(self.store, self.version)
+    }
+
+    /// The state root of this version.
+    pub fn root(&self) -> Result<Digest, StateError> {
+        let reader = self.branch();
+        let tree = JellyfishMerkleTree::<_, JmtHasher>::new(&reader);
+        match tree.get_root_hash_option(self.version) {
+            Ok(Some(root)) => Ok(Digest(root.0)),
+            Ok(None) => Err(StateError::UnknownVersion(self.version)),
+            Err(e) => Err(StateError::Tree(format!("{e:#}"))),
+        }
+    }
+
+    /// The value of `key` (canonical bytes, `None` if absent) and its proof.
+    pub fn prove(&self, key: &StateKey) -> Result<(Option<Vec<u8>>, MapProof), StateError> {
+        let reader = self.branch();
+        let tree = JellyfishMerkleTree::<_, JmtHasher>::new(&reader);
+        let (value, proof) = tree
+            .get_with_proof(state_key_hash(key), self.version)
+            .map_err(|e| StateError::Tree(format!("{e:#}")))?;
+        Ok((value, MapProof(proof)))
+    }
+
+    /// The decoded value of `key`, without proof.
+    pub fn get<T: BorshDeserialize>(&self, key: &StateKey) -> Result<Option<T>, StateError> {
+        match self.store.value(self.version, state_key_hash(key))? {
+            None => Ok(None),
+            Some(bytes) => decode(&bytes).map(Some).map_err(|e| StateError::Corrupt {
+                key: format!("{key:?}"),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// A service's instance set (or its absence) with proof.
+    pub fn service(&self, namespace: &str, service: &str) -> Result<ServiceLookup, StateError> {
+        let key = StateKey::Service {
+            namespace: namespace.to_string(),
+            service: service.to_string(),
+        };
+        let (value, proof) = self.prove(&key)?;
+        Ok(ServiceLookup {
+            namespace: namespace.to_string(),
+            service: service.to_string(),
+            value,
+            proof,
+        })
+    }
+
+    /// A namespace's services (or its absence) with proof.
+    pub fn namespace(&self, namespace: &str) -> Result<NamespaceLookup, StateError> {
+        let key = StateKey::Namespace {
+            namespace: namespace.to_string(),
+        };
+        let (value, proof) = self.prove(&key)?;
+        Ok(NamespaceLookup {
+            namespace: namespace.to_string(),
+            value,
+            proof,
+        })
+    }
+
+    /// An identity's record.
+    pub fn identity(&self, key: &PublicKey) -> Result<Option<IdentityRecord>, StateError> {
+        self.get(&StateKey::Identity { key: *key })
+    }
+
+    /// The lowest sequence number `key` may use next (what a mempool admits).
+    pub fn next_sequence(&self, key: &PublicKey) -> Result<u64, StateError> {
+        Ok(self
+            .get::<u64>(&StateKey::Account { key: *key })?
+            .unwrap_or(0))
+    }
+
+    /// The validator set stored at this version (the one signing the next block).
+    pub fn validators(&self) -> Result<ValidatorSet, StateError> {
+        self.get(&system_key(system::VALIDATORS))?
+            .ok_or_else(|| StateError::Corrupt {
+                key: "System{validators}".into(),
+                reason: "missing".into(),
+            })
+    }
+
+    /// The namespaces that hold at least one service.
+    pub fn namespaces(&self) -> Result<Vec<String>, StateError> {
+        Ok(self
+            .get(&system_key(system::NAMESPACES))?
+            .unwrap_or_default())
+    }
+
+    pub(crate) fn chain(&self) -> Result<ChainRecord, StateError> {
+        self.get(&system_key(system::CHAIN))?
+            .ok_or_else(|| StateError::Corrupt {
+                key: "System{chain}".into(),
+                reason: "missing".into(),
+            })
+    }
+
+    /// Rebuild the lease index from the namespace directory.
+    pub(crate) fn lease_index(&self) -> Result<LeaseIndex, StateError> {
+        let mut index = LeaseIndex::default();
+        for ns in self.namespaces()? {
+            let key = StateKey::Namespace {
+                namespace: ns.clone(),
+            };
+            let Some(record) = self.get::<NamespaceRecord>(&key)? else {
+                continue;
+            };
+            for svc in record.services {
+                let key = StateKey::Service {
+                    namespace: ns.clone(),
+                    service: svc.clone(),
+                };
+                let Some(service) = self.get::<ServiceRecord>(&key)? else {
+                    continue;
+                };
+                for inst in service.instances {
+                    let r = InstanceRef {
+                        namespace: ns.clone(),
+                        service: svc.clone(),
+                        instance: inst.instance,
+                    };
+                    index.set(r, Some(inst.lease_expires_at_ms));
+                }
+            }
+        }
+        tracing::debug!(leases = index.len(), "lease index rebuilt");
+        Ok(index)
+    }
+}
+
+/// A client-side filter over a proven instance set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceFilter {
+    /// Every label here must be present with this value.
+    pub labels: Vec<Label>,
+    /// Keep only instances whose health is `Passing`.
+    pub passing_only: bool,
+    /// With `Some(now_ms)`, drop instances whose lease deadline is before
+    /// `now_ms` (overdue instances kept by the mass-expiry bound).
+    pub live_at_ms: Option<u64>,
+}
+
+impl InstanceFilter {
+    /// Whether `instance` passes the filter.
+    pub fn matches(&self, instance: &InstanceRecord) -> bool {
+        if self.passing_only && instance.health != Health::Passing {
+            return false;
+        }
+        if let Some(now) = self.live_at_ms {
+            if instance.lease_expires_at_ms < now {
+                return false;
+            }
+        }
+        self.labels
+            .iter()
+            .all(|want| instance.labels.contains(want))
+    }
+
+    /// The instances of `record` that pass, in record order.
+    pub fn apply<'r>(&self, record: &'r ServiceRecord) -> Vec<&'r InstanceRecord> {
+        record
+            .instances
+            .iter()
+            .filter(|i| self.matches(i))
+            .collect()
+    }
+}

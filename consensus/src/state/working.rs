@@ -1,0 +1,260 @@
+//! The working set of one block: typed records read lazily from the parent's
+//! version and written back, encoded once, when the block ends.
+//!
+//! Records are decoded once per block and mutated in place, so a block that
+//! registers a thousand instances in one service encodes that service's leaf
+//! once. Transactions are atomic because every handler checks everything
+//! before its first mutation (see [`super::apply`]); a storage failure in the
+//! middle of a handler aborts the whole block, so no half-applied transaction
+//! can survive either way.
+
+use std::collections::BTreeMap;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use palisade_crypto::{
+    decode, encode, state_key_hash, NamespaceRecord, PublicKey, ServiceRecord, StateKey,
+    ValidatorSet,
+};
+
+use super::error::StateError;
+use super::lease::LeaseDelta;
+use super::records::{system, system_key, ExpiryState, IdentityRecord, InstanceRef};
+use super::store::BranchReader;
+
+/// Cached records of one type: value (or absence) and whether it changed.
+struct Table<V> {
+    entries: BTreeMap<StateKey, (Option<V>, bool)>,
+}
+
+impl<V> Default for Table<V> {
+    fn default() -> Self {
+        Table {
+            entries: BTreeMap::new(),
+        }
+    }
+}
+
+impl<V: BorshSerialize + BorshDeserialize> Table<V> {
+    fn load(&mut self, src: &Source<'_>, key: &StateKey) -> Result<(), StateError> {
+        if !self.entries.contains_key(key) {
+            let value = src.read(key)?;
+            self.entries.insert(key.clone(), (value, false));
+        }
+        Ok(())
+    }
+
+    fn get(&mut self, src: &Source<'_>, key: &StateKey) -> Result<Option<&V>, StateError> {
+        self.load(src, key)?;
+        Ok(self.entries[key].0.as_ref())
+    }
+
+    fn get_mut(&mut self, src: &Source<'_>, key: &StateKey) -> Result<Option<&mut V>, StateError> {
+        self.load(src, key)?;
+        let entry = self.entries.get_mut(key).expect("loaded above");
+        entry.1 |= entry.0.is_some();
+        Ok(entry.0.as_mut())
+    }
+
+    fn set(&mut self, key: StateKey, value: Option<V>) {
+        self.entries.insert(key, (value, true));
+    }
+
+    fn drain_into(self, out: &mut BTreeMap<StateKey, Option<Vec<u8>>>) {
+        for (key, (value, dirty)) in self.entries {
+            if dirty {
+                out.insert(key, value.as_ref().map(encode));
+            }
+        }
+    }
+}
+
+/// Where a block reads the parent's state from.
+pub(crate) struct Source<'a> {
+    reader: &'a BranchReader<'a>,
+    /// The parent's version; `None` for genesis (nothing to read).
+    version: Option<u64>,
+}
+
+impl Source<'_> {
+    fn read<V: BorshDeserialize>(&self, key: &StateKey) -> Result<Option<V>, StateError> {
+        let Some(version) = self.version else {
+            return Ok(None);
+        };
+        match self.reader.value(version, state_key_hash(key))? {
+            None => Ok(None),
+            Some(bytes) => decode(&bytes).map(Some).map_err(|e| StateError::Corrupt {
+                key: format!("{key:?}"),
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// The typed working set of a block.
+pub(crate) struct WorkingSet<'a> {
+    src: Source<'a>,
+    services: Table<ServiceRecord>,
+    namespaces: Table<NamespaceRecord>,
+    identities: Table<IdentityRecord>,
+    accounts: Table<u64>,
+    validators: Table<ValidatorSet>,
+    expiry: Table<ExpiryState>,
+    directory: Table<Vec<String>>,
+    raw: BTreeMap<StateKey, Option<Vec<u8>>>,
+    /// Lease changes of this block.
+    pub(crate) leases: LeaseDelta,
+}
+
+fn service_key(namespace: &str, service: &str) -> StateKey {
+    StateKey::Service {
+        namespace: namespace.to_string(),
+        service: service.to_string(),
+    }
+}
+
+impl<'a> WorkingSet<'a> {
+    pub(crate) fn new(reader: &'a BranchReader<'a>, version: Option<u64>) -> Self {
+        WorkingSet {
+            src: Source { reader, version },
+            services: Table::default(),
+            namespaces: Table::default(),
+            identities: Table::default(),
+            accounts: Table::default(),
+            validators: Table::default(),
+            expiry: Table::default(),
+            directory: Table::default(),
+            raw: BTreeMap::new(),
+            leases: LeaseDelta::new(),
+        }
+    }
+
+    pub(crate) fn service(
+        &mut self,
+        namespace: &str,
+        service: &str,
+    ) -> Result<Option<&ServiceRecord>, StateError> {
+        self.services
+            .get(&self.src, &service_key(namespace, service))
+    }
+
+    pub(crate) fn service_mut(
+        &mut self,
+        namespace: &str,
+        service: &str,
+    ) -> Result<Option<&mut ServiceRecord>, StateError> {
+        self.services
+            .get_mut(&self.src, &service_key(namespace, service))
+    }
+
+    pub(crate) fn set_service(&mut self, namespace: &str, service: &str, v: Option<ServiceRecord>) {
+        self.services.set(service_key(namespace, service), v);
+    }
+
+    pub(crate) fn namespace(&mut self, ns: &str) -> Result<Option<&NamespaceRecord>, StateError> {
+        let key = StateKey::Namespace {
+            namespace: ns.to_string(),
+        };
+        self.namespaces.get(&self.src, &key)
+    }
+
+    pub(crate) fn set_namespace(&mut self, ns: &str, v: Option<NamespaceRecord>) {
+        let key = StateKey::Namespace {
+            namespace: ns.to_string(),
+        };
+        self.namespaces.set(key, v);
+    }
+
+    pub(crate) fn identity(
+        &mut self,
+        key: &PublicKey,
+    ) -> Result<Option<&IdentityRecord>, StateError> {
+        self.identities
+            .get(&self.src, &StateKey::Identity { key: *key })
+    }
+
+    pub(crate) fn identity_mut(
+        &mut self,
+        key: &PublicKey,
+    ) -> Result<Option<&mut IdentityRecord>, StateError> {
+        self.identities
+            .get_mut(&self.src, &StateKey::Identity { key: *key })
+    }
+
+    pub(crate) fn set_identity(&mut self, key: &PublicKey, v: IdentityRecord) {
+        self.identities
+            .set(StateKey::Identity { key: *key }, Some(v));
+    }
+
+    /// The lowest sequence `key` may use next (0 for a new signer).
+    pub(crate) fn next_sequence(&mut self, key: &PublicKey) -> Result<u64, StateError> {
+        Ok(self
+            .accounts
+            .get(&self.src, &StateKey::Account { key: *key })?
+            .copied()
+            .unwrap_or(0))
+    }
+
+    pub(crate) fn set_next_sequence(&mut self, key: &PublicKey, next: u64) {
+        self.accounts
+            .set(StateKey::Account { key: *key }, Some(next));
+    }
+
+    pub(crate) fn validators(&mut self) -> Result<ValidatorSet, StateError> {
+        let key = system_key(system::VALIDATORS);
+        self.validators
+            .get(&self.src, &key)?
+            .cloned()
+            .ok_or_else(|| StateError::Corrupt {
+                key: "System{validators}".into(),
+                reason: "missing".into(),
+            })
+    }
+
+    pub(crate) fn set_validators(&mut self, set: ValidatorSet) {
+        self.validators
+            .set(system_key(system::VALIDATORS), Some(set));
+    }
+
+    pub(crate) fn expiry(&mut self) -> Result<ExpiryState, StateError> {
+        Ok(self
+            .expiry
+            .get(&self.src, &system_key(system::EXPIRY))?
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    pub(crate) fn set_expiry(&mut self, state: ExpiryState) {
+        self.expiry.set(system_key(system::EXPIRY), Some(state));
+    }
+
+    pub(crate) fn directory_mut(&mut self) -> Result<&mut Vec<String>, StateError> {
+        let key = system_key(system::NAMESPACES);
+        if self.directory.get(&self.src, &key)?.is_none() {
+            self.directory.set(key.clone(), Some(Vec::new()));
+        }
+        Ok(self.directory.get_mut(&self.src, &key)?.expect("set above"))
+    }
+
+    /// Write a record of a type the block never reads (genesis records).
+    pub(crate) fn put_raw<V: BorshSerialize>(&mut self, key: StateKey, value: &V) {
+        self.raw.insert(key, Some(encode(value)));
+    }
+
+    /// The writes of the block, keyed and sorted.
+    pub(crate) fn into_writes(self) -> (BTreeMap<StateKey, Option<Vec<u8>>>, LeaseDelta) {
+        let mut out = self.raw;
+        self.services.drain_into(&mut out);
+        self.namespaces.drain_into(&mut out);
+        self.identities.drain_into(&mut out);
+        self.accounts.drain_into(&mut out);
+        self.validators.drain_into(&mut out);
+        self.expiry.drain_into(&mut out);
+        self.directory.drain_into(&mut out);
+        (out, self.leases)
+    }
+
+    /// Note a lease change of this block.
+    pub(crate) fn set_lease(&mut self, instance: InstanceRef, deadline: Option<u64>) {
+        self.leases.insert(instance, deadline);
+    }
+}
