@@ -1,0 +1,321 @@
+//! The `palisade` binary: exit codes, stdout only for verified answers.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use palisade_crypto::PublicKey;
+
+use crate::support::fixture::{tamper, Chain, World};
+use crate::support::server::{dead_url, MockNode, Reply};
+use crate::support::{tx_node, TxBehavior};
+
+fn palisade(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn write_network(dir: &Path, chain: &Chain, urls: &[String]) -> String {
+    let path = dir.join("network.json");
+    std::fs::write(&path, serde_json::to_string(&chain.network(urls)).unwrap()).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn keys_gen_prints_the_public_key_alone_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("id.key");
+    let o = palisade(&["keys", "gen", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = stdout(&o);
+    let key = PublicKey::from_hex(printed.trim_end()).unwrap();
+    assert_eq!(printed, format!("{}\n", key.to_hex()));
+    assert_eq!(palisade_keys::load_key_file(&out).unwrap().public(), key);
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = palisade(&["keys", "gen", "--out", out.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stdout(&again).is_empty());
+}
+
+#[test]
+fn lookup_json_prints_the_verified_instances() {
+    let world = World::new();
+    let node = MockNode::start({
+        let r = world.answer("prod", "api", 5);
+        move |_| Reply::ok(&r)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let net = write_network(dir.path(), &world.chain, &[dead_url(), node.url.clone()]);
+    let o = palisade(&[
+        "lookup",
+        "--network",
+        &net,
+        "prod/api",
+        "--json",
+        "--no-cache",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["height"], 5);
+    assert_eq!(v["stale"], false);
+    let instances = v["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 2);
+    assert_eq!(instances[0]["instance"], "api-1");
+    assert_eq!(instances[0]["endpoints"][0]["host"], "10.0.0.1");
+    assert_eq!(instances[0]["labels"]["zone"], "a");
+    assert_eq!(instances[0]["health"], "passing");
+
+    let table = palisade(&["lookup", "--network", &net, "prod/api", "--no-cache"]);
+    assert!(table.status.success());
+    let text = stdout(&table);
+    assert!(
+        text.contains("INSTANCE")
+            && text.contains("api-2")
+            && text.contains("http://10.0.0.2:8080"),
+        "{text}"
+    );
+}
+
+#[test]
+fn lookup_of_a_forged_answer_fails_and_prints_nothing() {
+    let world = World::new();
+    let forged = tamper(&world.answer("prod", "api", 5), |r| {
+        r.instances[0].endpoints[0].host = "6.6.6.6".into()
+    });
+    let liar = MockNode::start(move |_| Reply::ok(&forged));
+    let dir = tempfile::tempdir().unwrap();
+    let net = write_network(dir.path(), &world.chain, &[liar.url.clone()]);
+    for json in [true, false] {
+        let mut args = vec![
+            "lookup",
+            "--network",
+            &net,
+            "prod/api",
+            "--no-cache",
+            "--node",
+            &liar.url,
+        ];
+        if json {
+            args.push("--json");
+        }
+        let o = palisade(&args);
+        assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+        assert!(stdout(&o).is_empty());
+        assert!(stderr(&o).contains("forged proof"), "{}", stderr(&o));
+    }
+    // A stale certificate: refused with its age.
+    let old = world.answer_at("prod", "api", 5, 1_000, &[0, 1, 2]);
+    let stale = MockNode::start(move |_| Reply::ok(&old));
+    let o = palisade(&[
+        "lookup",
+        "--network",
+        &net,
+        "prod/api",
+        "--no-cache",
+        "--node",
+        &stale.url,
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stdout(&o).is_empty());
+    assert!(
+        stderr(&o).contains("old; the bound is 60000 ms"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn lookup_serves_the_cache_marked_stale_when_no_node_answers() {
+    let world = World::new();
+    let node = MockNode::start({
+        let r = world.answer("prod", "api", 5);
+        move |_| Reply::ok(&r)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cache = cache.to_str().unwrap();
+    let net = write_network(dir.path(), &world.chain, &[node.url.clone()]);
+    let o = palisade(&[
+        "lookup",
+        "--network",
+        &net,
+        "prod/api",
+        "--json",
+        "--cache-dir",
+        cache,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dead = dead_url();
+    let o = palisade(&[
+        "lookup",
+        "--network",
+        &net,
+        "prod/api",
+        "--json",
+        "--cache-dir",
+        cache,
+        "--node",
+        &dead,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (v["stale"].as_bool(), v["height"].as_u64()),
+        (Some(true), Some(5))
+    );
+    assert!(stderr(&o).contains("serving the cached verified answer"));
+    let o = palisade(&[
+        "lookup",
+        "--network",
+        &net,
+        "prod/api",
+        "--no-cache",
+        "--node",
+        &dead,
+    ]);
+    assert_eq!(o.status.code(), Some(5));
+}
+
+fn key_file(dir: &Path, seed: u8) -> String {
+    let path = dir.join(format!("k{seed}.key"));
+    palisade_keys::write_key_file(&path, &palisade_crypto::SecretKey::from_seed([seed; 32]))
+        .unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn register_exits_zero_only_once_committed() {
+    let chain = Chain::test();
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), 30);
+    let register = |url: &str| {
+        let net = write_network(dir.path(), &chain, &[url.to_string()]);
+        palisade(&[
+            "register",
+            "--network",
+            &net,
+            "--key",
+            &key,
+            "--namespace",
+            "prod",
+            "--service",
+            "api",
+            "--instance",
+            "api-9",
+            "--endpoint",
+            "10.0.0.9:8080",
+            "--label",
+            "zone=b",
+            "--ttl",
+            "15",
+            "--timeout",
+            "1",
+        ])
+    };
+    let (good, seen) = tx_node(chain.clone(), TxBehavior::Commit);
+    let o = register(&good.url);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("registration committed"),
+        "{}",
+        stdout(&o)
+    );
+    match &seen.lock().unwrap()[0].tx.body {
+        palisade_crypto::TxBody::Register(r) => {
+            assert_eq!(
+                (r.instance.as_str(), r.ttl_secs, r.endpoints[0].port),
+                ("api-9", 15, 8080)
+            );
+            assert_eq!(r.labels[0].value, "b");
+        }
+        other => panic!("unexpected body {other:?}"),
+    }
+
+    let (refusing, _) = tx_node(chain.clone(), TxBehavior::Reject("not enrolled in prod"));
+    let o = register(&refusing.url);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(stderr(&o).contains("not enrolled in prod"));
+
+    let (forging, _) = tx_node(chain.clone(), TxBehavior::ForgeReceipt);
+    let o = register(&forging.url);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains("forged receipt"));
+
+    let (slow, _) = tx_node(chain.clone(), TxBehavior::AlwaysPending);
+    let o = register(&slow.url);
+    assert_eq!(o.status.code(), Some(5));
+    assert!(stderr(&o).contains("timed out"));
+}
+
+#[test]
+fn enroll_is_cosigned_by_every_authority_member_given() {
+    let chain = Chain::test();
+    let dir = tempfile::tempdir().unwrap();
+    let (authority, second, third) = (
+        key_file(dir.path(), 40),
+        key_file(dir.path(), 41),
+        key_file(dir.path(), 42),
+    );
+    let (node, seen) = tx_node(chain.clone(), TxBehavior::Commit);
+    let net = write_network(dir.path(), &chain, &[node.url.clone()]);
+    let identity = palisade_crypto::SecretKey::from_seed([50; 32])
+        .public()
+        .to_hex();
+    let o = palisade(&[
+        "enroll",
+        "--network",
+        &net,
+        "--key",
+        &authority,
+        "--cosign",
+        &second,
+        "--cosign",
+        &third,
+        "--identity",
+        &identity,
+        "--namespace",
+        "prod",
+        "--namespace",
+        "staging",
+        "--role",
+        "admin",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let receipt: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(receipt["outcome"], "applied");
+    let tx = seen.lock().unwrap()[0].clone();
+    let (_, signers) = tx.verify(&chain.chain_id).unwrap();
+    assert_eq!(signers.len(), 3);
+    assert!(matches!(
+        tx.tx.body,
+        palisade_crypto::TxBody::Enroll(ref e)
+            if e.namespaces == ["prod", "staging"] && e.role == palisade_crypto::Role::Admin
+    ));
+    let bad = palisade(&[
+        "enroll",
+        "--network",
+        &net,
+        "--key",
+        &authority,
+        "--identity",
+        "xyz",
+        "--namespace",
+        "prod",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+}

@@ -1,0 +1,267 @@
+//! Verified lookups: every forgery is refused with its own error.
+
+use palisade_client::{verify_lookup, ClientError, Freshness, TrustedChain};
+use palisade_crypto::api::LookupResponse;
+use palisade_crypto::{BlockInfo, CommitCertificate, Hex, SecretKey, ServiceLookup, ValidatorSet};
+
+use crate::support::fixture::{
+    block, instance, lookup_response, now_ms, service_key, tamper, Chain, World, CHAIN,
+};
+
+fn check(
+    world: &World,
+    response: &LookupResponse,
+) -> Result<palisade_client::VerifiedService, ClientError> {
+    let trust = TrustedChain::new(CHAIN, world.chain.set.clone()).unwrap();
+    verify_lookup(
+        &trust,
+        "prod",
+        "api",
+        response,
+        now_ms(),
+        Some(&Freshness::default()),
+    )
+}
+
+fn is_forged_proof(r: Result<palisade_client::VerifiedService, ClientError>) -> bool {
+    matches!(r, Err(ClientError::ForgedProof(_)))
+}
+
+#[test]
+fn honest_answer_verifies_with_every_instance() {
+    let world = World::new();
+    let v = check(&world, &world.answer("prod", "api", 5)).unwrap();
+    assert_eq!(v.height, 5);
+    assert_eq!(v.record.as_ref(), Some(&world.api));
+    assert_eq!(v.instances().len(), 2);
+}
+
+#[test]
+fn absent_service_is_a_proven_absence() {
+    let world = World::new();
+    let trust = TrustedChain::new(CHAIN, world.chain.set.clone()).unwrap();
+    let response = world.answer("prod", "nope", 5);
+    let v = verify_lookup(&trust, "prod", "nope", &response, now_ms(), None).unwrap();
+    assert!(v.record.is_none());
+    assert!(v.instances().is_empty());
+}
+
+#[test]
+fn altered_endpoint_is_refused() {
+    let world = World::new();
+    let forged = tamper(&world.answer("prod", "api", 5), |r| {
+        r.instances[0].endpoints[0].host = "6.6.6.6".into()
+    });
+    assert!(is_forged_proof(check(&world, &forged)));
+}
+
+#[test]
+fn dropped_instance_is_refused() {
+    let world = World::new();
+    let forged = tamper(&world.answer("prod", "api", 5), |r| {
+        r.instances.remove(1);
+    });
+    assert!(is_forged_proof(check(&world, &forged)));
+}
+
+#[test]
+fn added_instance_is_refused() {
+    let world = World::new();
+    let forged = tamper(&world.answer("prod", "api", 5), |r| {
+        r.instances.push(instance("evil", "6.6.6.6", 80))
+    });
+    assert!(is_forged_proof(check(&world, &forged)));
+}
+
+#[test]
+fn claimed_absence_of_a_present_service_is_refused() {
+    let world = World::new();
+    let honest = world.answer("prod", "api", 5);
+    let mut lookup = honest.lookup.decode().unwrap();
+    lookup.value = None;
+    let forged = LookupResponse {
+        lookup: Hex::new(&lookup),
+        record: None,
+        ..honest
+    };
+    assert!(is_forged_proof(check(&world, &forged)));
+}
+
+#[test]
+fn swapped_proof_is_refused() {
+    let world = World::new();
+    let cert = world.chain.quorum(block(5, world.state.root, now_ms()));
+    // Another service's value and proof, presented as prod/api.
+    let (value, proof) = world.state.prove(&service_key("prod", "db"));
+    let forged = lookup_response(cert.clone(), "prod", "api", value.clone(), proof.clone());
+    assert!(is_forged_proof(check(&world, &forged)));
+    // The api value with the db proof.
+    let (api_value, _) = world.state.prove(&service_key("prod", "api"));
+    let forged = lookup_response(cert.clone(), "prod", "api", api_value, proof.clone());
+    assert!(is_forged_proof(check(&world, &forged)));
+    // An honest answer about another service than the one asked for.
+    let other = lookup_response(cert, "prod", "db", value, proof);
+    assert_eq!(
+        check(&world, &other),
+        Err(ClientError::WrongService {
+            asked: "prod/api".into(),
+            got: "prod/db".into()
+        })
+    );
+}
+
+#[test]
+fn stale_certificate_is_refused_and_future_one_too() {
+    let world = World::new();
+    let old = world.answer_at("prod", "api", 5, now_ms() - 600_000, &[0, 1, 2]);
+    assert!(matches!(
+        check(&world, &old),
+        Err(ClientError::Stale { max_age_ms: 60_000, age_ms }) if age_ms >= 600_000
+    ));
+    let future = world.answer_at("prod", "api", 5, now_ms() + 600_000, &[0, 1, 2]);
+    assert!(matches!(
+        check(&world, &future),
+        Err(ClientError::FromTheFuture { .. })
+    ));
+}
+
+#[test]
+fn certificate_from_another_chain_is_refused() {
+    let world = World::new();
+    // Same validator keys, another chain id: a replay across datacenters.
+    let other = Chain::new("other-chain", 0, 4, 1);
+    let cert = other.quorum(block(5, world.state.root, now_ms()));
+    let (value, proof) = world.state.prove(&service_key("prod", "api"));
+    let forged = lookup_response(cert, "prod", "api", value, proof);
+    assert_eq!(
+        check(&world, &forged),
+        Err(ClientError::WrongChain {
+            got: "other-chain".into(),
+            expected: CHAIN.into()
+        })
+    );
+}
+
+#[test]
+fn too_few_signers_are_refused() {
+    let world = World::new();
+    let forged = world.answer_at("prod", "api", 5, now_ms(), &[0, 1]);
+    assert_eq!(
+        check(&world, &forged),
+        Err(ClientError::InsufficientQuorum {
+            got: 2,
+            needed: 3,
+            total: 4
+        })
+    );
+}
+
+#[test]
+fn duplicate_signer_is_refused() {
+    let world = World::new();
+    let forged = world.answer_at("prod", "api", 5, now_ms(), &[0, 1, 1]);
+    assert_eq!(
+        check(&world, &forged),
+        Err(ClientError::DuplicateSigner(world.chain.keys[1].public()))
+    );
+}
+
+fn resign(world: &World, edit: impl FnOnce(&mut CommitCertificate)) -> LookupResponse {
+    let mut cert = world.chain.quorum(block(5, world.state.root, now_ms()));
+    edit(&mut cert);
+    let (value, proof) = world.state.prove(&service_key("prod", "api"));
+    lookup_response(cert, "prod", "api", value, proof)
+}
+
+#[test]
+fn unknown_signer_is_refused() {
+    let world = World::new();
+    let outsider = SecretKey::from_seed([99; 32]);
+    let forged = resign(&world, |cert| {
+        let digest = cert.ledger_info.digest();
+        cert.signatures[2] = (outsider.public(), outsider.sign_digest(&digest));
+    });
+    assert_eq!(
+        check(&world, &forged),
+        Err(ClientError::UnknownSigner(outsider.public()))
+    );
+}
+
+#[test]
+fn forged_signature_is_refused() {
+    let world = World::new();
+    let forged = resign(&world, |cert| {
+        // Validator 2's signature over something else.
+        let other = world.chain.keys[2].sign_digest(&palisade_crypto::Digest([1; 32]));
+        cert.signatures[2].1 = other;
+    });
+    assert!(matches!(
+        check(&world, &forged),
+        Err(ClientError::ForgedSignature(_))
+    ));
+}
+
+#[test]
+fn certified_root_swapped_under_the_signatures_is_refused() {
+    let world = World::new();
+    // The node changes the state root after the validators signed.
+    let forged = resign(&world, |cert| {
+        cert.ledger_info.commit.as_mut().unwrap().state_root = palisade_crypto::Digest([8; 32]);
+    });
+    assert!(matches!(
+        check(&world, &forged),
+        Err(ClientError::ForgedSignature(_))
+    ));
+}
+
+fn epoch_end(chain: &Chain, next: &ValidatorSet, height: u64) -> CommitCertificate {
+    let mut b: BlockInfo = block(height, palisade_crypto::Digest([1; 32]), now_ms());
+    b.next_validators = Some(next.clone());
+    chain.quorum(b)
+}
+
+#[test]
+fn epoch_changes_are_followed_only_when_certified_by_the_trusted_set() {
+    let world = World::new();
+    let epoch1 = Chain::new(CHAIN, 1, 4, 50);
+    let cert1 = epoch1.quorum(block(9, world.state.root, now_ms()));
+    let (value, proof) = world.state.prove(&service_key("prod", "api"));
+    let answer = lookup_response(cert1, "prod", "api", value, proof);
+
+    let mut trust = TrustedChain::new(CHAIN, world.chain.set.clone()).unwrap();
+    assert_eq!(
+        verify_lookup(&trust, "prod", "api", &answer, now_ms(), None),
+        Err(ClientError::UnknownEpoch { got: 1, trusted: 0 })
+    );
+    // An epoch change signed by the new validators themselves is refused.
+    let self_signed = epoch_end(&Chain::new(CHAIN, 0, 4, 50), &epoch1.set, 8);
+    assert!(matches!(
+        trust.follow(&[self_signed]),
+        Err(ClientError::UnknownSigner(_))
+    ));
+    assert_eq!(trust.latest_epoch(), 0);
+    // The genuine one is followed, after which epoch 1 answers verify.
+    trust
+        .follow(&[epoch_end(&world.chain, &epoch1.set, 8)])
+        .unwrap();
+    assert_eq!(trust.latest_epoch(), 1);
+    let v = verify_lookup(&trust, "prod", "api", &answer, now_ms(), None).unwrap();
+    assert_eq!((v.height, v.epoch), (9, 1));
+}
+
+#[test]
+fn record_for_another_key_under_a_valid_proof_cannot_exist() {
+    // Guard of the lookup subject: the ServiceLookup must name what was asked.
+    let world = World::new();
+    let honest = world.answer("prod", "api", 5);
+    let mut lookup: ServiceLookup = honest.lookup.decode().unwrap();
+    lookup.namespace = "staging".into();
+    let forged = LookupResponse {
+        lookup: Hex::new(&lookup),
+        ..honest
+    };
+    assert!(matches!(
+        check(&world, &forged),
+        Err(ClientError::WrongService { .. })
+    ));
+}

@@ -1,0 +1,130 @@
+//! Test doubles: realistic certified answers, and a real HTTP stand-in node.
+#![allow(dead_code)]
+
+pub mod fixture;
+pub mod server;
+
+use palisade_crypto::api::Receipt;
+use palisade_crypto::{tx_root, BlockInfo, Digest, Hex, TxInclusionProof};
+
+use fixture::{now_ms, Chain};
+
+/// A receipt for `tx_id`, included at position 1 of a 3-transaction block at
+/// height 10, followed by `descendants` blocks, the last one certified.
+pub fn receipt(chain: &Chain, tx_id: Digest, descendants: usize, outcome: &str) -> Receipt {
+    let ids = vec![Digest([1; 32]), tx_id, Digest([2; 32])];
+    let mut blocks = vec![BlockInfo {
+        round: 20,
+        height: 10,
+        block_id: Digest([10; 32]),
+        state_root: Digest([4; 32]),
+        tx_root: tx_root(&ids),
+        timestamp_ms: now_ms(),
+        next_validators: None,
+        parent_info: Digest([5; 32]),
+    }];
+    for i in 0..descendants {
+        let parent = blocks.last().unwrap();
+        blocks.push(BlockInfo {
+            round: parent.round + 1,
+            height: parent.height + 1,
+            block_id: Digest([11 + i as u8; 32]),
+            tx_root: tx_root(&[]),
+            parent_info: parent.hash(),
+            ..parent.clone()
+        });
+    }
+    let certificate = chain.quorum(blocks.last().unwrap().clone());
+    Receipt {
+        tx_id,
+        height: 10,
+        block: Hex::new(&blocks[0]),
+        inclusion: Hex::new(&TxInclusionProof::build(&ids, 1)),
+        descendants: blocks[1..].iter().map(Hex::new).collect(),
+        certificate: Hex::new(&certificate),
+        outcome: outcome.to_string(),
+    }
+}
+
+use std::sync::{Arc, Mutex};
+
+use palisade_crypto::api::{AccountResponse, SubmitRequest, SubmitResponse, TxStatus};
+use palisade_crypto::SignedTransaction;
+use server::{MockNode, Reply, Request};
+
+/// How a stand-in node treats submitted transactions.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum TxBehavior {
+    Commit,
+    Reject(&'static str),
+    PendingThenCommit,
+    AlwaysPending,
+    ForgeReceipt,
+}
+
+/// The next sequence number stand-in nodes report for every account.
+pub const NEXT_SEQUENCE: u64 = 3;
+
+/// A node that accepts transactions and answers with receipts certified by `chain`.
+pub fn tx_node(
+    chain: Chain,
+    behavior: TxBehavior,
+) -> (MockNode, Arc<Mutex<Vec<SignedTransaction>>>) {
+    let seen: Arc<Mutex<Vec<SignedTransaction>>> = Arc::default();
+    let log = seen.clone();
+    let node = MockNode::start(move |req: &Request| {
+        let committed = |id: Digest, outcome: &str| SubmitResponse {
+            tx_id: id,
+            status: if outcome == "applied" {
+                TxStatus::Committed
+            } else {
+                TxStatus::Rejected
+            },
+            receipt: Some(receipt(&chain, id, 1, outcome)),
+        };
+        if let Some(key) = req.path.strip_prefix("/v1/accounts/") {
+            return Reply::ok(&AccountResponse {
+                key: palisade_crypto::PublicKey::from_hex(key).unwrap(),
+                next_sequence: NEXT_SEQUENCE,
+            });
+        }
+        if let Some(id) = req.path.strip_prefix("/v1/tx/") {
+            let id = Digest::from_hex(id).unwrap();
+            return match behavior {
+                TxBehavior::AlwaysPending => Reply::ok(&SubmitResponse {
+                    tx_id: id,
+                    status: TxStatus::Pending,
+                    receipt: None,
+                }),
+                _ => Reply::ok(&committed(id, "applied")),
+            };
+        }
+        if req.method == "POST" && req.path == "/v1/tx" {
+            let submit: SubmitRequest = serde_json::from_slice(&req.body).unwrap();
+            let tx: SignedTransaction = submit.tx.decode().unwrap();
+            let id = tx.id();
+            log.lock().unwrap().push(tx);
+            let pending = SubmitResponse {
+                tx_id: id,
+                status: TxStatus::Pending,
+                receipt: None,
+            };
+            return match behavior {
+                TxBehavior::Commit => Reply::ok(&committed(id, "applied")),
+                TxBehavior::Reject(reason) => Reply::ok(&committed(id, reason)),
+                TxBehavior::PendingThenCommit | TxBehavior::AlwaysPending => Reply::ok(&pending),
+                TxBehavior::ForgeReceipt => {
+                    let mut forged = receipt(&chain, Digest([43; 32]), 1, "applied");
+                    forged.tx_id = id;
+                    Reply::ok(&SubmitResponse {
+                        tx_id: id,
+                        status: TxStatus::Committed,
+                        receipt: Some(forged),
+                    })
+                }
+            };
+        }
+        Reply::error(404, "not_found")
+    });
+    (node, seen)
+}
