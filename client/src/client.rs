@@ -11,17 +11,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use palisade_crypto::api::{
-    AccountResponse, EpochsResponse, LookupResponse, SubmitRequest, SubmitResponse, TxStatus,
-};
-use palisade_crypto::{Digest, Hex, NetworkFile, PublicKey, SignedTransaction, TxBody};
+use palisade_crypto::api::{EpochsResponse, LookupResponse, NamespaceResponse};
+use palisade_crypto::NetworkFile;
 
 use crate::cache::Cache;
 use crate::node::{self, encode_component, NodeApi};
-use crate::verify::{verify_lookup, verify_receipt};
-use crate::{ClientError, Freshness, Signer, TrustedChain, VerifiedReceipt, VerifiedService};
+use crate::verify::{verify_lookup, verify_namespace, VerifiedNamespace};
+use crate::{ClientError, Freshness, TrustedChain, VerifiedService};
 
 /// How the client talks to the network.
 #[derive(Debug, Clone)]
@@ -187,7 +185,7 @@ impl Client {
         &self.nodes
     }
 
-    fn mark_preferred(&self, node: &NodeApi) {
+    pub(crate) fn mark_preferred(&self, node: &NodeApi) {
         if let Some(i) = self.nodes.iter().position(|n| n.url() == node.url()) {
             self.preferred.store(i, Ordering::Relaxed);
         }
@@ -269,136 +267,6 @@ impl Client {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ClientError::Malformed(format!("epoch change: {e}")))?;
         self.trust_lock().follow(&changes)
-    }
-
-    /// The sequence number `key`'s next transaction should carry, as the
-    /// nodes see it.
-    pub fn next_sequence(&self, key: &PublicKey) -> Result<u64, ClientError> {
-        let path = format!("/v1/accounts/{}", key.to_hex());
-        self.with_failover("account query", |node| {
-            let account: AccountResponse = node.get(&path)?;
-            if account.key != *key {
-                return Err(ClientError::Malformed(format!(
-                    "asked for account {key}, got {}",
-                    account.key
-                )));
-            }
-            Ok(account.next_sequence)
-        })
-    }
-
-    /// Sign `body` with the signer's next sequence number, submit it and wait
-    /// for its verified commit receipt. A committed transaction the state
-    /// machine refused is [`ClientError::Rejected`].
-    pub fn execute(
-        &self,
-        signer: &mut Signer,
-        body: TxBody,
-    ) -> Result<VerifiedReceipt, ClientError> {
-        let mut refreshed = false;
-        loop {
-            let remote = self.next_sequence(&signer.public())?;
-            let sequence = remote.max(signer.local_next_sequence());
-            let tx = signer.sign(self.chain_id(), sequence, body.clone());
-            match self.submit_and_wait(&tx) {
-                Ok(receipt) => {
-                    signer.advance(sequence);
-                    return Ok(receipt);
-                }
-                Err(e @ ClientError::Rejected { .. }) => {
-                    signer.advance(sequence);
-                    return Err(e);
-                }
-                Err(ClientError::Api { code, .. }) if code.contains("sequence") && !refreshed => {
-                    tracing::info!(sequence, %code, "sequence refused; asking again");
-                    refreshed = true;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Submit a signed transaction (with failover) without waiting.
-    pub fn submit(&self, tx: &SignedTransaction) -> Result<Digest, ClientError> {
-        let request = SubmitRequest {
-            tx: Hex::new(tx),
-            wait: false,
-        };
-        self.with_failover("submit", |node| {
-            let response: SubmitResponse = node.post("/v1/tx", &request)?;
-            Ok(response.tx_id)
-        })
-    }
-
-    /// Submit a signed transaction and wait (up to
-    /// [`ClientConfig::commit_timeout`]) for a receipt that verifies.
-    pub fn submit_and_wait(&self, tx: &SignedTransaction) -> Result<VerifiedReceipt, ClientError> {
-        let tx_id = tx.id();
-        let started = Instant::now();
-        let request = SubmitRequest {
-            tx: Hex::new(tx),
-            wait: true,
-        };
-        let first = self.with_failover("submit", |node| {
-            let response: SubmitResponse = node.post("/v1/tx", &request)?;
-            self.check_submit_response(node, &tx_id, response)
-        })?;
-        if let Some(receipt) = first {
-            return settle(receipt);
-        }
-        let path = format!("/v1/tx/{tx_id}");
-        let mut forgery = None;
-        while started.elapsed() < self.config.commit_timeout {
-            thread::sleep(self.config.poll_interval);
-            for node in self.node_order() {
-                let polled = node
-                    .get::<SubmitResponse>(&path)
-                    .and_then(|r| self.check_submit_response(node, &tx_id, r));
-                match polled {
-                    Ok(Some(receipt)) => {
-                        self.mark_preferred(node);
-                        return settle(receipt);
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(node = node.url(), error = %e, "receipt poll failed");
-                        if e.is_verification_failure() {
-                            forgery = Some(e);
-                        }
-                    }
-                }
-            }
-        }
-        Err(forgery.unwrap_or(ClientError::Timeout {
-            what: format!("transaction {tx_id} to commit"),
-            waited_ms: started.elapsed().as_millis() as u64,
-        }))
-    }
-
-    /// `Some(receipt)` once committed (verified), `None` while pending.
-    fn check_submit_response(
-        &self,
-        node: &NodeApi,
-        tx_id: &Digest,
-        response: SubmitResponse,
-    ) -> Result<Option<VerifiedReceipt>, ClientError> {
-        if response.tx_id != *tx_id {
-            return Err(ClientError::Malformed(format!(
-                "answer about transaction {}, asked about {tx_id}",
-                response.tx_id
-            )));
-        }
-        if response.status == TxStatus::Pending {
-            return Ok(None);
-        }
-        let receipt = response.receipt.ok_or_else(|| {
-            ClientError::ForgedReceipt("transaction reported committed without a receipt".into())
-        })?;
-        let mut verified = self.verified(node, |t| verify_receipt(t, tx_id, &receipt))?;
-        if response.status == TxStatus::Rejected && verified.applied() {
-            verified.outcome = "rejected".into();
-        }
-        Ok(Some(verified))
     }
 
     /// Verified lookup of `namespace/service` (see [`ClientConfig::read_quorum`]).
@@ -503,15 +371,17 @@ impl Client {
         }
         best.ok_or_else(|| self.pick_error(errors))
     }
-}
 
-fn settle(receipt: VerifiedReceipt) -> Result<VerifiedReceipt, ClientError> {
-    if receipt.applied() {
-        Ok(receipt)
-    } else {
-        Err(ClientError::Rejected {
-            tx_id: receipt.tx_id,
-            reason: receipt.outcome,
+    /// Verified list of the services of a namespace (with failover).
+    pub fn services(&self, namespace: &str) -> Result<VerifiedNamespace, ClientError> {
+        let path = format!("/v1/namespaces/{}", encode_component(namespace));
+        self.with_failover("namespace listing", |node| {
+            let response: NamespaceResponse = node.get(&path)?;
+            let now = now_ms();
+            let fresh = self.config.freshness;
+            self.verified(node, |t| {
+                verify_namespace(t, namespace, &response, now, Some(&fresh))
+            })
         })
     }
 }

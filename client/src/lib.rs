@@ -31,6 +31,7 @@ mod heartbeat;
 mod node;
 mod signer;
 mod sse;
+mod submit;
 mod trust;
 mod verify;
 mod watch;
@@ -44,7 +45,7 @@ pub use signer::{
 };
 pub use trust::TrustedChain;
 pub use verify::{
-    verify_lookup, verify_receipt, Freshness, VerifiedReceipt, VerifiedService,
-    MAX_RECEIPT_DESCENDANTS,
+    verify_lookup, verify_namespace, verify_receipt, Freshness, VerifiedNamespace, VerifiedReceipt,
+    VerifiedService, MAX_RECEIPT_DESCENDANTS,
 };
 pub use watch::Watch;

@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
-use palisade_crypto::api::{LookupResponse, Receipt};
+use palisade_crypto::api::{LookupResponse, NamespaceResponse, Receipt};
 use palisade_crypto::{
-    BlockInfo, Digest, InstanceRecord, ServiceLookup, ServiceName, ServiceRecord,
+    BlockInfo, Digest, InstanceRecord, NamespaceRecord, ServiceLookup, ServiceName, ServiceRecord,
+    StateKey,
 };
 
 use crate::{ClientError, TrustedChain};
@@ -128,6 +129,79 @@ pub fn verify_lookup(
         epoch: ledger.epoch(),
         state_root: ledger.block().state_root,
         record: verified.record,
+    })
+}
+
+/// The services of a namespace, proven against a certified state root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedNamespace {
+    /// Namespace.
+    pub namespace: ServiceName,
+    /// Height of the certified block.
+    pub height: u64,
+    /// Its block time (ms since the Unix epoch).
+    pub timestamp_ms: u64,
+    /// Epoch of the validators that certified it.
+    pub epoch: u64,
+    /// Services with instances, sorted (empty for a proven absence).
+    pub services: Vec<ServiceName>,
+}
+
+/// Verify a namespace listing like a lookup: certificate, proof of the
+/// namespace leaf (or its absence), subject, freshness.
+pub fn verify_namespace(
+    trust: &TrustedChain,
+    namespace: &str,
+    response: &NamespaceResponse,
+    now_ms: u64,
+    freshness: Option<&Freshness>,
+) -> Result<VerifiedNamespace, ClientError> {
+    if response.namespace != namespace {
+        return Err(ClientError::WrongService {
+            asked: namespace.to_string(),
+            got: response.namespace.clone(),
+        });
+    }
+    let cert = response
+        .certificate
+        .decode()
+        .map_err(|e| ClientError::Malformed(format!("certificate: {e}")))?;
+    let proof = response
+        .proof
+        .decode()
+        .map_err(|e| ClientError::Malformed(format!("namespace proof: {e}")))?;
+    let ledger = trust.verify(&cert)?;
+    let key = StateKey::Namespace {
+        namespace: namespace.to_string(),
+    };
+    let value = response.value.as_ref().map(|v| v.bytes());
+    proof
+        .verify(&ledger.block().state_root, &key, value)
+        .map_err(ClientError::ForgedProof)?;
+    let services = match &response.value {
+        None => Vec::new(),
+        Some(hex) => {
+            let record: NamespaceRecord = hex
+                .decode()
+                .map_err(|e| ClientError::ForgedProof(palisade_crypto::ProofError::Malformed(e)))?;
+            if record.namespace != namespace {
+                return Err(ClientError::WrongService {
+                    asked: namespace.to_string(),
+                    got: record.namespace,
+                });
+            }
+            record.services
+        }
+    };
+    if let Some(f) = freshness {
+        f.check(ledger.block().timestamp_ms, now_ms)?;
+    }
+    Ok(VerifiedNamespace {
+        namespace: namespace.to_string(),
+        height: ledger.block().height,
+        timestamp_ms: ledger.block().timestamp_ms,
+        epoch: ledger.epoch(),
+        services,
     })
 }
 

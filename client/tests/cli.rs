@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use palisade_crypto::PublicKey;
 
-use crate::support::fixture::{tamper, Chain, World};
+use crate::support::fixture::{namespace_response, tamper, Chain, World};
 use crate::support::server::{dead_url, MockNode, Reply};
 use crate::support::{tx_node, TxBehavior};
 
@@ -318,4 +318,27 @@ fn enroll_is_cosigned_by_every_authority_member_given() {
         "prod",
     ]);
     assert_eq!(bad.status.code(), Some(1));
+}
+
+#[test]
+fn services_lists_the_verified_namespace() {
+    let world = World::new();
+    let node = MockNode::start({
+        let r = namespace_response(&world, "prod", 6);
+        move |_| Reply::ok(&r)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let net = write_network(dir.path(), &world.chain, &[node.url.clone()]);
+    let o = palisade(&[
+        "services",
+        "--network",
+        &net,
+        "prod",
+        "--json",
+        "--no-cache",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["services"], serde_json::json!(["api", "db"]));
+    assert!(node.paths()[0].starts_with("GET /v1/namespaces/prod"));
 }

@@ -1,11 +1,14 @@
 //! Verified lookups: every forgery is refused with its own error.
 
-use palisade_client::{verify_lookup, ClientError, Freshness, TrustedChain};
-use palisade_crypto::api::LookupResponse;
-use palisade_crypto::{BlockInfo, CommitCertificate, Hex, SecretKey, ServiceLookup, ValidatorSet};
+use palisade_client::{verify_lookup, verify_namespace, ClientError, Freshness, TrustedChain};
+use palisade_crypto::api::{LookupResponse, NamespaceResponse};
+use palisade_crypto::{
+    BlockInfo, CommitCertificate, Hex, NamespaceRecord, SecretKey, ServiceLookup, ValidatorSet,
+};
 
 use crate::support::fixture::{
-    block, instance, lookup_response, now_ms, service_key, tamper, Chain, World, CHAIN,
+    block, instance, lookup_response, namespace_response, now_ms, service_key, tamper, Chain,
+    World, CHAIN,
 };
 
 fn check(
@@ -262,6 +265,37 @@ fn record_for_another_key_under_a_valid_proof_cannot_exist() {
     };
     assert!(matches!(
         check(&world, &forged),
+        Err(ClientError::WrongService { .. })
+    ));
+}
+
+#[test]
+fn namespace_listing_verifies_and_a_hidden_service_is_refused() {
+    let world = World::new();
+    let trust = TrustedChain::new(CHAIN, world.chain.set.clone()).unwrap();
+    let honest = namespace_response(&world, "prod", 6);
+    let v = verify_namespace(&trust, "prod", &honest, now_ms(), None).unwrap();
+    assert_eq!(
+        (v.height, v.services.clone()),
+        (6, vec!["api".to_string(), "db".to_string()])
+    );
+
+    let hidden = NamespaceResponse {
+        value: Some(Hex::new(&NamespaceRecord {
+            namespace: "prod".into(),
+            services: vec!["api".into()],
+        })),
+        ..honest.clone()
+    };
+    assert!(matches!(
+        verify_namespace(&trust, "prod", &hidden, now_ms(), None),
+        Err(ClientError::ForgedProof(_))
+    ));
+    let absent = namespace_response(&world, "staging", 6);
+    let v = verify_namespace(&trust, "staging", &absent, now_ms(), None).unwrap();
+    assert!(v.services.is_empty());
+    assert!(matches!(
+        verify_namespace(&trust, "staging", &honest, now_ms(), None),
         Err(ClientError::WrongService { .. })
     ));
 }

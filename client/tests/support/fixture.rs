@@ -6,11 +6,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use jmt::mock::MockTreeStore;
 use jmt::JellyfishMerkleTree;
-use palisade_crypto::api::LookupResponse;
+use palisade_crypto::api::{LookupResponse, NamespaceResponse};
 use palisade_crypto::{
     encode, state_key_hash, tx_root, BlockInfo, CommitCertificate, Digest, Endpoint, Health, Hex,
-    InstanceRecord, JmtHasher, Label, LedgerInfo, MapProof, NetworkFile, NodeEndpoint, PublicKey,
-    SecretKey, ServiceLookup, ServiceRecord, StateKey, Validator, ValidatorSet,
+    InstanceRecord, JmtHasher, Label, LedgerInfo, MapProof, NamespaceRecord, NetworkFile,
+    NodeEndpoint, PublicKey, SecretKey, ServiceLookup, ServiceRecord, StateKey, Validator,
+    ValidatorSet,
 };
 
 pub const CHAIN: &str = "palisade-test";
@@ -116,6 +117,22 @@ pub fn block(height: u64, state_root: Digest, timestamp_ms: u64) -> BlockInfo {
         timestamp_ms,
         next_validators: None,
         parent_info: Digest::ZERO,
+    }
+}
+
+/// The (honest) listing of `namespace` at `height`, certified now.
+pub fn namespace_response(world: &World, namespace: &str, height: u64) -> NamespaceResponse {
+    let cert = world
+        .chain
+        .quorum(block(height, world.state.root, now_ms()));
+    let (value, proof) = world.state.prove(&StateKey::Namespace {
+        namespace: namespace.into(),
+    });
+    NamespaceResponse {
+        namespace: namespace.into(),
+        certificate: Hex::new(&cert),
+        value: value.map(Hex::from_bytes),
+        proof: Hex::new(&proof),
     }
 }
 
@@ -230,6 +247,16 @@ impl World {
         let db = record("prod", "db", vec![instance("db-1", "10.0.1.1", 5432)]);
         state.put_record(&api);
         state.put_record(&db);
+        let listing = NamespaceRecord {
+            namespace: "prod".into(),
+            services: vec!["api".into(), "db".into()],
+        };
+        state.put(vec![(
+            StateKey::Namespace {
+                namespace: "prod".into(),
+            },
+            Some(encode(&listing)),
+        )]);
         World {
             chain,
             state,

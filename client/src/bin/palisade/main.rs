@@ -170,6 +170,13 @@ enum Command {
         /// NAMESPACE/SERVICE.
         target: String,
     },
+    /// Verified list of the services of NAMESPACE.
+    Services {
+        #[command(flatten)]
+        read: Read,
+        /// NAMESPACE.
+        namespace: String,
+    },
     /// Verified stream of changes to NAMESPACE/SERVICE (or a whole NAMESPACE).
     Watch {
         #[command(flatten)]
@@ -378,6 +385,16 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             Some(secs) => heartbeat_forever(&submit, &target, secs),
         },
         Command::Lookup { read, target } => lookup(&read, &target),
+        Command::Services { read, namespace } => {
+            let client = client(&read.net, Some(&read))?;
+            let listing = client.services(&namespace)?;
+            if read.json {
+                println!("{}", output::namespace_json(&listing, now_ms()));
+            } else {
+                print!("{}", output::namespace_text(&listing, now_ms()));
+            }
+            Ok(())
+        }
         Command::Watch {
             read,
             target,

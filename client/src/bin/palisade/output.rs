@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use palisade_client::{VerifiedReceipt, VerifiedService};
+use palisade_client::{VerifiedNamespace, VerifiedReceipt, VerifiedService};
 use palisade_crypto::InstanceRecord;
 use serde_json::{json, Map, Value};
 
@@ -129,6 +129,34 @@ pub(crate) fn service_table(s: &VerifiedService, now_ms: u64, stale: bool) -> St
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
         out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A namespace listing as a JSON object.
+pub(crate) fn namespace_json(n: &VerifiedNamespace, now_ms: u64) -> Value {
+    json!({
+        "namespace": n.namespace,
+        "height": n.height,
+        "timestamp_ms": n.timestamp_ms,
+        "age_ms": now_ms.saturating_sub(n.timestamp_ms),
+        "epoch": n.epoch,
+        "services": n.services,
+    })
+}
+
+/// A namespace listing for people: a header line, then one service a line.
+pub(crate) fn namespace_text(n: &VerifiedNamespace, now_ms: u64) -> String {
+    let mut out = format!(
+        "{}  height {}  epoch {}  block time {} ago  verified\n",
+        n.namespace,
+        n.height,
+        n.epoch,
+        human_age(now_ms.saturating_sub(n.timestamp_ms))
+    );
+    for s in &n.services {
+        out.push_str(s);
         out.push('\n');
     }
     out

@@ -1,0 +1,163 @@
+//! Submitting transactions: sequence numbers, failover, and waiting for a
+//! commit receipt that verifies.
+//!
+//! A node's `POST /v1/tx` with `wait` may answer before the commit (status
+//! pending); the client then polls `GET /v1/tx/{id}` on the nodes until a
+//! verified receipt arrives or [`ClientConfig::commit_timeout`] passes. A
+//! receipt that fails verification is skipped (another node may hold an
+//! honest one) and reported only if no honest one arrives in time.
+//!
+//! [`ClientConfig::commit_timeout`]: crate::ClientConfig::commit_timeout
+
+use std::thread;
+use std::time::Instant;
+
+use palisade_crypto::api::{AccountResponse, SubmitRequest, SubmitResponse, TxStatus};
+use palisade_crypto::{Digest, Hex, PublicKey, SignedTransaction, TxBody};
+
+use crate::node::NodeApi;
+use crate::verify::verify_receipt;
+use crate::{Client, ClientError, Signer, VerifiedReceipt};
+
+impl Client {
+    /// The sequence number `key`'s next transaction should carry, as the
+    /// nodes see it.
+    pub fn next_sequence(&self, key: &PublicKey) -> Result<u64, ClientError> {
+        let path = format!("/v1/accounts/{}", key.to_hex());
+        self.with_failover("account query", |node| {
+            let account: AccountResponse = node.get(&path)?;
+            if account.key != *key {
+                return Err(ClientError::Malformed(format!(
+                    "asked for account {key}, got {}",
+                    account.key
+                )));
+            }
+            Ok(account.next_sequence)
+        })
+    }
+
+    /// Sign `body` with the signer's next sequence number, submit it and wait
+    /// for its verified commit receipt. A committed transaction the state
+    /// machine refused is [`ClientError::Rejected`].
+    pub fn execute(
+        &self,
+        signer: &mut Signer,
+        body: TxBody,
+    ) -> Result<VerifiedReceipt, ClientError> {
+        let mut refreshed = false;
+        loop {
+            let remote = self.next_sequence(&signer.public())?;
+            let sequence = remote.max(signer.local_next_sequence());
+            let tx = signer.sign(self.chain_id(), sequence, body.clone());
+            match self.submit_and_wait(&tx) {
+                Ok(receipt) => {
+                    signer.advance(sequence);
+                    return Ok(receipt);
+                }
+                Err(e @ ClientError::Rejected { .. }) => {
+                    signer.advance(sequence);
+                    return Err(e);
+                }
+                Err(ClientError::Api { code, .. }) if code.contains("sequence") && !refreshed => {
+                    tracing::info!(sequence, %code, "sequence refused; asking again");
+                    refreshed = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Submit a signed transaction (with failover) without waiting.
+    pub fn submit(&self, tx: &SignedTransaction) -> Result<Digest, ClientError> {
+        let request = SubmitRequest {
+            tx: Hex::new(tx),
+            wait: false,
+        };
+        self.with_failover("submit", |node| {
+            let response: SubmitResponse = node.post("/v1/tx", &request)?;
+            Ok(response.tx_id)
+        })
+    }
+
+    /// Submit a signed transaction and wait (up to
+    /// [`ClientConfig::commit_timeout`]) for a receipt that verifies.
+    pub fn submit_and_wait(&self, tx: &SignedTransaction) -> Result<VerifiedReceipt, ClientError> {
+        let tx_id = tx.id();
+        let started = Instant::now();
+        let request = SubmitRequest {
+            tx: Hex::new(tx),
+            wait: true,
+        };
+        let first = self.with_failover("submit", |node| {
+            let response: SubmitResponse = node.post("/v1/tx", &request)?;
+            self.check_submit_response(node, &tx_id, response)
+        })?;
+        if let Some(receipt) = first {
+            return settle(receipt);
+        }
+        let path = format!("/v1/tx/{tx_id}");
+        let mut forgery = None;
+        while started.elapsed() < self.config().commit_timeout {
+            thread::sleep(self.config().poll_interval);
+            for node in self.node_order() {
+                let polled = node
+                    .get::<SubmitResponse>(&path)
+                    .and_then(|r| self.check_submit_response(node, &tx_id, r));
+                match polled {
+                    Ok(Some(receipt)) => {
+                        self.mark_preferred(node);
+                        return settle(receipt);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(node = node.url(), error = %e, "receipt poll failed");
+                        if e.is_verification_failure() {
+                            forgery = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+        Err(forgery.unwrap_or(ClientError::Timeout {
+            what: format!("transaction {tx_id} to commit"),
+            waited_ms: started.elapsed().as_millis() as u64,
+        }))
+    }
+
+    /// `Some(receipt)` once committed (verified), `None` while pending.
+    fn check_submit_response(
+        &self,
+        node: &NodeApi,
+        tx_id: &Digest,
+        response: SubmitResponse,
+    ) -> Result<Option<VerifiedReceipt>, ClientError> {
+        if response.tx_id != *tx_id {
+            return Err(ClientError::Malformed(format!(
+                "answer about transaction {}, asked about {tx_id}",
+                response.tx_id
+            )));
+        }
+        if response.status == TxStatus::Pending {
+            return Ok(None);
+        }
+        let receipt = response.receipt.ok_or_else(|| {
+            ClientError::ForgedReceipt("transaction reported committed without a receipt".into())
+        })?;
+        let mut verified = self.verified(node, |t| verify_receipt(t, tx_id, &receipt))?;
+        if response.status == TxStatus::Rejected && verified.applied() {
+            verified.outcome = "rejected".into();
+        }
+        Ok(Some(verified))
+    }
+}
+
+fn settle(receipt: VerifiedReceipt) -> Result<VerifiedReceipt, ClientError> {
+    if receipt.applied() {
+        Ok(receipt)
+    } else {
+        Err(ClientError::Rejected {
+            tx_id: receipt.tx_id,
+            reason: receipt.outcome,
+        })
+    }
+}
