@@ -6,9 +6,12 @@
 //!   safety state, the authenticated map, indexes.
 #![forbid(unsafe_code)]
 
+mod api;
 pub mod config;
+mod context;
 mod error;
 mod mempool;
+mod metrics;
 mod net;
 mod shutdown;
 pub mod storage;

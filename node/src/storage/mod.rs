@@ -13,6 +13,7 @@
 
 mod jmt_store;
 mod kv;
+mod state_store;
 
 use std::sync::Arc;
 

@@ -1,2 +1,3 @@
 mod config;
+mod state_store;
 mod storage;

@@ -1,0 +1,153 @@
+//! Provable reads: services, namespaces, epochs, blocks; and status.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use palisade_consensus::state::StateReader;
+use palisade_crypto::api::{
+    BlockResponse, EpochsResponse, LookupResponse, NamespaceResponse, StatusResponse,
+};
+use palisade_crypto::{decode, encode, CommitCertificate, Digest, Hex, ServiceRecord};
+use serde::Deserialize;
+
+use super::{check_name, ApiErr};
+use crate::context::Context;
+
+/// The latest certified height and its certificate.
+pub(crate) fn certified(ctx: &Context) -> Result<(u64, CommitCertificate), ApiErr> {
+    ctx.store
+        .latest_cert()?
+        .ok_or_else(|| ApiErr::unavailable("no_certified_state", "no block is certified yet"))
+}
+
+fn state_err(e: impl std::fmt::Display) -> ApiErr {
+    ApiErr::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "state",
+        e.to_string(),
+    )
+}
+
+/// A service lookup at certified height `height`.
+pub(crate) fn lookup_at(
+    ctx: &Context,
+    height: u64,
+    cert: &CommitCertificate,
+    namespace: &str,
+    service: &str,
+) -> Result<LookupResponse, ApiErr> {
+    let mut lookup = StateReader::at(&ctx.store, height)
+        .service(namespace, service)
+        .map_err(state_err)?;
+    let mut record: Option<ServiceRecord> = match &lookup.value {
+        Some(bytes) => Some(decode(bytes).map_err(state_err)?),
+        None => None,
+    };
+    if ctx.forge_lookups {
+        // Byzantine test mode: move every endpoint, keep the honest proof.
+        if let Some(r) = record.as_mut() {
+            for i in &mut r.instances {
+                for e in &mut i.endpoints {
+                    e.port = e.port.wrapping_add(1);
+                }
+            }
+            lookup.value = Some(encode(r));
+        }
+    }
+    Ok(LookupResponse {
+        height,
+        certificate: Hex::new(cert),
+        lookup: Hex::new(&lookup),
+        record,
+    })
+}
+
+pub(crate) async fn service(
+    State(ctx): State<Arc<Context>>,
+    Path((namespace, service)): Path<(String, String)>,
+) -> Result<Json<LookupResponse>, ApiErr> {
+    check_name("namespace", &namespace)?;
+    check_name("service", &service)?;
+    let (height, cert) = certified(&ctx)?;
+    Ok(Json(lookup_at(&ctx, height, &cert, &namespace, &service)?))
+}
+
+pub(crate) async fn namespace(
+    State(ctx): State<Arc<Context>>,
+    Path(namespace): Path<String>,
+) -> Result<Json<NamespaceResponse>, ApiErr> {
+    check_name("namespace", &namespace)?;
+    let (height, cert) = certified(&ctx)?;
+    let lookup = StateReader::at(&ctx.store, height)
+        .namespace(&namespace)
+        .map_err(state_err)?;
+    Ok(Json(NamespaceResponse {
+        namespace,
+        certificate: Hex::new(&cert),
+        value: lookup.value.map(Hex::from_bytes),
+        proof: Hex::new(&lookup.proof),
+    }))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct EpochsQuery {
+    #[serde(default)]
+    from: u64,
+}
+
+pub(crate) async fn epochs(
+    State(ctx): State<Arc<Context>>,
+    query: Result<Query<EpochsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<EpochsResponse>, ApiErr> {
+    let Query(q) = query.map_err(|e| ApiErr::bad("bad_query", e.body_text()))?;
+    let changes = ctx.store.epoch_changes(q.from, 1000)?;
+    Ok(Json(EpochsResponse {
+        changes: changes.iter().map(Hex::new).collect(),
+    }))
+}
+
+pub(crate) async fn block(
+    State(ctx): State<Arc<Context>>,
+    Path(height): Path<String>,
+) -> Result<Json<BlockResponse>, ApiErr> {
+    let height: u64 = height
+        .parse()
+        .map_err(|_| ApiErr::bad("bad_height", format!("{height:?} is not a height")))?;
+    let info = ctx.store.block_info(height)?.ok_or_else(|| {
+        ApiErr::not_found(
+            "unknown_block",
+            format!("height {height} is not committed here"),
+        )
+    })?;
+    Ok(Json(BlockResponse {
+        height,
+        block: Hex::new(&info),
+    }))
+}
+
+pub(crate) async fn status(
+    State(ctx): State<Arc<Context>>,
+) -> Result<Json<StatusResponse>, ApiErr> {
+    let height = ctx.store.committed_height()?;
+    let state_root = match ctx.store.block_info(height)? {
+        Some(info) => info.state_root,
+        None => StateReader::at(&ctx.store, 0)
+            .root()
+            .unwrap_or(Digest::ZERO),
+    };
+    let progress = ctx.progress.borrow().clone();
+    let peers = ctx.net.shared.connected();
+    ctx.metrics.peers.set(peers as i64);
+    Ok(Json(StatusResponse {
+        chain_id: ctx.chain_id.clone(),
+        node_key: ctx.key.to_hex(),
+        height,
+        round: progress.round,
+        epoch: progress.epoch,
+        leader: progress.leader.map(|k| k.to_hex()).unwrap_or_default(),
+        peers,
+        mempool: ctx.mempool.lock().expect("mempool lock poisoned").len(),
+        state_root,
+    }))
+}

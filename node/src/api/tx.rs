@@ -1,0 +1,153 @@
+//! `POST /v1/tx`, `GET /v1/tx/{id}`, `GET /v1/accounts/{key}`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use palisade_crypto::api::{AccountResponse, Receipt, SubmitRequest, SubmitResponse, TxStatus};
+use palisade_crypto::{decode_capped, Digest, Hex, PublicKey, SignedTransaction, TxInclusionProof};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{parse_json, ApiErr};
+use crate::context::Context;
+use crate::error::StorageError;
+use crate::mempool::AdmitError;
+
+/// The receipt of a committed transaction, once its block and a certificate
+/// at or above it are stored.
+pub(crate) fn receipt(ctx: &Context, id: &Digest) -> Result<Option<Receipt>, StorageError> {
+    let store = &ctx.store;
+    let Some(loc) = store.tx_location(id)? else {
+        return Ok(None);
+    };
+    let (Some(record), Some(block)) = (
+        store.height_record(loc.height)?,
+        store.block_info(loc.height)?,
+    ) else {
+        return Ok(None);
+    };
+    let Some((cert_height, cert)) = store.cert_from(loc.height)? else {
+        return Ok(None);
+    };
+    let mut descendants = Vec::new();
+    for h in loc.height + 1..=cert_height {
+        match store.block_info(h)? {
+            Some(info) => descendants.push(Hex::new(&info)),
+            None => return Ok(None),
+        }
+    }
+    let index = loc.index as usize;
+    if index >= record.tx_ids.len() {
+        return Err(StorageError::Corrupt {
+            cf: "receipts",
+            reason: format!("index {index} beyond block of {}", record.tx_ids.len()),
+        });
+    }
+    Ok(Some(Receipt {
+        tx_id: *id,
+        height: loc.height,
+        block: Hex::new(&block),
+        inclusion: Hex::new(&TxInclusionProof::build(&record.tx_ids, index)),
+        descendants,
+        certificate: Hex::new(&cert),
+        outcome: record.outcomes.get(index).cloned().unwrap_or_default(),
+    }))
+}
+
+fn answer(id: Digest, receipt: Option<Receipt>) -> SubmitResponse {
+    let status = match &receipt {
+        None => TxStatus::Pending,
+        Some(r) if r.outcome == "applied" => TxStatus::Committed,
+        Some(_) => TxStatus::Rejected,
+    };
+    SubmitResponse {
+        tx_id: id,
+        status,
+        receipt,
+    }
+}
+
+fn admit_error(e: AdmitError) -> ApiErr {
+    let status = match e {
+        AdmitError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
+        AdmitError::SequenceTaken(_) => StatusCode::CONFLICT,
+        AdmitError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiErr::new(status, e.code(), e.to_string())
+}
+
+pub(crate) async fn submit(
+    State(ctx): State<Arc<Context>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiErr> {
+    let req: SubmitRequest = parse_json(body)?;
+    let tx: SignedTransaction = decode_capped(req.tx.bytes(), ctx.limits.max_tx_bytes)
+        .map_err(|e| ApiErr::bad("malformed_tx", e.to_string()))?;
+    let id = tx.id();
+    // Subscribe before admission so no commit slips between the two.
+    let mut commits = ctx.commits.subscribe();
+    let ctx2 = ctx.clone();
+    // Signature verification is CPU work: keep it off the I/O threads.
+    let admitted = tokio::task::spawn_blocking(move || ctx2.admit(tx, true))
+        .await
+        .map_err(|e| ApiErr::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    match admitted {
+        Ok(_) | Err(AdmitError::Duplicate) => {}
+        Err(e) => return Err(admit_error(e)),
+    }
+    let mut current = receipt(&ctx, &id)?;
+    if req.wait && current.is_none() {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ctx.api.wait_timeout_ms);
+        while current.is_none() {
+            match tokio::time::timeout_at(deadline, commits.recv()).await {
+                Err(_) => break,
+                Ok(Err(RecvError::Closed)) => break,
+                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => current = receipt(&ctx, &id)?,
+            }
+        }
+    }
+    let code = if current.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((code, Json(answer(id, current))).into_response())
+}
+
+pub(crate) async fn status(
+    State(ctx): State<Arc<Context>>,
+    Path(id): Path<String>,
+) -> Result<Json<SubmitResponse>, ApiErr> {
+    let id = Digest::from_hex(&id).map_err(|e| ApiErr::bad("bad_tx_id", e.to_string()))?;
+    let current = receipt(&ctx, &id)?;
+    if current.is_none() && !ctx.is_pending(&id) && ctx.store.tx_location(&id)?.is_none() {
+        return Err(ApiErr::not_found(
+            "unknown_tx",
+            format!("transaction {id} is neither pending nor committed here"),
+        ));
+    }
+    Ok(Json(answer(id, current)))
+}
+
+pub(crate) async fn account(
+    State(ctx): State<Arc<Context>>,
+    Path(key): Path<String>,
+) -> Result<Json<AccountResponse>, ApiErr> {
+    let key = PublicKey::from_hex(&key).map_err(|e| ApiErr::bad("bad_key", e.to_string()))?;
+    let committed = ctx.committed_next_sequence(&key);
+    let next = ctx
+        .mempool
+        .lock()
+        .expect("mempool lock poisoned")
+        .next_sequence(&key, committed);
+    Ok(Json(AccountResponse {
+        key,
+        next_sequence: next,
+    }))
+}

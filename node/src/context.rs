@@ -1,0 +1,105 @@
+//! State shared by the node's tasks: storage, mempool, progress, metrics.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Mutex, RwLock};
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use palisade_consensus::state::StateReader;
+use palisade_crypto::{encode, Digest, PublicKey, SignedTransaction, ValidatorSet};
+use tokio::sync::{broadcast, watch, Notify};
+use tracing::debug;
+
+use crate::config::ApiConfig;
+use crate::mempool::{AdmitError, Mempool, MempoolLimits};
+use crate::metrics::Metrics;
+use crate::net::NetHandle;
+use crate::storage::NodeStore;
+
+/// Node-to-node frames (decoded only after the transport's size cap).
+#[derive(Debug, BorshSerialize, BorshDeserialize)]
+pub(crate) enum Wire {
+    /// A consensus message (the core's encoding).
+    Consensus(Vec<u8>),
+    /// Transactions gossiped to the other validators (upcoming leaders).
+    Txs(Vec<SignedTransaction>),
+}
+
+/// Consensus progress as the API reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Progress {
+    /// Current round.
+    pub(crate) round: u64,
+    /// Current epoch.
+    pub(crate) epoch: u64,
+    /// Leader of the current round.
+    pub(crate) leader: Option<PublicKey>,
+}
+
+/// Everything the API, the driver and the prober share.
+pub(crate) struct Context {
+    pub(crate) store: NodeStore,
+    pub(crate) chain_id: String,
+    pub(crate) key: PublicKey,
+    pub(crate) mempool: Mutex<Mempool>,
+    pub(crate) limits: MempoolLimits,
+    pub(crate) progress: watch::Sender<Progress>,
+    /// Certified heights, as they are stored (watch streams and waiters).
+    pub(crate) commits: broadcast::Sender<u64>,
+    pub(crate) metrics: Metrics,
+    pub(crate) net: NetHandle,
+    pub(crate) api: ApiConfig,
+    pub(crate) forge_lookups: bool,
+    pub(crate) fault_injection: bool,
+    /// Wakes the driver when the mempool gains transactions.
+    pub(crate) tx_ready: Notify,
+    pub(crate) validators: RwLock<ValidatorSet>,
+    pub(crate) watch_streams: AtomicUsize,
+}
+
+impl Context {
+    /// The signer's committed next sequence (0 for an unknown signer).
+    pub(crate) fn committed_next_sequence(&self, signer: &PublicKey) -> u64 {
+        let Ok(reader) = StateReader::latest(&self.store) else {
+            return 0;
+        };
+        reader.next_sequence(signer).unwrap_or(0)
+    }
+
+    /// Admit a transaction (signature checked once here); gossip it to the
+    /// other validators when `gossip`.
+    pub(crate) fn admit(&self, tx: SignedTransaction, gossip: bool) -> Result<Digest, AdmitError> {
+        let result = self.admit_inner(tx.clone());
+        match &result {
+            Ok(id) => {
+                self.metrics.txs_admitted.inc();
+                debug!(tx = %id, kind = tx.tx.body.kind(), "transaction admitted");
+                if gossip {
+                    self.net.broadcast(encode(&Wire::Txs(vec![tx])));
+                }
+                self.tx_ready.notify_one();
+            }
+            Err(e) => self.metrics.reject(e.code()),
+        }
+        result
+    }
+
+    fn admit_inner(&self, tx: SignedTransaction) -> Result<Digest, AdmitError> {
+        let id = Mempool::verify(&self.limits, &tx)?;
+        if self.store.tx_location(&id).ok().flatten().is_some() {
+            return Err(AdmitError::Duplicate);
+        }
+        let next = self.committed_next_sequence(&tx.tx.signer);
+        let mut pool = self.mempool.lock().expect("mempool lock poisoned");
+        pool.insert_verified(tx, id, next)?;
+        self.metrics.mempool_size.set(pool.len() as i64);
+        Ok(id)
+    }
+
+    /// Whether `id` is waiting in the mempool.
+    pub(crate) fn is_pending(&self, id: &Digest) -> bool {
+        self.mempool
+            .lock()
+            .expect("mempool lock poisoned")
+            .contains(id)
+    }
+}

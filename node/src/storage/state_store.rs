@@ -1,0 +1,85 @@
+//! The state machine's [`StateStore`] over the node's key-value backend.
+//!
+//! One [`StateCommit`] becomes one synced batch: its tree nodes and values,
+//! the height's [`HeightRecord`] and receipt index, and the commit metadata,
+//! so after a crash either all of a height's state is visible or none is.
+
+use jmt::storage::{Node, NodeKey, TreeReader};
+use jmt::{KeyHash, OwnedValue, Version};
+use palisade_consensus::state::{CommitMeta, StateCommit, StateStore, StoreError};
+use palisade_crypto::{decode, encode, StateKey};
+
+use super::{Batch, Cf, HeightRecord, KvTreeStore, NodeStore};
+use crate::error::StorageError;
+
+const META_STATE: &[u8] = b"state_last_commit";
+
+fn backend(e: StorageError) -> StoreError {
+    match e {
+        StorageError::Corrupt { cf, reason } => StoreError::Corrupt(format!("{cf}: {reason}")),
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+impl StateStore for NodeStore {
+    fn node(&self, key: &NodeKey) -> Result<Option<Node>, StoreError> {
+        self.tree()
+            .get_node_option(key)
+            .map_err(|e| StoreError::Backend(format!("{e:#}")))
+    }
+
+    fn value(
+        &self,
+        max_version: Version,
+        key_hash: KeyHash,
+    ) -> Result<Option<OwnedValue>, StoreError> {
+        self.tree()
+            .get_value_option(max_version, key_hash)
+            .map_err(|e| StoreError::Backend(format!("{e:#}")))
+    }
+
+    fn last_commit(&self) -> Result<Option<CommitMeta>, StoreError> {
+        match self.kv().get(Cf::Meta, META_STATE).map_err(backend)? {
+            None => Ok(None),
+            Some(bytes) => decode(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("state commit meta: {e}"))),
+        }
+    }
+
+    fn write_commit(&self, commit: &StateCommit) -> Result<(), StoreError> {
+        let stored = self.last_commit()?.map(|m| m.height);
+        let expected = stored.map_or(0, |h| h + 1);
+        if commit.meta.height != expected {
+            return Err(StoreError::OutOfOrder {
+                got: commit.meta.height,
+                stored,
+            });
+        }
+        let mut batch = Batch::new();
+        KvTreeStore::stage(&commit.tree.node_batch, &mut batch);
+        let record = HeightRecord {
+            tx_ids: commit.receipts.tx_ids(),
+            outcomes: commit
+                .receipts
+                .receipts
+                .iter()
+                .map(|r| r.outcome.describe())
+                .collect(),
+            changed: commit
+                .changed
+                .iter()
+                .filter_map(|k| match k {
+                    StateKey::Service { namespace, service } => {
+                        Some((namespace.clone(), service.clone()))
+                    }
+                    _ => None,
+                })
+                .collect(),
+        };
+        self.stage_height(&mut batch, commit.meta.height, &record)
+            .map_err(backend)?;
+        batch.put(Cf::Meta, META_STATE, encode(&commit.meta));
+        self.write_synced(batch).map_err(backend)
+    }
+}
