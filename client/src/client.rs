@@ -28,6 +28,10 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// How long to wait for a submitted transaction to commit.
     pub commit_timeout: Duration,
+    /// How long a node may hold a `wait: true` submission before answering
+    /// "pending" (the node's `api.wait_timeout_ms`); such a request may take
+    /// this long plus `request_timeout`.
+    pub node_wait: Duration,
     /// Extra passes over the nodes when all were unreachable.
     pub retries: u32,
     /// Pause before the first extra pass (doubles each pass).
@@ -53,6 +57,7 @@ impl Default for ClientConfig {
         ClientConfig {
             request_timeout: Duration::from_secs(10),
             commit_timeout: Duration::from_secs(30),
+            node_wait: Duration::from_secs(10),
             retries: 2,
             retry_backoff: Duration::from_millis(200),
             poll_interval: Duration::from_millis(200),

@@ -107,14 +107,25 @@ impl NodeApi {
         self.finish(self.agent.get(&url).call())
     }
 
+    /// POST a JSON body; `timeout` overrides the agent's request bound.
     pub(crate) fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
+        timeout: Option<Duration>,
     ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.url);
         tracing::debug!(%url, "POST");
-        self.finish(self.agent.post(&url).send_json(body))
+        let request = self.agent.post(&url);
+        let result = match timeout {
+            Some(t) => request
+                .config()
+                .timeout_global(Some(t))
+                .build()
+                .send_json(body),
+            None => request.send_json(body),
+        };
+        self.finish(result)
     }
 
     /// Open a server-sent-event stream; the connection is closed by the client

@@ -74,7 +74,7 @@ impl Client {
             wait: false,
         };
         self.with_failover("submit", |node| {
-            let response: SubmitResponse = node.post("/v1/tx", &request)?;
+            let response: SubmitResponse = node.post("/v1/tx", &request, None)?;
             Ok(response.tx_id)
         })
     }
@@ -88,8 +88,12 @@ impl Client {
             tx: Hex::new(tx),
             wait: true,
         };
+        let config = self.config();
+        // The node holds the request up to its own wait bound; never past ours.
+        let hold = (config.request_timeout + config.node_wait)
+            .min(config.commit_timeout + config.request_timeout);
         let first = self.with_failover("submit", |node| {
-            let response: SubmitResponse = node.post("/v1/tx", &request)?;
+            let response: SubmitResponse = node.post("/v1/tx", &request, Some(hold))?;
             self.check_submit_response(node, &tx_id, response)
         })?;
         if let Some(receipt) = first {
