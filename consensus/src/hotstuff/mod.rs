@@ -1,1 +1,91 @@
-//! 2-chain HotStuff core (being built).
+//! 2-chain HotStuff (Jolteon, Gelashvili et al. FC 2022; DiemBFT v4 / Aptos),
+//! sans-IO: no clock, socket, disk, thread or OS randomness in here.
+//!
+//! # Protocol
+//! - Linear happy path: the leader of round r proposes a [`Block`] extending
+//!   its highest QC; validators re-execute it (execute before vote) and send
+//!   their [`Vote`] to the leader of r + 1, which aggregates a [`QuorumCert`]
+//!   and proposes on it.
+//! - 2-chain commit: a vote for B' whose parent B has `round(B') = round(B) + 1`
+//!   signs B's [`palisade_crypto::BlockInfo`] in its ledger info, so the QC of
+//!   B' commits B and *is* a [`palisade_crypto::CommitCertificate`] for it.
+//! - Quadratic view change: a replica whose round timer fires broadcasts a
+//!   [`Timeout`] carrying its highest QC; a quorum of them is a
+//!   [`TimeoutCert`] that moves everyone to the next round, whose leader must
+//!   extend the highest QC the TC reports.
+//! - Safety rules in [`SafetyState`] (see `safety.rs`), pacemaker with
+//!   exponential backoff (`pacemaker.rs`), leaders by reputation-weighted
+//!   rotation over committed history (`leader.rs`), block sync (`replica/sync.rs`),
+//!   epochs ending at a committed block whose execution names the next set.
+//!
+//! # Shell contract
+//! The shell (the node with RocksDB and libp2p, or the simulator) owns one
+//! [`Replica`] and an [`crate::executor::Executor`]:
+//!
+//! - **Inputs.** [`Replica::handle_message`]`(now, from, message)` where `from`
+//!   is the *authenticated* peer key (libp2p identity derived from the validator
+//!   key; never a field of the message), or [`Replica::handle_bytes`] for raw
+//!   bytes (size cap [`MAX_MESSAGE_BYTES`] checked before decoding);
+//!   [`Replica::handle_timeout`]`(now)` whenever the clock reaches
+//!   [`Replica::next_deadline`] (calling it early is harmless);
+//!   [`Replica::handle_payload`]`(now, round, payload)` in answer to
+//!   [`Output::NeedPayload`]. `now` is milliseconds since the Unix epoch (block
+//!   time is compared with it). Every input returns `Err` with a typed
+//!   [`ConsensusError`] when it refused something; the replica's state is then
+//!   unchanged except for what it learned before the refusal (e.g. a valid QC
+//!   inside a proposal refused for its timestamp), and the shell just logs it.
+//! - **Outputs.** After each input call [`Replica::take_outputs`] and carry the
+//!   [`Output`]s out **in order**:
+//!   - [`Output::PersistSafety`]: overwrite the single safety record and make
+//!     it durable (fsync) *before* sending anything that follows it. Every vote
+//!     and timeout is preceded by one. This ordering is part of the API: a
+//!     replica that crashes after sending must never come back without the
+//!     record that forbids voting again in that round.
+//!   - [`Output::PersistBlock`]: store the block by [`Block::id`] (durable before
+//!     later sends; it precedes the vote for the block). Blocks at or below the
+//!     committed height may be deleted.
+//!   - [`Output::Send`] to one validator key, [`Output::Broadcast`] to every
+//!     validator of the current epoch except this node. Delivery is best effort:
+//!     the protocol tolerates loss, duplication and reordering.
+//!   - [`Output::NeedPayload`]: this node leads `round`; take transactions from
+//!     the mempool and call [`Replica::handle_payload`] soon (well within the
+//!     round timeout). A payload handed in after the round moved on is refused
+//!     with [`ConsensusError::NoProposalDue`]; its transactions stay in the mempool.
+//!   - [`Output::Committed`]: append to the committed log with its commit
+//!     certificate ([`CommittedBlock::certificate`]); heights strictly increase.
+//!     The executor has already been told ([`crate::executor::Executor::commit`]).
+//!   - [`Output::NewEpoch`]: the validator set changed; connect to the new set.
+//! - **Restart.** Build [`Recovery`] from the safety record, the last committed
+//!   block info (and recent committed blocks), the current validator set and
+//!   the stored uncommitted blocks; the executor must be at the committed root.
+//!   Call [`Replica::recover`]. A node that lost everything starts at
+//!   [`Replica::genesis`] and catches up through sync.
+//! - **Sync** is ordinary messages: the replica asks the peer that showed it a
+//!   certificate for the blocks it misses ([`BlockRequest`], [`CommitRequest`])
+//!   and answers such requests from its tree and its window of recently
+//!   committed blocks (`Config::retain_committed`); older history is the
+//!   shell's to serve from its store, as a [`CommitResponse`] built from its
+//!   committed log (blocks of one epoch, oldest first, plus the QC that
+//!   committed the last one).
+
+mod block_tree;
+mod config;
+mod error;
+mod leader;
+mod pacemaker;
+mod replica;
+mod safety;
+#[cfg(any(test, feature = "testing"))]
+mod sim_executor;
+mod types;
+
+pub use config::Config;
+pub use error::ConsensusError;
+pub use replica::{CommittedBlock, Output, Recovery, Replica};
+pub use safety::SafetyState;
+#[cfg(any(test, feature = "testing"))]
+pub use sim_executor::SimExecutor;
+pub use types::{
+    Block, BlockRequest, BlockResponse, CommitRequest, CommitResponse, Message, Proposal,
+    QuorumCert, SyncInfo, Timeout, TimeoutCert, Vote, VoteData, MAX_MESSAGE_BYTES,
+};

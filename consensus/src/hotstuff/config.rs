@@ -1,0 +1,47 @@
+//! Tunables of the core. Every duration is in milliseconds of the shell's
+//! clock (the `now` it passes in); sub-second timeouts are fine.
+
+/// Replica configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Chain id signed into every ledger info, timeout and proposal.
+    pub chain_id: String,
+    /// Round timeout while the chain commits (ms).
+    pub base_timeout_ms: u64,
+    /// Growth of the timeout per round without commit, in percent (150 = x1.5).
+    pub backoff_percent: u64,
+    /// Cap on the backoff exponent.
+    pub max_backoff_exponent: u32,
+    /// How far ahead of `now` a block timestamp may be (ms).
+    pub max_clock_drift_ms: u64,
+    /// Largest payload accepted in a block.
+    pub max_payload_bytes: usize,
+    /// Committed blocks the leader reputation looks at.
+    pub reputation_window: usize,
+    /// Rounds between a round and the newest committed round its leader
+    /// choice may depend on (so replicas that commit a little later agree).
+    pub reputation_lag: u64,
+    /// Blocks per sync response.
+    pub sync_batch: u32,
+    /// Committed blocks kept in memory to answer sync requests.
+    pub retain_committed: usize,
+}
+
+impl Config {
+    /// Defaults for `chain_id`: 1 s base timeout growing x1.5 per failed
+    /// round (at most 2^6-ish), 1 s drift, 1 MiB payloads.
+    pub fn new(chain_id: impl Into<String>) -> Self {
+        Config {
+            chain_id: chain_id.into(),
+            base_timeout_ms: 1_000,
+            backoff_percent: 150,
+            max_backoff_exponent: 6,
+            max_clock_drift_ms: 1_000,
+            max_payload_bytes: 1 << 20,
+            reputation_window: 20,
+            reputation_lag: 8,
+            sync_batch: 64,
+            retain_committed: 1_024,
+        }
+    }
+}

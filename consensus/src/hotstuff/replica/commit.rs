@@ -1,0 +1,80 @@
+//! Committing (2-chain rule, Jolteon §4) and epoch changes.
+//!
+//! A QC whose ledger info commits block B makes B and its uncommitted
+//! ancestors final: the executor commits them, the shell gets them in height
+//! order with the QC as their commit certificate, leader reputation records
+//! them. If B ended the epoch (its execution named the next validator set),
+//! the epoch changes: the next set signs from round 1 of the new epoch on top
+//! of B, certificates of the retired set are refused from then on, and the
+//! reconfiguration-suffix blocks after B are dropped.
+
+use palisade_crypto::{BlockInfo, ValidatorSet};
+use tracing::{error, info, warn};
+
+use super::{Output, Replica};
+use crate::executor::Executor;
+use crate::hotstuff::leader::CommitRecord;
+use crate::hotstuff::{Block, QuorumCert, SafetyState};
+
+/// Who a committed block shows alive: its proposer and the signers of its parent QC.
+pub(super) fn record_of(block: &Block) -> CommitRecord {
+    CommitRecord {
+        round: block.round,
+        proposer: block.proposer,
+        voters: block.parent_qc.signatures.iter().map(|(k, _)| *k).collect(),
+    }
+}
+
+impl<E: Executor> Replica<E> {
+    /// Commit up to `info` (a block in the tree) with `qc`.
+    pub(super) fn commit_to(&mut self, info: &BlockInfo, qc: &QuorumCert) {
+        match self.tree.get(&info.block_id) {
+            Some(b) if b.info == *info => {}
+            Some(_) => {
+                warn!(me = %self.me.short(), block = %info.block_id, "QC commits a block info this replica computes differently");
+                return;
+            }
+            None => return,
+        }
+        let committed = self.tree.commit(&info.block_id, qc);
+        if committed.is_empty() {
+            return;
+        }
+        if let Err(e) = self.executor.commit(&info.block_id) {
+            // The executor executed every block of the path: a refusal here is a bug in it.
+            error!(me = %self.me.short(), error = %e, "executor refused a commit");
+        }
+        info!(me = %self.me.short(), height = info.height, round = info.round, "committed");
+        for c in committed {
+            self.leaders.record(record_of(&c.block));
+            self.emit(Output::Committed(c));
+        }
+        if let Some(next) = info.next_validators.clone() {
+            self.start_epoch(next);
+        }
+    }
+
+    /// Switch to the next epoch on top of the committed root.
+    fn start_epoch(&mut self, next: ValidatorSet) {
+        let root = self.tree.root_info().clone();
+        let root_qc = QuorumCert::root(&self.config.chain_id, next.epoch, &root, 0);
+        info!(me = %self.me.short(), epoch = next.epoch, "new epoch");
+        self.tree.reset_epoch(root, root_qc);
+        self.validators = next.clone();
+        self.safety = SafetyState::new(next.epoch);
+        self.persist_safety();
+        self.leaders.reset();
+        self.votes = Default::default();
+        self.timeouts = Default::default();
+        self.high_tc = None;
+        self.proposed_round = 0;
+        self.payload_requested = 0;
+        self.pending_proposals.clear();
+        self.pending_qcs.clear();
+        self.block_requests.clear();
+        self.verified.clear();
+        self.emit(Output::NewEpoch(next));
+        self.pacemaker.reset();
+        self.enter_round(1);
+    }
+}

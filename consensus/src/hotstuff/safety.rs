@@ -1,0 +1,274 @@
+//! Safety rules (Jolteon §4 / Aptos `safety_rules_2chain`) and the state they
+//! guard, which the shell persists before any vote or timeout leaves the node.
+//!
+//! - **Vote once per round**: vote only in a round above `last_voted_round`;
+//!   signing a timeout for a round also counts as having voted in it, so a
+//!   replica never votes in a round it gave up on.
+//! - **2-chain locking rule**: vote for block B only if B extends the QC of
+//!   the previous round (`round(B) = round(B.qc) + 1`), or B is justified by
+//!   a TC of the previous round and B's QC is at least as high as every QC
+//!   the TC's signers reported (`round(B) = round(TC) + 1` and
+//!   `round(B.qc) >= max hqc(TC)`); and never extend a QC below the
+//!   preferred round (highest 2-chain round seen).
+//! - **Timeouts never go backwards**: sign a timeout only for a round at least
+//!   the last voted round, reporting a QC at least as high as any QC used to
+//!   vote (`one_chain_round`), right after a QC or TC of the previous round.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+
+use super::{ConsensusError, QuorumCert, Vote};
+
+/// What must be durable before a vote or timeout is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, BorshSerialize, BorshDeserialize)]
+pub struct SafetyState {
+    /// Epoch these rounds belong to (all reset at an epoch change).
+    pub epoch: u64,
+    /// Highest round voted or timed out in.
+    pub last_voted_round: u64,
+    /// Highest 2-chain round: the parent round of the highest QC voted on (the lock).
+    pub preferred_round: u64,
+    /// Highest QC round voted on or adopted.
+    pub one_chain_round: u64,
+    /// Highest round a timeout was signed for.
+    pub highest_timeout_round: u64,
+    /// The last vote signed, re-sent as is if asked to vote again in its round.
+    pub last_vote: Option<Vote>,
+}
+
+impl SafetyState {
+    /// Fresh state for `epoch`.
+    pub fn new(epoch: u64) -> Self {
+        SafetyState {
+            epoch,
+            ..SafetyState::default()
+        }
+    }
+
+    /// Raise the lock from a QC this replica relies on. Returns whether anything changed.
+    pub(crate) fn observe_qc(&mut self, qc: &QuorumCert) -> bool {
+        let mut changed = false;
+        if qc.round() > self.one_chain_round {
+            self.one_chain_round = qc.round();
+            changed = true;
+        }
+        if !qc.is_root() && qc.vote_data.parent_round > self.preferred_round {
+            self.preferred_round = qc.vote_data.parent_round;
+            changed = true;
+        }
+        changed
+    }
+
+    /// May this replica vote for a block of `round` extending `qc`, justified
+    /// by a TC of `(tc_round, tc_high_qc_round)` if any?
+    pub(crate) fn check_vote(
+        &self,
+        round: u64,
+        qc: &QuorumCert,
+        tc: Option<(u64, u64)>,
+    ) -> Result<(), ConsensusError> {
+        if round <= self.last_voted_round {
+            return Err(ConsensusError::AlreadyVoted {
+                round,
+                last_voted: self.last_voted_round,
+            });
+        }
+        if qc.round() < self.preferred_round {
+            return Err(ConsensusError::BelowPreferredRound {
+                qc_round: qc.round(),
+                preferred: self.preferred_round,
+            });
+        }
+        let extends_qc = round == qc.round() + 1;
+        let justified_by_tc = matches!(tc, Some((tc_round, tc_hqc))
+            if round == tc_round + 1 && qc.round() >= tc_hqc);
+        if !(extends_qc || justified_by_tc) {
+            return Err(ConsensusError::UnsafeVote {
+                round,
+                qc_round: qc.round(),
+                tc_round: tc.map(|t| t.0),
+                tc_high_qc_round: tc.map(|t| t.1),
+            });
+        }
+        Ok(())
+    }
+
+    /// Record a vote (after [`SafetyState::check_vote`]).
+    pub(crate) fn record_vote(&mut self, qc: &QuorumCert, vote: &Vote) {
+        self.observe_qc(qc);
+        self.last_voted_round = vote.vote_data.round;
+        self.last_vote = Some(vote.clone());
+    }
+
+    /// May this replica sign a timeout for `round` reporting `qc_round`,
+    /// having entered the round through a TC of `tc_round` if any?
+    pub(crate) fn check_timeout(
+        &self,
+        round: u64,
+        qc_round: u64,
+        tc_round: Option<u64>,
+    ) -> Result<(), ConsensusError> {
+        let highest = self.last_voted_round.max(self.highest_timeout_round);
+        if round < highest {
+            return Err(ConsensusError::TimeoutBackwards { round, highest });
+        }
+        if qc_round < self.one_chain_round {
+            return Err(ConsensusError::TimeoutHidesQc {
+                qc_round,
+                one_chain_round: self.one_chain_round,
+            });
+        }
+        if round != qc_round + 1 && Some(round) != tc_round.map(|t| t + 1) {
+            return Err(ConsensusError::TimeoutNotJustified {
+                round,
+                qc_round,
+                tc_round,
+            });
+        }
+        Ok(())
+    }
+
+    /// Record a timeout (after [`SafetyState::check_timeout`]): no vote in that round any more.
+    pub(crate) fn record_timeout(&mut self, round: u64) {
+        self.highest_timeout_round = self.highest_timeout_round.max(round);
+        if round > self.last_voted_round {
+            self.last_voted_round = round;
+            self.last_vote = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use palisade_crypto::{Digest, LedgerInfo, Signature};
+
+    use super::*;
+    use crate::hotstuff::VoteData;
+
+    fn qc(round: u64, parent_round: u64) -> QuorumCert {
+        let vote_data = VoteData {
+            epoch: 0,
+            block_id: Digest([round as u8; 32]),
+            round,
+            height: round,
+            parent_id: Digest([parent_round as u8; 32]),
+            parent_round,
+            info_hash: Digest::ZERO,
+        };
+        let ledger_info = LedgerInfo {
+            chain_id: "t".into(),
+            epoch: 0,
+            commit: None,
+            consensus_data_hash: vote_data.hash(),
+        };
+        let signer = palisade_crypto::SecretKey::from_seed([1; 32]).public();
+        QuorumCert {
+            vote_data,
+            ledger_info,
+            signatures: vec![(signer, Signature([0; 64]))],
+        }
+    }
+
+    fn vote(round: u64) -> Vote {
+        let q = qc(round, round - 1);
+        Vote {
+            vote_data: q.vote_data,
+            ledger_info: q.ledger_info,
+            signature: Signature([0; 64]),
+        }
+    }
+
+    #[test]
+    fn never_votes_twice_in_a_round() {
+        let mut s = SafetyState::new(0);
+        s.check_vote(5, &qc(4, 3), None).unwrap();
+        s.record_vote(&qc(4, 3), &vote(5));
+        assert_eq!(
+            s.check_vote(5, &qc(4, 3), None),
+            Err(ConsensusError::AlreadyVoted {
+                round: 5,
+                last_voted: 5
+            })
+        );
+        assert!(matches!(
+            s.check_vote(4, &qc(3, 2), None),
+            Err(ConsensusError::AlreadyVoted { .. })
+        ));
+    }
+
+    #[test]
+    fn two_chain_locking_rule() {
+        let s = SafetyState::new(0);
+        // Not the successor of its QC and no TC: refused.
+        assert!(matches!(
+            s.check_vote(7, &qc(5, 4), None),
+            Err(ConsensusError::UnsafeVote { .. })
+        ));
+        // TC of round 6 whose signers reported QC round 6 at best: a block
+        // extending QC round 5 could fork a block certified in round 6.
+        assert!(matches!(
+            s.check_vote(7, &qc(5, 4), Some((6, 6))),
+            Err(ConsensusError::UnsafeVote { .. })
+        ));
+        // A TC of another round does not justify it either.
+        assert!(matches!(
+            s.check_vote(7, &qc(5, 4), Some((5, 5))),
+            Err(ConsensusError::UnsafeVote { .. })
+        ));
+        s.check_vote(7, &qc(6, 5), Some((6, 6))).unwrap();
+        s.check_vote(7, &qc(5, 4), Some((6, 5))).unwrap();
+        s.check_vote(6, &qc(5, 4), None).unwrap();
+    }
+
+    #[test]
+    fn never_extends_below_the_preferred_round() {
+        let mut s = SafetyState::new(0);
+        s.record_vote(&qc(9, 8), &vote(10));
+        assert_eq!(s.preferred_round, 8);
+        assert_eq!(
+            s.check_vote(12, &qc(7, 6), Some((11, 7))),
+            Err(ConsensusError::BelowPreferredRound {
+                qc_round: 7,
+                preferred: 8
+            })
+        );
+    }
+
+    #[test]
+    fn timeouts_never_go_backwards() {
+        let mut s = SafetyState::new(0);
+        s.check_timeout(8, 7, None).unwrap();
+        s.record_timeout(8);
+        // Same round again (re-broadcast) is fine, an older one is not.
+        s.check_timeout(8, 7, None).unwrap();
+        assert_eq!(
+            s.check_timeout(7, 6, None),
+            Err(ConsensusError::TimeoutBackwards {
+                round: 7,
+                highest: 8
+            })
+        );
+        // Having timed out in round 8, no vote in round 8.
+        assert!(matches!(
+            s.check_vote(8, &qc(7, 6), None),
+            Err(ConsensusError::AlreadyVoted { .. })
+        ));
+    }
+
+    #[test]
+    fn timeout_must_report_the_highest_qc_voted_on() {
+        let mut s = SafetyState::new(0);
+        s.record_vote(&qc(9, 8), &vote(10));
+        assert_eq!(
+            s.check_timeout(11, 8, Some(10)),
+            Err(ConsensusError::TimeoutHidesQc {
+                qc_round: 8,
+                one_chain_round: 9
+            })
+        );
+        s.check_timeout(11, 9, Some(10)).unwrap();
+        assert!(matches!(
+            s.check_timeout(12, 9, Some(10)),
+            Err(ConsensusError::TimeoutNotJustified { .. })
+        ));
+    }
+}

@@ -1,0 +1,18 @@
+//! Consensus data types: blocks, votes, certificates and wire messages.
+
+mod block;
+mod message;
+mod qc;
+mod timeout;
+mod vote;
+
+pub use block::Block;
+pub(crate) use block::{proposal_digest, sign_proposal};
+pub use message::{
+    BlockRequest, BlockResponse, CommitRequest, CommitResponse, Message, Proposal, SyncInfo,
+    MAX_MESSAGE_BYTES,
+};
+pub use qc::QuorumCert;
+pub(crate) use timeout::timeout_digest;
+pub use timeout::{Timeout, TimeoutCert};
+pub use vote::{Vote, VoteData};

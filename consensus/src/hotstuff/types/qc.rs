@@ -1,0 +1,150 @@
+//! Quorum certificates.
+//!
+//! A QC is a [`LedgerInfo`] signed by distinct validators holding more than
+//! two thirds of the epoch's power ([`ValidatorSet::verify_quorum`]), together
+//! with the [`VoteData`] whose hash the ledger info carries. When the ledger
+//! info commits a block (2-chain rule), the QC *is* a
+//! [`CommitCertificate`] for it ([`QuorumCert::commit_certificate`]).
+//!
+//! The root of each epoch (genesis, or the block that ended the previous
+//! epoch) is certified by an unsigned *root certificate* that every replica
+//! derives identically ([`QuorumCert::root`]); the core accepts an unsigned
+//! certificate only when it is exactly its own root's.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use palisade_crypto::{
+    BlockInfo, CommitCertificate, Digest, LedgerInfo, PublicKey, Signature, ValidatorSet,
+};
+
+use super::VoteData;
+use crate::hotstuff::ConsensusError;
+
+/// A quorum certificate for one block.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct QuorumCert {
+    /// The certified block.
+    pub vote_data: VoteData,
+    /// What the quorum signed.
+    pub ledger_info: LedgerInfo,
+    /// Distinct signers and their signatures over `ledger_info.digest()`.
+    pub signatures: Vec<(PublicKey, Signature)>,
+}
+
+impl QuorumCert {
+    /// The unsigned certificate of an epoch's root block (genesis or the
+    /// previous epoch's last block), identical on every replica. `round` is
+    /// the round the epoch's first block must exceed.
+    pub fn root(chain_id: &str, epoch: u64, root: &BlockInfo, round: u64) -> Self {
+        let vote_data = VoteData {
+            epoch,
+            block_id: root.block_id,
+            round,
+            height: root.height,
+            parent_id: Digest::ZERO,
+            parent_round: 0,
+            info_hash: root.hash(),
+        };
+        let ledger_info = LedgerInfo {
+            chain_id: chain_id.to_string(),
+            epoch,
+            commit: None,
+            consensus_data_hash: vote_data.hash(),
+        };
+        QuorumCert {
+            vote_data,
+            ledger_info,
+            signatures: Vec::new(),
+        }
+    }
+
+    /// Id of the certified block.
+    pub fn certified_id(&self) -> Digest {
+        self.vote_data.block_id
+    }
+
+    /// Round of the certified block.
+    pub fn round(&self) -> u64 {
+        self.vote_data.round
+    }
+
+    /// Epoch of the signers.
+    pub fn epoch(&self) -> u64 {
+        self.ledger_info.epoch
+    }
+
+    /// An unsigned root certificate.
+    pub fn is_root(&self) -> bool {
+        self.signatures.is_empty()
+    }
+
+    /// The block this QC commits under the 2-chain rule, if any.
+    pub fn commit_info(&self) -> Option<&BlockInfo> {
+        self.ledger_info.commit.as_ref()
+    }
+
+    /// The commit certificate this QC doubles as, when it commits a block.
+    pub fn commit_certificate(&self) -> Option<CommitCertificate> {
+        self.ledger_info.commit.as_ref()?;
+        Some(CommitCertificate {
+            ledger_info: self.ledger_info.clone(),
+            signatures: self.signatures.clone(),
+        })
+    }
+
+    /// Internal consistency, chain and epoch; no signature is checked here.
+    pub(crate) fn check_shape(&self, chain_id: &str, epoch: u64) -> Result<(), ConsensusError> {
+        let li = &self.ledger_info;
+        if li.chain_id != chain_id {
+            return Err(ConsensusError::WrongChain {
+                got: li.chain_id.clone(),
+                expected: chain_id.to_string(),
+            });
+        }
+        if li.epoch != epoch {
+            return Err(ConsensusError::WrongEpoch {
+                got: li.epoch,
+                current: epoch,
+            });
+        }
+        if self.vote_data.epoch != li.epoch {
+            return Err(ConsensusError::MalformedCertificate(
+                "vote data and ledger info name different epochs",
+            ));
+        }
+        if li.consensus_data_hash != self.vote_data.hash() {
+            return Err(ConsensusError::MalformedCertificate(
+                "ledger info does not carry the hash of the vote data",
+            ));
+        }
+        if self.vote_data.round <= self.vote_data.parent_round && !self.is_root() {
+            return Err(ConsensusError::MalformedCertificate(
+                "certified round does not exceed the parent round",
+            ));
+        }
+        if let Some(commit) = &li.commit {
+            // 2-chain rule: only a vote for the direct successor round commits,
+            // and what it commits is the parent or (reconfiguration suffix) an
+            // ancestor of it.
+            let consecutive = self.vote_data.round == self.vote_data.parent_round + 1;
+            if !consecutive
+                || commit.round > self.vote_data.parent_round
+                || commit.height >= self.vote_data.height
+            {
+                return Err(ConsensusError::MalformedCertificate(
+                    "commit does not follow the 2-chain rule",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Full verification against the epoch's validator set.
+    pub fn verify(&self, chain_id: &str, set: &ValidatorSet) -> Result<(), ConsensusError> {
+        self.check_shape(chain_id, set.epoch)?;
+        if self.is_root() {
+            return Err(ConsensusError::UnknownRootCertificate(self.certified_id()));
+        }
+        set.verify_quorum(&self.ledger_info.digest(), &self.signatures)?;
+        Ok(())
+    }
+}
