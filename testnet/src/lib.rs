@@ -3,3 +3,5 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod demo;
+pub mod faults;

@@ -7,6 +7,7 @@
 //! and partitions through the node's transport filter, which exists only when
 //! the node runs with `fault_injection = true`.
 
+mod bootstrap;
 mod layout;
 mod process;
 
@@ -14,8 +15,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use palisade_crypto::api::StatusResponse;
+use palisade_crypto::api::{BlockResponse, StatusResponse};
+use palisade_crypto::BlockInfo;
 
+pub use bootstrap::{generate, wait_for_height, UpOptions};
 pub use layout::{Layout, NodeRecord, TestnetRecord};
 pub use process::{alive, free_port, signal, spawn_node, stop};
 
@@ -318,6 +321,44 @@ impl Testnet {
             )));
         }
         Ok(())
+    }
+}
+
+impl Testnet {
+    /// The committed block info of node `index` at `height`.
+    pub fn block(&self, index: usize, height: u64) -> Result<BlockInfo, TestnetError> {
+        let node = self.node(index)?;
+        let url = format!("{}/v1/blocks/{height}", node.api_url);
+        let http = |reason: String| TestnetError::Http {
+            index,
+            url: url.clone(),
+            reason,
+        };
+        let resp = agent(Duration::from_secs(5))
+            .get(&url)
+            .call()
+            .map_err(|e| http(e.to_string()))?;
+        let code = resp.status().as_u16();
+        if code != 200 {
+            return Err(http(format!("HTTP {code}")));
+        }
+        let body: BlockResponse = resp
+            .into_body()
+            .read_json()
+            .map_err(|e| http(e.to_string()))?;
+        body.block.decode().map_err(|e| http(e.to_string()))
+    }
+
+    /// Node `index`'s status, if it answers.
+    pub fn node_status(&self, index: usize) -> Result<StatusResponse, TestnetError> {
+        let node = self.node(index)?;
+        fetch_status(&agent(Duration::from_secs(2)), &node.api_url).map_err(|reason| {
+            TestnetError::Http {
+                index,
+                url: node.api_url.clone(),
+                reason,
+            }
+        })
     }
 }
 

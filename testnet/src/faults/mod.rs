@@ -1,0 +1,510 @@
+//! The PBFT-style fault-injection suite on real processes.
+//!
+//! Each scenario starts a fresh 4-validator testnet (plus twins or a
+//! Byzantine node where the scenario says), puts it under signed registration
+//! load ([`load`]), injects its faults, heals, and then checks what must
+//! always hold:
+//! - honest nodes committed the same block at every height they share;
+//! - every registration whose receipt verified is present in a verified lookup;
+//! - lookups verify (a forged answer is rejected, never shown);
+//! - the network makes progress once healthy.
+//!
+//! A scenario returns its violations; the suite prints a table.
+
+pub mod load;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use palisade_client::{load_network_file, Client, ClientConfig, ClientError, Freshness, Signer};
+
+use crate::cluster::{self, Testnet, TestnetError, UpOptions};
+use load::{Acked, Load, LOAD_NAMESPACE};
+
+/// What a scenario run produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Scenario name.
+    pub name: &'static str,
+    /// Faults injected, in words.
+    pub faults: String,
+    /// Blocks committed during the run (highest honest height at the end).
+    pub commits: u64,
+    /// Acknowledged registrations.
+    pub acked: usize,
+    /// What went wrong; empty when the scenario passed.
+    pub violations: Vec<String>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// A named scenario.
+pub struct Scenario {
+    /// Name for `--scenario`.
+    pub name: &'static str,
+    /// Twins (extra processes sharing validator keys 0..twins).
+    twins: usize,
+    /// Nodes that forge lookups.
+    forge: Vec<usize>,
+    /// The fault schedule; returns a description.
+    inject: fn(&mut Run<'_>) -> Result<String, TestnetError>,
+    /// Nodes whose state the checker trusts (validators not twinned or forging).
+    honest: fn(usize) -> bool,
+}
+
+/// Every scenario, in suite order.
+pub fn scenarios() -> Vec<Scenario> {
+    fn all(_: usize) -> bool {
+        true
+    }
+    vec![
+        Scenario {
+            name: "crash-1-of-4",
+            twins: 0,
+            forge: vec![],
+            inject: crash_one,
+            honest: all,
+        },
+        Scenario {
+            name: "crash-2-of-4",
+            twins: 0,
+            forge: vec![],
+            inject: crash_two,
+            honest: all,
+        },
+        Scenario {
+            name: "leader-pause",
+            twins: 0,
+            forge: vec![],
+            inject: leader_pause,
+            honest: all,
+        },
+        Scenario {
+            name: "partition-heal",
+            twins: 0,
+            forge: vec![],
+            inject: partition_heal,
+            honest: all,
+        },
+        Scenario {
+            name: "restart-all",
+            twins: 0,
+            forge: vec![],
+            inject: restart_all,
+            honest: all,
+        },
+        Scenario {
+            name: "kill9-under-load",
+            twins: 0,
+            forge: vec![],
+            inject: kill9_under_load,
+            honest: all,
+        },
+        Scenario {
+            name: "twins",
+            twins: 1,
+            forge: vec![],
+            inject: twins,
+            honest: |i| i != 0 && i < 4,
+        },
+        Scenario {
+            name: "forged-lookups",
+            twins: 0,
+            forge: vec![3],
+            inject: forged_lookups,
+            honest: |i| i != 3,
+        },
+    ]
+}
+
+/// The scenarios CI runs (bounded: about a minute each).
+pub const CI_SUBSET: &[&str] = &["crash-1-of-4", "partition-heal", "forged-lookups"];
+
+/// A scenario in progress.
+pub struct Run<'a> {
+    /// The testnet.
+    pub net: &'a mut Testnet,
+    /// Extra violations found during injection.
+    pub violations: Vec<String>,
+    seed: u64,
+}
+
+impl Run<'_> {
+    fn height(&self, honest: &[usize]) -> u64 {
+        honest
+            .iter()
+            .filter_map(|i| self.net.node_status(*i).ok().map(|s| s.height))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Expect progress on the given nodes within `within`.
+    fn expect_progress(&mut self, nodes: &[usize], blocks: u64, within: Duration, what: &str) {
+        let start = self.height(nodes);
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.height(nodes) >= start + blocks {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.violations.push(format!(
+            "{what}: fewer than {blocks} commits within {within:?} (height stayed near {start})"
+        ));
+    }
+
+    /// Expect no progress on the given nodes for `during`.
+    fn expect_stall(&mut self, nodes: &[usize], during: Duration, what: &str) {
+        let start = self.height(nodes);
+        std::thread::sleep(during);
+        let end = self.height(nodes);
+        // One in-flight block may still commit as the fault lands.
+        if end > start + 1 {
+            self.violations.push(format!(
+                "{what}: committed {} blocks without a quorum",
+                end - start
+            ));
+        }
+    }
+}
+
+fn crash_one(run: &mut Run<'_>) -> Result<String, TestnetError> {
+    run.net.kill(3)?;
+    run.expect_progress(&[0, 1, 2], 5, Duration::from_secs(30), "1 of 4 crashed");
+    run.net.restart(3)?;
+    Ok("SIGKILL node3; restart".into())
+}
+
+fn crash_two(run: &mut Run<'_>) -> Result<String, TestnetError> {
+    run.net.kill(2)?;
+    run.net.kill(3)?;
+    run.expect_stall(&[0, 1], Duration::from_secs(6), "2 of 4 crashed");
+    // Committed state still verifies (with the freshness bound relaxed: no new
+    // certificates can exist without a quorum).
+    if let Err(e) = verified_lookup(run, Duration::from_secs(3600), None) {
+        run.violations
+            .push(format!("lookup of committed state without a quorum: {e}"));
+    }
+    run.net.restart(2)?;
+    run.net.restart(3)?;
+    run.expect_progress(
+        &[0, 1, 2, 3],
+        3,
+        Duration::from_secs(45),
+        "after restarting 2 of 4",
+    );
+    Ok("SIGKILL node2, node3; lookups; restart both".into())
+}
+
+fn leader_pause(run: &mut Run<'_>) -> Result<String, TestnetError> {
+    let leader_key = run.net.node_status(0)?.leader;
+    let leader = run
+        .net
+        .record()
+        .nodes
+        .iter()
+        .position(|n| n.public_key == leader_key)
+        .unwrap_or(0);
+    run.net.pause(leader)?;
+    let others: Vec<usize> = (0..4).filter(|i| *i != leader).collect();
+    run.expect_progress(&others, 3, Duration::from_secs(30), "leader paused");
+    run.net.resume(leader)?;
+    Ok(format!(
+        "SIGSTOP leader node{leader} ~until 3 commits; SIGCONT"
+    ))
+}
+
+fn partition_heal(run: &mut Run<'_>) -> Result<String, TestnetError> {
+    run.net.partition("0,1/2,3")?;
+    run.expect_stall(&[0, 1, 2, 3], Duration::from_secs(6), "partition 0,1/2,3");
+    run.net.heal()?;
+    run.expect_progress(&[0, 1, 2, 3], 3, Duration::from_secs(45), "after heal");
+    Ok("partition 0,1/2,3 for 6 s; heal".into())
+}
+
+fn restart_all(run: &mut Run<'_>) -> Result<String, TestnetError> {
+    for i in 0..4 {
+        run.net.kill(i)?;
+    }
+    for i in 0..4 {
+        run.net.restart(i)?;
+    }
+    run.expect_progress(
+        &[0, 1, 2, 3],
+        3,
+        Duration::from_secs(45),
+        "after restarting all",
+    );
+    Ok("SIGKILL all 4; restart all".into())
+}
+
+fn kill9_under_load(run: &mut Run<'_>) -> Result<String, TestnetError> {
+    let victim = (run.seed % 4) as usize;
+    std::thread::sleep(Duration::from_secs(2));
+    run.net.kill(victim)?;
+    std::thread::sleep(Duration::from_secs(3));
+    run.net.restart(victim)?;
+    // The restarted node catches up with the others.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let others = run.height(&(0..4).filter(|i| *i != victim).collect::<Vec<_>>());
+        let mine = run.net.node_status(victim).map(|s| s.height).unwrap_or(0);
+        if mine + 2 >= others && mine > 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            run.violations.push(format!(
+                "node{victim} did not catch up after kill -9 (height {mine}, others {others})"
+            ));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Ok(format!(
+        "SIGKILL node{victim} under load; restart; catch up"
+    ))
+}
+
+fn twins(run: &mut Run<'_>) -> Result<String, TestnetError> {
+    run.expect_progress(
+        &[1, 2, 3],
+        5,
+        Duration::from_secs(30),
+        "with a twin of node0",
+    );
+    Ok("twin of node0 (same key, own process)".into())
+}
+
+fn forged_lookups(run: &mut Run<'_>) -> Result<String, TestnetError> {
+    let forger = run.net.record().nodes[3].api_url.clone();
+    match verified_lookup(run, Duration::from_secs(60), Some(forger)) {
+        Err(e) if e.is_verification_failure() => {}
+        Err(e) => run
+            .violations
+            .push(format!("forged lookup failed for another reason: {e}")),
+        Ok(()) => run
+            .violations
+            .push("a lookup from the forging node verified".into()),
+    }
+    // Honest nodes still answer verifiably.
+    if let Err(e) = verified_lookup(run, Duration::from_secs(60), None) {
+        run.violations.push(format!("honest lookup failed: {e}"));
+    }
+    Ok("node3 alters lookup answers; client asks it directly".into())
+}
+
+fn client_for(
+    run: &Run<'_>,
+    max_age: Duration,
+    only: Option<String>,
+) -> Result<Client, ClientError> {
+    let network = load_network_file(&run.net.layout().network_file())?;
+    Client::new(
+        network,
+        ClientConfig {
+            freshness: Freshness {
+                max_age,
+                ..Freshness::default()
+            },
+            only_node: only,
+            request_timeout: Duration::from_secs(3),
+            retries: 1,
+            ..ClientConfig::default()
+        },
+    )
+}
+
+fn verified_lookup(
+    run: &Run<'_>,
+    max_age: Duration,
+    only: Option<String>,
+) -> Result<(), ClientError> {
+    let c = client_for(run, max_age, only)?;
+    c.lookup(LOAD_NAMESPACE, "svc0").map(|_| ())
+}
+
+/// Compare committed blocks across honest nodes and check every
+/// acknowledged registration is present.
+fn check(run: &Run<'_>, honest: &[usize], acked: &[Acked]) -> Vec<String> {
+    let mut violations = Vec::new();
+    let heights: Vec<(usize, u64)> = honest
+        .iter()
+        .filter_map(|i| run.net.node_status(*i).ok().map(|s| (*i, s.height)))
+        .collect();
+    if heights.len() < 2 {
+        violations.push(format!("fewer than 2 honest nodes answer ({heights:?})"));
+    }
+    let shared = heights.iter().map(|(_, h)| *h).min().unwrap_or(0);
+    let from = shared.saturating_sub(400).max(1);
+    for h in from..=shared {
+        let mut seen: Option<(usize, palisade_crypto::BlockInfo)> = None;
+        for (i, _) in &heights {
+            match run.net.block(*i, h) {
+                Ok(b) => match &seen {
+                    Some((j, other)) if *other != b => violations.push(format!(
+                        "height {h}: node{j} committed {} and node{i} committed {}",
+                        other.block_id, b.block_id
+                    )),
+                    Some(_) => {}
+                    None => seen = Some((*i, b)),
+                },
+                Err(e) => violations.push(format!("height {h}: {e}")),
+            }
+        }
+        if violations.len() > 10 {
+            break;
+        }
+    }
+    let client = match client_for(run, Duration::from_secs(120), None) {
+        Ok(c) => c,
+        Err(e) => return vec![format!("client: {e}")],
+    };
+    let mut by_service: BTreeMap<&str, Vec<&Acked>> = BTreeMap::new();
+    for a in acked {
+        by_service.entry(a.service.as_str()).or_default().push(a);
+    }
+    for (service, list) in by_service {
+        match client.lookup(LOAD_NAMESPACE, service) {
+            Ok(answer) => {
+                let found = answer.service();
+                for a in list {
+                    if !found.instances().iter().any(|i| i.instance == a.instance) {
+                        violations.push(format!(
+                            "acknowledged {service}/{} (height {}) missing at height {}",
+                            a.instance, a.height, found.height
+                        ));
+                    }
+                }
+            }
+            Err(e) => violations.push(format!("lookup {LOAD_NAMESPACE}/{service}: {e}")),
+        }
+    }
+    violations
+}
+
+/// Options of a suite run.
+#[derive(Debug, Clone)]
+pub struct SuiteOptions {
+    /// Where scenario testnets are created (one subdirectory each).
+    pub base_dir: PathBuf,
+    /// The palisade-node binary.
+    pub node_binary: PathBuf,
+    /// Seed for identities and victim choice.
+    pub seed: u64,
+    /// Load writers per scenario.
+    pub writers: usize,
+}
+
+/// Run one scenario end to end; the testnet is always stopped afterwards.
+pub fn run_scenario(s: &Scenario, opts: &SuiteOptions) -> Outcome {
+    let started = Instant::now();
+    let dir = opts.base_dir.join(format!("{}-{}", s.name, opts.seed));
+    let mut outcome = Outcome {
+        name: s.name,
+        faults: String::new(),
+        commits: 0,
+        acked: 0,
+        violations: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
+    let mut up = UpOptions::new(&dir, &opts.node_binary);
+    up.twins = s.twins;
+    up.forge_lookups = s.forge.clone();
+    up.round_timeout_ms = 500;
+    let mut net = match cluster::generate(&up) {
+        Ok(n) => n,
+        Err(e) => {
+            outcome.violations.push(format!("setup: {e}"));
+            return outcome;
+        }
+    };
+    let result = drive(s, &mut net, opts, &mut outcome);
+    if let Err(e) = result {
+        outcome.violations.push(format!("harness: {e}"));
+    }
+    if let Err(e) = net.down() {
+        outcome.violations.push(format!("stopping: {e}"));
+    }
+    outcome.elapsed = started.elapsed();
+    outcome
+}
+
+fn drive(
+    s: &Scenario,
+    net: &mut Testnet,
+    opts: &SuiteOptions,
+    outcome: &mut Outcome,
+) -> Result<(), Box<dyn std::error::Error>> {
+    net.start_all()?;
+    let honest: Vec<usize> = (0..net.record().nodes.len())
+        .filter(|i| (s.honest)(*i))
+        .collect();
+    cluster::wait_for_height(net, 2, 3, Duration::from_secs(60), |_| {})?;
+    let network = load_network_file(&net.layout().network_file())?;
+    let mut authority = Signer::load(&net.layout().authority_key())?;
+    let load = Load::start(&network, &mut authority, opts.writers, 10_000, opts.seed)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let mut run = Run {
+        net,
+        violations: Vec::new(),
+        seed: opts.seed,
+    };
+    let faults = (s.inject)(&mut run);
+    // Keep the load going a little after healing, then stop it.
+    std::thread::sleep(Duration::from_secs(2));
+    let (acked, _failed) = load.stop(Duration::from_secs(15));
+    outcome.faults = faults?;
+    outcome.acked = acked.len();
+    outcome.violations.append(&mut run.violations);
+    // Let in-flight commits settle before comparing replicas.
+    std::thread::sleep(Duration::from_secs(2));
+    outcome.violations.extend(check(&run, &honest, &acked));
+    outcome.commits = run.height(&honest);
+    Ok(())
+}
+
+/// Print the table of outcomes.
+pub fn table(outcomes: &[Outcome]) -> String {
+    let mut out = format!(
+        "{:<18} {:>7} {:>6} {:>10} {:>7}  faults\n",
+        "scenario", "commits", "acked", "violations", "time"
+    );
+    for o in outcomes {
+        out += &format!(
+            "{:<18} {:>7} {:>6} {:>10} {:>6.1}s  {}\n",
+            o.name,
+            o.commits,
+            o.acked,
+            o.violations.len(),
+            o.elapsed.as_secs_f64(),
+            o.faults
+        );
+        for v in &o.violations {
+            out += &format!("    ! {v}\n");
+        }
+    }
+    out
+}
+
+/// Find the `palisade-node` binary for tests: next to the running
+/// executable's target directory, building it with `$CARGO` when missing.
+pub fn node_binary_for_tests(exe: &Path) -> Result<PathBuf, String> {
+    // target/<profile>/deps/<test-binary> -> target/<profile>/palisade-node
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("cannot locate the target directory")?;
+    let bin = profile_dir.join("palisade-node");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "palisade-node", "--bin", "palisade-node"])
+            .status()
+            .map_err(|e| format!("running cargo build: {e}"))?;
+        if !status.success() || !bin.exists() {
+            return Err(format!("could not build {}", bin.display()));
+        }
+    }
+    Ok(bin)
+}

@@ -1,0 +1,392 @@
+//! `palisade-testnet`: a local testnet of real `palisade-node` processes, and
+//! fault injection against it.
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a CLI prints
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use palisade_testnet::cluster::{self, Testnet, UpOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "palisade-testnet",
+    version,
+    about = "Local Palisade testnets and fault injection"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// Testnet directory.
+    #[arg(long, default_value = "testnet-data")]
+    dir: PathBuf,
+    /// Node index, from 0.
+    #[arg(long)]
+    node: usize,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate and start a testnet, run the demo, and stay in the foreground
+    /// (Ctrl-C stops every node) unless --detach.
+    Up {
+        /// Testnet directory (created).
+        #[arg(long, default_value = "testnet-data")]
+        dir: PathBuf,
+        /// Number of validators.
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        /// Return once the testnet is healthy, leaving the nodes running.
+        #[arg(long)]
+        detach: bool,
+        /// Extra processes sharing the keys of validators 0..K (equivocation from unmodified code).
+        #[arg(long, default_value_t = 0)]
+        twins: usize,
+        /// `I:forge-lookups`: node I answers lookups with altered data.
+        #[arg(long, value_name = "I:BEHAVIOUR")]
+        byzantine: Vec<String>,
+        /// The palisade-node binary (default: next to this one).
+        #[arg(long)]
+        node_bin: Option<PathBuf>,
+        /// Base round timeout in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        round_timeout_ms: u64,
+    },
+    /// Stop every process of the testnet.
+    Down {
+        /// Testnet directory.
+        #[arg(long, default_value = "testnet-data")]
+        dir: PathBuf,
+    },
+    /// Per node: pid, height, round, peers.
+    Status {
+        /// Testnet directory.
+        #[arg(long, default_value = "testnet-data")]
+        dir: PathBuf,
+    },
+    /// SIGKILL a node.
+    Kill(Target),
+    /// Start a node again from its data directory.
+    Restart(Target),
+    /// SIGSTOP a node.
+    Pause(Target),
+    /// SIGCONT a node.
+    Resume(Target),
+    /// Partition the nodes, e.g. `0,1/2,3`.
+    Partition {
+        /// Testnet directory.
+        #[arg(long, default_value = "testnet-data")]
+        dir: PathBuf,
+        /// Groups of node indices separated by '/'.
+        groups: String,
+    },
+    /// Run the fault-injection suite on real processes and print a table.
+    Faults {
+        /// A scenario name, `all`, or `ci` (the bounded subset CI runs).
+        #[arg(long, default_value = "all")]
+        scenario: String,
+        /// Seed for identities and victim choice.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where scenario testnets are created.
+        #[arg(long, default_value = "testnet-faults")]
+        dir: PathBuf,
+        /// The palisade-node binary (default: next to this one).
+        #[arg(long)]
+        node_bin: Option<PathBuf>,
+        /// Concurrent load writers per scenario.
+        #[arg(long, default_value_t = 2)]
+        writers: usize,
+    },
+    /// Lift every partition.
+    Heal {
+        /// Testnet directory.
+        #[arg(long, default_value = "testnet-data")]
+        dir: PathBuf,
+    },
+}
+
+fn default_node_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let candidate = exe.with_file_name("palisade-node");
+    if candidate.exists() {
+        return Ok(candidate);
+    }
+    bail!(
+        "palisade-node not found next to {} — build it first (`cargo build --release -p palisade-node`) or pass --node-bin",
+        exe.display()
+    )
+}
+
+fn parse_byzantine(specs: &[String], nodes: usize) -> Result<Vec<usize>> {
+    let mut forged = Vec::new();
+    for spec in specs {
+        let (i, what) = spec
+            .split_once(':')
+            .with_context(|| format!("--byzantine {spec:?}: expected I:forge-lookups"))?;
+        let i: usize = i
+            .parse()
+            .with_context(|| format!("--byzantine {spec:?}: {i:?} is not a node index"))?;
+        if i >= nodes {
+            bail!("--byzantine {spec:?}: node {i} does not exist (0..{nodes})");
+        }
+        match what {
+            "forge-lookups" => forged.push(i),
+            other => {
+                bail!("--byzantine {spec:?}: unknown behaviour {other:?} (known: forge-lookups)")
+            }
+        }
+    }
+    Ok(forged)
+}
+
+fn up(opts: UpOptions, detach: bool) -> Result<()> {
+    let mut net = cluster::generate(&opts)?;
+    eprintln!(
+        "generated {} validators{} in {}",
+        opts.nodes,
+        if opts.twins > 0 {
+            format!(" and {} twins", opts.twins)
+        } else {
+            String::new()
+        },
+        opts.dir.display()
+    );
+    net.start_all()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .context("installing the Ctrl-C handler")?;
+    }
+    let result = bring_up(&net, &opts);
+    if let Err(e) = result {
+        eprintln!("testnet did not come up: {e:#}; stopping it");
+        net.down()?;
+        return Err(e);
+    }
+    print_summary(&net, &opts.dir);
+    if detach {
+        return Ok(());
+    }
+    eprintln!("running in the foreground; Ctrl-C stops every node");
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stopped = net.down()?;
+    eprintln!("stopped {} processes", stopped.len());
+    Ok(())
+}
+
+fn bring_up(net: &Testnet, opts: &UpOptions) -> Result<()> {
+    let bar = indicatif::ProgressBar::new(3);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:20}] {pos}/{len} blocks")
+            .expect("valid template"),
+    );
+    bar.set_message("waiting for the first commits");
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let quorum = opts.nodes - (opts.nodes - 1) / 3;
+    cluster::wait_for_height(net, 3, quorum, Duration::from_secs(60), |h| {
+        bar.set_position(h.min(3))
+    })?;
+    bar.finish_with_message("committing");
+    eprintln!("demo: enrolling an identity, registering demo/echo/echo-1 with a signed request");
+    let found = palisade_testnet::demo::run(net.layout()).context("demo")?;
+    println!(
+        "demo: verified lookup of {} at height {} (state root {}, certified by epoch {} validators):",
+        found.name(),
+        found.height,
+        found.state_root,
+        found.epoch
+    );
+    for i in found.instances() {
+        let eps: Vec<String> = i
+            .endpoints
+            .iter()
+            .map(|e| format!("{}:{}", e.host, e.port))
+            .collect();
+        println!("  {} {} health {:?}", i.instance, eps.join(","), i.health);
+    }
+    Ok(())
+}
+
+fn print_summary(net: &Testnet, dir: &Path) {
+    println!("\nnodes:");
+    for n in &net.record().nodes {
+        println!(
+            "  node{} pid {} api {} p2p {}{}",
+            n.index,
+            n.pid.map(|p| p.to_string()).unwrap_or("-".into()),
+            n.api_url,
+            n.p2p_addr,
+            n.twin_of
+                .map(|o| format!(" (twin of node{o})"))
+                .unwrap_or_default()
+        );
+    }
+    let d = dir.display();
+    println!(
+        "\ntry:\n  palisade keys gen --out my.key\n  palisade enroll --network {d}/network.json --key {d}/keys/authority.key --identity $(palisade keys gen --out svc.key) --namespace prod\n  palisade register --network {d}/network.json --key svc.key --namespace prod --service api --instance api-1 --endpoint 127.0.0.1:8080 --ttl 60\n  palisade lookup --network {d}/network.json prod/api\n  palisade-testnet status --dir {d}\n  palisade-testnet kill --dir {d} --node 1\n  palisade-testnet down --dir {d}"
+    );
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Up {
+            dir,
+            nodes,
+            detach,
+            twins,
+            byzantine,
+            node_bin,
+            round_timeout_ms,
+        } => {
+            let node_binary = match node_bin {
+                Some(p) => p,
+                None => default_node_binary()?,
+            };
+            let mut opts = UpOptions::new(&dir, &node_binary);
+            opts.nodes = nodes;
+            opts.twins = twins;
+            opts.forge_lookups = parse_byzantine(&byzantine, nodes)?;
+            opts.round_timeout_ms = round_timeout_ms;
+            up(opts, detach)
+        }
+        Command::Down { dir } => {
+            let stopped = Testnet::open(&dir)?.down()?;
+            println!("stopped {} processes", stopped.len());
+            Ok(())
+        }
+        Command::Status { dir } => {
+            let net = Testnet::open(&dir)?;
+            println!(
+                "{:<6} {:>8} {:>8} {:>8} {:>6} {:>6}  leader",
+                "node", "pid", "height", "round", "epoch", "peers"
+            );
+            for s in net.status() {
+                let pid = s
+                    .node
+                    .pid
+                    .filter(|_| s.running)
+                    .map(|p| p.to_string())
+                    .unwrap_or("-".into());
+                match s.status {
+                    Ok(st) => println!(
+                        "node{:<2} {:>8} {:>8} {:>8} {:>6} {:>6}  {}",
+                        s.node.index,
+                        pid,
+                        st.height,
+                        st.round,
+                        st.epoch,
+                        st.peers,
+                        &st.leader[..st.leader.len().min(8)]
+                    ),
+                    Err(e) => println!("node{:<2} {:>8}  {e}", s.node.index, pid),
+                }
+            }
+            Ok(())
+        }
+        Command::Kill(t) => {
+            let pid = Testnet::open(&t.dir)?.kill(t.node)?;
+            println!("killed node{} (pid {pid}) with SIGKILL", t.node);
+            Ok(())
+        }
+        Command::Restart(t) => {
+            let pid = Testnet::open(&t.dir)?.restart(t.node)?;
+            println!("restarted node{} as pid {pid}", t.node);
+            Ok(())
+        }
+        Command::Pause(t) => {
+            let pid = Testnet::open(&t.dir)?.pause(t.node)?;
+            println!("paused node{} (pid {pid}) with SIGSTOP", t.node);
+            Ok(())
+        }
+        Command::Resume(t) => {
+            let pid = Testnet::open(&t.dir)?.resume(t.node)?;
+            println!("resumed node{} (pid {pid}) with SIGCONT", t.node);
+            Ok(())
+        }
+        Command::Partition { dir, groups } => {
+            Testnet::open(&dir)?.partition(&groups)?;
+            println!("partitioned {groups}");
+            Ok(())
+        }
+        Command::Faults {
+            scenario,
+            seed,
+            dir,
+            node_bin,
+            writers,
+        } => {
+            use palisade_testnet::faults;
+            let node_binary = match node_bin {
+                Some(p) => p,
+                None => default_node_binary()?,
+            };
+            let all = faults::scenarios();
+            let chosen: Vec<_> = all
+                .iter()
+                .filter(|s| match scenario.as_str() {
+                    "all" => true,
+                    "ci" => faults::CI_SUBSET.contains(&s.name),
+                    name => s.name == name,
+                })
+                .collect();
+            if chosen.is_empty() {
+                let names: Vec<_> = all.iter().map(|s| s.name).collect();
+                bail!(
+                    "no scenario {scenario:?}; known: all, ci, {}",
+                    names.join(", ")
+                );
+            }
+            let opts = faults::SuiteOptions {
+                base_dir: dir,
+                node_binary,
+                seed,
+                writers,
+            };
+            let mut outcomes = Vec::new();
+            for s in chosen {
+                eprintln!("running {} ...", s.name);
+                outcomes.push(faults::run_scenario(s, &opts));
+            }
+            print!("{}", faults::table(&outcomes));
+            let failed = outcomes.iter().filter(|o| !o.violations.is_empty()).count();
+            if failed > 0 {
+                bail!("{failed} of {} scenarios had violations", outcomes.len());
+            }
+            Ok(())
+        }
+        Command::Heal { dir } => {
+            Testnet::open(&dir)?.heal()?;
+            println!("healed");
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
