@@ -1,0 +1,272 @@
+//! Known-answer vectors: the canonical encoding and id of every transaction
+//! body, the records this module defines, the genesis hash, and the state
+//! roots after a fixed sequence of blocks. A change here is a change of the
+//! wire or hash format: every deployed chain would fork.
+
+use palisade_crypto::{encode, Digest, Enrollment, ProbeKind, ProbeSpec, Role, TxBody, Validator};
+
+use super::super::records::{ChainRecord, ExpiryState, IdentityRecord, InstanceRef};
+use super::super::Params;
+use super::*;
+
+fn bodies() -> Vec<(&'static str, TxBody)> {
+    let mut with_probe = reg("shop", "web", "a1");
+    with_probe.probe = Some(ProbeSpec {
+        kind: ProbeKind::Http {
+            path: "/health".into(),
+        },
+        interval_secs: 10,
+    });
+    vec![
+        (
+            "enroll",
+            TxBody::Enroll(Enrollment {
+                identity: alice().public(),
+                namespaces: vec!["shop".into()],
+                role: Role::Admin,
+            }),
+        ),
+        (
+            "revoke",
+            TxBody::Revoke {
+                identity: alice().public(),
+            },
+        ),
+        ("register", TxBody::Register(with_probe)),
+        (
+            "deregister",
+            TxBody::Deregister {
+                namespace: "shop".into(),
+                service: "web".into(),
+                instance: "a1".into(),
+            },
+        ),
+        ("heartbeat", heartbeat("shop", "web", "a1")),
+        (
+            "health_report",
+            TxBody::HealthReport {
+                namespace: "shop".into(),
+                service: "web".into(),
+                instance: "a1".into(),
+                passing: false,
+            },
+        ),
+        (
+            "change_validators",
+            TxBody::ChangeValidators {
+                validators: vec![Validator {
+                    key: key(5).public(),
+                    power: 7,
+                }],
+            },
+        ),
+    ]
+}
+
+struct Check(Vec<String>);
+
+impl Check {
+    fn eq(&mut self, name: &str, got: String, want: &str) {
+        if got != want {
+            self.0.push(format!("{name}: got {got}"));
+        }
+    }
+}
+
+const BODY_VECTORS: &[(&str, &str, &str)] = &[
+    (
+        "enroll",
+        "0020828bf5c5bdcacb684863336c202fb5599da48be5596615742170705beca9f7010000000400000073686f7001",
+        "3818c219c360f71ee7a049d8291fa76420033c4ab6ed70b463f43751f4e970da",
+    ),
+    (
+        "revoke",
+        "0120828bf5c5bdcacb684863336c202fb5599da48be5596615742170705beca9f7",
+        "95df14af5e2f9819a8b9f644f617d3fc4e041f3830d7747e479848de3e65cec2",
+    ),
+    (
+        "register",
+        "020400000073686f70030000007765620200000061310100000004000000687474700800000031302e302e302e31901f010001000000040000007a6f6e65010000006105000000312e302e301e0000000100070000002f6865616c74680a000000",
+        "8181009eb724d7b0f5e0766d48a89a70684ebbc1265e6b4e5e8350ef4484d562",
+    ),
+    (
+        "deregister",
+        "030400000073686f7003000000776562020000006131",
+        "ea9aefc69baa4c0cf6b195f70188bd740d68c3388de4f7d7c0f163a1d969c51e",
+    ),
+    (
+        "heartbeat",
+        "040400000073686f7003000000776562020000006131",
+        "9b34620c1a00a5ae7a43d592e72d9ef84bede1836d4139dd8d1341c6adc33809",
+    ),
+    (
+        "health_report",
+        "050400000073686f700300000077656202000000613100",
+        "a749f9fc5eee90e43c3ffa5a7c9a93c3e9e019faf3da499d2023ffb9b55ca8cb",
+    ),
+    (
+        "change_validators",
+        "06010000006e7a1cdd29b0b78fd13af4c5598feff4ef2a97166e3ca6f2e4fbfccd80505bf10700000000000000",
+        "46296023ceea42af8c1eb2092f772fd38b7d2cfb9803506b97b1e474724c6de6",
+    ),
+];
+
+const RECORD_VECTORS: &[(&str, &str)] = &[
+    (
+        "identity",
+        "010000000400000073686f70000400000000000000010900000000000000010000000400000073686f7003000000776562020000006131",
+    ),
+    (
+        "expiry",
+        "0500000000000000060000000000000007000000000000000800000000000000",
+    ),
+    (
+        "chain",
+        "0d00000070616c69736164652d746573740303030303030303030303030303030303030303030303030303030303030303",
+    ),
+    (
+        "params",
+        "58020000000400000004000000040000200000003f000000100000003f000000ff00000008000000fd0000000001000000400000001000000000400080000000881300000000000060ea0000000000009600000010000000",
+    ),
+    (
+        "genesis hash",
+        "1e288f138a68b289aa3697ae60eec74ad796f789b39a0f4e15a777698eb09160",
+    ),
+];
+
+const ROOTS: &[&str] = &[
+    "117c3517b81f146145187b8bf1d4627cb0ddff6ce4de7b41f265cf88caeae9dc",
+    "06ab4d3d1a3b6be1ba152f72cbb82871782aac380d17b1f6b49f3a94212dd8ed",
+    "05f491d9b0747ad8f19a742c5ad14cb168a55328add09d7665cfdff02be8bcf4",
+    "686d26589224e3dfeddd73478147e5a035ddc41b2de62f7e8aa66b982ddb7309",
+    "54033334d04147aeca5754384bff5744974138dc72d9dd04e20a6c5d2f031ab0",
+];
+
+#[test]
+fn transaction_bodies_have_fixed_encodings_and_ids() {
+    let mut check = Check(Vec::new());
+    let all = bodies();
+    assert_eq!(all.len(), BODY_VECTORS.len());
+    for (i, (name, body)) in all.into_iter().enumerate() {
+        let (want_name, want_body, want_id) = BODY_VECTORS.get(i).copied().unwrap_or(("", "", ""));
+        check.eq("name", name.to_string(), want_name);
+        check.eq(name, hex::encode(encode(&body)), want_body);
+        let stx = sign(&alice(), 3, body);
+        check.eq(&format!("{name} id"), stx.id().to_hex(), want_id);
+    }
+    assert!(
+        check.0.is_empty(),
+        "vectors changed:\n{}",
+        check.0.join("\n")
+    );
+}
+
+#[test]
+fn records_and_genesis_have_fixed_encodings() {
+    let records: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "identity",
+            encode(&IdentityRecord {
+                namespaces: vec!["shop".into()],
+                role: Role::Service,
+                enrolled_at: 4,
+                revoked_at: Some(9),
+                instances: vec![InstanceRef {
+                    namespace: "shop".into(),
+                    service: "web".into(),
+                    instance: "a1".into(),
+                }],
+            }),
+        ),
+        (
+            "expiry",
+            encode(&ExpiryState {
+                live: 5,
+                window_start_ms: 6,
+                window_budget: 7,
+                expired_in_window: 8,
+            }),
+        ),
+        (
+            "chain",
+            encode(&ChainRecord {
+                chain_id: CHAIN.into(),
+                genesis_hash: Digest([3; 32]),
+            }),
+        ),
+        ("params", encode(&Params::default())),
+        ("genesis hash", genesis().hash().0.to_vec()),
+    ];
+    let mut check = Check(Vec::new());
+    for (i, (name, bytes)) in records.into_iter().enumerate() {
+        let (want_name, want) = RECORD_VECTORS.get(i).copied().unwrap_or(("", ""));
+        check.eq("name", name.to_string(), want_name);
+        check.eq(name, hex::encode(bytes), want);
+    }
+    assert!(
+        check.0.is_empty(),
+        "vectors changed:\n{}",
+        check.0.join("\n")
+    );
+}
+
+#[test]
+fn state_roots_after_a_fixed_sequence() {
+    let mut c = Chain::new();
+    let mut roots = vec![c.root()];
+    let applied = |r: &BlockReceipts| r.receipts.iter().all(|r| r.outcome == TxOutcome::Applied);
+    let b1 = vec![
+        c.tx(&alice(), TxBody::Register(reg("shop", "web", "a1"))),
+        c.tx(&bob(), TxBody::Register(reg("shop", "api", "b1"))),
+    ];
+    let (res, r) = c.block(1_000, &b1);
+    assert!(applied(&r));
+    roots.push(res.state_root);
+    let b2 = vec![
+        c.tx(
+            &validators()[0],
+            TxBody::HealthReport {
+                namespace: "shop".into(),
+                service: "web".into(),
+                instance: "a1".into(),
+                passing: false,
+            },
+        ),
+        c.tx(&alice(), heartbeat("shop", "web", "a1")),
+        c.authority_tx(TxBody::Enroll(Enrollment {
+            identity: key(24).public(),
+            namespaces: vec!["billing".into()],
+            role: Role::Admin,
+        })),
+    ];
+    let (res, r) = c.block(2_000, &b2);
+    assert!(applied(&r));
+    roots.push(res.state_root);
+    let b3 = vec![c.tx(
+        &admin(),
+        TxBody::Deregister {
+            namespace: "shop".into(),
+            service: "api".into(),
+            instance: "b1".into(),
+        },
+    )];
+    let (res, r) = c.block(3_000, &b3);
+    assert!(applied(&r));
+    roots.push(res.state_root);
+    // Lease of a1 (30 s from block 2) runs out.
+    roots.push(c.block(40_000, &[]).0.state_root);
+    assert_eq!(c.service("shop", "web"), None);
+    let mut check = Check(Vec::new());
+    for (i, root) in roots.iter().enumerate() {
+        check.eq(
+            &format!("root {i}"),
+            root.to_hex(),
+            ROOTS.get(i).copied().unwrap_or(""),
+        );
+    }
+    assert!(
+        check.0.is_empty(),
+        "vectors changed:\n{}",
+        check.0.join("\n")
+    );
+}
