@@ -342,3 +342,55 @@ fn services_lists_the_verified_namespace() {
     assert_eq!(v["services"], serde_json::json!(["api", "db"]));
     assert!(node.paths()[0].starts_with("GET /v1/namespaces/prod"));
 }
+
+#[test]
+fn watch_prints_the_current_state_then_each_verified_change() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let world = World::new();
+    let current = world.answer("prod", "api", 5);
+    let change = palisade_crypto::api::WatchUpdate {
+        namespace: "prod".into(),
+        service: "api".into(),
+        lookup: world.answer("prod", "api", 6),
+    };
+    let event =
+        crate::support::server::sse_event("update", &serde_json::to_string(&change).unwrap());
+    let node = MockNode::start(move |req| {
+        if req.path.starts_with("/v1/watch") {
+            Reply::Sse(vec![event.clone()])
+        } else {
+            Reply::ok(&current)
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let net = write_network(dir.path(), &world.chain, &[node.url.clone()]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args([
+            "watch",
+            "--network",
+            &net,
+            "prod/api",
+            "--json",
+            "--no-cache",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let second: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        (first["height"].as_u64(), second["height"].as_u64()),
+        (Some(5), Some(6))
+    );
+    assert!(
+        node.paths().iter().any(|p| p.ends_with("from_height=6")),
+        "{:?}",
+        node.paths()
+    );
+}

@@ -279,9 +279,13 @@ fn forged_receipt_is_refused_and_an_honest_node_used_instead() {
 }
 
 fn update(response: LookupResponse) -> String {
+    update_of("api", response)
+}
+
+fn update_of(service: &str, response: LookupResponse) -> String {
     let u = WatchUpdate {
         namespace: "prod".into(),
-        service: "api".into(),
+        service: service.into(),
         lookup: response,
     };
     sse_event("update", &serde_json::to_string(&u).unwrap())
@@ -366,4 +370,57 @@ fn heartbeat_task_renews_until_stopped() {
         .iter()
         .all(|t| matches!(t.tx.body, TxBody::Heartbeat { .. })));
     assert_eq!(seen.len() as u64, report.renewals);
+}
+
+#[test]
+fn namespace_watch_resumes_inside_a_height_without_losing_or_repeating_services() {
+    let world = World::new();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = connections.clone();
+    let (api4, db4, api5) = (
+        update_of("api", world.answer("prod", "api", 4)),
+        update_of("db", world.answer("prod", "db", 4)),
+        update_of("api", world.answer("prod", "api", 5)),
+    );
+    let node = MockNode::start(move |_| {
+        let events = match seen.fetch_add(1, Ordering::SeqCst) {
+            // Cut after the first of two services changed at height 4.
+            0 => vec![api4.clone()],
+            _ => vec![api4.clone(), db4.clone(), api5.clone()],
+        };
+        Reply::Sse(events)
+    });
+    let c = client(&world.chain, &[node.url.clone()], config());
+    let got: Vec<(String, u64)> = c
+        .watch("prod", None, Some(4))
+        .take(3)
+        .map(|u| {
+            let u = u.unwrap();
+            (u.service, u.height)
+        })
+        .collect();
+    let expected = [("api", 4), ("db", 4), ("api", 5)].map(|(s, h)| (s.to_string(), h));
+    assert_eq!(got, expected);
+    assert!(node.paths()[1].ends_with("from_height=4"));
+}
+
+#[test]
+fn watch_refuses_a_rollback_of_a_service() {
+    let world = World::new();
+    let (newer, older) = (
+        update(world.answer("prod", "api", 6)),
+        update(world.answer("prod", "api", 5)),
+    );
+    let node = MockNode::start(move |_| Reply::Sse(vec![newer.clone(), older.clone()]));
+    let c = client(&world.chain, &[node.url.clone()], config());
+    let mut watch = c.watch("prod", Some("api"), None);
+    assert_eq!(watch.next().unwrap().unwrap().height, 6);
+    assert_eq!(
+        watch.next().unwrap(),
+        Err(ClientError::OutOfOrder {
+            service: "prod/api".into(),
+            got: 5,
+            last: 6
+        })
+    );
 }
