@@ -53,7 +53,10 @@ impl std::fmt::Debug for Watch<'_> {
 
 impl Client {
     /// Watch one service (`Some(service)`) or a whole namespace, from
-    /// `from_height` on (the node's choice when `None`).
+    /// `from_height` on. With `None` the node starts after its latest
+    /// certified height, and a reconnection before the first update does so
+    /// again, which may skip changes committed in between: pass the height
+    /// after a verified lookup (or [`Client::services`]) to be exact.
     pub fn watch(
         &self,
         namespace: &str,

@@ -453,13 +453,18 @@ fn watch(read: &Read, target: &str, from_height: Option<u64>) -> Result<(), Clie
             print!("{}", output::service_table(s, now_ms(), false));
         }
     };
-    let mut from = from_height;
-    if let (Some(svc), None) = (&service, from_height) {
-        let (current, _) = client.lookup_fresh(&namespace, svc)?;
-        show(&current);
-        from = Some(current.height + 1);
-    }
-    for update in client.watch(&namespace, service.as_deref(), from) {
+    // Without --from-height, start right after a verified current height, so
+    // no change between that answer and the stream is missed.
+    let from = match (&service, from_height) {
+        (_, Some(h)) => h,
+        (Some(svc), None) => {
+            let (current, _) = client.lookup_fresh(&namespace, svc)?;
+            show(&current);
+            current.height + 1
+        }
+        (None, None) => client.services(&namespace)?.height + 1,
+    };
+    for update in client.watch(&namespace, service.as_deref(), Some(from)) {
         match update {
             Ok(s) => show(&s),
             Err(e) => eprintln!("palisade: watch: {e}"),
