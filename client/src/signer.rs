@@ -20,6 +20,7 @@ pub struct Signer {
     key: SecretKey,
     cosigners: Vec<SecretKey>,
     next_sequence: u64,
+    known: bool,
 }
 
 impl Signer {
@@ -29,6 +30,7 @@ impl Signer {
             key,
             cosigners: Vec::new(),
             next_sequence: 0,
+            known: false,
         }
     }
 
@@ -53,6 +55,11 @@ impl Signer {
         self.next_sequence
     }
 
+    /// The next sequence number, once a committed transaction taught it.
+    pub fn known_next_sequence(&self) -> Option<u64> {
+        self.known.then_some(self.next_sequence)
+    }
+
     /// Sign `body` for `chain_id` with `sequence`, and cosign it.
     pub fn sign(&self, chain_id: &str, sequence: u64, body: TxBody) -> SignedTransaction {
         let tx = Transaction {
@@ -68,9 +75,10 @@ impl Signer {
         signed
     }
 
-    /// Record that `sequence` was consumed.
+    /// Record that `sequence` was committed: the next one is `sequence + 1`.
     pub(crate) fn advance(&mut self, sequence: u64) {
-        self.next_sequence = self.next_sequence.max(sequence + 1);
+        self.next_sequence = sequence + 1;
+        self.known = true;
     }
 }
 
@@ -290,9 +298,9 @@ mod tests {
         );
         let (_, signers) = tx.verify("c").unwrap();
         assert_eq!(signers.len(), 2);
+        assert_eq!(s.known_next_sequence(), None);
         s.advance(5);
-        assert_eq!(s.local_next_sequence(), 6);
-        s.advance(2);
+        assert_eq!(s.known_next_sequence(), Some(6));
         assert_eq!(s.local_next_sequence(), 6);
     }
 }

@@ -46,20 +46,32 @@ impl Client {
     ) -> Result<VerifiedReceipt, ClientError> {
         let mut refreshed = false;
         loop {
-            let remote = self.next_sequence(&signer.public())?;
-            let sequence = remote.max(signer.local_next_sequence());
+            // After a commit the signer knows its next number: no round trip.
+            // The nodes are asked at first and after a sequence refusal
+            // (then their answer wins over the local count).
+            let sequence = match signer.known_next_sequence() {
+                Some(next) if !refreshed => next,
+                _ => {
+                    let remote = self.next_sequence(&signer.public())?;
+                    if refreshed {
+                        remote
+                    } else {
+                        remote.max(signer.local_next_sequence())
+                    }
+                }
+            };
             let tx = signer.sign(self.chain_id(), sequence, body.clone());
             match self.submit_and_wait(&tx) {
                 Ok(receipt) => {
                     signer.advance(sequence);
                     return Ok(receipt);
                 }
-                Err(e @ ClientError::Rejected { .. }) => {
-                    signer.advance(sequence);
-                    return Err(e);
-                }
+                // A refused transaction leaves the signer's sequence unchanged
+                // (the state machine mutates nothing on rejection), so the
+                // number is used again next time.
+                Err(e @ ClientError::Rejected { .. }) => return Err(e),
                 Err(ClientError::Api { code, .. }) if code.contains("sequence") && !refreshed => {
-                    tracing::info!(sequence, %code, "sequence refused; asking again");
+                    tracing::info!(sequence, %code, "sequence refused; asking the nodes again");
                     refreshed = true;
                 }
                 Err(e) => return Err(e),

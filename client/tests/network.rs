@@ -223,6 +223,50 @@ fn execute_learns_the_sequence_and_returns_the_verified_receipt() {
     assert_eq!(sequences, vec![NEXT_SEQUENCE, NEXT_SEQUENCE + 1]);
     assert_eq!(seen[0].tx.chain_id, CHAIN);
     assert_eq!(seen[0].id(), r.tx_id);
+    // Only the first transaction asked the nodes for the sequence.
+    let asked = node
+        .paths()
+        .iter()
+        .filter(|p| p.starts_with("GET /v1/accounts/"))
+        .count();
+    assert_eq!(asked, 1);
+}
+
+#[test]
+fn sequence_refusal_makes_the_client_ask_the_nodes_again() {
+    let chain = Chain::test();
+    let (first, _) = tx_node(chain.clone(), TxBehavior::Commit);
+    let mut s = signer();
+    client(&chain, &[first.url.clone()], config())
+        .execute(&mut s, heartbeat())
+        .unwrap();
+    assert_eq!(s.known_next_sequence(), Some(NEXT_SEQUENCE + 1));
+    // Another process used the key meanwhile: the nodes are at 9.
+    let receipts = chain.clone();
+    let moved_on = MockNode::start(move |req| {
+        if req.path.starts_with("/v1/accounts/") {
+            let key = req.path.trim_start_matches("/v1/accounts/");
+            return Reply::ok(&palisade_crypto::api::AccountResponse {
+                key: palisade_crypto::PublicKey::from_hex(key).unwrap(),
+                next_sequence: 9,
+            });
+        }
+        let submit: palisade_crypto::api::SubmitRequest =
+            serde_json::from_slice(&req.body).unwrap();
+        let tx: palisade_crypto::SignedTransaction = submit.tx.decode().unwrap();
+        if tx.tx.sequence < 9 {
+            return Reply::error(400, "stale_sequence");
+        }
+        Reply::ok(&palisade_crypto::api::SubmitResponse {
+            tx_id: tx.id(),
+            status: palisade_crypto::api::TxStatus::Committed,
+            receipt: Some(crate::support::receipt(&receipts, tx.id(), 0, "applied")),
+        })
+    });
+    client(&chain, &[moved_on.url.clone()], config())
+        .execute(&mut s, heartbeat())
+        .unwrap();
+    assert_eq!(s.known_next_sequence(), Some(10));
 }
 
 #[test]
@@ -237,12 +281,19 @@ fn pending_submission_is_polled_until_committed() {
 #[test]
 fn rejection_is_reported_with_its_reason() {
     let chain = Chain::test();
-    let (node, _) = tx_node(chain.clone(), TxBehavior::Reject("not enrolled in prod"));
+    let (node, seen) = tx_node(chain.clone(), TxBehavior::Reject("not enrolled in prod"));
     let c = client(&chain, &[node.url.clone()], config());
-    assert!(matches!(
-        c.execute(&mut signer(), heartbeat()),
-        Err(ClientError::Rejected { reason, .. }) if reason == "not enrolled in prod"
-    ));
+    let mut s = signer();
+    for _ in 0..2 {
+        assert!(matches!(
+            c.execute(&mut s, heartbeat()),
+            Err(ClientError::Rejected { reason, .. }) if reason == "not enrolled in prod"
+        ));
+    }
+    // A rejected transaction consumes no sequence number.
+    let sequences: Vec<u64> = seen.lock().unwrap().iter().map(|t| t.tx.sequence).collect();
+    assert_eq!(sequences, vec![NEXT_SEQUENCE, NEXT_SEQUENCE]);
+    assert_eq!(s.known_next_sequence(), None);
 }
 
 #[test]
