@@ -318,7 +318,9 @@ impl Client {
     }
 
     /// Verified lookup from the nodes only: the highest verified answer among
-    /// the first `read_quorum` that verify, with the raw response.
+    /// the first `read_quorum` that verify, with the raw response. Two
+    /// verified answers with different roots at one height are
+    /// [`ClientError::Equivocation`] (proof that the fault bound was broken).
     pub fn lookup_fresh(
         &self,
         namespace: &str,
@@ -332,6 +334,7 @@ impl Client {
         let wanted = self.config.read_quorum.clamp(1, self.nodes.len());
         let mut best: Option<(VerifiedService, LookupResponse)> = None;
         let mut answers = 0;
+        let mut roots = Vec::new();
         let mut errors = Vec::new();
         for pass in 0..=self.config.retries {
             if pass > 0 {
@@ -349,6 +352,17 @@ impl Client {
                 });
                 match result {
                     Ok((v, response)) => {
+                        if let Some(conflict) = roots
+                            .iter()
+                            .find(|(h, root)| *h == v.height && *root != v.state_root)
+                        {
+                            return Err(ClientError::Equivocation {
+                                height: v.height,
+                                first: conflict.1,
+                                second: v.state_root,
+                            });
+                        }
+                        roots.push((v.height, v.state_root));
                         answers += 1;
                         if answers == 1 {
                             self.mark_preferred(node);

@@ -93,6 +93,17 @@ pub enum ClientError {
         /// Last height delivered.
         last: u64,
     },
+    /// Two answers certified different states at one height: more than a
+    /// third of the voting power signed conflicting blocks.
+    #[error("conflicting certified states at height {height}: {first} and {second}")]
+    Equivocation {
+        /// The height.
+        height: u64,
+        /// One certified state root.
+        first: Digest,
+        /// The other.
+        second: Digest,
+    },
     /// An answer did not decode.
     #[error("malformed answer: {0}")]
     Malformed(String),
@@ -169,6 +180,7 @@ impl ClientError {
                 | ClientError::FromTheFuture { .. }
                 | ClientError::ForgedReceipt(_)
                 | ClientError::OutOfOrder { .. }
+                | ClientError::Equivocation { .. }
                 | ClientError::Malformed(_)
         )
     }

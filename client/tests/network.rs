@@ -475,3 +475,27 @@ fn watch_refuses_a_rollback_of_a_service() {
         })
     );
 }
+
+#[test]
+fn two_certified_states_at_one_height_are_equivocation() {
+    let world = World::new();
+    // The same validators certify another state at the same height.
+    let mut other = World::new();
+    other
+        .state
+        .put_record(&crate::support::fixture::record("prod", "api", vec![]));
+    let a = lookup_node(world.answer("prod", "api", 5));
+    let b = lookup_node(other.answer("prod", "api", 5));
+    let c = client(
+        &world.chain,
+        &[a.url.clone(), b.url.clone()],
+        ClientConfig {
+            read_quorum: 2,
+            ..config()
+        },
+    );
+    assert!(matches!(
+        c.lookup("prod", "api"),
+        Err(ClientError::Equivocation { height: 5, .. })
+    ));
+}
