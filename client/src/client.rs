@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{RwLock, RwLockReadGuard};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -106,7 +106,7 @@ impl LookupAnswer {
 pub struct Client {
     network: NetworkFile,
     nodes: Vec<NodeApi>,
-    trust: Mutex<TrustedChain>,
+    trust: RwLock<TrustedChain>,
     preferred: AtomicUsize,
     config: ClientConfig,
     cache: Option<Cache>,
@@ -149,7 +149,7 @@ impl Client {
         Ok(Client {
             network,
             nodes,
-            trust: Mutex::new(trust),
+            trust: RwLock::new(trust),
             preferred: AtomicUsize::new(0),
             config,
             cache,
@@ -176,8 +176,9 @@ impl Client {
         self.trust_lock().clone()
     }
 
-    fn trust_lock(&self) -> MutexGuard<'_, TrustedChain> {
-        self.trust.lock().unwrap_or_else(|e| e.into_inner())
+    /// Readers verify in parallel; only following an epoch change writes.
+    fn trust_lock(&self) -> RwLockReadGuard<'_, TrustedChain> {
+        self.trust.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Node indices, starting with the one that last answered.
@@ -271,7 +272,10 @@ impl Client {
             .map(|c| c.decode())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ClientError::Malformed(format!("epoch change: {e}")))?;
-        self.trust_lock().follow(&changes)
+        self.trust
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .follow(&changes)
     }
 
     /// Verified lookup of `namespace/service` (see [`ClientConfig::read_quorum`]).
