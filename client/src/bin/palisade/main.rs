@@ -39,7 +39,7 @@ struct Net {
     /// Talk to this node only (API URL), e.g. to test a suspect node.
     #[arg(long, value_name = "URL")]
     node: Option<String>,
-    /// Seconds to wait for a commit (or for an answer).
+    /// Seconds to wait for a commit; also bounds each request (at most 10 s).
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
 }
@@ -242,6 +242,7 @@ fn client(net: &Net, read: Option<&Read>) -> Result<Client, ClientError> {
     let mut config = ClientConfig {
         only_node: net.node.clone(),
         commit_timeout: Duration::from_secs(net.timeout),
+        request_timeout: Duration::from_secs(net.timeout.clamp(1, 10)),
         ..ClientConfig::default()
     };
     if let Some(read) = read {
