@@ -394,3 +394,42 @@ fn watch_prints_the_current_state_then_each_verified_change() {
         node.paths()
     );
 }
+
+#[test]
+fn watch_of_one_lying_node_exits_with_the_forgery() {
+    let world = World::new();
+    let current = world.answer("prod", "api", 5);
+    let forged = palisade_crypto::api::WatchUpdate {
+        namespace: "prod".into(),
+        service: "api".into(),
+        lookup: tamper(&world.answer("prod", "api", 6), |r| r.instances.truncate(1)),
+    };
+    let event =
+        crate::support::server::sse_event("update", &serde_json::to_string(&forged).unwrap());
+    let liar = MockNode::start(move |req| {
+        if req.path.starts_with("/v1/watch") {
+            Reply::Sse(vec![event.clone()])
+        } else {
+            Reply::ok(&current)
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let net = write_network(dir.path(), &world.chain, &[liar.url.clone()]);
+    let o = palisade(&[
+        "watch",
+        "--network",
+        &net,
+        "prod/api",
+        "--json",
+        "--no-cache",
+        "--node",
+        &liar.url,
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    // Only the verified current state was printed, never the forged update.
+    let lines: Vec<String> = stdout(&o).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 1);
+    let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(first["height"], 5);
+    assert!(stderr(&o).contains("forged proof"));
+}

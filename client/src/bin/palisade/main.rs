@@ -468,6 +468,8 @@ fn watch(read: &Read, target: &str, from_height: Option<u64>) -> Result<(), Clie
     for update in client.watch(&namespace, service.as_deref(), Some(from)) {
         match update {
             Ok(s) => show(&s),
+            // A suspect node under test (--node) that lies ends the watch.
+            Err(e) if read.net.node.is_some() && e.is_verification_failure() => return Err(e),
             Err(e) => eprintln!("palisade: watch: {e}"),
         }
     }
