@@ -42,12 +42,13 @@
 //! reporter. No single lying validator can evict or resurrect an instance.
 
 use palisade_crypto::{
-    Enrollment, Health, InstanceRecord, NamespaceRecord, PublicKey, Registration, Role,
-    ServiceRecord, SignedTransaction, TxBody, Validator, ValidatorSet,
+    Enrollment, Health, InstanceRecord, PublicKey, Registration, Role, SignedTransaction, TxBody,
+    Validator, ValidatorSet,
 };
 
 use super::error::{StateError, TxRejection};
 use super::genesis::{Authority, Params};
+use super::instances::{put_instance, remove_instance, renew};
 use super::receipts::TxOutcome;
 use super::records::{IdentityRecord, InstanceRef};
 use super::validate;
@@ -379,131 +380,6 @@ fn register(
     put_instance(ws, &r, record)?;
     ws.set_lease(r, Some(deadline));
     Ok(())
-}
-
-/// Insert or replace an instance, creating its service, namespace and
-/// directory entries and the owner index entry as needed.
-fn put_instance(
-    ws: &mut WorkingSet<'_>,
-    r: &InstanceRef,
-    record: InstanceRecord,
-) -> Result<(), StateError> {
-    let owner = record.owner;
-    let is_new = match ws.service_mut(&r.namespace, &r.service)? {
-        Some(svc) => match svc
-            .instances
-            .binary_search_by(|i| i.instance.as_str().cmp(&r.instance))
-        {
-            Ok(pos) => {
-                svc.instances[pos] = record;
-                false
-            }
-            Err(pos) => {
-                svc.instances.insert(pos, record);
-                true
-            }
-        },
-        None => {
-            ws.set_service(
-                &r.namespace,
-                &r.service,
-                Some(ServiceRecord {
-                    namespace: r.namespace.clone(),
-                    service: r.service.clone(),
-                    instances: vec![record],
-                }),
-            );
-            let mut ns = ws
-                .namespace(&r.namespace)?
-                .cloned()
-                .unwrap_or(NamespaceRecord {
-                    namespace: r.namespace.clone(),
-                    services: Vec::new(),
-                });
-            if ns.services.is_empty() {
-                let dir = ws.directory_mut()?;
-                if let Err(pos) = dir.binary_search(&r.namespace) {
-                    dir.insert(pos, r.namespace.clone());
-                }
-            }
-            if let Err(pos) = ns.services.binary_search(&r.service) {
-                ns.services.insert(pos, r.service.clone());
-            }
-            ws.set_namespace(&r.namespace, Some(ns));
-            true
-        }
-    };
-    if is_new {
-        if let Some(id) = ws.identity_mut(&owner)? {
-            if let Err(pos) = id.instances.binary_search(r) {
-                id.instances.insert(pos, r.clone());
-            }
-        }
-        let mut expiry = ws.expiry()?;
-        expiry.live += 1;
-        ws.set_expiry(expiry);
-    }
-    Ok(())
-}
-
-/// Remove an instance (which must exist), its lease, and, when it was the
-/// last, its service and namespace entries; `update_owner` drops it from the
-/// owner index too (a revocation clears the whole index itself).
-pub(crate) fn remove_instance(
-    ws: &mut WorkingSet<'_>,
-    r: &InstanceRef,
-    owner: &PublicKey,
-    update_owner: bool,
-) -> Result<(), StateError> {
-    let now_empty = match ws.service_mut(&r.namespace, &r.service)? {
-        Some(svc) => {
-            if let Ok(pos) = svc
-                .instances
-                .binary_search_by(|i| i.instance.as_str().cmp(&r.instance))
-            {
-                svc.instances.remove(pos);
-            }
-            svc.instances.is_empty()
-        }
-        None => false,
-    };
-    if now_empty {
-        ws.set_service(&r.namespace, &r.service, None);
-        if let Some(mut ns) = ws.namespace(&r.namespace)?.cloned() {
-            ns.services.retain(|s| s != &r.service);
-            if ns.services.is_empty() {
-                ws.set_namespace(&r.namespace, None);
-                ws.directory_mut()?.retain(|n| n != &r.namespace);
-            } else {
-                ws.set_namespace(&r.namespace, Some(ns));
-            }
-        }
-    }
-    if update_owner {
-        if let Some(id) = ws.identity_mut(owner)? {
-            id.instances.retain(|i| i != r);
-        }
-    }
-    let mut expiry = ws.expiry()?;
-    expiry.live = expiry.live.saturating_sub(1);
-    ws.set_expiry(expiry);
-    ws.set_lease(r.clone(), None);
-    Ok(())
-}
-
-fn renew(ws: &mut WorkingSet<'_>, env: &BlockEnv<'_>, r: &InstanceRef) -> Result<u64, StateError> {
-    let mut deadline = env.now_ms;
-    if let Some(svc) = ws.service_mut(&r.namespace, &r.service)? {
-        if let Ok(pos) = svc
-            .instances
-            .binary_search_by(|i| i.instance.as_str().cmp(&r.instance))
-        {
-            let inst = &mut svc.instances[pos];
-            deadline = env.now_ms + inst.ttl_secs as u64 * 1000;
-            inst.lease_expires_at_ms = deadline;
-        }
-    }
-    Ok(deadline)
 }
 
 fn health_report(

@@ -14,9 +14,10 @@ use palisade_crypto::{
     encode, state_key_hash, Digest, JmtHasher, SignedTransaction, StateKey, ValidatorSet,
 };
 
-use super::apply::{apply_tx, remove_instance, BlockEnv};
+use super::apply::{apply_tx, BlockEnv};
 use super::error::StateError;
 use super::genesis::{Authority, Genesis, Params};
+use super::instances::remove_instance;
 use super::lease::{window_budget, LeaseDelta, LeaseView};
 use super::receipts::{BlockReceipts, TxReceipt};
 use super::records::{system, system_key, ChainRecord, ExpiryState, IdentityRecord};

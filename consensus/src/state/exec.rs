@@ -17,7 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use jmt::storage::TreeUpdateBatch;
-use palisade_crypto::{tx_root, Digest, StateKey};
+use palisade_crypto::{hash, tx_root, Digest, Domain, StateKey};
 
 use super::block::{encoded_len, execute_block, genesis_state, BlockOutput, Chain};
 use super::error::StateError;
@@ -34,7 +34,7 @@ const RECENT_COMMITTED: usize = 64;
 /// An executed, uncommitted block.
 struct Speculative {
     ctx: ExecutionContext,
-    payload: Vec<u8>,
+    payload: Digest,
     result: ExecutionResult,
     batch: TreeUpdateBatch,
     leases: LeaseDelta,
@@ -52,7 +52,13 @@ pub struct RegistryExecutor<S: StateStore> {
     committed: CommitMeta,
     leases: LeaseIndex,
     blocks: HashMap<Digest, Speculative>,
-    recent: VecDeque<(ExecutionContext, Vec<u8>, ExecutionResult)>,
+    recent: VecDeque<(ExecutionContext, Digest, ExecutionResult)>,
+}
+
+/// A local fingerprint of a payload (never sent or signed), to recognise a
+/// block executed again under the same id.
+fn fingerprint(payload: &[u8]) -> Digest {
+    hash(Domain::Block, payload)
 }
 
 fn storage(e: StateError) -> ExecutionError {
@@ -226,7 +232,7 @@ impl<S: StateStore> RegistryExecutor<S> {
                 (c, p, r)
             }
         };
-        Some(if c == ctx && p.as_slice() == payload {
+        Some(if c == ctx && *p == fingerprint(payload) {
             Ok(r.clone())
         } else {
             Err(ExecutionError::InvalidPayload(format!(
@@ -297,7 +303,7 @@ impl<S: StateStore> Executor for RegistryExecutor<S> {
             ctx.block_id,
             Speculative {
                 ctx: ctx.clone(),
-                payload: payload.to_vec(),
+                payload: fingerprint(payload),
                 result: result.clone(),
                 batch: out.batch,
                 leases: out.leases,

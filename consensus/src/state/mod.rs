@@ -4,7 +4,8 @@
 //!   in-memory [`MemStore`]; a jmt `TreeReader` layering speculative batches.
 //! - [`genesis`]: the genesis document ([`Genesis`], [`Authority`], [`Params`]).
 //! - [`exec`]: [`RegistryExecutor`], the consensus [`crate::executor::Executor`].
-//! - [`apply`] (rules of each transaction), [`lease`] (leases and the
+//! - [`apply`] (rules of each transaction), [`instances`] (instance set
+//!   mutations and their derived indexes), [`lease`] (leases and the
 //!   mass-expiry bound), [`validate`] (size and syntax limits), [`records`]
 //!   (the map's key layout and the records this crate defines).
 //! - [`query`]: provable lookups over a committed version ([`StateReader`]).
@@ -41,6 +42,7 @@ mod block;
 mod error;
 mod exec;
 mod genesis;
+mod instances;
 mod lease;
 mod map;
 mod query;

@@ -166,9 +166,24 @@ fn change_validators_ends_the_epoch() {
     let (result, receipts) = c.block(1_000, &[tx]);
     assert_eq!(receipts.receipts[0].outcome, TxOutcome::Applied);
     let set = result.next_validators.expect("epoch ends");
-    assert_eq!((set.epoch, set.validators), (1, next));
+    assert_eq!((set.epoch, &set.validators), (1, &next));
     let (result, _) = c.block(1_000, &[]);
     assert_eq!(result.next_validators, None);
+    assert_eq!(c.reader().validators().unwrap().epoch, 1);
+    // Two changes in one block: the second is refused.
+    let mut c = Chain::new();
+    let first = c.authority_tx(TxBody::ChangeValidators {
+        validators: next.clone(),
+    });
+    let second = c.authority_tx(TxBody::ChangeValidators {
+        validators: next.clone(),
+    });
+    let (result, receipts) = c.block(1_000, &[first, second]);
+    assert_eq!(result.next_validators.map(|s| s.epoch), Some(1));
+    assert_eq!(
+        receipts.receipts[1].outcome,
+        TxOutcome::Rejected(TxRejection::EpochChangePending { pending: 1 })
+    );
     assert_eq!(c.reader().validators().unwrap().epoch, 1);
 }
 
