@@ -13,7 +13,7 @@ use std::sync::{RwLock, RwLockReadGuard};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use palisade_crypto::api::{EpochsResponse, LookupResponse, NamespaceResponse};
+use palisade_crypto::api::{EpochsResponse, LookupResponse, NamespaceResponse, StatusResponse};
 use palisade_crypto::NetworkFile;
 
 use crate::cache::Cache;
@@ -406,5 +406,14 @@ impl Client {
                 verify_namespace(t, namespace, &response, now, Some(&fresh))
             })
         })
+    }
+
+    /// Every node's own status report, unverified (one entry per node, in
+    /// network-file order): for operators, never for decisions.
+    pub fn node_status(&self) -> Vec<(String, Result<StatusResponse, ClientError>)> {
+        self.nodes
+            .iter()
+            .map(|node| (node.url().to_string(), node.get("/v1/status")))
+            .collect()
     }
 }

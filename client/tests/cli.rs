@@ -433,3 +433,36 @@ fn watch_of_one_lying_node_exits_with_the_forgery() {
     assert_eq!(first["height"], 5);
     assert!(stderr(&o).contains("forged proof"));
 }
+
+#[test]
+fn status_reports_every_node_and_fails_only_when_none_answers() {
+    let world = World::new();
+    let report = palisade_crypto::api::StatusResponse {
+        chain_id: world.chain.chain_id.clone(),
+        node_key: world.chain.keys[0].public().to_hex(),
+        height: 12,
+        round: 14,
+        epoch: 0,
+        leader: world.chain.keys[1].public().to_hex(),
+        peers: 3,
+        mempool: 0,
+        state_root: palisade_crypto::Digest([1; 32]),
+    };
+    let node = MockNode::start(move |_| Reply::ok(&report));
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dead_url();
+    let net = write_network(dir.path(), &world.chain, &[node.url.clone(), dead.clone()]);
+    let o = palisade(&["status", "--network", &net, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["status"]["height"], 12);
+    assert!(lines[1]["error"].as_str().unwrap().contains("unreachable"));
+    let none = write_network(dir.path(), &world.chain, &[dead]);
+    assert_eq!(
+        palisade(&["status", "--network", &none]).status.code(),
+        Some(5)
+    );
+}

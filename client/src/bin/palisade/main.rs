@@ -177,6 +177,14 @@ enum Command {
         /// NAMESPACE.
         namespace: String,
     },
+    /// Each node's own status report (unverified: height, round, leader, peers).
+    Status {
+        #[command(flatten)]
+        net: Net,
+        /// Print JSON (one object per node).
+        #[arg(long)]
+        json: bool,
+    },
     /// Verified stream of changes to NAMESPACE/SERVICE (or a whole NAMESPACE).
     Watch {
         #[command(flatten)]
@@ -386,6 +394,7 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             Some(secs) => heartbeat_forever(&submit, &target, secs),
         },
         Command::Lookup { read, target } => lookup(&read, &target),
+        Command::Status { net, json } => status(&net, json),
         Command::Services { read, namespace } => {
             let client = client(&read.net, Some(&read))?;
             let listing = client.services(&namespace)?;
@@ -416,6 +425,28 @@ fn heartbeat_forever(submit: &Submit, target: &Target, secs: u64) -> Result<(), 
         }
         std::thread::sleep(Duration::from_secs(secs.max(1)));
     }
+}
+
+fn status(net: &Net, json: bool) -> Result<(), ClientError> {
+    let client = client(net, None)?;
+    let reports = client.node_status();
+    let answered = reports.iter().filter(|(_, r)| r.is_ok()).count();
+    if json {
+        for (url, report) in &reports {
+            println!("{}", output::status_json(url, report));
+        }
+    } else {
+        print!("{}", output::status_table(&reports));
+    }
+    if answered == 0 {
+        return Err(ClientError::Unavailable(
+            reports
+                .iter()
+                .filter_map(|(_, r)| r.as_ref().err().map(ToString::to_string))
+                .collect(),
+        ));
+    }
+    Ok(())
 }
 
 fn lookup(read: &Read, target: &str) -> Result<(), ClientError> {

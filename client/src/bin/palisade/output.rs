@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use palisade_client::{VerifiedNamespace, VerifiedReceipt, VerifiedService};
+use palisade_client::{ClientError, VerifiedNamespace, VerifiedReceipt, VerifiedService};
+use palisade_crypto::api::StatusResponse;
 use palisade_crypto::InstanceRecord;
 use serde_json::{json, Map, Value};
 
@@ -158,6 +159,38 @@ pub(crate) fn namespace_text(n: &VerifiedNamespace, now_ms: u64) -> String {
     for s in &n.services {
         out.push_str(s);
         out.push('\n');
+    }
+    out
+}
+
+/// One node's status (or why it did not answer) as JSON.
+pub(crate) fn status_json(url: &str, report: &Result<StatusResponse, ClientError>) -> Value {
+    match report {
+        Ok(s) => json!({ "node": url, "status": s }),
+        Err(e) => json!({ "node": url, "error": e.to_string() }),
+    }
+}
+
+/// Node statuses as a table.
+pub(crate) fn status_table(reports: &[(String, Result<StatusResponse, ClientError>)]) -> String {
+    let mut out = format!(
+        "{:<28} {:>8} {:>8} {:>6} {:>6} {:>8}  LEADER\n",
+        "NODE", "HEIGHT", "ROUND", "EPOCH", "PEERS", "MEMPOOL"
+    );
+    for (url, report) in reports {
+        match report {
+            Ok(s) => out.push_str(&format!(
+                "{:<28} {:>8} {:>8} {:>6} {:>6} {:>8}  {}\n",
+                url,
+                s.height,
+                s.round,
+                s.epoch,
+                s.peers,
+                s.mempool,
+                s.leader.chars().take(16).collect::<String>()
+            )),
+            Err(e) => out.push_str(&format!("{url:<28} unreachable: {e}\n")),
+        }
     }
     out
 }
