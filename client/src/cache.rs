@@ -8,7 +8,8 @@
 use std::fs;
 use std::path::PathBuf;
 
-use palisade_crypto::api::LookupResponse;
+use palisade_crypto::api::{EpochsResponse, LookupResponse};
+use palisade_crypto::{CommitCertificate, Hex};
 use serde::{Deserialize, Serialize};
 
 use crate::node::encode_component;
@@ -85,5 +86,36 @@ impl Cache {
             )));
         }
         Ok(Some(entry.response))
+    }
+
+    /// Store the epoch-ending certificates a client followed.
+    pub fn store_epochs(&self, changes: &[CommitCertificate]) -> Result<(), ClientError> {
+        let err = |e: std::io::Error| ClientError::Cache(format!("{}: {e}", self.dir.display()));
+        fs::create_dir_all(&self.dir).map_err(err)?;
+        let file = EpochsResponse {
+            changes: changes.iter().map(Hex::new).collect(),
+        };
+        let text = serde_json::to_vec(&file).map_err(|e| ClientError::Cache(e.to_string()))?;
+        let path = self.dir.join("epochs.json");
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        fs::write(&tmp, text).map_err(err)?;
+        fs::rename(&tmp, &path).map_err(err)
+    }
+
+    /// The stored epoch-ending certificates (unverified: follow them).
+    pub fn load_epochs(&self) -> Result<Vec<CommitCertificate>, ClientError> {
+        let path = self.dir.join("epochs.json");
+        let text = match fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(ClientError::Cache(format!("{}: {e}", path.display()))),
+        };
+        let file: EpochsResponse = serde_json::from_slice(&text)
+            .map_err(|e| ClientError::Cache(format!("{}: {e}", path.display())))?;
+        file.changes
+            .iter()
+            .map(|c| c.decode())
+            .collect::<Result<_, _>>()
+            .map_err(|e| ClientError::Cache(format!("{}: {e}", path.display())))
     }
 }

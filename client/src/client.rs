@@ -141,11 +141,21 @@ impl Client {
         if nodes.is_empty() {
             return Err(ClientError::Network("no nodes to talk to".into()));
         }
-        let trust = TrustedChain::from_network(&network)?;
+        let mut trust = TrustedChain::from_network(&network)?;
         let cache = config
             .cache_dir
             .as_ref()
             .map(|d| Cache::new(d.join(encode_component(&network.chain_id))));
+        if let Some(cache) = &cache {
+            // Epoch changes followed by earlier runs, verified again from genesis.
+            let followed = cache
+                .load_epochs()
+                .and_then(|changes| trust.follow(&changes));
+            if let Err(e) = followed {
+                tracing::warn!(error = %e, "ignoring the cached epoch changes");
+                trust = TrustedChain::from_network(&network)?;
+            }
+        }
         Ok(Client {
             network,
             nodes,
@@ -272,10 +282,17 @@ impl Client {
             .map(|c| c.decode())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ClientError::Malformed(format!("epoch change: {e}")))?;
-        self.trust
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .follow(&changes)
+        let mut trust = self.trust.write().unwrap_or_else(|e| e.into_inner());
+        let before = trust.latest_epoch();
+        let followed = trust.follow(&changes);
+        if trust.latest_epoch() > before {
+            if let Some(cache) = &self.cache {
+                if let Err(e) = cache.store_epochs(trust.changes()) {
+                    tracing::warn!(error = %e, "could not cache the epoch changes");
+                }
+            }
+        }
+        followed
     }
 
     /// Verified lookup of `namespace/service` (see [`ClientConfig::read_quorum`]).

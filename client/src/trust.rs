@@ -17,6 +17,7 @@ use crate::ClientError;
 pub struct TrustedChain {
     chain_id: String,
     sets: BTreeMap<u64, ValidatorSet>,
+    changes: Vec<CommitCertificate>,
 }
 
 impl TrustedChain {
@@ -28,6 +29,7 @@ impl TrustedChain {
         Ok(TrustedChain {
             chain_id: chain_id.to_string(),
             sets,
+            changes: Vec::new(),
         })
     }
 
@@ -48,6 +50,12 @@ impl TrustedChain {
             .keys()
             .next_back()
             .expect("at least the genesis set")
+    }
+
+    /// The epoch-ending certificates followed so far, in order (enough for
+    /// another client with the same genesis to follow them again).
+    pub fn changes(&self) -> &[CommitCertificate] {
+        &self.changes
     }
 
     /// The trusted set of `epoch`, if followed that far.
@@ -100,6 +108,7 @@ impl TrustedChain {
                 "followed epoch change"
             );
             self.sets.insert(next.epoch, next);
+            self.changes.push(cert.clone());
         }
         Ok(())
     }

@@ -150,10 +150,25 @@ fn lookup_follows_epoch_changes_through_the_node() {
             Reply::ok(&answer)
         }
     });
-    let c = client(&world.chain, &[node.url.clone()], config());
+    let dir = tempfile::tempdir().unwrap();
+    let cached = ClientConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..config()
+    };
+    let c = client(&world.chain, &[node.url.clone()], cached.clone());
     let v = c.lookup("prod", "api").unwrap();
     assert_eq!((v.service().height, v.service().epoch), (9, 1));
     assert_eq!(c.trusted().latest_epoch(), 1);
+    // A later client starts from the epochs followed before (verified again
+    // from genesis), even from a node that does not serve them.
+    let answer_only = MockNode::start({
+        let a = c.lookup_fresh("prod", "api").unwrap().1;
+        move |_| Reply::ok(&a)
+    });
+    let later = client(&world.chain, &[answer_only.url.clone()], cached);
+    assert_eq!(later.trusted().latest_epoch(), 1);
+    assert_eq!(later.lookup("prod", "api").unwrap().service().epoch, 1);
+    assert!(answer_only.paths().iter().all(|p| !p.contains("epochs")));
 }
 
 #[test]
