@@ -65,7 +65,7 @@ pub struct Params {
     /// How far ahead of a voter's clock a proposed block time may be
     /// (checked by consensus, not by execution).
     pub max_timestamp_drift_ms: u64,
-    /// Length of a mass-expiry window (see [`super::lease`]).
+    /// Length of a mass-expiry window (see the state module's "Leases").
     pub expiry_window_ms: u64,
     /// Share of the live instances (per mille) that may expire in one window.
     pub max_expiry_permille: u32,

@@ -1,15 +1,43 @@
 //! The registry state machine executed on blocks.
 //!
-//! - [`store`]: the authenticated map's storage trait ([`StateStore`]) and the
+//! - `store`: the authenticated map's storage trait ([`StateStore`]) and the
 //!   in-memory [`MemStore`]; a jmt `TreeReader` layering speculative batches.
-//! - [`genesis`]: the genesis document ([`Genesis`], [`Authority`], [`Params`]).
-//! - [`exec`]: [`RegistryExecutor`], the consensus [`crate::executor::Executor`].
-//! - [`apply`] (rules of each transaction), [`instances`] (instance set
-//!   mutations and their derived indexes), [`lease`] (leases and the
-//!   mass-expiry bound), [`validate`] (size and syntax limits), [`records`]
+//! - `genesis`: the genesis document ([`Genesis`], [`Authority`], [`Params`]).
+//! - `exec`: [`RegistryExecutor`], the consensus [`crate::executor::Executor`].
+//! - `apply` (rules of each transaction), `instances` (instance set
+//!   mutations and their derived indexes), `lease` (leases and the
+//!   mass-expiry bound), `validate` (size and syntax limits), `records`
 //!   (the map's key layout and the records this crate defines).
-//! - [`query`]: provable lookups over a committed version ([`StateReader`]).
-//! - [`receipts`]: payload encoding and receipts.
+//! - `query`: provable lookups over a committed version ([`StateReader`]).
+//! - `receipts`: payload encoding and receipts.
+//! - `testing` (feature `testing`): a conformance suite for store backends.
+//!
+//! # Rules (details in each module's docs)
+//! - **Blocks.** Height = jmt version; genesis is version 0 and its block id
+//!   is [`Genesis::hash`]. A payload is borsh `Vec<SignedTransaction>`
+//!   within `max_block_bytes` / `max_block_txs`, else the block is invalid.
+//!   Every transaction gets a receipt; a rejected one changes nothing.
+//! - **Order of checks** per transaction: size, cosignature count, chain id
+//!   and signatures (`verify_strict`), sequence (`>=` the signer's next; gaps
+//!   allowed, replays and reorderings refused), authorization, body, limits.
+//! - **Authority** acts (Enroll, Revoke, ChangeValidators) need `threshold`
+//!   distinct members among signer and cosigners, all of them members.
+//! - **Namespaces and ownership.** Writes only where enrolled and unrevoked;
+//!   an instance is changed only by its owner or an `Admin` of its namespace.
+//! - **Revocation** deletes every instance the identity owns in the same
+//!   transaction (a revoked key is presumed compromised; its endpoints must
+//!   leave discovery now, provably), and keeps the identity record, marked.
+//! - **Leases.** An instance is live while block time `<= deadline`; it is
+//!   removed at the start of the first block past it. **Mass-expiry bound:**
+//!   per window of `expiry_window_ms`, at most `max(min_expiry_per_window,
+//!   live * max_expiry_permille / 1000)` instances expire, earliest deadline
+//!   first; the others stay, visibly overdue, renewable by heartbeat, and
+//!   expire in later windows (bookkeeping in `System{"expiry"}`).
+//! - **Health** flips only when validators holding `validity_power` (f+1)
+//!   report the opposite verdict; re-registration keeps the verdict.
+//! - **Epochs.** A ChangeValidators stores the next set (epoch + 1) and makes
+//!   the block's `ExecutionResult::next_validators` name it; a second one is
+//!   refused until blocks run in the new epoch.
 //!
 //! ```
 //! use palisade_consensus::executor::{ExecutionContext, Executor};
@@ -52,6 +80,8 @@ mod store;
 mod validate;
 mod working;
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 
