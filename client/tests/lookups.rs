@@ -299,3 +299,60 @@ fn namespace_listing_verifies_and_a_hidden_service_is_refused() {
         Err(ClientError::WrongService { .. })
     ));
 }
+
+mod mutations {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One honest answer, shared by every case.
+    fn fixture() -> &'static (
+        TrustedChain,
+        LookupResponse,
+        palisade_client::VerifiedService,
+    ) {
+        static FIXTURE: std::sync::OnceLock<(
+            TrustedChain,
+            LookupResponse,
+            palisade_client::VerifiedService,
+        )> = std::sync::OnceLock::new();
+        FIXTURE.get_or_init(|| {
+            let world = World::new();
+            let trust = TrustedChain::new(CHAIN, world.chain.set.clone()).unwrap();
+            let honest = world.answer("prod", "api", 5);
+            let expected = verify_lookup(&trust, "prod", "api", &honest, now_ms(), None).unwrap();
+            (trust, honest, expected)
+        })
+    }
+
+    /// Flip one byte of an encoded part of an honest answer.
+    fn flip(bytes: &[u8], at: usize, xor: u8) -> Vec<u8> {
+        let mut b = bytes.to_vec();
+        let i = at % b.len();
+        b[i] ^= xor;
+        b
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// No single-byte change of the certificate or of the proven lookup
+        /// yields a different verified answer: it is refused, or (for bytes
+        /// no check covers, such as a signature's unused encoding freedom,
+        /// which `verify_strict` forbids anyway) it verifies to the same one.
+        #[test]
+        fn any_flipped_byte_is_refused_or_harmless(at in any::<usize>(), xor in 1u8..=255, in_cert in any::<bool>()) {
+            let (trust, honest, expected) = fixture();
+            let mut forged = honest.clone();
+            if in_cert {
+                forged.certificate = Hex::from_bytes(flip(honest.certificate.bytes(), at, xor));
+            } else {
+                forged.lookup = Hex::from_bytes(flip(honest.lookup.bytes(), at, xor));
+            }
+            match verify_lookup(trust, "prod", "api", &forged, now_ms(), None) {
+                Ok(v) => prop_assert_eq!(&v, expected),
+                Err(e) => prop_assert!(e.is_verification_failure(), "{e:?}"),
+            }
+        }
+    }
+}
