@@ -54,6 +54,8 @@ pub(crate) struct Context {
     pub(crate) tx_ready: Notify,
     pub(crate) validators: RwLock<ValidatorSet>,
     pub(crate) watch_streams: AtomicUsize,
+    /// Every configured peer (the transport keeps those of the current set).
+    pub(crate) peers: Vec<crate::config::PeerConfig>,
 }
 
 impl Context {

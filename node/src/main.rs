@@ -1,2 +1,70 @@
-//! `palisade-node run --config FILE`.
-fn main() {}
+//! `palisade-node run --config FILE`: one Palisade validator.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use palisade_node::NodeConfig;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "palisade-node",
+    version,
+    about = "A Palisade registry validator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node until SIGINT or SIGTERM.
+    Run {
+        /// The node's TOML configuration.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration (and its key, genesis and network files) and exit.
+    Check {
+        /// The node's TOML configuration.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn init_tracing(level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            let config = NodeConfig::load(&config)?;
+            init_tracing(&config.log_level);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(palisade_node::run(config))?;
+        }
+        Command::Check { config } => {
+            let config = NodeConfig::load(&config)?;
+            let key = palisade_keys::load_key_file(&config.key_file)?;
+            let genesis = palisade_node::load_genesis(&config.genesis_file)?;
+            let peers = config.resolve_peers(&key.public())?;
+            anyhow::ensure!(
+                genesis.validators.index_of(&key.public()).is_some(),
+                "key {} is not a genesis validator",
+                key.public()
+            );
+            tracing_subscriber::fmt().init();
+            tracing::info!(chain = %genesis.chain_id, peers = peers.len(), "configuration is valid");
+        }
+    }
+    Ok(())
+}

@@ -22,7 +22,7 @@ use palisade_crypto::{encode, Digest, PublicKey, SignedTransaction};
 /// Why a transaction was not admitted. `code()` is the API error code and the
 /// metrics label.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AdmitError {
+pub(crate) enum AdmitError {
     /// Chain id, signature or cosignature refused.
     #[error("{0}")]
     BadSignature(String),
@@ -68,7 +68,7 @@ pub enum AdmitError {
 
 impl AdmitError {
     /// Stable code for the API and metrics.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             AdmitError::BadSignature(_) => "bad_signature",
             AdmitError::WrongChain(_) => "wrong_chain",
@@ -90,21 +90,21 @@ struct Entry {
 
 /// Bounds and identity of the pool.
 #[derive(Debug, Clone)]
-pub struct MempoolLimits {
+pub(crate) struct MempoolLimits {
     /// Chain id transactions must name.
-    pub chain_id: String,
+    pub(crate) chain_id: String,
     /// Most transactions in total.
-    pub max_txs: usize,
+    pub(crate) max_txs: usize,
     /// Most per signer (also the sequence window).
-    pub max_per_signer: usize,
+    pub(crate) max_per_signer: usize,
     /// Largest encoded transaction.
-    pub max_tx_bytes: usize,
+    pub(crate) max_tx_bytes: usize,
     /// When an in-flight transaction becomes proposable again.
-    pub retry_after: Duration,
+    pub(crate) retry_after: Duration,
 }
 
 /// Pending transactions.
-pub struct Mempool {
+pub(crate) struct Mempool {
     limits: MempoolLimits,
     by_slot: BTreeMap<(PublicKey, u64), Entry>,
     ids: HashMap<Digest, (PublicKey, u64)>,
@@ -119,7 +119,7 @@ impl std::fmt::Debug for Mempool {
 
 impl Mempool {
     /// An empty pool.
-    pub fn new(limits: MempoolLimits) -> Self {
+    pub(crate) fn new(limits: MempoolLimits) -> Self {
         Mempool {
             limits,
             by_slot: BTreeMap::new(),
@@ -129,23 +129,26 @@ impl Mempool {
     }
 
     /// Number of pending transactions.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_slot.len()
     }
 
     /// Whether the pool is empty.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.by_slot.is_empty()
     }
 
     /// Whether `id` is pending.
-    pub fn contains(&self, id: &Digest) -> bool {
+    pub(crate) fn contains(&self, id: &Digest) -> bool {
         self.ids.contains_key(id)
     }
 
     /// Check a transaction's signature once (outside any lock: it is the
     /// expensive part) and its size. Returns its id.
-    pub fn verify(limits: &MempoolLimits, tx: &SignedTransaction) -> Result<Digest, AdmitError> {
+    pub(crate) fn verify(
+        limits: &MempoolLimits,
+        tx: &SignedTransaction,
+    ) -> Result<Digest, AdmitError> {
         let size = encode(tx).len();
         if size > limits.max_tx_bytes {
             return Err(AdmitError::TooLarge {
@@ -163,13 +166,14 @@ impl Mempool {
     }
 
     /// The limits.
-    pub fn limits(&self) -> &MempoolLimits {
+    #[cfg(test)]
+    pub(crate) fn limits(&self) -> &MempoolLimits {
         &self.limits
     }
 
     /// Admit a transaction whose signature [`Mempool::verify`] accepted as
     /// `id`; `next` is the signer's committed next sequence.
-    pub fn insert_verified(
+    pub(crate) fn insert_verified(
         &mut self,
         tx: SignedTransaction,
         id: Digest,
@@ -216,7 +220,7 @@ impl Mempool {
 
     /// The next sequence a signer should use, counting pending transactions
     /// that extend its committed run.
-    pub fn next_sequence(&self, signer: &PublicKey, committed_next: u64) -> u64 {
+    pub(crate) fn next_sequence(&self, signer: &PublicKey, committed_next: u64) -> u64 {
         let mut next = committed_next;
         while self.by_slot.contains_key(&(*signer, next)) {
             next += 1;
@@ -250,7 +254,7 @@ impl Mempool {
 
     /// Transactions for a block: per signer, consecutive sequences from its
     /// committed next one (`next_of`), skipping ones in flight, at most `max`.
-    pub fn take_batch(
+    pub(crate) fn take_batch(
         &mut self,
         max: usize,
         now: Instant,
@@ -280,8 +284,20 @@ impl Mempool {
         out
     }
 
+    /// Mark transactions seen in another leader's (uncommitted) block as in
+    /// flight, so this node does not propose them again while it is pending.
+    pub(crate) fn mark_in_flight(&mut self, ids: &[Digest], now: Instant) {
+        for id in ids {
+            if let Some(slot) = self.ids.get(id) {
+                if let Some(entry) = self.by_slot.get_mut(slot) {
+                    entry.in_flight_until = Some(now + self.limits.retry_after);
+                }
+            }
+        }
+    }
+
     /// Forget committed transactions.
-    pub fn remove_committed(&mut self, ids: &[Digest]) {
+    pub(crate) fn remove_committed(&mut self, ids: &[Digest]) {
         for id in ids {
             if let Some((signer, seq)) = self.ids.get(id).copied() {
                 self.remove_slot(&signer, seq);

@@ -27,8 +27,4 @@ impl Shutdown {
     pub(crate) async fn wait(&mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;
     }
-    /// Whether shutdown was triggered.
-    pub(crate) fn is_triggered(&self) -> bool {
-        *self.0.borrow()
-    }
 }

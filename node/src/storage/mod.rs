@@ -11,6 +11,7 @@
 //!   RocksDB's WAL is sequential, so a synced write also makes every earlier
 //!   write durable.
 
+mod consensus;
 mod jmt_store;
 mod kv;
 mod state_store;
@@ -61,7 +62,7 @@ impl std::fmt::Debug for NodeStore {
     }
 }
 
-fn corrupt(cf: &'static str, e: impl std::fmt::Display) -> StorageError {
+pub(crate) fn corrupt(cf: &'static str, e: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt {
         cf,
         reason: e.to_string(),
@@ -159,12 +160,13 @@ impl NodeStore {
         self.kv.write(batch, true)
     }
 
-    /// Record committed block infos (oldest first) and the certificate of the
-    /// last one, atomically and synced; then they are served to clients.
+    /// Record committed block infos (oldest first, consecutive) and, when
+    /// given, the certificate of the block it names (one of `infos` or an
+    /// earlier stored one), atomically and synced; then they are served.
     pub fn commit_ledger(
         &self,
         infos: &[BlockInfo],
-        cert: &CommitCertificate,
+        cert: Option<&CommitCertificate>,
     ) -> Result<(), StorageError> {
         let Some(last) = infos.last() else {
             return Ok(());
@@ -173,11 +175,15 @@ impl NodeStore {
         for info in infos {
             batch.put(Cf::Infos, info.height.to_be_bytes(), encode(info));
         }
-        batch.put(Cf::Certs, last.height.to_be_bytes(), encode(cert));
-        if last.next_validators.is_some() {
-            let mut key = META_EPOCH_PREFIX.to_vec();
-            key.extend_from_slice(&cert.ledger_info.epoch.to_be_bytes());
-            batch.put(Cf::Meta, key, encode(cert));
+        if let Some(cert) = cert {
+            if let Some(named) = &cert.ledger_info.commit {
+                batch.put(Cf::Certs, named.height.to_be_bytes(), encode(cert));
+                if named.next_validators.is_some() {
+                    let mut key = META_EPOCH_PREFIX.to_vec();
+                    key.extend_from_slice(&cert.ledger_info.epoch.to_be_bytes());
+                    batch.put(Cf::Meta, key, encode(cert));
+                }
+            }
         }
         batch.put(Cf::Meta, META_COMMITTED, encode(&last.height));
         self.kv.write(batch, true)

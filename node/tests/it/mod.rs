@@ -1,3 +1,6 @@
+mod api;
+mod cluster;
 mod config;
+mod http;
 mod state_store;
 mod storage;

@@ -189,11 +189,14 @@ fn node_store_indexes_commits_receipts_certs_and_epochs() {
         stage(&store, 3, &[2]);
         // Heights 1 and 2 committed together; the certificate names 2.
         store
-            .commit_ledger(&[info(1, false), info(2, false)], &cert(&info(2, false)))
+            .commit_ledger(
+                &[info(1, false), info(2, false)],
+                Some(&cert(&info(2, false))),
+            )
             .unwrap();
         // Height 3 ends epoch 0.
         store
-            .commit_ledger(&[info(3, true)], &cert(&info(3, true)))
+            .commit_ledger(&[info(3, true)], Some(&cert(&info(3, true))))
             .unwrap();
         assert_eq!(store.committed_height().unwrap(), 3, "{name}");
         assert_eq!(
@@ -249,7 +252,7 @@ fn rocks_store_survives_reopen() {
         let store = NodeStore::open_rocks(&path).unwrap();
         stage(&store, 1, &[5]);
         store
-            .commit_ledger(&[info(1, false)], &cert(&info(1, false)))
+            .commit_ledger(&[info(1, false)], Some(&cert(&info(1, false))))
             .unwrap();
         store.put_safety("safety", b"voted").unwrap();
         write_tree(store.tree());

@@ -1,0 +1,362 @@
+//! The consensus driver: the I/O shell around the sans-IO [`Replica`].
+//!
+//! One task owns the replica and feeds it authenticated frames, timer
+//! expiries (`now` from the system clock, passed in) and payloads from the
+//! mempool, then carries out its outputs **in order**: a safety record or
+//! block is made durable (synced RocksDB write) before any later send leaves
+//! the node; committed blocks go to the committed log, the ledger index and
+//! its certificate (synced), then waiters and watch streams are told.
+//!
+//! Leaders propose as soon as the mempool holds transactions (after
+//! `consensus.proposal_delay_ms` to fill the block) or an uncommitted ancestor
+//! carries some (its child commits it); an idle chain proposes empty blocks
+//! only every half round timeout, so an idle node stays nearly idle.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use palisade_consensus::hotstuff::{CommittedBlock, Message, Output, Replica};
+use palisade_consensus::state::{decode_payload, encode_payload, Params, RegistryExecutor};
+use palisade_crypto::{decode_capped, encode, Digest, SignedTransaction};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use crate::config::ConsensusConfig;
+use crate::context::{Context, Progress, Wire};
+use crate::error::NodeError;
+use crate::net::{Inbound, MAX_FRAME};
+use crate::shutdown::Shutdown;
+use crate::storage::NodeStore;
+
+/// Most transactions accepted from one gossip frame.
+const MAX_GOSSIP_TXS: usize = 1024;
+
+/// Milliseconds since the Unix epoch: the `now` handed to the core.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+struct PayloadDue {
+    round: u64,
+    parent_id: Digest,
+    asked_at: Instant,
+}
+
+/// What the driver remembers of blocks it accepted: parent and whether the
+/// block carries transactions.
+struct BlockMeta {
+    height: u64,
+    parent: Digest,
+    nonempty: bool,
+}
+
+pub(crate) struct Driver {
+    ctx: Arc<Context>,
+    replica: Replica<RegistryExecutor<NodeStore>>,
+    inbound: mpsc::Receiver<Inbound>,
+    params: Params,
+    config: ConsensusConfig,
+    due: Option<PayloadDue>,
+    blocks: HashMap<Digest, BlockMeta>,
+    timed_out_round: Option<u64>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        ctx: Arc<Context>,
+        replica: Replica<RegistryExecutor<NodeStore>>,
+        inbound: mpsc::Receiver<Inbound>,
+        config: ConsensusConfig,
+    ) -> Self {
+        let params = replica.executor().params().clone();
+        Driver {
+            ctx,
+            replica,
+            inbound,
+            params,
+            config,
+            due: None,
+            blocks: HashMap::new(),
+            timed_out_round: None,
+        }
+    }
+
+    /// Run until shutdown or a storage failure (which stops the node: it
+    /// must not vote on state it could not persist).
+    pub(crate) async fn run(mut self, mut shutdown: Shutdown) -> Result<(), NodeError> {
+        self.drain()?;
+        loop {
+            let sleep =
+                Duration::from_millis(self.replica.next_deadline().saturating_sub(now_ms()));
+            let payload_wait = self.payload_wait();
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                frame = self.inbound.recv() => match frame {
+                    Some(frame) => self.on_frame(frame),
+                    None => break,
+                },
+                _ = tokio::time::sleep(sleep) => {
+                    if let Err(e) = self.replica.handle_timeout(now_ms()) {
+                        debug!(error = %e, "timeout refused");
+                    }
+                }
+                _ = tokio::time::sleep(payload_wait.unwrap_or_default()), if payload_wait.is_some() => {
+                    self.propose();
+                }
+                _ = self.ctx.tx_ready.notified(), if self.due.is_some() => {}
+            }
+            self.drain()?;
+        }
+        info!("consensus driver stopped");
+        Ok(())
+    }
+
+    fn on_frame(&mut self, frame: Inbound) {
+        let wire: Wire = match decode_capped(&frame.bytes, MAX_FRAME) {
+            Ok(w) => w,
+            Err(e) => {
+                self.ctx.metrics.frames_dropped.inc();
+                debug!(from = %frame.from.short(), error = %e, "undecodable frame");
+                return;
+            }
+        };
+        match wire {
+            Wire::Consensus(bytes) => {
+                if let Err(e) = self.replica.handle_bytes(now_ms(), frame.from, &bytes) {
+                    debug!(from = %frame.from.short(), error = %e, "consensus message refused");
+                }
+            }
+            Wire::Txs(txs) => {
+                let ctx = self.ctx.clone();
+                let txs: Vec<SignedTransaction> = txs.into_iter().take(MAX_GOSSIP_TXS).collect();
+                // Verification is CPU work: off the driver's task.
+                tokio::task::spawn_blocking(move || {
+                    for tx in txs {
+                        let _ = ctx.admit(tx, false);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Whether an uncommitted ancestor from `id` down carries transactions.
+    fn ancestors_nonempty(&self, mut id: Digest) -> bool {
+        let committed = self.replica.committed().height;
+        while let Some(meta) = self.blocks.get(&id) {
+            if meta.height <= committed {
+                return false;
+            }
+            if meta.nonempty {
+                return true;
+            }
+            id = meta.parent;
+        }
+        false
+    }
+
+    fn payload_wait(&self) -> Option<Duration> {
+        let due = self.due.as_ref()?;
+        let pending = !self
+            .ctx
+            .mempool
+            .lock()
+            .expect("mempool lock poisoned")
+            .is_empty();
+        let wait = if pending {
+            self.config.proposal_delay_ms
+        } else if self.ancestors_nonempty(due.parent_id) {
+            0
+        } else {
+            self.config.round_timeout_ms / 2
+        };
+        Some((due.asked_at + Duration::from_millis(wait)).saturating_duration_since(Instant::now()))
+    }
+
+    fn propose(&mut self) {
+        let Some(due) = self.due.take() else { return };
+        let max_txs = self
+            .config
+            .max_block_txs
+            .min(self.params.max_block_txs as usize);
+        let ctx = self.ctx.clone();
+        let mut txs = ctx
+            .mempool
+            .lock()
+            .expect("mempool lock poisoned")
+            .take_batch(max_txs, Instant::now(), |k| ctx.committed_next_sequence(k));
+        // Keep the payload within the block bound (the frame cap is larger).
+        let cap = (self.params.max_block_bytes as usize).min(MAX_FRAME / 2);
+        let mut size = 4;
+        let mut keep = 0;
+        for tx in &txs {
+            let len = encode(tx).len();
+            if size + len > cap {
+                break;
+            }
+            size += len;
+            keep += 1;
+        }
+        txs.truncate(keep);
+        let n = txs.len();
+        match self
+            .replica
+            .handle_payload(now_ms(), due.round, encode_payload(&txs))
+        {
+            Ok(()) => debug!(round = due.round, txs = n, "proposed"),
+            Err(e) => debug!(round = due.round, error = %e, "proposal refused"),
+        }
+    }
+
+    /// Carry out the replica's outputs in order.
+    fn drain(&mut self) -> Result<(), NodeError> {
+        let round_before = self.ctx.progress.borrow().round;
+        let outputs = self.replica.take_outputs();
+        let mut committed: Vec<CommittedBlock> = Vec::new();
+        for out in outputs {
+            if !matches!(out, Output::Committed(_)) && !committed.is_empty() {
+                self.on_committed(std::mem::take(&mut committed))?;
+            }
+            match out {
+                Output::PersistSafety(s) => self.ctx.store.put_safety_state(&s)?,
+                Output::PersistBlock(b) => {
+                    self.ctx.store.put_pending_block(&b)?;
+                    let ids: Vec<Digest> = decode_payload(&b.payload, &self.params)
+                        .map(|txs| txs.iter().map(|t| t.id()).collect())
+                        .unwrap_or_default();
+                    self.ctx
+                        .mempool
+                        .lock()
+                        .expect("mempool lock poisoned")
+                        .mark_in_flight(&ids, Instant::now());
+                    self.blocks.insert(
+                        b.id(),
+                        BlockMeta {
+                            height: b.height,
+                            parent: b.parent_id(),
+                            nonempty: !ids.is_empty(),
+                        },
+                    );
+                }
+                Output::Send { to, message } => self.ctx.net.send(to, wire(&message)),
+                Output::Broadcast(message) => {
+                    if let Message::Timeout(t) = &message {
+                        self.ctx.metrics.timeouts.inc();
+                        self.timed_out_round = Some(t.round);
+                    }
+                    self.ctx.net.broadcast(wire(&message));
+                }
+                Output::NeedPayload {
+                    round, parent_id, ..
+                } => {
+                    self.due = Some(PayloadDue {
+                        round,
+                        parent_id,
+                        asked_at: Instant::now(),
+                    });
+                }
+                Output::Committed(c) => committed.push(c),
+                Output::NewEpoch(set) => {
+                    info!(
+                        epoch = set.epoch,
+                        validators = set.validators.len(),
+                        "new epoch"
+                    );
+                    let peers = self
+                        .ctx
+                        .peers
+                        .iter()
+                        .filter(|p| set.index_of(&p.public_key).is_some())
+                        .cloned()
+                        .collect();
+                    self.ctx.net.set_peers(peers);
+                    *self
+                        .ctx
+                        .validators
+                        .write()
+                        .expect("validators lock poisoned") = set;
+                }
+            }
+        }
+        if !committed.is_empty() {
+            self.on_committed(committed)?;
+        }
+        self.update_progress(round_before);
+        Ok(())
+    }
+
+    fn update_progress(&mut self, round_before: u64) {
+        let round = self.replica.round();
+        if round > round_before {
+            let m = &self.ctx.metrics;
+            m.rounds.inc_by(round - round_before);
+            m.round.set(round as i64);
+            if self.timed_out_round.is_some_and(|t| t + 1 == round) {
+                m.view_changes.inc();
+            }
+        }
+        if self.due.as_ref().is_some_and(|d| d.round < round) {
+            self.due = None;
+        }
+        let progress = Progress {
+            round,
+            epoch: self.replica.epoch(),
+            leader: Some(self.replica.leader_of(round)),
+        };
+        self.ctx.progress.send_if_modified(|p| {
+            let changed = *p != progress;
+            *p = progress;
+            changed
+        });
+    }
+
+    fn on_committed(&mut self, blocks: Vec<CommittedBlock>) -> Result<(), NodeError> {
+        let store = &self.ctx.store;
+        store.put_committed_blocks(&blocks)?;
+        let last = blocks.last().expect("non-empty commit batch");
+        let top = last.info.height;
+        let cert = last.certificate();
+        let certified = last.certified_info().map(|i| i.height);
+        let infos: Vec<_> = blocks.iter().map(|c| c.info.clone()).collect();
+        store.commit_ledger(&infos, certified.filter(|h| *h <= top).map(|_| &cert))?;
+        let mut ids = Vec::new();
+        for c in &blocks {
+            if let Some(record) = store.height_record(c.info.height)? {
+                ids.extend(record.tx_ids);
+            }
+        }
+        {
+            let mut pool = self.ctx.mempool.lock().expect("mempool lock poisoned");
+            pool.remove_committed(&ids);
+            self.ctx.metrics.mempool_size.set(pool.len() as i64);
+        }
+        if let Err(e) = store.prune_pending_blocks(top) {
+            warn!(error = %e, "pruning committed blocks failed");
+        }
+        self.blocks.retain(|_, m| m.height > top);
+        self.ctx.metrics.commits.inc_by(blocks.len() as u64);
+        self.ctx.metrics.height.set(top as i64);
+        debug!(
+            height = top,
+            blocks = blocks.len(),
+            txs = ids.len(),
+            "committed"
+        );
+        let _ = self.ctx.commits.send(top);
+        Ok(())
+    }
+}
+
+fn wire(message: &Message) -> Vec<u8> {
+    encode(&Wire::Consensus(message.encode()))
+}
+
+/// Log a fatal driver error (the node stops).
+pub(crate) fn report(result: Result<(), NodeError>) {
+    if let Err(e) = result {
+        error!(error = %e, "consensus driver failed; the node stops participating");
+    }
+}

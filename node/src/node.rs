@@ -1,0 +1,289 @@
+//! Starting and stopping a node: storage, recovery, transport, API, driver.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use palisade_consensus::hotstuff::{Config as CoreConfig, Recovery, Replica, SafetyState};
+use palisade_consensus::state::{CommitMeta, Genesis, RegistryExecutor, StateReader};
+use palisade_crypto::{BlockInfo, Digest, PublicKey, SecretKey};
+use tokio::sync::{broadcast, watch, Notify};
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::config::NodeConfig;
+use crate::context::{Context, Progress};
+use crate::driver::{now_ms, report, Driver};
+use crate::error::NodeError;
+use crate::mempool::{Mempool, MempoolLimits};
+use crate::metrics::Metrics;
+use crate::net::{self, MAX_FRAME};
+use crate::shutdown::ShutdownTrigger;
+use crate::storage::NodeStore;
+use crate::{api, probe};
+
+/// A running node.
+#[derive(Debug)]
+pub struct NodeHandle {
+    api_addr: SocketAddr,
+    p2p_addr: Multiaddr,
+    public_key: PublicKey,
+    trigger: ShutdownTrigger,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl NodeHandle {
+    /// The bound API address (useful with port 0).
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+    /// The bound libp2p address.
+    pub fn p2p_addr(&self) -> &Multiaddr {
+        &self.p2p_addr
+    }
+    /// This validator's key.
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+    /// Stop every task and wait for them (RocksDB is closed when the last
+    /// store handle drops).
+    pub async fn stop(self) {
+        self.trigger.trigger();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn setup(file: &std::path::Path, reason: impl std::fmt::Display) -> NodeError {
+    NodeError::Setup {
+        file: file.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Read and check a genesis file (JSON, the state machine's [`Genesis`]).
+pub fn load_genesis(path: &std::path::Path) -> Result<Genesis, NodeError> {
+    let text = std::fs::read_to_string(path).map_err(|e| setup(path, e))?;
+    let genesis: Genesis = serde_json::from_str(&text).map_err(|e| setup(path, e))?;
+    genesis.validate().map_err(|e| setup(path, e))?;
+    Ok(genesis)
+}
+
+/// The genesis block info every replica starts from.
+fn genesis_info(meta: &CommitMeta) -> BlockInfo {
+    BlockInfo {
+        round: 0,
+        height: 0,
+        block_id: meta.block_id,
+        state_root: meta.state_root,
+        tx_root: meta.tx_root,
+        timestamp_ms: meta.timestamp_ms,
+        next_validators: None,
+        parent_info: Digest::ZERO,
+    }
+}
+
+/// Rebuild the replica's [`Recovery`] from the store. The executor may be
+/// ahead of the ledger index (a crash between the state commit and the ledger
+/// write): the missing heights are rebuilt from the stored blocks.
+fn recovery(store: &NodeStore, meta: &CommitMeta) -> Result<Recovery, NodeError> {
+    let inconsistent = |what: String| NodeError::Consensus(format!("store inconsistent: {what}"));
+    let hs = meta.height;
+    let hl = store.committed_height()?;
+    if hl > hs {
+        return Err(inconsistent(format!("ledger at {hl} above state at {hs}")));
+    }
+    let root = if hs == 0 {
+        genesis_info(meta)
+    } else if hl == hs {
+        store
+            .block_info(hs)?
+            .ok_or_else(|| inconsistent(format!("no block info at {hs}")))?
+    } else {
+        let mut infos = Vec::new();
+        let mut id = meta.block_id;
+        for h in (hl + 1..=hs).rev() {
+            let block = store
+                .pending_block(&id)?
+                .ok_or_else(|| inconsistent(format!("committed block {id} at {h} missing")))?;
+            id = block.parent_id();
+            infos.push(block.info());
+        }
+        infos.reverse();
+        store.commit_ledger(&infos, None)?;
+        info!(
+            from = hl + 1,
+            to = hs,
+            "rebuilt the ledger index after a crash"
+        );
+        infos.pop().expect("at least one height")
+    };
+    let validators = StateReader::at(store, hs)
+        .validators()
+        .map_err(|e| inconsistent(e.to_string()))?;
+    let mut committed = Vec::new();
+    let mut h = hs;
+    while h > 0 && committed.len() < 64 {
+        match store.committed_block(h)? {
+            Some(c) if c.info.height == h => committed.push(c),
+            _ => break,
+        }
+        h -= 1;
+    }
+    committed.reverse();
+    if committed.last().is_some_and(|c| c.info != root) {
+        committed.clear();
+    }
+    let blocks = store
+        .pending_blocks()?
+        .into_iter()
+        .filter(|b| b.height > hs)
+        .collect();
+    let safety = store
+        .safety_state()?
+        .unwrap_or_else(|| SafetyState::new(validators.epoch));
+    Ok(Recovery {
+        safety,
+        root,
+        root_qc: None,
+        validators,
+        committed,
+        blocks,
+    })
+}
+
+/// Start a node from `config` and return once its listeners are bound.
+pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
+    config.validate()?;
+    let key: SecretKey = palisade_keys::load_key_file(&config.key_file)?;
+    let me = key.public();
+    let genesis = load_genesis(&config.genesis_file)?;
+    if genesis.validators.index_of(&me).is_none() {
+        return Err(setup(
+            &config.key_file,
+            format!("key {me} is not a genesis validator"),
+        ));
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| setup(&config.data_dir, e))?;
+    let store = NodeStore::open_rocks(&config.data_dir.join("db"))?;
+    let executor = RegistryExecutor::open(store.clone(), &genesis)
+        .map_err(|e| setup(&config.genesis_file, e))?;
+    let meta = executor.committed_meta().clone();
+    let recovery = recovery(&store, &meta)?;
+    let validators = recovery.validators.clone();
+    let mut core = CoreConfig::new(genesis.chain_id.clone());
+    core.base_timeout_ms = config.consensus.round_timeout_ms;
+    core.max_clock_drift_ms = genesis.params.max_timestamp_drift_ms;
+    core.max_payload_bytes = (genesis.params.max_block_bytes as usize).min(MAX_FRAME / 2);
+    let replica = Replica::recover(core, key.clone(), executor, recovery, now_ms())
+        .map_err(|e| NodeError::Consensus(e.to_string()))?;
+    info!(key = %me.short(), height = meta.height, round = replica.round(), "replica ready");
+
+    let (trigger, shutdown) = ShutdownTrigger::new();
+    let peers = config.resolve_peers(&me)?;
+    let (net, inbound, p2p_addr) = net::start(
+        &key,
+        config.p2p_multiaddr()?,
+        peers.clone(),
+        config.fault_injection,
+        shutdown.clone(),
+    )
+    .await?;
+    let limits = MempoolLimits {
+        chain_id: genesis.chain_id.clone(),
+        max_txs: config.mempool.max_txs,
+        max_per_signer: config.mempool.max_per_signer,
+        max_tx_bytes: genesis.params.max_tx_bytes as usize,
+        retry_after: Duration::from_millis(3 * config.consensus.round_timeout_ms),
+    };
+    let ctx = Arc::new(Context {
+        store,
+        chain_id: genesis.chain_id.clone(),
+        key: me,
+        mempool: Mutex::new(Mempool::new(limits.clone())),
+        limits,
+        progress: watch::channel(Progress::default()).0,
+        commits: broadcast::channel(config.api.watch_buffer).0,
+        metrics: Metrics::new(),
+        net,
+        api: config.api.clone(),
+        forge_lookups: config.forge_lookups,
+        fault_injection: config.fault_injection,
+        tx_ready: Notify::new(),
+        validators: RwLock::new(validators),
+        watch_streams: AtomicUsize::new(0),
+        peers,
+    });
+    let api_addr = config.api_socket_addr()?;
+    let listener = tokio::net::TcpListener::bind(api_addr)
+        .await
+        .map_err(|e| NodeError::Io {
+            what: format!("API listener on {api_addr}"),
+            reason: e.to_string(),
+        })?;
+    let api_addr = listener.local_addr().map_err(|e| NodeError::Io {
+        what: "API listener".into(),
+        reason: e.to_string(),
+    })?;
+    info!(%api_addr, "API listening");
+    let mut tasks = Vec::new();
+    let router = api::router(ctx.clone());
+    let mut api_stop = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            api_stop.wait().await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "API server failed");
+        }
+    }));
+    let driver = Driver::new(ctx.clone(), replica, inbound, config.consensus.clone());
+    let driver_stop = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        report(driver.run(driver_stop).await);
+    }));
+    if config.probes.enabled {
+        let prober = probe::Prober::new(ctx.clone(), key, config.probes.clone());
+        tasks.push(tokio::spawn(prober.run(shutdown.clone())));
+    }
+    Ok(NodeHandle {
+        api_addr,
+        p2p_addr,
+        public_key: me,
+        trigger,
+        tasks,
+    })
+}
+
+/// Run a node until SIGINT/SIGTERM.
+pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
+    let node = start(config).await?;
+    wait_for_signal().await;
+    info!("stopping");
+    node.stop().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,104 @@
+//! Consensus records: uncommitted blocks (by id, for restart) and the
+//! committed log (by height, with the QC that committed each block).
+//!
+//! Uncommitted blocks live in [`Cf::Blocks`] under their 32-byte id; the
+//! committed log under `"c" || height (u64 big-endian)` in the same family,
+//! so the two key spaces never meet.
+
+use palisade_consensus::hotstuff::{Block, CommittedBlock, SafetyState};
+use palisade_crypto::{decode, encode, Digest};
+
+use super::{corrupt, Batch, Cf, NodeStore};
+use crate::error::StorageError;
+
+const SAFETY: &str = "safety";
+
+fn log_key(height: u64) -> Vec<u8> {
+    let mut k = b"c".to_vec();
+    k.extend_from_slice(&height.to_be_bytes());
+    k
+}
+
+impl NodeStore {
+    /// Durably overwrite the safety state (fsync before returning).
+    pub fn put_safety_state(&self, state: &SafetyState) -> Result<(), StorageError> {
+        self.put_safety(SAFETY, &encode(state))
+    }
+
+    /// The persisted safety state.
+    pub fn safety_state(&self) -> Result<Option<SafetyState>, StorageError> {
+        match self.safety(SAFETY)? {
+            None => Ok(None),
+            Some(b) => Ok(Some(decode(&b).map_err(|e| corrupt("safety", e))?)),
+        }
+    }
+
+    /// Durably store an uncommitted block (synced: it precedes the vote for it).
+    pub fn put_pending_block(&self, block: &Block) -> Result<(), StorageError> {
+        let mut batch = Batch::new();
+        batch.put(Cf::Blocks, block.id().0, encode(block));
+        self.kv().write(batch, true)
+    }
+
+    /// A stored block by id (uncommitted, or committed but not yet pruned).
+    pub fn pending_block(&self, id: &Digest) -> Result<Option<Block>, StorageError> {
+        match self.block(id)? {
+            None => Ok(None),
+            Some(b) => Ok(Some(decode(&b).map_err(|e| corrupt("blocks", e))?)),
+        }
+    }
+
+    /// Every stored uncommitted block.
+    pub fn pending_blocks(&self) -> Result<Vec<Block>, StorageError> {
+        let mut out = Vec::new();
+        let mut start = Vec::new();
+        loop {
+            let page = self.kv().scan(Cf::Blocks, &start, 256)?;
+            let Some((last, _)) = page.last() else { break };
+            let mut next = last.clone();
+            next.push(0);
+            for (k, v) in &page {
+                if k.len() == 32 {
+                    out.push(decode(v).map_err(|e| corrupt("blocks", e))?);
+                }
+            }
+            if page.len() < 256 {
+                break;
+            }
+            start = next;
+        }
+        Ok(out)
+    }
+
+    /// Delete stored uncommitted blocks at or below `height`.
+    pub fn prune_pending_blocks(&self, height: u64) -> Result<(), StorageError> {
+        let mut batch = Batch::new();
+        for block in self.pending_blocks()? {
+            if block.height <= height {
+                batch.delete(Cf::Blocks, block.id().0.to_vec());
+            }
+        }
+        if !batch.is_empty() {
+            self.kv().write(batch, false)?;
+        }
+        Ok(())
+    }
+
+    /// Append committed blocks to the committed log (not synced: the ledger
+    /// write that follows is).
+    pub fn put_committed_blocks(&self, blocks: &[CommittedBlock]) -> Result<(), StorageError> {
+        let mut batch = Batch::new();
+        for c in blocks {
+            batch.put(Cf::Blocks, log_key(c.info.height), encode(c));
+        }
+        self.kv().write(batch, false)
+    }
+
+    /// The committed log entry at `height`.
+    pub fn committed_block(&self, height: u64) -> Result<Option<CommittedBlock>, StorageError> {
+        match self.kv().get(Cf::Blocks, &log_key(height))? {
+            None => Ok(None),
+            Some(b) => Ok(Some(decode(&b).map_err(|e| corrupt("blocks", e))?)),
+        }
+    }
+}
