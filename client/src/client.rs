@@ -41,7 +41,8 @@ pub struct ClientConfig {
     /// Freshness bound of lookups.
     pub freshness: Freshness,
     /// Number of nodes whose verified answers a lookup collects (the highest
-    /// height wins); 1 asks until one answer verifies.
+    /// height wins; fewer when fewer nodes give one); 1 asks until one
+    /// answer verifies.
     pub read_quorum: usize,
     /// Talk to this node only, instead of the network file's nodes.
     pub only_node: Option<String>,
