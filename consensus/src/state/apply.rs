@@ -359,7 +359,7 @@ fn register(
     // Checks done; mutate.
     let mut labels = reg.labels.clone();
     labels.sort();
-    let deadline = env.now_ms + reg.ttl_secs as u64 * 1000;
+    let deadline = env.now_ms.saturating_add(reg.ttl_secs as u64 * 1000);
     let (owner, health, dissenting) = match existing {
         Some(old) => (old.owner, old.health, old.dissenting_reporters),
         None => (*signer, Health::Passing, Vec::new()),

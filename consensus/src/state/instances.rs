@@ -135,7 +135,7 @@ pub(crate) fn renew(
             .binary_search_by(|i| i.instance.as_str().cmp(&r.instance))
         {
             let inst = &mut svc.instances[pos];
-            deadline = env.now_ms + inst.ttl_secs as u64 * 1000;
+            deadline = env.now_ms.saturating_add(inst.ttl_secs as u64 * 1000);
             inst.lease_expires_at_ms = deadline;
         }
     }

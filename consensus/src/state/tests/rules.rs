@@ -215,6 +215,28 @@ fn limits_bound_services_and_identities() {
 }
 
 #[test]
+fn namespaces_hold_a_bounded_number_of_services() {
+    let mut g = genesis();
+    g.params.max_services_per_namespace = 1;
+    let mut c = Chain::with(g);
+    let a = c.tx(&alice(), TxBody::Register(reg("shop", "web", "a1")));
+    let b = c.tx(&alice(), TxBody::Register(reg("shop", "api", "a2")));
+    let more = c.tx(&alice(), TxBody::Register(reg("shop", "web", "a3")));
+    let (_, r) = c.block(1_000, &[a, b, more]);
+    let outcomes: Vec<_> = r.receipts.iter().map(|r| r.outcome.clone()).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            TxOutcome::Applied,
+            TxOutcome::Rejected(TxRejection::NamespaceFull { max: 1 }),
+            TxOutcome::Applied,
+        ]
+    );
+    let ns = c.reader().namespace("shop").unwrap();
+    assert_eq!(ns.verify(&c.root()).unwrap().unwrap().services, vec!["web"]);
+}
+
+#[test]
 fn revocation_removes_every_owned_instance_at_once() {
     let mut c = Chain::new();
     let txs: Vec<_> = [("web", "a1"), ("api", "a2")]
