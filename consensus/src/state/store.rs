@@ -8,16 +8,7 @@
 //! atomically. The node implements it over RocksDB; [`MemStore`] is the
 //! in-memory implementation used by tests, the simulator and the audits.
 //!
-//! Invariants a store must keep (the executor relies on them):
-//! - Only committed blocks reach the store, one [`StateCommit`] per height, in
-//!   height order (genesis first). Speculative blocks never do, so two blocks
-//!   of one height on different branches never share a tree version here.
-//! - A [`StateCommit`] is written atomically: after a crash either all of its
-//!   nodes, values and metadata are visible or none is.
-//! - Values are versioned: [`StateStore::value`] returns the newest entry whose
-//!   version is `<= max_version`, and a deletion (`None` in the batch) is kept as
-//!   a tombstone so that an older value does not shine through.
-//! - Nodes are immutable once written (a `NodeKey` carries its version).
+//! The invariants a store must keep are on [`StateStore`].
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -87,6 +78,24 @@ pub struct StateCommit {
 /// `Arc<dyn StateStore>` work. Methods take `&self` so a store can be shared
 /// between the executor and the query path; implementations synchronise
 /// internally.
+///
+/// Invariants a store must keep (the executor relies on them):
+/// - Only committed blocks reach the store, one [`StateCommit`] per height, in
+///   height order (genesis first). Speculative blocks never do, so two blocks
+///   of one height on different branches never share a tree version here.
+/// - A [`StateCommit`] is written atomically: after a crash either all of its
+///   nodes, values and metadata are visible or none is.
+/// - Values are versioned: [`StateStore::value`] returns the newest entry whose
+///   version is `<= max_version`, and a deletion (`None` in the batch) is kept as
+///   a tombstone so that an older value does not shine through.
+/// - Nodes are immutable once written (a `NodeKey` carries its version).
+///
+/// A key-value backend can map this directly: nodes under `borsh(NodeKey)`;
+/// values under `key_hash || version.to_be_bytes()` so that `value` is one
+/// reverse seek from `key_hash || max_version` (a deletion is an entry with an
+/// empty marker); the [`CommitMeta`] under a fixed key, all in one write batch.
+/// `state::testing::check_store` (feature `testing`) checks a
+/// backend against these invariants.
 pub trait StateStore {
     /// The tree node at `key`, if stored.
     fn node(&self, key: &NodeKey) -> Result<Option<Node>, StoreError>;
