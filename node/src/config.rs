@@ -19,6 +19,7 @@
 //! round_timeout_ms = 1000                   # first round timeout; backs off on repeated timeouts
 //! max_block_txs = 500
 //! proposal_delay_ms = 20                    # leader waits this long for more txs when the mempool is non-empty
+//! retain_committed = 1024                   # committed blocks kept in memory for sync; older ones come from RocksDB
 //!
 //! [mempool]
 //! max_txs = 20000
@@ -67,6 +68,9 @@ pub struct ConsensusConfig {
     pub max_block_txs: usize,
     /// How long a leader with a non-empty mempool waits to fill a block (default 20 ms).
     pub proposal_delay_ms: u64,
+    /// Committed blocks the core keeps in memory for sync (default 1024);
+    /// older history is served from RocksDB.
+    pub retain_committed: usize,
 }
 
 impl Default for ConsensusConfig {
@@ -75,6 +79,7 @@ impl Default for ConsensusConfig {
             round_timeout_ms: 1000,
             max_block_txs: 500,
             proposal_delay_ms: 20,
+            retain_committed: 1024,
         }
     }
 }
@@ -314,6 +319,9 @@ impl NodeConfig {
                 "consensus.max_block_txs",
                 format!("{} is outside 1..=10000", c.max_block_txs),
             );
+        }
+        if c.retain_committed < 4 {
+            return invalid("consensus.retain_committed", "must be at least 4".into());
         }
         if c.proposal_delay_ms >= c.round_timeout_ms {
             return invalid(

@@ -16,9 +16,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use palisade_consensus::hotstuff::{CommittedBlock, Message, Output, Replica};
+use palisade_consensus::hotstuff::{
+    Block, CommitRequest, CommitResponse, CommittedBlock, Message, Output, QuorumCert, Replica,
+};
 use palisade_consensus::state::{decode_payload, encode_payload, Params, RegistryExecutor};
-use palisade_crypto::{decode_capped, encode, Digest, SignedTransaction};
+use palisade_crypto::{decode_capped, encode, Digest, PublicKey, SignedTransaction};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
@@ -28,6 +30,9 @@ use crate::error::NodeError;
 use crate::net::{Inbound, MAX_FRAME};
 use crate::shutdown::Shutdown;
 use crate::storage::NodeStore;
+
+/// Blocks per sync response served from storage (the core's default batch).
+const SYNC_BATCH: usize = 64;
 
 /// Most transactions accepted from one gossip frame.
 const MAX_GOSSIP_TXS: usize = 1024;
@@ -63,6 +68,7 @@ pub(crate) struct Driver {
     due: Option<PayloadDue>,
     blocks: HashMap<Digest, BlockMeta>,
     timed_out_round: Option<u64>,
+    retain_committed: usize,
 }
 
 impl Driver {
@@ -73,6 +79,7 @@ impl Driver {
         config: ConsensusConfig,
     ) -> Self {
         let params = replica.executor().params().clone();
+        let retain_committed = config.retain_committed;
         Driver {
             ctx,
             replica,
@@ -82,6 +89,7 @@ impl Driver {
             due: None,
             blocks: HashMap::new(),
             timed_out_round: None,
+            retain_committed,
         }
     }
 
@@ -126,7 +134,20 @@ impl Driver {
         };
         match wire {
             Wire::Consensus(bytes) => {
-                if let Err(e) = self.replica.handle_bytes(now_ms(), frame.from, &bytes) {
+                let message = match Message::decode(&bytes) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.ctx.metrics.frames_dropped.inc();
+                        debug!(from = %frame.from.short(), error = %e, "undecodable consensus message");
+                        return;
+                    }
+                };
+                if let Message::CommitRequest(r) = &message {
+                    if self.serve_old_commits(frame.from, r) {
+                        return;
+                    }
+                }
+                if let Err(e) = self.replica.handle_message(now_ms(), frame.from, message) {
                     debug!(from = %frame.from.short(), error = %e, "consensus message refused");
                 }
             }
@@ -141,6 +162,71 @@ impl Driver {
                 });
             }
         }
+    }
+
+    /// Answer a request for committed blocks older than the core's in-memory
+    /// window from the committed log, exactly as the core answers newer ones
+    /// (blocks of one epoch, oldest first, ending at a block the returned QC
+    /// commits). Returns whether it answered.
+    fn serve_old_commits(&self, from: PublicKey, r: &CommitRequest) -> bool {
+        let committed = self.replica.committed().height;
+        let window = (self.retain_committed as u64 / 2).max(1);
+        if r.from_height == 0 || r.from_height + window > committed {
+            return false;
+        }
+        match self.committed_from_log(r.from_height) {
+            Ok(Some((blocks, commit_qc))) => {
+                debug!(to = %from.short(), from_height = r.from_height, blocks = blocks.len(), "serving committed history from storage");
+                let message = Message::CommitResponse(CommitResponse { blocks, commit_qc });
+                self.ctx.net.send(from, wire(&message));
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                warn!(error = %e, "reading the committed log failed");
+                false
+            }
+        }
+    }
+
+    fn committed_from_log(
+        &self,
+        height: u64,
+    ) -> Result<Option<(Vec<Block>, QuorumCert)>, NodeError> {
+        let Some(first) = self.ctx.store.committed_block(height)? else {
+            return Ok(None);
+        };
+        let epoch = first.block.epoch;
+        let mut blocks = Vec::new();
+        let mut qc = None;
+        let mut next = Some(first);
+        let mut h = height;
+        while let Some(c) = next {
+            if c.block.epoch != epoch {
+                break;
+            }
+            let commits_this =
+                c.commit_qc.commit_info().map(|i| i.block_id) == Some(c.info.block_id);
+            let ends_epoch = c.info.next_validators.is_some();
+            blocks.push(c.block.clone());
+            if commits_this {
+                qc = Some(c.commit_qc.clone());
+                if blocks.len() >= SYNC_BATCH || ends_epoch {
+                    break;
+                }
+            }
+            if blocks.len() >= 4 * SYNC_BATCH {
+                break;
+            }
+            h += 1;
+            next = self.ctx.store.committed_block(h)?;
+        }
+        let Some(qc) = qc else { return Ok(None) };
+        let Some(last) = qc.commit_info().map(|i| i.height) else {
+            return Ok(None);
+        };
+        blocks.retain(|b| b.height <= last);
+        Ok(Some((blocks, qc)))
     }
 
     /// Whether an uncommitted ancestor from `id` down carries transactions.

@@ -177,6 +177,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let mut core = CoreConfig::new(genesis.chain_id.clone());
     core.base_timeout_ms = config.consensus.round_timeout_ms;
     core.max_clock_drift_ms = genesis.params.max_timestamp_drift_ms;
+    core.retain_committed = config.consensus.retain_committed;
     core.max_payload_bytes = (genesis.params.max_block_bytes as usize).min(MAX_FRAME / 2);
     let replica = Replica::recover(core, key.clone(), executor, recovery, now_ms())
         .map_err(|e| NodeError::Consensus(e.to_string()))?;
