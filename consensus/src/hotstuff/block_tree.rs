@@ -126,6 +126,17 @@ impl BlockTree {
         if !self.contains(&qc.certified_id()) {
             return false;
         }
+        if qc.certified_id() == self.root_info.block_id {
+            // A signed QC for the root replaces a local unsigned one, so
+            // proposals and timeouts built on the root verify at peers.
+            if self.root_qc.is_root() && !qc.is_root() && qc.round() == self.root_qc.round() {
+                if self.high_qc == self.root_qc {
+                    self.high_qc = qc.clone();
+                }
+                self.root_qc = qc;
+            }
+            return false;
+        }
         let higher = qc.round() > self.high_qc.round();
         if qc.commit_info().is_some()
             && self
@@ -187,9 +198,17 @@ impl BlockTree {
         }
         if let Some(last) = out.last() {
             self.root_info = last.info.clone();
-            if let Some(root_qc) = self.qcs.get(target) {
-                self.root_qc = root_qc.clone();
-            }
+            self.root_qc = match self.qcs.get(target) {
+                Some(qc) => qc.clone(),
+                // Committed through sync without a child yet: a local root
+                // certificate until the real one arrives (see insert_qc).
+                None => QuorumCert::root(
+                    &self.root_qc.ledger_info.chain_id,
+                    self.root_qc.epoch(),
+                    &self.root_info,
+                    self.root_info.round,
+                ),
+            };
         }
         self.prune();
         out

@@ -5,17 +5,18 @@
 //! from the validators weighted by `power x reputation`. Reputation looks at
 //! the last `reputation_window` committed blocks whose round is at most
 //! `r - reputation_lag`: a validator that proposed a committed block or signed
-//! a committed block's parent QC there is *active* (weight x100); the others
-//! keep weight x1, so a validator that crashed stops being chosen (and costing a
-//! timeout) once the window has slid past its last activity, yet can come back
-//! by voting. Everything is a function of committed data and the round, so all
+//! a committed block's parent QC there is *active* (weight x1000), unless it
+//! led more skipped rounds (rounds a committed block jumped over) than it
+//! proposed committed blocks there; the others keep weight x1. So a validator
+//! that crashes stops being chosen (and costing a timeout) after the first
+//! commit that skips its round, yet can come back by voting and proposing. Everything is a function of committed data and the round, so all
 //! honest replicas that committed the same prefix agree on every leader.
 
 use std::collections::VecDeque;
 
 use palisade_crypto::{PublicKey, ValidatorSet};
 
-const ACTIVE_WEIGHT: u64 = 100;
+const ACTIVE_WEIGHT: u64 = 1_000;
 const INACTIVE_WEIGHT: u64 = 1;
 
 /// What a committed block says about who was alive.
@@ -24,6 +25,8 @@ pub(crate) struct CommitRecord {
     pub(crate) round: u64,
     pub(crate) proposer: PublicKey,
     pub(crate) voters: Vec<PublicKey>,
+    /// Leaders of the rounds skipped before this block.
+    pub(crate) failed: Vec<PublicKey>,
 }
 
 /// Reputation over committed history.
@@ -70,10 +73,16 @@ impl LeaderElection {
         set.validators
             .iter()
             .map(|v| {
+                let proposed = window.iter().filter(|r| r.proposer == v.key).count();
+                let failed: usize = window
+                    .iter()
+                    .map(|r| r.failed.iter().filter(|k| **k == v.key).count())
+                    .sum();
                 let active = window.is_empty()
-                    || window
-                        .iter()
-                        .any(|r| r.proposer == v.key || r.voters.contains(&v.key));
+                    || (failed <= proposed
+                        && window
+                            .iter()
+                            .any(|r| r.proposer == v.key || r.voters.contains(&v.key)));
                 v.power
                     * if active {
                         ACTIVE_WEIGHT
@@ -148,6 +157,7 @@ mod tests {
                 round,
                 proposer: alive[round as usize % 3],
                 voters: alive.clone(),
+                failed: Vec::new(),
             });
         }
         let chosen = (35..1035).filter(|r| l.leader(&s, *r) == crashed).count();
@@ -158,7 +168,33 @@ mod tests {
             round: 31,
             proposer: crashed,
             voters: vec![crashed],
+            failed: Vec::new(),
         });
         assert_eq!(l.leader(&s, 34), later.leader(&s, 34));
+    }
+
+    #[test]
+    fn a_leader_whose_round_was_skipped_is_demoted_at_once() {
+        let s = set(4);
+        let keys: Vec<_> = s.validators.iter().map(|v| v.key).collect();
+        let mut l = LeaderElection::new(10, 2);
+        l.record(CommitRecord {
+            round: 1,
+            proposer: keys[0],
+            voters: keys.clone(),
+            failed: Vec::new(),
+        });
+        let before = l.weights(&s, 10);
+        assert!(before.iter().all(|w| *w == ACTIVE_WEIGHT));
+        // Block of round 3 extends the QC of round 1: round 2's leader failed.
+        l.record(CommitRecord {
+            round: 3,
+            proposer: keys[1],
+            voters: keys.clone(),
+            failed: vec![keys[3]],
+        });
+        let after = l.weights(&s, 10);
+        assert_eq!(after[3], INACTIVE_WEIGHT);
+        assert_eq!(after[0], ACTIVE_WEIGHT);
     }
 }

@@ -78,6 +78,7 @@ mod safety;
 #[cfg(any(test, feature = "testing"))]
 mod sim_executor;
 mod types;
+mod verifier;
 
 pub use config::Config;
 pub use error::ConsensusError;
@@ -89,3 +90,4 @@ pub use types::{
     Block, BlockRequest, BlockResponse, CommitRequest, CommitResponse, Message, Proposal,
     QuorumCert, SyncInfo, Timeout, TimeoutCert, Vote, VoteData, MAX_MESSAGE_BYTES,
 };
+pub use verifier::{SignatureVerifier, StrictVerifier};

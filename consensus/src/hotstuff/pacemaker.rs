@@ -40,8 +40,9 @@ impl Pacemaker {
 
     /// Timeout of `round` when the highest committed round is `committed_round`.
     pub(crate) fn duration(&self, round: u64, committed_round: u64) -> u64 {
-        // In the happy path round r commits round r - 2 (2-chain).
-        let behind = round.saturating_sub(committed_round.saturating_add(2));
+        // In the happy path round r commits round r - 2 (2-chain); one failed
+        // round (which also orphans the block before it) keeps the base timeout.
+        let behind = round.saturating_sub(committed_round.saturating_add(3));
         let exponent = behind.min(u64::from(self.max_exponent));
         let mut ms = self.base_ms;
         for _ in 0..exponent {
@@ -87,14 +88,18 @@ mod tests {
         config.max_backoff_exponent = 3;
         let mut p = Pacemaker::new(&config);
         assert_eq!(p.duration(12, 10), 200);
-        assert_eq!(p.duration(13, 10), 400);
-        assert_eq!(p.duration(14, 10), 800);
-        assert_eq!(p.duration(15, 10), 1600);
+        assert_eq!(p.duration(13, 10), 200);
+        assert_eq!(p.duration(14, 10), 400);
+        assert_eq!(p.duration(15, 10), 800);
+        assert_eq!(p.duration(16, 10), 1600);
         assert_eq!(p.duration(40, 10), 1600);
         assert!(p.enter(3, 1_000, 1));
         assert_eq!(p.deadline(), 1_200);
         assert!(!p.enter(2, 5_000, 1), "rounds never go back");
         assert!(!p.expired(1_199));
         assert!(p.expired(1_200));
+        // Three rounds past the last commit: the timeout starts growing.
+        assert!(p.enter(6, 1_000, 1));
+        assert_eq!(p.deadline(), 1_800);
     }
 }

@@ -146,7 +146,7 @@ impl<E: Executor> Replica<E> {
         if self.verified.contains(&key) {
             return Ok(());
         }
-        qc.verify(&self.config.chain_id, &self.validators)?;
+        qc.verify_with(&self.config.chain_id, &self.validators, &*self.verifier)?;
         if self.verified.len() >= VERIFIED_CACHE {
             self.verified.clear();
         }
@@ -157,7 +157,8 @@ impl<E: Executor> Replica<E> {
     pub(super) fn verify_tc(&mut self, tc: &TimeoutCert) -> Result<(), ConsensusError> {
         let chain_id = self.config.chain_id.clone();
         let set = self.validators.clone();
-        tc.verify(&chain_id, &set, |qc| self.verify_qc(qc))
+        let verifier = self.verifier.clone();
+        tc.verify(&chain_id, &set, &*verifier, |qc| self.verify_qc(qc))
     }
 
     /// Act on a verified QC: fetch its block if missing, else adopt it,
@@ -269,13 +270,15 @@ impl<E: Executor> Replica<E> {
                 other => other,
             })?;
         let round = vote.vote_data.round;
-        if round < self.round() {
+        // Votes of the round just certified are late, not stale: the collector ignores them.
+        if round + 1 < self.round() {
             return Err(ConsensusError::StaleRound {
                 got: round,
                 current: self.round(),
             });
         }
-        from.verify_digest(&vote.ledger_info.digest(), &vote.signature)?;
+        self.verifier
+            .verify(&from, &vote.ledger_info.digest(), &vote.signature)?;
         let quorum = self.validators.quorum_power();
         if let Some(qc) = self.votes.add(from, power, vote, quorum) {
             debug!(me = %self.me.short(), round, "formed QC");
@@ -295,19 +298,22 @@ impl<E: Executor> Replica<E> {
                 "timeout reports a QC not below its round",
             ));
         }
-        from.verify_digest(
+        self.verifier.verify(
+            &from,
             &timeout_digest(&self.config.chain_id, t.epoch, t.round, t.high_qc.round()),
             &t.signature,
         )?;
-        self.verify_qc(&t.high_qc)?;
-        self.process_qc(from, t.high_qc.clone());
         if t.round < self.round() {
+            // A lagging peer: tell it what we know (its QC may even be from a
+            // root we have long left, so it is not checked).
             self.send_sync_info(from);
             return Err(ConsensusError::StaleRound {
                 got: t.round,
                 current: self.round(),
             });
         }
+        self.verify_qc(&t.high_qc)?;
+        self.process_qc(from, t.high_qc.clone());
         self.add_timeout(from, t);
         Ok(())
     }
@@ -354,7 +360,7 @@ impl<E: Executor> Replica<E> {
             epoch: self.validators.epoch,
             round,
             high_qc,
-            signature: self.key.sign_digest(&digest),
+            signature: self.sign(&digest),
         };
         debug!(me = %self.me.short(), round, "timing out");
         self.emit(Output::Broadcast(Message::Timeout(timeout.clone())));

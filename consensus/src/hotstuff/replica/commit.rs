@@ -16,16 +16,29 @@ use crate::executor::Executor;
 use crate::hotstuff::leader::CommitRecord;
 use crate::hotstuff::{Block, QuorumCert, SafetyState};
 
-/// Who a committed block shows alive: its proposer and the signers of its parent QC.
-pub(super) fn record_of(block: &Block) -> CommitRecord {
-    CommitRecord {
-        round: block.round,
-        proposer: block.proposer,
-        voters: block.parent_qc.signatures.iter().map(|(k, _)| *k).collect(),
-    }
-}
+/// Rounds skipped before a committed block whose leaders are recorded as failed.
+const MAX_FAILED_ROUNDS: u64 = 16;
 
 impl<E: Executor> Replica<E> {
+    /// Record what a committed block shows: its proposer and the signers of
+    /// its parent QC were alive; the leaders of the rounds it skipped (between
+    /// its parent QC and its own round) failed. All replicas commit the same
+    /// blocks in the same order, so they record the same history.
+    pub(super) fn record_commit(&mut self, block: &Block) {
+        let skipped = block.parent_qc.round() + 1..block.round;
+        let failed = skipped
+            .rev()
+            .take(MAX_FAILED_ROUNDS as usize)
+            .map(|r| self.leaders.leader(&self.validators, r))
+            .collect();
+        self.leaders.record(CommitRecord {
+            round: block.round,
+            proposer: block.proposer,
+            voters: block.parent_qc.signatures.iter().map(|(k, _)| *k).collect(),
+            failed,
+        });
+    }
+
     /// Commit up to `info` (a block in the tree) with `qc`.
     pub(super) fn commit_to(&mut self, info: &BlockInfo, qc: &QuorumCert) {
         match self.tree.get(&info.block_id) {
@@ -46,7 +59,7 @@ impl<E: Executor> Replica<E> {
         }
         info!(me = %self.me.short(), height = info.height, round = info.round, "committed");
         for c in committed {
-            self.leaders.record(record_of(&c.block));
+            self.record_commit(&c.block);
             self.emit(Output::Committed(c));
         }
         if let Some(next) = info.next_validators.clone() {

@@ -13,6 +13,7 @@ mod sync;
 mod tests;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use palisade_crypto::{BlockInfo, CommitCertificate, Digest, PublicKey, SecretKey, ValidatorSet};
@@ -20,7 +21,8 @@ use tracing::debug;
 
 use super::{
     block_tree::BlockTree, leader::LeaderElection, pacemaker::Pacemaker, Block, Config,
-    ConsensusError, Message, Proposal, QuorumCert, SafetyState, SyncInfo, TimeoutCert,
+    ConsensusError, Message, Proposal, QuorumCert, SafetyState, SignatureVerifier, StrictVerifier,
+    SyncInfo, TimeoutCert,
 };
 use crate::executor::Executor;
 use certs::{TimeoutCollector, VoteCollector};
@@ -124,6 +126,7 @@ pub struct Replica<E: Executor> {
     commit_request: Option<(PublicKey, u64)>,
     sync_sent: HashMap<PublicKey, u64>,
     verified: HashSet<Digest>,
+    verifier: Arc<dyn SignatureVerifier>,
     outputs: Vec<Output>,
     now: u64,
 }
@@ -210,6 +213,7 @@ impl<E: Executor> Replica<E> {
             commit_request: None,
             sync_sent: HashMap::new(),
             verified: HashSet::new(),
+            verifier: Arc::new(StrictVerifier),
             outputs: Vec::new(),
             config,
             key,
@@ -221,7 +225,7 @@ impl<E: Executor> Replica<E> {
         };
         replica.tree.restore_committed(&committed);
         for c in committed.iter().filter(|c| c.block.epoch == epoch) {
-            replica.leaders.record(commit::record_of(&c.block));
+            replica.record_commit(&c.block);
         }
         let mut blocks = blocks;
         blocks.sort_by_key(|b| b.height);
@@ -238,6 +242,12 @@ impl<E: Executor> Replica<E> {
         replica.enter_round(start);
         replica.pacemaker.rearm(now, replica.tree.root_round());
         Ok(replica)
+    }
+
+    /// Check signatures through `verifier` from now on (default: [`StrictVerifier`]).
+    pub fn with_verifier(mut self, verifier: Arc<dyn SignatureVerifier>) -> Self {
+        self.verifier = verifier;
+        self
     }
 
     /// Take the outputs produced so far, oldest first.
@@ -356,6 +366,12 @@ impl<E: Executor> Replica<E> {
     /// Number of uncommitted blocks held.
     pub fn pending_blocks(&self) -> usize {
         self.tree.len()
+    }
+
+    fn sign(&self, digest: &Digest) -> palisade_crypto::Signature {
+        let sig = self.key.sign_digest(digest);
+        self.verifier.signed(&self.me, digest, &sig);
+        sig
     }
 
     fn emit(&mut self, output: Output) {

@@ -14,7 +14,7 @@ use tracing::debug;
 use super::{Output, Replica};
 use crate::executor::{ExecutionContext, Executor};
 use crate::hotstuff::block_tree::TreeBlock;
-use crate::hotstuff::types::{proposal_digest, sign_proposal};
+use crate::hotstuff::types::proposal_digest;
 use crate::hotstuff::{Block, ConsensusError, Message, Proposal, Vote, VoteData};
 
 /// Bound on proposals waiting for their parent.
@@ -50,7 +50,19 @@ impl<E: Executor> Replica<E> {
             });
         }
         let id = block.id();
-        from.verify_digest(&proposal_digest(&self.config.chain_id, &id), &p.signature)?;
+        self.verifier.verify(
+            &from,
+            &proposal_digest(&self.config.chain_id, &id),
+            &p.signature,
+        )?;
+        if block.round < self.round() {
+            // A replayed or lagging proposal; a lagging peer needs our certificates.
+            self.send_sync_info(from);
+            return Err(ConsensusError::StaleRound {
+                got: block.round,
+                current: self.round(),
+            });
+        }
         self.verify_qc(&block.parent_qc)?;
         if let Some(tc) = &p.tc {
             self.verify_tc(tc)?;
@@ -262,7 +274,7 @@ impl<E: Executor> Replica<E> {
             consensus_data_hash: vote_data.hash(),
         };
         let vote = Vote {
-            signature: self.key.sign_digest(&ledger_info.digest()),
+            signature: self.sign(&ledger_info.digest()),
             vote_data,
             ledger_info,
         };
@@ -341,7 +353,7 @@ impl<E: Executor> Replica<E> {
         }
         self.proposed_round = round;
         let proposal = Proposal {
-            signature: sign_proposal(&self.key, &self.config.chain_id, &id),
+            signature: self.sign(&proposal_digest(&self.config.chain_id, &id)),
             block,
             tc,
         };

@@ -97,12 +97,16 @@ impl<E: Executor> Replica<E> {
         if r.blocks.iter().any(|b| b.epoch != self.validators.epoch) {
             return Err(ConsensusError::BadSyncResponse("blocks of another epoch"));
         }
-        let connects = r
-            .blocks
+        // Blocks committed meanwhile are not needed any more.
+        let committed = self.tree.committed_height();
+        let wanted: Vec<_> = r.blocks.iter().filter(|b| b.height > committed).collect();
+        let Some(last) = wanted.last() else {
+            return Ok(());
+        };
+        let connects = wanted
             .iter()
             .position(|b| self.tree.parent_view(&b.parent_id()).is_some());
         let Some(oldest) = connects else {
-            let last = r.blocks.last().expect("non-empty");
             if last.height <= self.tree.committed_height() + 1 {
                 return Err(ConsensusError::BadSyncResponse(
                     "chain does not extend the committed root",
@@ -112,10 +116,10 @@ impl<E: Executor> Replica<E> {
             self.request_commits(from);
             return Ok(());
         };
-        for block in r.blocks[..=oldest].iter().rev() {
+        for block in wanted[..=oldest].iter().rev() {
             let id = block.id();
             if !self.tree.contains(&id) {
-                self.insert_block(block.clone(), id, false)?;
+                self.insert_block((*block).clone(), id, false)?;
             }
         }
         Ok(())
@@ -146,38 +150,49 @@ impl<E: Executor> Replica<E> {
             _ => return Err(ConsensusError::UnsolicitedResponse(from)),
         }
         let root = self.tree.root_info().clone();
-        let Some(first) = r.blocks.first() else {
+        if r.blocks.is_empty() {
             return Err(ConsensusError::BadSyncResponse("no blocks"));
-        };
+        }
+        // Committed meanwhile by other means: only the rest is new.
+        let skip = r
+            .blocks
+            .iter()
+            .take_while(|b| b.height <= root.height)
+            .count();
+        if skip == r.blocks.len() {
+            return Ok(());
+        }
+        let first = &r.blocks[skip];
         if first.parent_id() != root.block_id || first.height != root.height + 1 {
             return Err(ConsensusError::BadSyncResponse(
                 "blocks do not extend the committed root",
             ));
         }
-        if r.blocks.windows(2).any(|w| w[1].parent_id() != w[0].id()) {
+        let blocks = &r.blocks[skip..];
+        if blocks.windows(2).any(|w| w[1].parent_id() != w[0].id()) {
             return Err(ConsensusError::BadSyncResponse("blocks do not chain"));
         }
-        if let Some(b) = r.blocks.iter().find(|b| b.epoch != self.validators.epoch) {
+        if let Some(b) = blocks.iter().find(|b| b.epoch != self.validators.epoch) {
             return Err(ConsensusError::WrongEpoch {
                 got: b.epoch,
                 current: self.validators.epoch,
             });
         }
         self.verify_qc(&r.commit_qc)?;
-        let last = r.blocks.last().expect("non-empty");
+        let last = blocks.last().expect("non-empty");
         let last_info = last.info();
         if r.commit_qc.commit_info() != Some(&last_info) {
             return Err(ConsensusError::BadSyncResponse(
                 "certificate commits another block",
             ));
         }
-        for block in &r.blocks {
+        for block in blocks {
             let id = block.id();
             if !self.tree.contains(&id) {
                 self.insert_block(block.clone(), id, false)?;
             }
         }
-        let full = r.blocks.len() >= self.config.sync_batch as usize;
+        let full = blocks.len() >= self.config.sync_batch as usize;
         let epoch = self.validators.epoch;
         self.commit_to(&last_info, &r.commit_qc);
         if full || self.validators.epoch != epoch {

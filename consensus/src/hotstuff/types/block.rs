@@ -10,9 +10,7 @@
 //! bound by the votes instead, through [`super::VoteData::info_hash`].
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use palisade_crypto::{
-    hash_encoded, BlockInfo, Digest, Domain, PublicKey, SecretKey, Signature, ValidatorSet,
-};
+use palisade_crypto::{hash_encoded, BlockInfo, Digest, Domain, PublicKey, ValidatorSet};
 
 use super::QuorumCert;
 
@@ -88,9 +86,4 @@ impl Block {
 /// The digest a leader signs to propose `block_id` on `chain_id`.
 pub(crate) fn proposal_digest(chain_id: &str, block_id: &Digest) -> Digest {
     hash_encoded(Domain::Proposal, &(chain_id, block_id))
-}
-
-/// Sign a proposal.
-pub(crate) fn sign_proposal(key: &SecretKey, chain_id: &str, block_id: &Digest) -> Signature {
-    key.sign_digest(&proposal_digest(chain_id, block_id))
 }

@@ -6,8 +6,8 @@ mod qc;
 mod timeout;
 mod vote;
 
+pub(crate) use block::proposal_digest;
 pub use block::Block;
-pub(crate) use block::{proposal_digest, sign_proposal};
 pub use message::{
     BlockRequest, BlockResponse, CommitRequest, CommitResponse, Message, Proposal, SyncInfo,
     MAX_MESSAGE_BYTES,

@@ -13,11 +13,11 @@
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use palisade_crypto::{
-    BlockInfo, CommitCertificate, Digest, LedgerInfo, PublicKey, Signature, ValidatorSet,
+    BlockInfo, CertError, CommitCertificate, Digest, LedgerInfo, PublicKey, Signature, ValidatorSet,
 };
 
 use super::VoteData;
-use crate::hotstuff::ConsensusError;
+use crate::hotstuff::{ConsensusError, SignatureVerifier, StrictVerifier};
 
 /// A quorum certificate for one block.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -138,13 +138,53 @@ impl QuorumCert {
         Ok(())
     }
 
-    /// Full verification against the epoch's validator set.
+    /// Full verification against the epoch's validator set (strict signatures).
     pub fn verify(&self, chain_id: &str, set: &ValidatorSet) -> Result<(), ConsensusError> {
+        self.verify_with(chain_id, set, &StrictVerifier)
+    }
+
+    /// Full verification, signatures checked by `verifier`.
+    pub fn verify_with(
+        &self,
+        chain_id: &str,
+        set: &ValidatorSet,
+        verifier: &dyn SignatureVerifier,
+    ) -> Result<(), ConsensusError> {
         self.check_shape(chain_id, set.epoch)?;
         if self.is_root() {
             return Err(ConsensusError::UnknownRootCertificate(self.certified_id()));
         }
-        set.verify_quorum(&self.ledger_info.digest(), &self.signatures)?;
+        let keys: Vec<PublicKey> = self.signatures.iter().map(|(k, _)| *k).collect();
+        check_quorum(set, &keys)?;
+        let digest = self.ledger_info.digest();
+        let items: Vec<_> = self
+            .signatures
+            .iter()
+            .map(|(k, s)| (*k, digest, *s))
+            .collect();
+        verifier
+            .verify_batch(&items)
+            .map_err(|e| CertError::Signature(e.error))?;
         Ok(())
     }
+}
+
+/// Distinct members of `set` holding a quorum (the cheap checks of
+/// [`ValidatorSet::verify_quorum`], before any signature is verified).
+pub(crate) fn check_quorum(set: &ValidatorSet, signers: &[PublicKey]) -> Result<(), CertError> {
+    let mut power = 0u64;
+    for (i, key) in signers.iter().enumerate() {
+        if signers[..i].contains(key) {
+            return Err(CertError::DuplicateSigner(*key));
+        }
+        power += set.power_of(key).ok_or(CertError::UnknownSigner(*key))?;
+    }
+    if power < set.quorum_power() {
+        return Err(CertError::InsufficientPower {
+            got: power,
+            needed: set.quorum_power(),
+            total: set.total_power(),
+        });
+    }
+    Ok(())
 }

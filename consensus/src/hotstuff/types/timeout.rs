@@ -7,12 +7,10 @@
 //! rule: a block justified by a TC must extend a QC at least that high).
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use palisade_crypto::{
-    hash_encoded, verify_batch, CertError, Digest, Domain, PublicKey, Signature, ValidatorSet,
-};
+use palisade_crypto::{hash_encoded, Digest, Domain, PublicKey, Signature, ValidatorSet};
 
-use super::QuorumCert;
-use crate::hotstuff::ConsensusError;
+use super::{qc::check_quorum, QuorumCert};
+use crate::hotstuff::{ConsensusError, SignatureVerifier};
 
 /// A timeout: "I give up on `round`; the highest QC I know is `high_qc`".
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -61,6 +59,7 @@ impl TimeoutCert {
         &self,
         chain_id: &str,
         set: &ValidatorSet,
+        verifier: &dyn SignatureVerifier,
         verify_qc: impl FnOnce(&QuorumCert) -> Result<(), ConsensusError>,
     ) -> Result<(), ConsensusError> {
         if self.epoch != set.epoch {
@@ -69,21 +68,8 @@ impl TimeoutCert {
                 current: set.epoch,
             });
         }
-        let mut power = 0u64;
-        for (i, (key, _, _)) in self.signatures.iter().enumerate() {
-            if self.signatures[..i].iter().any(|(k, _, _)| k == key) {
-                return Err(CertError::DuplicateSigner(*key).into());
-            }
-            power += set.power_of(key).ok_or(CertError::UnknownSigner(*key))?;
-        }
-        if power < set.quorum_power() {
-            return Err(CertError::InsufficientPower {
-                got: power,
-                needed: set.quorum_power(),
-                total: set.total_power(),
-            }
-            .into());
-        }
+        let keys: Vec<PublicKey> = self.signatures.iter().map(|(k, _, _)| *k).collect();
+        check_quorum(set, &keys)?;
         if self.high_qc.round() != self.high_qc_round() {
             return Err(ConsensusError::MalformedCertificate(
                 "TC's QC is not the highest one its signers reported",
@@ -100,7 +86,9 @@ impl TimeoutCert {
             .iter()
             .map(|(k, r, s)| (*k, timeout_digest(chain_id, self.epoch, self.round, *r), *s))
             .collect();
-        verify_batch(&items).map_err(|e| ConsensusError::Signature(e.error))?;
+        verifier
+            .verify_batch(&items)
+            .map_err(|e| ConsensusError::Signature(e.error))?;
         Ok(())
     }
 }

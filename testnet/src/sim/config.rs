@@ -1,0 +1,119 @@
+//! What a simulated run looks like: size, faults, schedule.
+
+use palisade_consensus::hotstuff::Config;
+
+/// Message-level faults, applied to every message until the network heals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetFaults {
+    /// Percent of messages dropped.
+    pub drop_percent: u32,
+    /// Percent of messages delivered twice.
+    pub duplicate_percent: u32,
+    /// Smallest delivery delay (ms).
+    pub min_delay_ms: u64,
+    /// Largest delivery delay (ms); random delays reorder messages.
+    pub max_delay_ms: u64,
+}
+
+impl NetFaults {
+    /// A healthy network: 8-12 ms one way (10 ms +-20% jitter), nothing lost.
+    pub fn healthy() -> Self {
+        NetFaults {
+            drop_percent: 0,
+            duplicate_percent: 0,
+            min_delay_ms: 8,
+            max_delay_ms: 12,
+        }
+    }
+}
+
+/// Twins-style partition for a range of rounds: a message sent by an
+/// instance in round r in `rounds` reaches only instances of its group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundPartition {
+    /// First round (inclusive).
+    pub from_round: u64,
+    /// Last round (inclusive).
+    pub to_round: u64,
+    /// Groups of instance indices; instances in no group are isolated.
+    pub groups: Vec<Vec<usize>>,
+}
+
+/// A partition by virtual time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimePartition {
+    /// Start (ms, inclusive).
+    pub from_ms: u64,
+    /// End (ms, exclusive).
+    pub to_ms: u64,
+    /// Groups of instance indices.
+    pub groups: Vec<Vec<usize>>,
+}
+
+/// A crash of one instance, possibly followed by a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crash {
+    /// Instance index (ignored when `leader` is set).
+    pub node: usize,
+    /// Crash whichever instance leads the current round at `at_ms` (a leader
+    /// crash mid-round) instead of `node`.
+    pub leader: bool,
+    /// When it stops (ms).
+    pub at_ms: u64,
+    /// When it comes back, if ever.
+    pub restart_at_ms: Option<u64>,
+    /// Restart with nothing persisted (a wiped disk) instead of its persisted state.
+    pub lose_state: bool,
+}
+
+/// A simulated run.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Seed of everything random (keys, delays, losses).
+    pub seed: u64,
+    /// Validators (each one instance, plus a second for each twin).
+    pub validators: usize,
+    /// Validator indices that run two instances with one key (Twins).
+    pub twins: Vec<usize>,
+    /// Virtual duration (ms).
+    pub duration_ms: u64,
+    /// Message faults until `heal_at_ms`.
+    pub faults: NetFaults,
+    /// Round-indexed partitions (until `heal_at_ms`).
+    pub round_partitions: Vec<RoundPartition>,
+    /// Time-indexed partitions (until `heal_at_ms`).
+    pub time_partitions: Vec<TimePartition>,
+    /// From then on: no loss, no duplication, no partition.
+    pub heal_at_ms: Option<u64>,
+    /// Crashes and restarts.
+    pub crashes: Vec<Crash>,
+    /// The consensus configuration of every replica.
+    pub consensus: Config,
+    /// After healing, honest replicas must commit a new block within this (ms).
+    pub liveness_bound_ms: u64,
+}
+
+impl SimConfig {
+    /// A healthy run of `validators` replicas for 20 virtual seconds, with
+    /// 300 ms base timeouts (x1.5 per failed round, at most x7.6).
+    pub fn new(seed: u64, validators: usize) -> Self {
+        let mut consensus = Config::new("sim-chain");
+        consensus.base_timeout_ms = 300;
+        consensus.backoff_percent = 150;
+        consensus.max_backoff_exponent = 5;
+        consensus.max_clock_drift_ms = 500;
+        SimConfig {
+            seed,
+            validators,
+            twins: Vec::new(),
+            duration_ms: 20_000,
+            faults: NetFaults::healthy(),
+            round_partitions: Vec::new(),
+            time_partitions: Vec::new(),
+            heal_at_ms: None,
+            crashes: Vec::new(),
+            consensus,
+            liveness_bound_ms: 15_000,
+        }
+    }
+}

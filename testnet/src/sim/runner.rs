@@ -1,0 +1,528 @@
+//! The simulation loop: a virtual clock, an event queue and the network.
+//!
+//! Events (deliveries, timers, crashes, restarts) are ordered by
+//! `(time, sequence)`, and every random choice comes from one ChaCha RNG
+//! seeded by [`SimConfig::seed`], so a seed replays the same run exactly.
+//! Messages cross the wire as borsh bytes ([`Replica::handle_bytes`]).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use palisade_consensus::executor::Executor;
+use palisade_consensus::hotstuff::{ConsensusError, Message, Output, Replica};
+use palisade_crypto::{
+    hash, BlockInfo, Digest, Domain, PublicKey, SecretKey, Validator, ValidatorSet,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tracing::debug;
+
+use super::checker::{Checker, Violation};
+use super::node::{Boot, SimNode};
+use super::{PayloadSource, SharedVerdicts, SimConfig};
+
+/// Messages kept for Byzantine tests to replay or mutate.
+const RECORDED: usize = 512;
+
+#[derive(Debug)]
+enum Event {
+    Deliver {
+        to: usize,
+        from: PublicKey,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+    },
+    Crash {
+        plan: usize,
+    },
+    Restart {
+        plan: usize,
+    },
+}
+
+/// Figures of a finished run (virtual time).
+#[derive(Debug, Clone)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Virtual duration (ms).
+    pub virtual_ms: u64,
+    /// Highest height committed by an honest instance.
+    pub height: u64,
+    /// Highest round reached by an instance.
+    pub max_round: u64,
+    /// Committed height of each instance at the end (crashed: on disk).
+    pub heights: Vec<u64>,
+    /// Messages sent, dropped, duplicated.
+    pub messages: (u64, u64, u64),
+    /// Refused inputs, by error variant.
+    pub errors: BTreeMap<String, u64>,
+    /// Safety and liveness violations.
+    pub violations: Vec<Violation>,
+}
+
+impl SimReport {
+    /// Committed blocks per virtual second.
+    pub fn commits_per_s(&self) -> f64 {
+        self.height as f64 * 1000.0 / self.virtual_ms.max(1) as f64
+    }
+    /// Rounds per virtual second.
+    pub fn rounds_per_s(&self) -> f64 {
+        self.max_round as f64 * 1000.0 / self.virtual_ms.max(1) as f64
+    }
+}
+
+/// A deterministic simulation of validators running the consensus core.
+pub struct Simulation<E: Executor, P: PayloadSource> {
+    config: SimConfig,
+    rng: ChaCha8Rng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: HashMap<u64, Event>,
+    nodes: Vec<SimNode<E>>,
+    genesis: BlockInfo,
+    validators: ValidatorSet,
+    make_executor: Box<dyn Fn() -> E>,
+    crashed: HashMap<usize, usize>,
+    payloads: P,
+    verdicts: Arc<SharedVerdicts>,
+    checker: Checker,
+    sent: u64,
+    dropped: u64,
+    duplicated: u64,
+    errors: BTreeMap<String, u64>,
+    recorded: Vec<(usize, Message)>,
+}
+
+/// The name of an error variant, for counting.
+fn variant(e: &ConsensusError) -> String {
+    let text = format!("{e:?}");
+    text.split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+impl<E: Executor, P: PayloadSource> Simulation<E, P> {
+    /// Build the run: keys from the seed, one instance per validator plus one
+    /// per twin; `make_executor` makes a fresh executor at `genesis`.
+    pub fn new(
+        config: SimConfig,
+        genesis: BlockInfo,
+        make_executor: impl Fn(&ValidatorSet) -> E + 'static,
+        payloads: P,
+    ) -> Result<Self, ConsensusError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let keys: Vec<SecretKey> = (0..config.validators)
+            .map(|_| SecretKey::from_seed(rng.gen()))
+            .collect();
+        let validators = ValidatorSet {
+            epoch: 0,
+            validators: keys
+                .iter()
+                .map(|k| Validator {
+                    key: k.public(),
+                    power: 1,
+                })
+                .collect(),
+        };
+        let genesis_set = validators.clone();
+        let mut instance_keys = keys.clone();
+        for &t in &config.twins {
+            instance_keys.push(keys[t].clone());
+        }
+        let honest = (0..instance_keys.len())
+            .map(|i| {
+                let v = if i < config.validators {
+                    i
+                } else {
+                    config.twins[i - config.validators]
+                };
+                !config.twins.contains(&v)
+            })
+            .collect();
+        let verdicts = Arc::new(SharedVerdicts::default());
+        let mut sim = Simulation {
+            rng,
+            now: genesis.timestamp_ms,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            nodes: Vec::new(),
+            genesis,
+            validators,
+            make_executor: Box::new(move || make_executor(&genesis_set)),
+            crashed: HashMap::new(),
+            payloads,
+            verdicts,
+            checker: Checker::new(honest),
+            sent: 0,
+            dropped: 0,
+            duplicated: 0,
+            errors: BTreeMap::new(),
+            recorded: Vec::new(),
+            config,
+        };
+        for key in instance_keys {
+            let node = SimNode::start(key, &sim.boot())?;
+            sim.nodes.push(node);
+        }
+        let start = sim.now;
+        for (plan, crash) in sim.config.crashes.clone().into_iter().enumerate() {
+            sim.schedule(start + crash.at_ms, Event::Crash { plan });
+            if let Some(at) = crash.restart_at_ms {
+                sim.schedule(start + at, Event::Restart { plan });
+            }
+        }
+        for i in 0..sim.nodes.len() {
+            sim.drain(i);
+        }
+        Ok(sim)
+    }
+
+    fn boot(&self) -> Boot<'_, E> {
+        Boot {
+            config: &self.config.consensus,
+            genesis: &self.genesis,
+            validators: &self.validators,
+            make_executor: &*self.make_executor,
+            verifier: self.verdicts.clone(),
+            now: self.now,
+        }
+    }
+
+    fn schedule(&mut self, at: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq)));
+        self.events.insert(self.seq, event);
+    }
+
+    /// Virtual milliseconds since genesis.
+    pub fn elapsed(&self) -> u64 {
+        self.now - self.genesis.timestamp_ms
+    }
+
+    /// Run until `duration_ms` of virtual time have passed since genesis.
+    pub fn run_until(&mut self, elapsed_ms: u64) {
+        let end = self.genesis.timestamp_ms + elapsed_ms;
+        while let Some(Reverse((at, seq))) = self.queue.peek().copied() {
+            if at > end {
+                break;
+            }
+            self.queue.pop();
+            self.now = self.now.max(at);
+            let event = self.events.remove(&seq).expect("scheduled event");
+            self.handle(event);
+        }
+        self.now = self.now.max(end);
+    }
+
+    /// Run the configured duration and report.
+    pub fn run(mut self) -> SimReport {
+        self.run_until(self.config.duration_ms);
+        self.report()
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Deliver { to, from, bytes } => {
+                let now = self.now;
+                let Some(replica) = self.nodes[to].replica.as_mut() else {
+                    return;
+                };
+                if let Err(e) = replica.handle_bytes(now, from, &bytes) {
+                    self.count_error(to, &e);
+                }
+                self.drain(to);
+            }
+            Event::Timer { node } => {
+                if self.nodes[node].timer_at != Some(self.now) {
+                    return; // superseded
+                }
+                self.nodes[node].timer_at = None;
+                let now = self.now;
+                if let Some(replica) = self.nodes[node].replica.as_mut() {
+                    if let Err(e) = replica.handle_timeout(now) {
+                        self.count_error(node, &e);
+                    }
+                }
+                self.drain(node);
+            }
+            Event::Crash { plan } => {
+                let crash = &self.config.crashes[plan];
+                let node = if crash.leader {
+                    self.current_leader().unwrap_or(crash.node)
+                } else {
+                    crash.node
+                };
+                debug!(node, "crash");
+                self.crashed.insert(plan, node);
+                self.nodes[node].crash();
+            }
+            Event::Restart { plan } => {
+                let Some(&node) = self.crashed.get(&plan) else {
+                    return;
+                };
+                let wipe = self.config.crashes[plan].lose_state;
+                debug!(node, wipe, "restart");
+                let stand_in = placeholder(&self.nodes[node]);
+                let mut n = std::mem::replace(&mut self.nodes[node], stand_in);
+                let result = n.restart(&self.boot(), wipe);
+                self.nodes[node] = n;
+                if let Err(e) = result {
+                    self.count_error(node, &e);
+                }
+                if wipe {
+                    self.checker.reset_node(node);
+                }
+                self.drain(node);
+            }
+        }
+    }
+
+    /// The instance leading the highest round any running instance is in.
+    pub fn current_leader(&self) -> Option<usize> {
+        let replica = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.replica.as_ref())
+            .max_by_key(|r| r.round())?;
+        let leader = replica.leader_of(replica.round());
+        self.nodes
+            .iter()
+            .position(|n| n.replica.is_some() && n.key.public() == leader)
+    }
+
+    /// Which instance a crash plan hit, once it happened.
+    pub fn crashed_instance(&self, plan: usize) -> Option<usize> {
+        self.crashed.get(&plan).copied()
+    }
+
+    fn count_error(&mut self, node: usize, e: &ConsensusError) {
+        debug!(node, at_ms = self.elapsed(), error = %e, "refused");
+        *self.errors.entry(variant(e)).or_default() += 1;
+    }
+
+    /// Carry out instance `i`'s outputs, in order, until there are none.
+    fn drain(&mut self, i: usize) {
+        loop {
+            let Some(replica) = self.nodes[i].replica.as_mut() else {
+                return;
+            };
+            let outputs = replica.take_outputs();
+            if outputs.is_empty() {
+                break;
+            }
+            for output in outputs {
+                self.apply(i, output);
+            }
+        }
+        if let Some(replica) = self.nodes[i].replica.as_ref() {
+            let deadline = replica.next_deadline().max(self.now);
+            if self.nodes[i].timer_at != Some(deadline) {
+                self.nodes[i].timer_at = Some(deadline);
+                self.schedule(deadline, Event::Timer { node: i });
+            }
+        }
+    }
+
+    fn apply(&mut self, i: usize, output: Output) {
+        let now = self.now;
+        match output {
+            Output::PersistSafety(s) => self.nodes[i].disk.safety = s,
+            Output::PersistBlock(b) => {
+                self.nodes[i].disk.blocks.insert(b.id(), b);
+            }
+            Output::Send { to, message } => {
+                let targets: Vec<usize> = (0..self.nodes.len())
+                    .filter(|j| *j != i && self.nodes[*j].key.public() == to)
+                    .collect();
+                self.send(i, &targets, message);
+            }
+            Output::Broadcast(message) => {
+                let targets: Vec<usize> = (0..self.nodes.len()).filter(|j| *j != i).collect();
+                self.send(i, &targets, message);
+            }
+            Output::NeedPayload { round, .. } => {
+                let payload = self.payloads.payload(i, round);
+                if let Some(replica) = self.nodes[i].replica.as_mut() {
+                    if let Err(e) = replica.handle_payload(now, round, payload) {
+                        self.count_error(i, &e);
+                    }
+                }
+            }
+            Output::Committed(c) => {
+                self.checker.on_commit(i, now, &c.info);
+                let disk = &mut self.nodes[i].disk;
+                disk.blocks.retain(|_, b| b.height > c.info.height);
+                disk.committed.push(c);
+            }
+            Output::NewEpoch(set) => {
+                let disk = &mut self.nodes[i].disk;
+                disk.validators = set;
+                disk.blocks.clear();
+            }
+        }
+    }
+
+    fn send(&mut self, from: usize, targets: &[usize], message: Message) {
+        if self.recorded.len() < RECORDED {
+            self.recorded.push((from, message.clone()));
+        }
+        let bytes = message.encode();
+        let sender_key = self.nodes[from].key.public();
+        let round = self.nodes[from].replica.as_ref().map_or(0, Replica::round);
+        let healed = self.config.heal_at_ms.is_some_and(|h| self.elapsed() >= h);
+        for &to in targets {
+            self.sent += 1;
+            if !healed && !self.connected(from, to, round) {
+                self.dropped += 1;
+                continue;
+            }
+            let faults = self.config.faults.clone();
+            if !healed && self.rng.gen_range(0..100) < faults.drop_percent {
+                self.dropped += 1;
+                continue;
+            }
+            let copies = if !healed && self.rng.gen_range(0..100) < faults.duplicate_percent {
+                self.duplicated += 1;
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let delay = self
+                    .rng
+                    .gen_range(faults.min_delay_ms..=faults.max_delay_ms.max(faults.min_delay_ms));
+                let at = self.now + delay;
+                self.schedule(
+                    at,
+                    Event::Deliver {
+                        to,
+                        from: sender_key,
+                        bytes: bytes.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// May `from` reach `to` for a message sent in `round`, now?
+    fn connected(&self, from: usize, to: usize, round: u64) -> bool {
+        let same_group =
+            |groups: &[Vec<usize>]| groups.iter().any(|g| g.contains(&from) && g.contains(&to));
+        let elapsed = self.elapsed();
+        let by_round = self
+            .config
+            .round_partitions
+            .iter()
+            .filter(|p| p.from_round <= round && round <= p.to_round)
+            .all(|p| same_group(&p.groups));
+        let by_time = self
+            .config
+            .time_partitions
+            .iter()
+            .filter(|p| p.from_ms <= elapsed && elapsed < p.to_ms)
+            .all(|p| same_group(&p.groups));
+        by_round && by_time
+    }
+
+    /// Finish: run the end-of-run checks and gather figures.
+    pub fn report(&mut self) -> SimReport {
+        if let Some(heal) = self.config.heal_at_ms {
+            let start = self.genesis.timestamp_ms;
+            self.checker
+                .check_heal(start + heal, self.config.liveness_bound_ms, self.now);
+        }
+        SimReport {
+            seed: self.config.seed,
+            virtual_ms: self.elapsed(),
+            height: self.checker.height(),
+            max_round: self
+                .nodes
+                .iter()
+                .filter_map(|n| n.replica.as_ref().map(|r| r.round()))
+                .max()
+                .unwrap_or(0),
+            heights: self
+                .nodes
+                .iter()
+                .map(|n| n.disk.committed.last().map_or(0, |c| c.info.height))
+                .collect(),
+            messages: (self.sent, self.dropped, self.duplicated),
+            errors: self.errors.clone(),
+            violations: self.checker.violations().to_vec(),
+        }
+    }
+
+    /// The checker (e.g. for throughput over a window).
+    pub fn checker(&self) -> &Checker {
+        &self.checker
+    }
+
+    /// Instance `i`'s replica, if running.
+    pub fn replica(&self, i: usize) -> Option<&Replica<E>> {
+        self.nodes[i].replica.as_ref()
+    }
+
+    /// What instance `i` has persisted.
+    pub fn disk(&self, i: usize) -> &super::Disk {
+        &self.nodes[i].disk
+    }
+
+    /// Instance `i`'s key.
+    pub fn key(&self, i: usize) -> &SecretKey {
+        &self.nodes[i].key
+    }
+
+    /// Genesis block info.
+    pub fn genesis(&self) -> &BlockInfo {
+        &self.genesis
+    }
+
+    /// Messages sent so far (the first few hundred), with the sending instance.
+    pub fn recorded(&self) -> &[(usize, Message)] {
+        &self.recorded
+    }
+
+    /// Hand instance `to` a message as if `from` had sent it now; its outputs
+    /// are carried out like any other. Returns the replica's verdict.
+    pub fn inject(
+        &mut self,
+        to: usize,
+        from: PublicKey,
+        message: Message,
+    ) -> Result<(), ConsensusError> {
+        let now = self.now;
+        let replica = self.nodes[to]
+            .replica
+            .as_mut()
+            .expect("inject into a running instance");
+        let result = replica.handle_bytes(now, from, &message.encode());
+        self.drain(to);
+        result
+    }
+}
+
+/// A stand-in while a node is being restarted in place.
+fn placeholder<E: Executor>(node: &SimNode<E>) -> SimNode<E> {
+    SimNode {
+        key: node.key.clone(),
+        replica: None,
+        disk: node.disk.clone(),
+        timer_at: None,
+    }
+}
+
+/// The genesis of simulated chains: a fixed id and an empty state root.
+pub fn sim_genesis() -> BlockInfo {
+    palisade_consensus::hotstuff::SimExecutor::genesis_info(
+        hash(Domain::Genesis, b"palisade sim genesis"),
+        Digest::ZERO,
+        1_700_000_000_000,
+    )
+}
