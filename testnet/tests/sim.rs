@@ -5,6 +5,9 @@
 //! Figures (commits/s, rounds/s, throughput ratio) are virtual-time and
 //! printed with `--no-capture`.
 
+// The scenarios report their virtual-time figures on stderr.
+#![allow(clippy::print_stderr)]
+
 #[path = "sim/byzantine.rs"]
 mod byzantine;
 #[path = "sim/twins.rs"]
