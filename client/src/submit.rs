@@ -171,9 +171,14 @@ fn settle(receipt: VerifiedReceipt) -> Result<VerifiedReceipt, ClientError> {
     if receipt.applied() {
         Ok(receipt)
     } else {
+        // The node's outcome reads "rejected: <reason>"; keep the reason.
+        let reason = match receipt.outcome.strip_prefix("rejected: ") {
+            Some(reason) => reason.to_string(),
+            None => receipt.outcome,
+        };
         Err(ClientError::Rejected {
             tx_id: receipt.tx_id,
-            reason: receipt.outcome,
+            reason,
         })
     }
 }
