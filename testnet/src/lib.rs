@@ -3,6 +3,7 @@
 //! of the consensus core ([`sim`]: seeded, virtual time, lossy network, Twins).
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod cluster;
 pub mod demo;
 pub mod faults;

@@ -106,6 +106,9 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         writers: usize,
     },
+    /// Benchmarks: a running testnet side by side with a 3-member etcd, or
+    /// `bench scale` (the state machine in-process).
+    Bench(palisade_testnet::bench::BenchArgs),
     /// Lift every partition.
     Heal {
         /// Testnet directory.
@@ -364,6 +367,10 @@ fn run(cli: Cli) -> Result<()> {
             if failed > 0 {
                 bail!("{failed} of {} scenarios had violations", outcomes.len());
             }
+            Ok(())
+        }
+        Command::Bench(args) => {
+            print!("{}", palisade_testnet::bench::run(&args)?);
             Ok(())
         }
         Command::Heal { dir } => {

@@ -1,0 +1,164 @@
+//! `palisade-testnet bench`: figures a user choosing between Palisade and
+//! etcd would trust, measured side by side in one run on one machine.
+//!
+//! - [`palisade`]: the [`workload`] shape against a running testnet
+//!   (signed registrations from many identities, verified receipts,
+//!   verified lookups, a verified watch), with CPU, I/O and disk per node
+//!   from `/proc` and `du` ([`procfs`]); optionally 1 of 4 validators killed.
+//! - [`etcd`]: the same shape against a fresh 3-member etcd cluster on
+//!   127.0.0.1 through its v3 JSON gateway, with the same HTTP client.
+//! - [`scale`] (`bench scale`): the state machine in-process at 10k, 100k
+//!   and 1M instances.
+//! - [`report`]: one table with Palisade/etcd ratios.
+//!
+//! Every loop is bounded in time and in operations ([`stats::closed_loop`]);
+//! everything listens on and talks to 127.0.0.1 only. The hotstuff_rs
+//! baseline is a separate binary behind the `baseline-hotstuff-rs` feature
+//! (`src/bin/hotstuff_baseline.rs`), so CI never builds it.
+
+pub mod etcd;
+pub mod palisade;
+pub mod procfs;
+pub mod report;
+pub mod scale;
+pub mod stats;
+pub mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use workload::Shape;
+
+/// Why the bench could not run.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BenchError(pub String);
+
+/// `palisade-testnet bench` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// `scale`: the in-process scaling run instead of the cluster comparison.
+    #[command(subcommand)]
+    pub what: Option<BenchWhat>,
+    /// Directory of a running testnet (`palisade-testnet up --detach --dir DIR`).
+    #[arg(long, default_value = "testnet-data")]
+    pub dir: PathBuf,
+    /// Seconds of the loaded write phase and of the read phase.
+    #[arg(long, default_value_t = 15)]
+    pub duration: u64,
+    /// Seconds of the single-writer phase.
+    #[arg(long, default_value_t = 5)]
+    pub single_duration: u64,
+    /// Seconds of the idle phase (idle CPU).
+    #[arg(long, default_value_t = 5)]
+    pub idle: u64,
+    /// Concurrent readers.
+    #[arg(long, default_value_t = 8)]
+    pub clients: usize,
+    /// Concurrent writers, each its own identity.
+    #[arg(long, default_value_t = 32)]
+    pub writers: usize,
+    /// Bound on operations per phase.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_ops: u64,
+    /// Instances of the service the readers look up.
+    #[arg(long, default_value_t = 10)]
+    pub read_instances: usize,
+    /// Skip the Palisade side (e.g. to measure etcd alone).
+    #[arg(long)]
+    pub skip_palisade: bool,
+    /// Skip the etcd side.
+    #[arg(long)]
+    pub skip_etcd: bool,
+    /// The etcd binary (default /usr/bin/etcd, then PATH).
+    #[arg(long)]
+    pub etcd_bin: Option<PathBuf>,
+    /// Also kill the last validator, measure blocks/s and writes/s with it
+    /// down, and restart it.
+    #[arg(long)]
+    pub fault: bool,
+    /// Seconds of each blocks/s window of the fault phase.
+    #[arg(long, default_value_t = 5)]
+    pub fault_window: u64,
+}
+
+/// Other bench runs.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum BenchWhat {
+    /// The state machine in-process: memory per instance, proof size, block
+    /// execution time and lookup latency at each size.
+    Scale {
+        /// Sizes, ascending, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        sizes: Vec<u64>,
+    },
+}
+
+/// Progress lines go to stderr so that stdout holds only the report.
+#[allow(clippy::print_stderr)]
+fn progress(msg: &str) {
+    eprintln!("bench: {msg}");
+}
+
+/// Run what `args` asks and return the report (markdown).
+pub fn run(args: &BenchArgs) -> Result<String, BenchError> {
+    if let Some(BenchWhat::Scale { sizes }) = &args.what {
+        let mut sizes = sizes.clone();
+        sizes.sort_unstable();
+        let points = scale::run(&sizes, |p| {
+            progress(&format!(
+                "{} instances built in {:.1} s",
+                p.instances,
+                p.build.as_secs_f64()
+            ))
+        })
+        .map_err(BenchError)?;
+        return Ok(scale::table(&points));
+    }
+    let shape = Shape {
+        writers: args.writers.max(1),
+        clients: args.clients.max(1),
+        duration: Duration::from_secs(args.duration),
+        single_duration: Duration::from_secs(args.single_duration),
+        idle_duration: Duration::from_secs(args.idle),
+        max_ops: args.max_ops,
+        read_instances: args.read_instances.max(1),
+    };
+    let mut notes = Vec::new();
+    let palisade = if args.skip_palisade {
+        None
+    } else {
+        progress(&format!("Palisade testnet in {}", args.dir.display()));
+        let opts = palisade::PalisadeOptions {
+            fault: args.fault,
+            fault_window: Duration::from_secs(args.fault_window),
+        };
+        Some(palisade::run(&args.dir, &shape, &opts).map_err(BenchError)?)
+    };
+    let value_bytes = palisade
+        .as_ref()
+        .map_or_else(|| palisade::registration_bytes("palisade-local"), |p| p.value_bytes);
+    let etcd = if args.skip_etcd {
+        None
+    } else {
+        let bin = match &args.etcd_bin {
+            Some(b) => Ok(b.clone()),
+            None => etcd::find_etcd(),
+        };
+        match bin {
+            Ok(bin) => {
+                progress(&format!("etcd cluster from {}", bin.display()));
+                Some(etcd::run(&bin, &shape, value_bytes).map_err(BenchError)?)
+            }
+            Err(why) => {
+                progress(&why);
+                notes.push(why);
+                None
+            }
+        }
+    };
+    notes.push(
+        "syscall bytes (/proc/PID/io rchar/wchar) count socket and file reads/writes together: an upper bound on bytes on the wire".into(),
+    );
+    Ok(report::render(&shape, palisade.as_ref(), etcd.as_ref(), &notes))
+}
