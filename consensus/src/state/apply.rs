@@ -348,6 +348,15 @@ fn register(
                 }
                 .into());
             }
+            if services == 0 {
+                let namespaces = ws.directory_len()?;
+                if namespaces >= p.max_namespaces as usize {
+                    return Err(TxRejection::RegistryFull {
+                        max: p.max_namespaces as u64,
+                    }
+                    .into());
+                }
+            }
         }
         if id.instances.len() >= p.max_instances_per_identity as usize {
             return Err(TxRejection::IdentityFull {

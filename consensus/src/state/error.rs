@@ -181,10 +181,17 @@ pub enum TxRejection {
     #[error("invalid validator set: {0}")]
     InvalidValidatorSet(String),
     /// An epoch change is already decided and not yet in force.
+    /// (Variants are append-only: their borsh tags are in stored receipts.)
     #[error("an epoch change to epoch {pending} is already pending")]
     EpochChangePending {
         /// The epoch already decided.
         pending: u64,
+    },
+    /// The registry already holds `max_namespaces` non-empty namespaces.
+    #[error("the registry is full ({max} namespaces)")]
+    RegistryFull {
+        /// Limit.
+        max: u64,
     },
 }
 

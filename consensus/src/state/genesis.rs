@@ -71,6 +71,8 @@ pub struct Params {
     pub max_expiry_permille: u32,
     /// Expiries always allowed per window, whatever the share.
     pub min_expiry_per_window: u32,
+    /// Namespaces holding services (the size of the namespace directory).
+    pub max_namespaces: u32,
 }
 
 impl Default for Params {
@@ -96,6 +98,7 @@ impl Default for Params {
             expiry_window_ms: 60_000,
             max_expiry_permille: 150,
             min_expiry_per_window: 16,
+            max_namespaces: 4096,
         }
     }
 }
@@ -125,6 +128,7 @@ impl Params {
             ("max_block_txs", self.max_block_txs),
             ("max_block_bytes", self.max_block_bytes),
             ("max_validators", self.max_validators),
+            ("max_namespaces", self.max_namespaces),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("parameter {name} must be positive"));

@@ -227,6 +227,12 @@ impl<'a> WorkingSet<'a> {
         self.expiry.set(system_key(system::EXPIRY), Some(state));
     }
 
+    /// Number of non-empty namespaces.
+    pub(crate) fn directory_len(&mut self) -> Result<usize, StateError> {
+        let key = system_key(system::NAMESPACES);
+        Ok(self.directory.get(&self.src, &key)?.map_or(0, Vec::len))
+    }
+
     pub(crate) fn directory_mut(&mut self) -> Result<&mut Vec<String>, StateError> {
         let key = system_key(system::NAMESPACES);
         if self.directory.get(&self.src, &key)?.is_none() {

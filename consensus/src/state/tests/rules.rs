@@ -237,6 +237,34 @@ fn namespaces_hold_a_bounded_number_of_services() {
 }
 
 #[test]
+fn the_namespace_directory_is_bounded() {
+    let mut g = genesis();
+    g.params.max_namespaces = 1;
+    g.enrollments[0].namespaces.push("billing".into());
+    let mut c = Chain::with(g);
+    let a = c.tx(&alice(), TxBody::Register(reg("shop", "web", "a1")));
+    let b = c.tx(&alice(), TxBody::Register(reg("billing", "web", "a2")));
+    let (_, r) = c.block(1_000, &[a, b]);
+    assert_eq!(
+        r.receipts[1].outcome,
+        TxOutcome::Rejected(TxRejection::RegistryFull { max: 1 })
+    );
+    // Once shop empties, billing fits.
+    let d = c.tx(
+        &alice(),
+        TxBody::Deregister {
+            namespace: "shop".into(),
+            service: "web".into(),
+            instance: "a1".into(),
+        },
+    );
+    let b = c.tx(&alice(), TxBody::Register(reg("billing", "web", "a2")));
+    let (_, r) = c.block(1_000, &[d, b]);
+    assert!(r.receipts.iter().all(|r| r.outcome == TxOutcome::Applied));
+    assert_eq!(c.reader().namespaces().unwrap(), vec!["billing"]);
+}
+
+#[test]
 fn revocation_removes_every_owned_instance_at_once() {
     let mut c = Chain::new();
     let txs: Vec<_> = [("web", "a1"), ("api", "a2")]
