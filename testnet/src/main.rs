@@ -270,9 +270,11 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Status { dir } => {
+            use std::io::Write;
             let net = Testnet::open(&dir)?;
-            println!(
-                "{:<6} {:>8} {:>8} {:>8} {:>6} {:>6}  leader",
+            let mut out = String::new();
+            out += &format!(
+                "{:<6} {:>8} {:>8} {:>8} {:>6} {:>6}  leader\n",
                 "node", "pid", "height", "round", "epoch", "peers"
             );
             for s in net.status() {
@@ -282,9 +284,9 @@ fn run(cli: Cli) -> Result<()> {
                     .filter(|_| s.running)
                     .map(|p| p.to_string())
                     .unwrap_or("-".into());
-                match s.status {
-                    Ok(st) => println!(
-                        "node{:<2} {:>8} {:>8} {:>8} {:>6} {:>6}  {}",
+                out += &match s.status {
+                    Ok(st) => format!(
+                        "node{:<2} {:>8} {:>8} {:>8} {:>6} {:>6}  {}\n",
                         s.node.index,
                         pid,
                         st.height,
@@ -293,9 +295,11 @@ fn run(cli: Cli) -> Result<()> {
                         st.peers,
                         &st.leader[..st.leader.len().min(8)]
                     ),
-                    Err(e) => println!("node{:<2} {:>8}  {e}", s.node.index, pid),
-                }
+                    Err(e) => format!("node{:<2} {:>8}  {e}\n", s.node.index, pid),
+                };
             }
+            // A closed pipe (`status | head`) is not an error worth a panic.
+            let _ = std::io::stdout().lock().write_all(out.as_bytes());
             Ok(())
         }
         Command::Kill(t) => {
