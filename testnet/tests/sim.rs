@@ -245,8 +245,10 @@ fn lossy_network_safe_and_live_after_healing() {
         let r = simulation(c).run();
         safe(&r)?;
         eprintln!(
-            "lossy n={n} seed={seed}: height {} rounds {} messages {:?}",
-            r.height, r.max_round, r.messages
+            "lossy n={n} seed={seed}: height {} rounds {} wire {:?}",
+            r.height,
+            r.max_round,
+            (r.wire.sent, r.wire.dropped, r.wire.duplicated)
         );
         Ok(())
     });

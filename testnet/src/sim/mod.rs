@@ -19,6 +19,7 @@
 
 mod checker;
 mod config;
+mod network;
 mod node;
 mod payload;
 mod runner;
@@ -27,6 +28,7 @@ mod verdicts;
 
 pub use checker::{Checker, Violation};
 pub use config::{Crash, NetFaults, RoundPartition, SimConfig, TimePartition};
+pub use network::WireStats;
 pub use node::Disk;
 pub use payload::{PayloadSource, SimPayloads};
 pub use runner::{sim_genesis, SimReport, Simulation};

@@ -19,6 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use tracing::debug;
 
 use super::checker::{Checker, Violation};
+use super::network::{connected, WireStats};
 use super::node::{Boot, SimNode};
 use super::{PayloadSource, SharedVerdicts, SimConfig};
 
@@ -56,8 +57,8 @@ pub struct SimReport {
     pub max_round: u64,
     /// Committed height of each instance at the end (crashed: on disk).
     pub heights: Vec<u64>,
-    /// Messages sent, dropped, duplicated.
-    pub messages: (u64, u64, u64),
+    /// What the network carried and saw (including twins' equivocations).
+    pub wire: WireStats,
     /// Refused inputs, by error variant.
     pub errors: BTreeMap<String, u64>,
     /// Safety and liveness violations.
@@ -91,9 +92,7 @@ pub struct Simulation<E: Executor, P: PayloadSource> {
     payloads: P,
     verdicts: Arc<SharedVerdicts>,
     checker: Checker,
-    sent: u64,
-    dropped: u64,
-    duplicated: u64,
+    wire: WireStats,
     errors: BTreeMap<String, u64>,
     recorded: Vec<(usize, Message)>,
 }
@@ -160,9 +159,7 @@ impl<E: Executor, P: PayloadSource> Simulation<E, P> {
             payloads,
             verdicts,
             checker: Checker::new(honest),
-            sent: 0,
-            dropped: 0,
-            duplicated: 0,
+            wire: WireStats::default(),
             errors: BTreeMap::new(),
             recorded: Vec::new(),
             config,
@@ -375,21 +372,33 @@ impl<E: Executor, P: PayloadSource> Simulation<E, P> {
         }
         let bytes = message.encode();
         let sender_key = self.nodes[from].key.public();
+        self.wire.observe(sender_key, &message);
         let round = self.nodes[from].replica.as_ref().map_or(0, Replica::round);
         let healed = self.config.heal_at_ms.is_some_and(|h| self.elapsed() >= h);
+        let elapsed = self.elapsed();
         for &to in targets {
-            self.sent += 1;
-            if !healed && !self.connected(from, to, round) {
-                self.dropped += 1;
+            self.wire.sent += 1;
+            let cfg = &self.config;
+            if !healed
+                && !connected(
+                    &cfg.round_partitions,
+                    &cfg.time_partitions,
+                    from,
+                    to,
+                    round,
+                    elapsed,
+                )
+            {
+                self.wire.dropped += 1;
                 continue;
             }
             let faults = self.config.faults.clone();
             if !healed && self.rng.gen_range(0..100) < faults.drop_percent {
-                self.dropped += 1;
+                self.wire.dropped += 1;
                 continue;
             }
             let copies = if !healed && self.rng.gen_range(0..100) < faults.duplicate_percent {
-                self.duplicated += 1;
+                self.wire.duplicated += 1;
                 2
             } else {
                 1
@@ -409,26 +418,6 @@ impl<E: Executor, P: PayloadSource> Simulation<E, P> {
                 );
             }
         }
-    }
-
-    /// May `from` reach `to` for a message sent in `round`, now?
-    fn connected(&self, from: usize, to: usize, round: u64) -> bool {
-        let same_group =
-            |groups: &[Vec<usize>]| groups.iter().any(|g| g.contains(&from) && g.contains(&to));
-        let elapsed = self.elapsed();
-        let by_round = self
-            .config
-            .round_partitions
-            .iter()
-            .filter(|p| p.from_round <= round && round <= p.to_round)
-            .all(|p| same_group(&p.groups));
-        let by_time = self
-            .config
-            .time_partitions
-            .iter()
-            .filter(|p| p.from_ms <= elapsed && elapsed < p.to_ms)
-            .all(|p| same_group(&p.groups));
-        by_round && by_time
     }
 
     /// Finish: run the end-of-run checks and gather figures.
@@ -453,7 +442,7 @@ impl<E: Executor, P: PayloadSource> Simulation<E, P> {
                 .iter()
                 .map(|n| n.disk.committed.last().map_or(0, |c| c.info.height))
                 .collect(),
-            messages: (self.sent, self.dropped, self.duplicated),
+            wire: self.wire.clone(),
             errors: self.errors.clone(),
             violations: self.checker.violations().to_vec(),
         }

@@ -136,10 +136,10 @@ impl Net {
 #[test]
 fn four_replicas_commit_the_same_chain() {
     let mut net = Net::new(4);
-    net.run(200);
+    net.run(60);
     let heights: Vec<usize> = net.committed.iter().map(|c| c.len()).collect();
     assert!(
-        heights.iter().all(|h| *h >= 20),
+        heights.iter().all(|h| *h >= 10),
         "commits: {heights:?}, errors {:?}",
         net.errors
     );
