@@ -59,5 +59,35 @@ fn loopback(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, verification, loopback);
+/// Against a running network (e.g. `palisade-testnet up`), when
+/// `PALISADE_BENCH_NETWORK` names its network file and
+/// `PALISADE_BENCH_SERVICE` a registered `namespace/service`
+/// (default `demo/echo`, which the testnet's demo registers).
+fn real_network(c: &mut Criterion) {
+    let Some(path) = std::env::var_os("PALISADE_BENCH_NETWORK") else {
+        return;
+    };
+    let target = std::env::var("PALISADE_BENCH_SERVICE").unwrap_or_else(|_| "demo/echo".into());
+    let (ns, svc) = palisade_client::parse_service_path(&target).unwrap();
+    let network = palisade_client::load_network_file(path.as_ref()).unwrap();
+    let mut g = c.benchmark_group("network");
+    let one = Client::new(network.clone(), ClientConfig::default()).unwrap();
+    g.bench_function("verified_lookup", |b| {
+        b.iter(|| one.lookup(&ns, &svc).unwrap())
+    });
+    let all = Client::new(
+        network.clone(),
+        ClientConfig {
+            read_quorum: network.nodes.len(),
+            ..ClientConfig::default()
+        },
+    )
+    .unwrap();
+    g.bench_function("verified_lookup_all_nodes", |b| {
+        b.iter(|| all.lookup(&ns, &svc).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, verification, loopback, real_network);
 criterion_main!(benches);

@@ -296,7 +296,10 @@ fn pending_submission_is_polled_until_committed() {
 #[test]
 fn rejection_is_reported_with_its_reason() {
     let chain = Chain::test();
-    let (node, seen) = tx_node(chain.clone(), TxBehavior::Reject("rejected: not enrolled in prod"));
+    let (node, seen) = tx_node(
+        chain.clone(),
+        TxBehavior::Reject("rejected: not enrolled in prod"),
+    );
     let c = client(&chain, &[node.url.clone()], config());
     let mut s = signer();
     for _ in 0..2 {
