@@ -4,7 +4,8 @@
 use std::collections::VecDeque;
 
 use palisade_crypto::{
-    hash, BlockInfo, Digest, Domain, PublicKey, SecretKey, Validator, ValidatorSet,
+    hash, BatchError, BlockInfo, Digest, Domain, PublicKey, SecretKey, SigError, Signature,
+    Validator, ValidatorSet,
 };
 
 use super::*;
@@ -16,6 +17,41 @@ pub(crate) struct Net {
     pub(crate) committed: Vec<Vec<CommittedBlock>>,
     pub(crate) now: u64,
     pub(crate) errors: Vec<ConsensusError>,
+    /// Instances that neither send nor receive (crashed from the start).
+    pub(crate) down: Vec<bool>,
+    /// The last safety state each instance persisted.
+    pub(crate) persisted: Vec<SafetyState>,
+    /// Votes or timeouts that left before the safety state covering them.
+    pub(crate) unpersisted_sends: Vec<String>,
+    pub(crate) votes_sent: usize,
+    pub(crate) timeouts_sent: usize,
+}
+
+/// Remembers signatures replicas made (valid by construction) so debug-build
+/// tests verify each foreign signature once; anything unknown is checked strictly.
+#[derive(Debug, Default)]
+struct MemoVerifier(std::sync::Mutex<std::collections::HashSet<(PublicKey, Digest, Signature)>>);
+
+impl crate::hotstuff::SignatureVerifier for MemoVerifier {
+    fn verify(&self, key: &PublicKey, digest: &Digest, sig: &Signature) -> Result<(), SigError> {
+        let item = (*key, *digest, *sig);
+        if self.0.lock().unwrap().contains(&item) {
+            return Ok(());
+        }
+        key.verify_digest(digest, sig)?;
+        self.0.lock().unwrap().insert(item);
+        Ok(())
+    }
+    fn verify_batch(&self, items: &[(PublicKey, Digest, Signature)]) -> Result<(), BatchError> {
+        for (index, (k, d, s)) in items.iter().enumerate() {
+            self.verify(k, d, s)
+                .map_err(|error| BatchError { index, error })?;
+        }
+        Ok(())
+    }
+    fn signed(&self, key: &PublicKey, digest: &Digest, sig: &Signature) {
+        self.0.lock().unwrap().insert((*key, *digest, *sig));
+    }
 }
 
 pub(crate) fn keys(n: usize) -> Vec<SecretKey> {
@@ -52,6 +88,7 @@ impl Net {
         let keys = keys(n);
         let set = set(&keys, 0);
         let g = genesis();
+        let memo = std::sync::Arc::new(MemoVerifier::default());
         let replicas = keys
             .iter()
             .map(|k| {
@@ -64,6 +101,7 @@ impl Net {
                     1_000,
                 )
                 .unwrap()
+                .with_verifier(memo.clone())
             })
             .collect();
         Net {
@@ -72,23 +110,29 @@ impl Net {
             committed: vec![Vec::new(); n],
             now: 1_000,
             errors: Vec::new(),
+            down: vec![false; n],
+            persisted: vec![SafetyState::new(0); n],
+            unpersisted_sends: Vec::new(),
+            votes_sent: 0,
+            timeouts_sent: 0,
         }
     }
 
     fn route(&mut self, from: usize) {
         let me = self.replicas[from].public_key();
         for out in self.replicas[from].take_outputs() {
+            self.check_persisted_first(from, &out);
             match out {
                 Output::Send { to, message } => {
                     for (i, r) in self.replicas.iter().enumerate() {
-                        if r.public_key() == to && i != from {
+                        if r.public_key() == to && i != from && !self.down[i] {
                             self.queue.push_back((i, me, message.clone()));
                         }
                     }
                 }
                 Output::Broadcast(message) => {
                     for i in 0..self.replicas.len() {
-                        if i != from {
+                        if i != from && !self.down[i] {
                             self.queue.push_back((i, me, message.clone()));
                         }
                     }
@@ -102,8 +146,41 @@ impl Net {
                     self.route(from);
                 }
                 Output::Committed(c) => self.committed[from].push(c),
-                Output::PersistSafety(_) | Output::PersistBlock(_) | Output::NewEpoch(_) => {}
+                Output::PersistSafety(s) => self.persisted[from] = s,
+                Output::PersistBlock(_) | Output::NewEpoch(_) => {}
             }
+        }
+    }
+
+    /// The API contract: a vote or timeout leaves only after a persisted
+    /// safety state that already forbids voting again in its round.
+    fn check_persisted_first(&mut self, from: usize, out: &Output) {
+        let disk = &self.persisted[from];
+        let (kind, round, covered) = match out {
+            Output::Send {
+                message: Message::Vote(v),
+                ..
+            } => (
+                "vote",
+                v.vote_data.round,
+                disk.last_voted_round >= v.vote_data.round,
+            ),
+            Output::Broadcast(Message::Timeout(t)) => (
+                "timeout",
+                t.round,
+                disk.highest_timeout_round >= t.round && disk.last_voted_round >= t.round,
+            ),
+            _ => return,
+        };
+        if kind == "vote" {
+            self.votes_sent += 1;
+        } else {
+            self.timeouts_sent += 1;
+        }
+        if !covered {
+            self.unpersisted_sends.push(format!(
+                "instance {from} sent a {kind} for round {round} before persisting it"
+            ));
         }
     }
 
@@ -116,6 +193,9 @@ impl Net {
             self.now += 10;
             for i in 0..self.replicas.len() {
                 let now = self.now;
+                if self.down[i] {
+                    continue;
+                }
                 if let Err(e) = self.replicas[i].handle_timeout(now) {
                     self.errors.push(e);
                 }
@@ -136,10 +216,10 @@ impl Net {
 #[test]
 fn four_replicas_commit_the_same_chain() {
     let mut net = Net::new(4);
-    net.run(60);
+    net.run(200);
     let heights: Vec<usize> = net.committed.iter().map(|c| c.len()).collect();
     assert!(
-        heights.iter().all(|h| *h >= 10),
+        heights.iter().all(|h| *h >= 20),
         "commits: {heights:?}, errors {:?}",
         net.errors
     );
@@ -170,4 +250,28 @@ fn wire_messages_round_trip_and_are_capped() {
             palisade_crypto::DecodeError::TooLarge { .. }
         ))
     ));
+}
+
+#[test]
+fn votes_and_timeouts_leave_only_after_their_safety_state() {
+    let mut net = Net::new(4);
+    // One silent validator makes its rounds time out, so both kinds are sent.
+    net.down[3] = true;
+    net.run(300);
+    assert!(
+        net.votes_sent > 0 && net.timeouts_sent > 0,
+        "votes {} timeouts {}",
+        net.votes_sent,
+        net.timeouts_sent
+    );
+    assert!(
+        net.unpersisted_sends.is_empty(),
+        "{:?}",
+        net.unpersisted_sends
+    );
+    assert!(
+        net.committed[0].len() >= 5,
+        "only {} commits with one validator down",
+        net.committed[0].len()
+    );
 }
