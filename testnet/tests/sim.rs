@@ -71,7 +71,7 @@ pub(crate) fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), St
 
 #[test]
 fn healthy_4_and_7() {
-    for_each_seed("healthy_4_and_7", 4, |seed| {
+    for_each_seed("healthy_4_and_7", 6, |seed| {
         for n in [4, 7] {
             let mut c = SimConfig::new(seed, n);
             c.duration_ms = 10_000;
@@ -160,7 +160,7 @@ fn one_of_four_crashed_keeps_80_percent_throughput() {
 
 #[test]
 fn leader_crash_restart_and_wiped_node_rejoin() {
-    for_each_seed("leader_crash_restart_and_wiped_node_rejoin", 4, |seed| {
+    for_each_seed("leader_crash_restart_and_wiped_node_rejoin", 8, |seed| {
         let mut c = SimConfig::new(seed, 4);
         c.duration_ms = 20_000;
         c.crashes.push(Crash {
@@ -228,7 +228,7 @@ fn random_time_partitions(rng: &mut ChaCha8Rng, n: usize, heal_ms: u64) -> Vec<T
 #[test]
 fn lossy_network_safe_and_live_after_healing() {
     const HEAL_MS: u64 = 10_000;
-    for_each_seed("lossy_network_safe_and_live_after_healing", 4, |seed| {
+    for_each_seed("lossy_network_safe_and_live_after_healing", 12, |seed| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x10557);
         let n = if seed % 2 == 0 { 4 } else { 7 };
         let mut c = SimConfig::new(seed, n);

@@ -52,7 +52,7 @@ fn sync_info(qc: QuorumCert) -> Message {
 
 #[test]
 fn byzantine_messages_get_typed_rejections() {
-    for_each_seed("byzantine_messages_get_typed_rejections", 3, |seed| {
+    for_each_seed("byzantine_messages_get_typed_rejections", 4, |seed| {
         let mut sim = simulation(SimConfig::new(seed, 4));
         sim.run_until(2_000);
         let (sender, proposal) = signed_proposal(&sim)?;
@@ -271,7 +271,7 @@ fn inject_signed(
 
 #[test]
 fn epoch_change_retires_the_old_set() {
-    for_each_seed("epoch_change_retires_the_old_set", 2, |seed| {
+    for_each_seed("epoch_change_retires_the_old_set", 4, |seed| {
         let mut sim = simulation_with_epoch(SimConfig::new(seed, 4), Some(30));
         sim.run_until(5_000);
         let r = sim.report();

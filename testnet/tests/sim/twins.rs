@@ -35,7 +35,7 @@ fn random_round_partitions(
 
 #[test]
 fn twins_f_equivocating_is_safe() {
-    for_each_seed("twins_f_equivocating_is_safe", 8, |seed| {
+    for_each_seed("twins_f_equivocating_is_safe", 16, |seed| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7715);
         let (n, twins) = if seed % 2 == 0 {
             (4, vec![0])
@@ -68,7 +68,7 @@ fn twins_f_equivocating_is_safe() {
 
 #[test]
 fn checker_sees_the_fork_of_f_plus_1_twins() {
-    for_each_seed("checker_sees_the_fork_of_f_plus_1_twins", 3, |seed| {
+    for_each_seed("checker_sees_the_fork_of_f_plus_1_twins", 4, |seed| {
         // 4 validators, f = 1; validators 0 and 1 have twins (instances 4, 5).
         // Each side of the split holds three keys: a quorum each.
         let mut c = SimConfig::new(seed, 4);
