@@ -67,6 +67,59 @@
 //!   shell's to serve from its store, as a [`CommitResponse`] built from its
 //!   committed log (blocks of one epoch, oldest first, plus the QC that
 //!   committed the last one).
+//! - **Signatures** are checked through a [`SignatureVerifier`]
+//!   ([`StrictVerifier`] by default; [`Replica::with_verifier`] plugs in a
+//!   verdict cache so each signature is verified once per process).
+//!
+//! # Example: a one-validator chain
+//! A single validator is its own quorum, so its replica commits alone; the
+//! loop below is the whole shell contract in miniature.
+//! ```
+//! use palisade_consensus::executor::*;
+//! use palisade_consensus::hotstuff::{Config, Output, Replica};
+//! use palisade_crypto::*;
+//!
+//! /// State root = hash(parent root, payload): enough for a demo.
+//! struct Chain(std::collections::HashMap<Digest, Digest>, Digest);
+//! impl Executor for Chain {
+//!     fn committed(&self) -> (Digest, Digest) { (self.1, self.0[&self.1]) }
+//!     fn execute(&mut self, ctx: &ExecutionContext, payload: &[u8])
+//!         -> Result<ExecutionResult, ExecutionError> {
+//!         let parent = *self.0.get(&ctx.parent_id).ok_or(ExecutionError::UnknownParent(ctx.parent_id))?;
+//!         let state_root = hash_encoded(Domain::Jmt, &(parent, payload));
+//!         self.0.insert(ctx.block_id, state_root);
+//!         Ok(ExecutionResult { state_root, tx_root: tx_root(&[]), next_validators: None })
+//!     }
+//!     fn commit(&mut self, id: &Digest) -> Result<(), ExecutionError> { self.1 = *id; Ok(()) }
+//! }
+//!
+//! let key = SecretKey::from_seed([1; 32]);
+//! let set = ValidatorSet { epoch: 0, validators: vec![Validator { key: key.public(), power: 1 }] };
+//! let genesis = BlockInfo { round: 0, height: 0, block_id: hash(Domain::Genesis, b"demo"),
+//!     state_root: Digest::ZERO, tx_root: tx_root(&[]), timestamp_ms: 1_000,
+//!     next_validators: None, parent_info: Digest::ZERO };
+//! let executor = Chain([(genesis.block_id, Digest::ZERO)].into(), genesis.block_id);
+//! let mut replica = Replica::genesis(Config::new("demo"), key, executor, genesis, set.clone(), 1_000)?;
+//!
+//! let (mut now, mut committed) = (1_000, Vec::new());
+//! while committed.len() < 3 {
+//!     now += 10;
+//!     replica.handle_timeout(now)?;
+//!     for output in replica.take_outputs() {
+//!         match output {
+//!             // Persist durably before carrying out anything after it.
+//!             Output::PersistSafety(_) | Output::PersistBlock(_) => {}
+//!             Output::NeedPayload { round, .. } => replica.handle_payload(now, round, b"tx".to_vec())?,
+//!             Output::Committed(block) => committed.push(block),
+//!             // No peers to talk to here.
+//!             Output::Send { .. } | Output::Broadcast(_) | Output::NewEpoch(_) => {}
+//!         }
+//!     }
+//! }
+//! // Every committed block comes with a certificate a client checks with the set alone.
+//! committed[2].certificate().verify(&set, "demo")?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod block_tree;
 mod config;
