@@ -115,6 +115,9 @@ impl Client {
         let mut forgery = None;
         while started.elapsed() < self.config().commit_timeout {
             thread::sleep(self.config().poll_interval);
+            // Whether every node that answered has never heard of the
+            // transaction (it was lost, e.g. with a crashed node's mempool).
+            let mut forgotten = false;
             for node in self.node_order() {
                 let polled = node
                     .get::<SubmitResponse>(&path)
@@ -124,13 +127,25 @@ impl Client {
                         self.mark_preferred(node);
                         return settle(receipt);
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        forgotten = false;
+                        break;
+                    }
+                    Err(ClientError::Api { status: 404, .. }) => forgotten = true,
                     Err(e) => {
                         tracing::warn!(node = node.url(), error = %e, "receipt poll failed");
                         if e.is_verification_failure() {
                             forgery = Some(e);
                         }
                     }
+                }
+            }
+            if forgotten {
+                // The same signed transaction again: its id and sequence
+                // make a second admission harmless.
+                tracing::info!(%tx_id, "no node knows the transaction; submitting it again");
+                if let Err(e) = self.submit(tx) {
+                    tracing::warn!(error = %e, "resubmission failed");
                 }
             }
         }

@@ -294,6 +294,17 @@ fn pending_submission_is_polled_until_committed() {
 }
 
 #[test]
+fn a_transaction_no_node_knows_is_submitted_again() {
+    let chain = Chain::test();
+    let (node, seen) = tx_node(chain.clone(), TxBehavior::LoseFirst);
+    let c = client(&chain, &[node.url.clone()], config());
+    let r = c.execute(&mut signer(), heartbeat()).unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!((seen[0].id(), seen[1].id()), (r.tx_id, r.tx_id));
+}
+
+#[test]
 fn rejection_is_reported_with_its_reason() {
     let chain = Chain::test();
     let (node, seen) = tx_node(

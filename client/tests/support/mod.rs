@@ -60,6 +60,8 @@ pub enum TxBehavior {
     PendingThenCommit,
     AlwaysPending,
     ForgeReceipt,
+    /// Loses the first submission (unknown to `GET /v1/tx`), commits the next.
+    LoseFirst,
 }
 
 /// The next sequence number stand-in nodes report for every account.
@@ -90,6 +92,9 @@ pub fn tx_node(
         }
         if let Some(id) = req.path.strip_prefix("/v1/tx/") {
             let id = Digest::from_hex(id).unwrap();
+            if behavior == TxBehavior::LoseFirst && log.lock().unwrap().len() < 2 {
+                return Reply::error(404, "unknown_tx");
+            }
             return match behavior {
                 TxBehavior::AlwaysPending => Reply::ok(&SubmitResponse {
                     tx_id: id,
@@ -112,7 +117,9 @@ pub fn tx_node(
             return match behavior {
                 TxBehavior::Commit => Reply::ok(&committed(id, "applied")),
                 TxBehavior::Reject(reason) => Reply::ok(&committed(id, reason)),
-                TxBehavior::PendingThenCommit | TxBehavior::AlwaysPending => Reply::ok(&pending),
+                TxBehavior::PendingThenCommit
+                | TxBehavior::AlwaysPending
+                | TxBehavior::LoseFirst => Reply::ok(&pending),
                 TxBehavior::ForgeReceipt => {
                     let mut forged = receipt(&chain, Digest([43; 32]), 1, "applied");
                     forged.tx_id = id;
