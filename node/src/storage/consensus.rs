@@ -1,9 +1,9 @@
 //! Consensus records: uncommitted blocks (by id, for restart) and the
 //! committed log (by height, with the QC that committed each block).
 //!
-//! Uncommitted blocks live in [`Cf::Blocks`] under their 32-byte id; the
-//! committed log under `"c" || height (u64 big-endian)` in the same family,
-//! so the two key spaces never meet.
+//! Uncommitted blocks live in [`Cf::Blocks`] under their 32-byte id (a
+//! handful at any time: they are pruned as they commit); the committed log in
+//! [`Cf::Log`] under the height (u64 big-endian).
 
 use palisade_consensus::hotstuff::{Block, CommittedBlock, SafetyState};
 use palisade_crypto::{decode, encode, Digest};
@@ -13,10 +13,8 @@ use crate::error::StorageError;
 
 const SAFETY: &str = "safety";
 
-fn log_key(height: u64) -> Vec<u8> {
-    let mut k = b"c".to_vec();
-    k.extend_from_slice(&height.to_be_bytes());
-    k
+fn log_key(height: u64) -> [u8; 8] {
+    height.to_be_bytes()
 }
 
 impl NodeStore {
@@ -57,10 +55,8 @@ impl NodeStore {
             let Some((last, _)) = page.last() else { break };
             let mut next = last.clone();
             next.push(0);
-            for (k, v) in &page {
-                if k.len() == 32 {
-                    out.push(decode(v).map_err(|e| corrupt("blocks", e))?);
-                }
+            for (_, v) in &page {
+                out.push(decode(v).map_err(|e| corrupt("blocks", e))?);
             }
             if page.len() < 256 {
                 break;
@@ -89,14 +85,14 @@ impl NodeStore {
     pub fn put_committed_blocks(&self, blocks: &[CommittedBlock]) -> Result<(), StorageError> {
         let mut batch = Batch::new();
         for c in blocks {
-            batch.put(Cf::Blocks, log_key(c.info.height), encode(c));
+            batch.put(Cf::Log, log_key(c.info.height), encode(c));
         }
         self.kv().write(batch, false)
     }
 
     /// The committed log entry at `height`.
     pub fn committed_block(&self, height: u64) -> Result<Option<CommittedBlock>, StorageError> {
-        match self.kv().get(Cf::Blocks, &log_key(height))? {
+        match self.kv().get(Cf::Log, &log_key(height))? {
             None => Ok(None),
             Some(b) => Ok(Some(decode(&b).map_err(|e| corrupt("blocks", e))?)),
         }

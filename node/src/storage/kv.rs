@@ -36,11 +36,13 @@ pub enum Cf {
     Meta,
     /// Committed block infos by height.
     Infos,
+    /// The committed consensus log: height -> block with the QC that committed it.
+    Log,
 }
 
 impl Cf {
     /// Every column family.
-    pub const ALL: [Cf; 9] = [
+    pub const ALL: [Cf; 10] = [
         Cf::Blocks,
         Cf::Certs,
         Cf::Safety,
@@ -50,6 +52,7 @@ impl Cf {
         Cf::Heights,
         Cf::Meta,
         Cf::Infos,
+        Cf::Log,
     ];
 
     /// RocksDB name.
@@ -64,6 +67,7 @@ impl Cf {
             Cf::Heights => "heights",
             Cf::Meta => "meta",
             Cf::Infos => "infos",
+            Cf::Log => "log",
         }
     }
 }

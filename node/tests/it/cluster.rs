@@ -40,6 +40,11 @@ fn write_genesis(dir: &Path, g: &Genesis) -> PathBuf {
 
 impl Cluster {
     pub(crate) async fn start(n: usize) -> Cluster {
+        Self::start_with(n, |_| {}).await
+    }
+
+    /// Start `n` validators, letting `tweak` adjust each config.
+    pub(crate) async fn start_with(n: usize, tweak: impl Fn(&mut NodeConfig)) -> Cluster {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -81,6 +86,7 @@ impl Cluster {
                     p2p_addr: format!("/ip4/127.0.0.1/tcp/{p}"),
                 })
                 .collect();
+            tweak(&mut c);
             configs.push(c);
         }
         let mut nodes = Vec::new();

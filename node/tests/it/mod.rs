@@ -2,5 +2,6 @@ mod api;
 mod cluster;
 mod config;
 mod http;
+mod probes;
 mod state_store;
 mod storage;
