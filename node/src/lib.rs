@@ -41,6 +41,7 @@ mod node;
 mod probe;
 mod shutdown;
 pub mod storage;
+mod verdicts;
 
 pub use config::{ApiConfig, ConsensusConfig, MempoolConfig, NodeConfig, PeerConfig, ProbeConfig};
 pub use error::{ConfigError, NodeError, StorageError};

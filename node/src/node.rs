@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::net::{self, MAX_FRAME};
 use crate::shutdown::ShutdownTrigger;
 use crate::storage::NodeStore;
+use crate::verdicts::VerdictCache;
 use crate::{api, probe};
 
 /// A running node.
@@ -180,7 +181,8 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     core.retain_committed = config.consensus.retain_committed;
     core.max_payload_bytes = (genesis.params.max_block_bytes as usize).min(MAX_FRAME / 2);
     let replica = Replica::recover(core, key.clone(), executor, recovery, now_ms())
-        .map_err(|e| NodeError::Consensus(e.to_string()))?;
+        .map_err(|e| NodeError::Consensus(e.to_string()))?
+        .with_verifier(Arc::new(VerdictCache::default()));
     info!(key = %me.short(), height = meta.height, round = replica.round(), "replica ready");
 
     let (trigger, shutdown) = ShutdownTrigger::new();
