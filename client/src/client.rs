@@ -13,12 +13,12 @@ use std::sync::{RwLock, RwLockReadGuard};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use palisade_crypto::api::{EpochsResponse, LookupResponse, NamespaceResponse, StatusResponse};
+use palisade_crypto::api::{EpochsResponse, NamespaceResponse, StatusResponse};
 use palisade_crypto::NetworkFile;
 
 use crate::cache::Cache;
 use crate::node::{self, encode_component, NodeApi};
-use crate::verify::{verify_lookup, verify_namespace, VerifiedNamespace};
+use crate::verify::{verify_namespace, VerifiedNamespace};
 use crate::{ClientError, Freshness, TrustedChain, VerifiedService};
 
 /// How the client talks to the network.
@@ -48,6 +48,10 @@ pub struct ClientConfig {
     pub only_node: Option<String>,
     /// Directory of the offline cache of verified lookups (none: no cache).
     pub cache_dir: Option<PathBuf>,
+    /// When no fresh answer can be had, serve the newest verified one
+    /// (from the nodes or the cache) as [`LookupAnswer::Stale`] instead of
+    /// failing.
+    pub serve_stale: bool,
     /// A watch stream is closed and resumed after this long, so that a node
     /// that silently stalls is left within this bound.
     pub watch_stream_lifetime: Duration,
@@ -66,39 +70,43 @@ impl Default for ClientConfig {
             read_quorum: 1,
             only_node: None,
             cache_dir: None,
+            serve_stale: true,
             watch_stream_lifetime: Duration::from_secs(60),
         }
     }
 }
 
-/// A lookup answer: fresh from a node, or from the cache when no node answered.
+/// A lookup answer: fresh, or (when no fresh one can be had) the newest
+/// verified answer known, marked stale with its age.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LookupAnswer {
     /// Verified now, within the freshness bound.
     Fresh(VerifiedService),
-    /// The last verified answer from the on-disk cache (re-verified against
-    /// the trusted validators, but older than the freshness bound may allow).
-    Cached {
+    /// No node gave a fresh answer (none answered, or their certified state
+    /// stopped advancing, as when the registry lost its quorum): the newest
+    /// verified answer from the nodes or the on-disk cache, re-verified
+    /// against the trusted validators but older than the freshness bound.
+    Stale {
         /// The answer.
         service: VerifiedService,
         /// Age of its certified block time.
         age: Duration,
-        /// Why no node answered.
+        /// Why no fresh answer was had.
         cause: ClientError,
     },
 }
 
 impl LookupAnswer {
-    /// The verified answer, fresh or cached.
+    /// The verified answer, fresh or stale.
     pub fn service(&self) -> &VerifiedService {
         match self {
-            LookupAnswer::Fresh(s) | LookupAnswer::Cached { service: s, .. } => s,
+            LookupAnswer::Fresh(s) | LookupAnswer::Stale { service: s, .. } => s,
         }
     }
 
-    /// Whether it came from the cache.
+    /// Whether it is older than the freshness bound.
     pub fn is_stale(&self) -> bool {
-        matches!(self, LookupAnswer::Cached { .. })
+        matches!(self, LookupAnswer::Stale { .. })
     }
 }
 
@@ -110,7 +118,7 @@ pub struct Client {
     trust: RwLock<TrustedChain>,
     preferred: AtomicUsize,
     config: ClientConfig,
-    cache: Option<Cache>,
+    pub(crate) cache: Option<Cache>,
 }
 
 /// Milliseconds since the Unix epoch by the local clock.
@@ -188,7 +196,7 @@ impl Client {
     }
 
     /// Readers verify in parallel; only following an epoch change writes.
-    fn trust_lock(&self) -> RwLockReadGuard<'_, TrustedChain> {
+    pub(crate) fn trust_lock(&self) -> RwLockReadGuard<'_, TrustedChain> {
         self.trust.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -294,123 +302,6 @@ impl Client {
             }
         }
         followed
-    }
-
-    /// Verified lookup of `namespace/service` (see [`ClientConfig::read_quorum`]).
-    /// When no node can be reached, the cached answer is served, marked stale.
-    pub fn lookup(&self, namespace: &str, service: &str) -> Result<LookupAnswer, ClientError> {
-        match self.lookup_fresh(namespace, service) {
-            Ok((verified, response)) => {
-                if let Some(cache) = &self.cache {
-                    if let Err(e) = cache.store(namespace, service, &response) {
-                        tracing::warn!(error = %e, "could not cache the answer");
-                    }
-                }
-                Ok(LookupAnswer::Fresh(verified))
-            }
-            Err(cause) if cause.is_unavailable() => match self.cached(namespace, service)? {
-                Some((service, age)) => Ok(LookupAnswer::Cached {
-                    service,
-                    age,
-                    cause,
-                }),
-                None => Err(cause),
-            },
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The cached answer for a service, re-verified against the trusted
-    /// validators (freshness aside), with its age.
-    pub fn cached(
-        &self,
-        namespace: &str,
-        service: &str,
-    ) -> Result<Option<(VerifiedService, Duration)>, ClientError> {
-        let Some(cache) = &self.cache else {
-            return Ok(None);
-        };
-        let Some(response) = cache.load(namespace, service)? else {
-            return Ok(None);
-        };
-        let now = now_ms();
-        let verified = verify_lookup(&self.trust_lock(), namespace, service, &response, now, None)?;
-        let age = Duration::from_millis(now.saturating_sub(verified.timestamp_ms));
-        Ok(Some((verified, age)))
-    }
-
-    /// Verified lookup from the nodes only: the highest verified answer among
-    /// the first `read_quorum` that verify, with the raw response. Two
-    /// verified answers with different roots at one height are
-    /// [`ClientError::Equivocation`] (proof that the fault bound was broken).
-    pub fn lookup_fresh(
-        &self,
-        namespace: &str,
-        service: &str,
-    ) -> Result<(VerifiedService, LookupResponse), ClientError> {
-        let path = format!(
-            "/v1/services/{}/{}",
-            encode_component(namespace),
-            encode_component(service)
-        );
-        let wanted = self.config.read_quorum.clamp(1, self.nodes.len());
-        let mut best: Option<(VerifiedService, LookupResponse)> = None;
-        let mut answers = 0;
-        let mut roots = Vec::new();
-        let mut errors = Vec::new();
-        for pass in 0..=self.config.retries {
-            if pass > 0 {
-                thread::sleep(self.config.retry_backoff * 2u32.saturating_pow(pass - 1));
-            }
-            let first_of_pass = errors.len();
-            for node in self.node_order() {
-                let result = node.get::<LookupResponse>(&path).and_then(|response| {
-                    let now = now_ms();
-                    let fresh = self.config.freshness;
-                    self.verified(node, |t| {
-                        verify_lookup(t, namespace, service, &response, now, Some(&fresh))
-                    })
-                    .map(|v| (v, response))
-                });
-                match result {
-                    Ok((v, response)) => {
-                        if let Some(conflict) = roots
-                            .iter()
-                            .find(|(h, root)| *h == v.height && *root != v.state_root)
-                        {
-                            return Err(ClientError::Equivocation {
-                                height: v.height,
-                                first: conflict.1,
-                                second: v.state_root,
-                            });
-                        }
-                        roots.push((v.height, v.state_root));
-                        answers += 1;
-                        if answers == 1 {
-                            self.mark_preferred(node);
-                        }
-                        if best.as_ref().is_none_or(|(b, _)| v.height > b.height) {
-                            best = Some((v, response));
-                        }
-                        if answers >= wanted {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(node = node.url(), error = %e, "lookup failed");
-                        errors.push(e);
-                    }
-                }
-            }
-            if best.is_some()
-                || !errors[first_of_pass..]
-                    .iter()
-                    .all(ClientError::is_unavailable)
-            {
-                break;
-            }
-        }
-        best.ok_or_else(|| self.pick_error(errors))
     }
 
     /// Verified list of the services of a namespace (with failover).

@@ -5,8 +5,9 @@
 //!
 //! - [`Client`]: failover over the network's nodes; [`Client::execute`] signs,
 //!   submits and waits for a verified commit receipt; [`Client::lookup`] is a
-//!   verified lookup (served from the [`Cache`], marked stale, when no node
-//!   answers); [`Client::watch`] a verified stream of changes.
+//!   verified lookup (when no fresh answer can be had, the newest verified
+//!   one from the nodes or the on-disk [`Cache`], marked stale with its age);
+//!   [`Client::watch`] a verified stream of changes.
 //! - [`Signer`] and the request builders ([`registration`], [`enrollment`],
 //!   [`InstanceRef`]); [`HeartbeatTask`] renews a lease until stopped.
 //! - [`verify_lookup`] and [`verify_receipt`] are the pure checks underneath,
@@ -28,6 +29,7 @@ mod cache;
 mod client;
 mod error;
 mod heartbeat;
+mod lookup;
 mod node;
 mod signer;
 mod sse;

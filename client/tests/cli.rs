@@ -117,18 +117,21 @@ fn lookup_of_a_forged_answer_fails_and_prints_nothing() {
         assert!(stdout(&o).is_empty());
         assert!(stderr(&o).contains("forged proof"), "{}", stderr(&o));
     }
-    // A stale certificate: refused with its age.
+    // A stale certificate: with --strict, refused with its age; by default
+    // served, verified but marked stale.
     let old = world.answer_at("prod", "api", 5, 1_000, &[0, 1, 2]);
     let stale = MockNode::start(move |_| Reply::ok(&old));
-    let o = palisade(&[
+    let args = [
         "lookup",
         "--network",
         &net,
         "prod/api",
         "--no-cache",
+        "--json",
         "--node",
         &stale.url,
-    ]);
+    ];
+    let o = palisade(&[&args[..], &["--strict"]].concat());
     assert_eq!(o.status.code(), Some(3));
     assert!(stdout(&o).is_empty());
     assert!(
@@ -136,6 +139,14 @@ fn lookup_of_a_forged_answer_fails_and_prints_nothing() {
         "{}",
         stderr(&o)
     );
+    let o = palisade(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (v["stale"].as_bool(), v["height"].as_u64()),
+        (Some(true), Some(5))
+    );
+    assert!(stderr(&o).contains("STALE"), "{}", stderr(&o));
 }
 
 #[test]
@@ -177,7 +188,7 @@ fn lookup_serves_the_cache_marked_stale_when_no_node_answers() {
         (v["stale"].as_bool(), v["height"].as_u64()),
         (Some(true), Some(5))
     );
-    assert!(stderr(&o).contains("serving the cached verified answer"));
+    assert!(stderr(&o).contains("serving the newest verified answer"));
     let o = palisade(&[
         "lookup",
         "--network",

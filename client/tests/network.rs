@@ -172,6 +172,51 @@ fn lookup_follows_epoch_changes_through_the_node() {
 }
 
 #[test]
+fn a_halted_chain_serves_its_newest_verified_state_marked_stale() {
+    let world = World::new();
+    let old = now_ms() - 600_000;
+    let a = lookup_node(world.answer_at("prod", "api", 5, old, &[0, 1, 2]));
+    let b = lookup_node(world.answer_at("prod", "api", 6, old + 1_000, &[0, 1, 2]));
+    let urls = [a.url.clone(), b.url.clone()];
+    match client(&world.chain, &urls, config())
+        .lookup("prod", "api")
+        .unwrap()
+    {
+        LookupAnswer::Stale {
+            service,
+            age,
+            cause,
+        } => {
+            assert_eq!(service.height, 6);
+            assert!(age >= Duration::from_secs(599));
+            assert!(matches!(cause, ClientError::Stale { .. }));
+        }
+        other => panic!("expected a stale answer, got {other:?}"),
+    }
+    let strict = client(
+        &world.chain,
+        &urls,
+        ClientConfig {
+            serve_stale: false,
+            ..config()
+        },
+    );
+    assert!(matches!(
+        strict.lookup("prod", "api"),
+        Err(ClientError::Stale { .. })
+    ));
+    assert!(matches!(
+        strict.lookup_fresh("prod", "api"),
+        Err(ClientError::Stale { .. })
+    ));
+    // A fresh answer from any node wins over stale ones.
+    let fresh = lookup_node(world.answer("prod", "api", 4));
+    let mixed = client(&world.chain, &[a.url.clone(), fresh.url.clone()], config());
+    let answer = mixed.lookup("prod", "api").unwrap();
+    assert_eq!((answer.is_stale(), answer.service().height), (false, 4));
+}
+
+#[test]
 fn cache_serves_the_last_verified_answer_when_no_node_answers() {
     let world = World::new();
     let dir = tempfile::tempdir().unwrap();
@@ -186,7 +231,7 @@ fn cache_serves_the_last_verified_answer_when_no_node_answers() {
 
     let offline = client(&world.chain, &[dead_url()], cached.clone());
     match offline.lookup("prod", "api").unwrap() {
-        LookupAnswer::Cached { service, cause, .. } => {
+        LookupAnswer::Stale { service, cause, .. } => {
             assert_eq!(&service, fresh.service());
             assert!(matches!(cause, ClientError::Transport { .. }), "{cause:?}");
         }

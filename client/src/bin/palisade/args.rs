@@ -197,6 +197,10 @@ pub(crate) struct Read {
     /// Directory of the offline cache (default: $XDG_CACHE_HOME/palisade).
     #[arg(long, value_name = "DIR")]
     pub(crate) cache_dir: Option<PathBuf>,
+    /// Fail (exit 3) rather than serve a verified answer older than
+    /// --max-age when no fresh one can be had.
+    #[arg(long)]
+    pub(crate) strict: bool,
     /// Neither read nor write the offline cache.
     #[arg(long, conflicts_with = "cache_dir")]
     pub(crate) no_cache: bool,

@@ -63,6 +63,7 @@ fn client(net: &Net, read: Option<&Read>) -> Result<Client, ClientError> {
             ..Freshness::default()
         };
         config.read_quorum = read.quorum;
+        config.serve_stale = !read.strict;
         config.cache_dir = if read.no_cache {
             None
         } else {
@@ -257,9 +258,9 @@ fn lookup(read: &Read, target: &str) -> Result<(), ClientError> {
     let (namespace, service) = parse_service_path(target)?;
     let client = client(&read.net, Some(read))?;
     let answer = client.lookup(&namespace, &service)?;
-    if let LookupAnswer::Cached { age, cause, .. } = &answer {
+    if let LookupAnswer::Stale { age, cause, .. } = &answer {
         eprintln!(
-            "palisade: warning: {cause}; serving the cached verified answer, {}s old",
+            "palisade: warning: {cause}; serving the newest verified answer, {}s old (STALE)",
             age.as_secs()
         );
     }
