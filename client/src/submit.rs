@@ -92,7 +92,7 @@ impl Client {
     }
 
     /// Submit a signed transaction and wait (up to
-    /// [`ClientConfig::commit_timeout`]) for a receipt that verifies.
+    /// [`ClientConfig::commit_timeout`](crate::ClientConfig::commit_timeout)) for a receipt that verifies.
     pub fn submit_and_wait(&self, tx: &SignedTransaction) -> Result<VerifiedReceipt, ClientError> {
         let tx_id = tx.id();
         let started = Instant::now();
