@@ -356,3 +356,36 @@ mod mutations {
         }
     }
 }
+
+#[test]
+fn epoch_changes_skip_the_past_and_refuse_gaps() {
+    let world = World::new();
+    let epoch1 = Chain::new(CHAIN, 1, 4, 50);
+    let epoch2 = Chain::new(CHAIN, 2, 4, 70);
+    let to1 = epoch_end(&world.chain, &epoch1.set, 8);
+    let to2 = epoch_end(&epoch1, &epoch2.set, 20);
+    let mut trust = TrustedChain::new(CHAIN, world.chain.set.clone()).unwrap();
+    // A gap: the change out of epoch 1 before the one into it.
+    assert!(matches!(
+        trust.follow(std::slice::from_ref(&to2)),
+        Err(ClientError::BadEpochChange(_))
+    ));
+    trust.follow(&[to1.clone(), to2.clone()]).unwrap();
+    assert_eq!(trust.latest_epoch(), 2);
+    // Replaying followed changes is harmless.
+    trust.follow(&[to1, to2]).unwrap();
+    assert_eq!((trust.latest_epoch(), trust.changes().len()), (2, 2));
+    // A change that skips an epoch number is refused.
+    let epoch4 = Chain::new(CHAIN, 4, 4, 90);
+    let skip = epoch_end(&epoch2, &epoch4.set, 30);
+    assert!(matches!(
+        trust.follow(&[skip]),
+        Err(ClientError::BadEpochChange(_))
+    ));
+    // Another chain's epoch change is refused.
+    let foreign = epoch_end(&Chain::new("other-chain", 2, 4, 70), &epoch4.set, 30);
+    assert!(matches!(
+        trust.follow(&[foreign]),
+        Err(ClientError::WrongChain { .. })
+    ));
+}
