@@ -8,9 +8,10 @@
 //! its certificate (synced), then waiters and watch streams are told.
 //!
 //! Leaders propose as soon as the mempool holds transactions (after
-//! `consensus.proposal_delay_ms` to fill the block) or an uncommitted ancestor
-//! carries some (its child commits it); an idle chain proposes empty blocks
-//! only every half round timeout, so an idle node stays nearly idle.
+//! `consensus.proposal_delay_ms` to fill the block) or a recent ancestor
+//! carries some (its descendants' QCs commit it and tell the other replicas);
+//! an idle chain proposes empty blocks only every half round timeout, so an
+//! idle node stays nearly idle.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -229,15 +230,20 @@ impl Driver {
         Ok(Some((blocks, qc)))
     }
 
-    /// Whether an uncommitted ancestor from `id` down carries transactions.
+    /// Whether a block with transactions still needs a child: an
+    /// uncommitted ancestor from `id` down carries some, or the parent or
+    /// grandparent does (a proposal on them carries the QC that lets the
+    /// other replicas commit that block).
     fn ancestors_nonempty(&self, mut id: Digest) -> bool {
         let committed = self.replica.committed().height;
+        let mut depth = 0;
         while let Some(meta) = self.blocks.get(&id) {
-            if meta.height <= committed {
-                return false;
-            }
             if meta.nonempty {
                 return true;
+            }
+            depth += 1;
+            if meta.height <= committed && depth >= 2 {
+                return false;
             }
             id = meta.parent;
         }
@@ -422,7 +428,8 @@ impl Driver {
         if let Err(e) = store.prune_pending_blocks(top) {
             warn!(error = %e, "pruning committed blocks failed");
         }
-        self.blocks.retain(|_, m| m.height > top);
+        // Keep the last two committed blocks: `ancestors_nonempty` looks at them.
+        self.blocks.retain(|_, m| m.height + 2 > top);
         self.ctx.metrics.commits.inc_by(blocks.len() as u64);
         self.ctx.metrics.height.set(top as i64);
         debug!(
