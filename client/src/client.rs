@@ -262,7 +262,14 @@ impl Client {
         if let Some(i) = errors.iter().position(|e| !e.is_unavailable()) {
             return errors.swap_remove(i);
         }
-        ClientError::Unavailable(errors.iter().map(ToString::to_string).collect())
+        // One line per distinct failure (retries repeat them).
+        let mut lines: Vec<String> = Vec::new();
+        for line in errors.iter().map(ToString::to_string) {
+            if !lines.contains(&line) {
+                lines.push(line);
+            }
+        }
+        ClientError::Unavailable(lines)
     }
 
     /// Run a verification; when it names an epoch the client has not followed

@@ -104,7 +104,7 @@ fn unavailable_node_is_retried_with_backoff() {
 fn no_reachable_node_is_unavailable() {
     let world = World::new();
     let c = client(&world.chain, &[dead_url(), dead_url()], config());
-    assert!(matches!(c.lookup("prod", "api"), Err(ClientError::Unavailable(v)) if v.len() == 4));
+    assert!(matches!(c.lookup("prod", "api"), Err(ClientError::Unavailable(v)) if v.len() == 2));
 }
 
 #[test]
