@@ -477,3 +477,54 @@ fn status_reports_every_node_and_fails_only_when_none_answers() {
         Some(5)
     );
 }
+
+#[test]
+fn heartbeat_every_keeps_renewing_until_stopped() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let chain = Chain::test();
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), 31);
+    let (node, seen) = tx_node(chain.clone(), TxBehavior::Commit);
+    let net = write_network(dir.path(), &chain, &[node.url.clone()]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args([
+            "heartbeat",
+            "--network",
+            &net,
+            "--key",
+            &key,
+            "--namespace",
+            "prod",
+            "--service",
+            "api",
+            "--instance",
+            "api-1",
+            "--every",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..2 {
+        assert!(lines
+            .next()
+            .unwrap()
+            .unwrap()
+            .starts_with("heartbeat committed"));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let seen = seen.lock().unwrap();
+    let sequences: Vec<u64> = seen.iter().take(2).map(|t| t.tx.sequence).collect();
+    assert_eq!(
+        sequences,
+        vec![
+            crate::support::NEXT_SEQUENCE,
+            crate::support::NEXT_SEQUENCE + 1
+        ]
+    );
+}
