@@ -104,6 +104,15 @@ pub enum ClientError {
         /// The other.
         second: Digest,
     },
+    /// A node reported a transaction applied, but the certified state at or
+    /// after its block does not show its effect.
+    #[error("a node reported the transaction applied, but the certified state at height {height} does not show {what}")]
+    Unconfirmed {
+        /// The effect looked for.
+        what: String,
+        /// Height of the state looked at.
+        height: u64,
+    },
     /// An answer did not decode.
     #[error("malformed answer: {0}")]
     Malformed(String),
@@ -181,6 +190,7 @@ impl ClientError {
                 | ClientError::ForgedReceipt(_)
                 | ClientError::OutOfOrder { .. }
                 | ClientError::Equivocation { .. }
+                | ClientError::Unconfirmed { .. }
                 | ClientError::Malformed(_)
         )
     }

@@ -13,11 +13,11 @@ use std::thread;
 use std::time::Instant;
 
 use palisade_crypto::api::{AccountResponse, SubmitRequest, SubmitResponse, TxStatus};
-use palisade_crypto::{Digest, Hex, PublicKey, SignedTransaction, TxBody};
+use palisade_crypto::{Digest, Hex, PublicKey, Registration, SignedTransaction, TxBody};
 
 use crate::node::NodeApi;
 use crate::verify::verify_receipt;
-use crate::{Client, ClientError, Signer, VerifiedReceipt};
+use crate::{Client, ClientError, InstanceRef, Signer, VerifiedReceipt, VerifiedService};
 
 impl Client {
     /// The sequence number `key`'s next transaction should carry, as the
@@ -179,6 +179,85 @@ impl Client {
             verified.outcome = "rejected".into();
         }
         Ok(Some(verified))
+    }
+
+    /// Register (or update) an instance, then confirm it: the receipt's
+    /// outcome is only the node's word, so a verified lookup at or above the
+    /// receipt's height must show the instance with these endpoints and
+    /// labels ([`ClientError::Unconfirmed`] otherwise).
+    pub fn register(
+        &self,
+        signer: &mut Signer,
+        registration: Registration,
+    ) -> Result<VerifiedReceipt, ClientError> {
+        let receipt = self.execute(signer, TxBody::Register(registration.clone()))?;
+        let r = &registration;
+        self.confirm(
+            &r.namespace,
+            &r.service,
+            receipt.block.height,
+            &format!("instance {} as registered", r.instance),
+            |s| {
+                s.instances().iter().any(|i| {
+                    i.instance == r.instance && i.endpoints == r.endpoints && i.labels == r.labels
+                })
+            },
+        )?;
+        Ok(receipt)
+    }
+
+    /// Deregister an instance, then confirm (as [`Client::register`] does)
+    /// that the certified state no longer lists it.
+    pub fn deregister(
+        &self,
+        signer: &mut Signer,
+        instance: &InstanceRef,
+    ) -> Result<VerifiedReceipt, ClientError> {
+        let receipt = self.execute(signer, instance.deregister())?;
+        self.confirm(
+            &instance.namespace,
+            &instance.service,
+            receipt.block.height,
+            &format!("instance {} removed", instance.instance),
+            |s| {
+                s.instances()
+                    .iter()
+                    .all(|i| i.instance != instance.instance)
+            },
+        )?;
+        Ok(receipt)
+    }
+
+    /// Wait (up to the commit timeout) for verified state at `height` or
+    /// above, and check it.
+    fn confirm(
+        &self,
+        namespace: &str,
+        service: &str,
+        height: u64,
+        what: &str,
+        holds: impl Fn(&VerifiedService) -> bool,
+    ) -> Result<(), ClientError> {
+        let started = Instant::now();
+        loop {
+            let (state, _) = self.lookup_fresh(namespace, service)?;
+            if state.height >= height {
+                if holds(&state) {
+                    return Ok(());
+                }
+                return Err(ClientError::Unconfirmed {
+                    what: what.to_string(),
+                    height: state.height,
+                });
+            }
+            if started.elapsed() >= self.config().commit_timeout {
+                return Err(ClientError::Timeout {
+                    what: format!("certified state at height {height}"),
+                    waited_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+            thread::sleep(self.config().poll_interval);
+        }
     }
 }
 

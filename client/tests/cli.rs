@@ -266,6 +266,16 @@ fn register_exits_zero_only_once_committed() {
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("forged receipt"));
 
+    let (pretending, _) = tx_node(chain.clone(), TxBehavior::Pretend);
+    let o = register(&pretending.url);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stdout(&o).is_empty());
+    assert!(
+        stderr(&o).contains("does not show instance api-9"),
+        "{}",
+        stderr(&o)
+    );
+
     let (slow, _) = tx_node(chain.clone(), TxBehavior::AlwaysPending);
     let o = register(&slow.url);
     assert_eq!(o.status.code(), Some(5));

@@ -573,3 +573,44 @@ fn two_certified_states_at_one_height_are_equivocation() {
         Err(ClientError::Equivocation { height: 5, .. })
     ));
 }
+
+fn api_registration(instance: &str) -> palisade_crypto::Registration {
+    palisade_client::registration(
+        "prod",
+        "api",
+        instance,
+        vec![palisade_client::parse_endpoint("10.0.0.7:80").unwrap()],
+        vec![palisade_client::parse_label("zone=a").unwrap()],
+        30,
+    )
+    .unwrap()
+}
+
+#[test]
+fn register_and_deregister_are_confirmed_by_verified_state() {
+    let chain = Chain::test();
+    let (node, _) = tx_node(chain.clone(), TxBehavior::Commit);
+    let c = client(&chain, &[node.url.clone()], config());
+    let mut s = signer();
+    c.register(&mut s, api_registration("api-7")).unwrap();
+    let found = c.lookup("prod", "api").unwrap();
+    assert_eq!(found.service().instances()[0].instance, "api-7");
+    let target = InstanceRef {
+        namespace: "prod".into(),
+        service: "api".into(),
+        instance: "api-7".into(),
+    };
+    c.deregister(&mut s, &target).unwrap();
+    assert!(c.lookup("prod", "api").unwrap().service().record.is_none());
+}
+
+#[test]
+fn applied_outcome_the_state_does_not_show_is_unconfirmed() {
+    let chain = Chain::test();
+    let (node, _) = tx_node(chain.clone(), TxBehavior::Pretend);
+    let c = client(&chain, &[node.url.clone()], config());
+    assert!(matches!(
+        c.register(&mut signer(), api_registration("api-7")),
+        Err(ClientError::Unconfirmed { height: 11, .. })
+    ));
+}

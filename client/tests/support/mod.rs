@@ -62,6 +62,73 @@ pub enum TxBehavior {
     ForgeReceipt,
     /// Loses the first submission (unknown to `GET /v1/tx`), commits the next.
     LoseFirst,
+    /// Reports every transaction applied, but the state never changes.
+    Pretend,
+}
+
+impl TxBehavior {
+    fn applies(self) -> bool {
+        matches!(
+            self,
+            TxBehavior::Commit | TxBehavior::PendingThenCommit | TxBehavior::LoseFirst
+        )
+    }
+}
+
+/// The certified state after applying the registrations and deregistrations
+/// of `txs` in order, answering for `namespace/service` at height 11.
+fn state_answer(
+    chain: &Chain,
+    txs: &[SignedTransaction],
+    namespace: &str,
+    service: &str,
+) -> palisade_crypto::api::LookupResponse {
+    use palisade_crypto::{Health, InstanceRecord, ServiceRecord, TxBody};
+    let mut instances: Vec<InstanceRecord> = Vec::new();
+    for tx in txs {
+        match &tx.tx.body {
+            TxBody::Register(r) if r.namespace == namespace && r.service == service => {
+                instances.retain(|i| i.instance != r.instance);
+                instances.push(InstanceRecord {
+                    instance: r.instance.clone(),
+                    owner: tx.tx.signer,
+                    endpoints: r.endpoints.clone(),
+                    labels: r.labels.clone(),
+                    version: r.version.clone(),
+                    ttl_secs: r.ttl_secs,
+                    registered_at_ms: now_ms(),
+                    lease_expires_at_ms: now_ms() + u64::from(r.ttl_secs) * 1000,
+                    health: Health::Passing,
+                    dissenting_reporters: vec![],
+                    probe: r.probe.clone(),
+                });
+            }
+            TxBody::Deregister {
+                namespace: ns,
+                service: svc,
+                instance,
+            } if ns == namespace && svc == service => instances.retain(|i| &i.instance != instance),
+            _ => {}
+        }
+    }
+    instances.sort_by(|a, b| a.instance.cmp(&b.instance));
+    let mut state = fixture::State::new();
+    let key = fixture::service_key(namespace, service);
+    let value = (!instances.is_empty()).then(|| {
+        palisade_crypto::encode(&ServiceRecord {
+            namespace: namespace.into(),
+            service: service.into(),
+            instances,
+        })
+    });
+    // An unrelated key keeps the tree non-empty when the service is absent.
+    state.put(vec![
+        (fixture::service_key("zz", "other"), Some(vec![1])),
+        (key.clone(), value),
+    ]);
+    let cert = chain.quorum(fixture::block(11, state.root, now_ms()));
+    let (value, proof) = state.prove(&key);
+    fixture::lookup_response(cert, namespace, service, value, proof)
 }
 
 /// The next sequence number stand-in nodes report for every account.
@@ -90,6 +157,15 @@ pub fn tx_node(
                 next_sequence: NEXT_SEQUENCE,
             });
         }
+        if let Some(rest) = req.path.strip_prefix("/v1/services/") {
+            let (ns, svc) = rest.split_once('/').unwrap();
+            let txs = if behavior.applies() {
+                log.lock().unwrap().clone()
+            } else {
+                Vec::new()
+            };
+            return Reply::ok(&state_answer(&chain, &txs, ns, svc));
+        }
         if let Some(id) = req.path.strip_prefix("/v1/tx/") {
             let id = Digest::from_hex(id).unwrap();
             if behavior == TxBehavior::LoseFirst && log.lock().unwrap().len() < 2 {
@@ -115,7 +191,7 @@ pub fn tx_node(
                 receipt: None,
             };
             return match behavior {
-                TxBehavior::Commit => Reply::ok(&committed(id, "applied")),
+                TxBehavior::Commit | TxBehavior::Pretend => Reply::ok(&committed(id, "applied")),
                 TxBehavior::Reject(reason) => Reply::ok(&committed(id, reason)),
                 TxBehavior::PendingThenCommit
                 | TxBehavior::AlwaysPending

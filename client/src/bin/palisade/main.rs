@@ -182,14 +182,19 @@ fn run(cli: Cli) -> Result<(), ClientError> {
                 kind,
                 interval_secs: probe_interval,
             });
-            execute(&submit, &[], "registration", TxBody::Register(reg))
+            let client = client(&submit.net, None)?;
+            let mut signer = signer(&submit.key, &[])?;
+            let receipt = client.register(&mut signer, reg)?;
+            print_receipt("registration", submit.json, &receipt);
+            Ok(())
         }
-        Command::Deregister { submit, target } => execute(
-            &submit,
-            &[],
-            "deregistration",
-            instance(&target).deregister(),
-        ),
+        Command::Deregister { submit, target } => {
+            let client = client(&submit.net, None)?;
+            let mut signer = signer(&submit.key, &[])?;
+            let receipt = client.deregister(&mut signer, &instance(&target))?;
+            print_receipt("deregistration", submit.json, &receipt);
+            Ok(())
+        }
         Command::Heartbeat {
             submit,
             target,
