@@ -255,25 +255,29 @@ impl BlockTree {
         }
     }
 
-    /// `id` and up to `max - 1` ancestors, newest first, from the tree and the committed window.
+    /// `id` and up to `max - 1` ancestors of its epoch, newest first, from
+    /// the tree and the committed window.
     pub(crate) fn chain_back(&self, id: &Digest, max: usize) -> Vec<Block> {
-        let mut out = Vec::new();
+        let mut out: Vec<Block> = Vec::new();
         let mut cursor = *id;
         while out.len() < max {
-            if let Some(b) = self.blocks.get(&cursor) {
-                out.push(b.block.clone());
-                cursor = b.block.parent_id();
+            let block = if let Some(b) = self.blocks.get(&cursor) {
+                &b.block
             } else if let Some(c) = self
                 .committed
                 .iter()
                 .rev()
                 .find(|c| c.info.block_id == cursor)
             {
-                out.push(c.block.clone());
-                cursor = c.block.parent_id();
+                &c.block
             } else {
                 break;
+            };
+            if out.first().is_some_and(|first| first.epoch != block.epoch) {
+                break;
             }
+            cursor = block.parent_id();
+            out.push(block.clone());
         }
         out
     }

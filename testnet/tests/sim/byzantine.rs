@@ -6,7 +6,7 @@ use palisade_consensus::hotstuff::{
     Block, ConsensusError, Message, Proposal, QuorumCert, SyncInfo, Vote,
 };
 use palisade_crypto::{CertError, Digest, Domain, SecretKey, SigError, ValidatorSet};
-use palisade_testnet::sim::{for_each_seed, SimConfig};
+use palisade_testnet::sim::{for_each_seed, Crash, SimConfig};
 
 use crate::{ensure, safe, simulation, simulation_with_epoch, Sim};
 
@@ -272,7 +272,17 @@ fn inject_signed(
 #[test]
 fn epoch_change_retires_the_old_set() {
     for_each_seed("epoch_change_retires_the_old_set", 4, |seed| {
-        let mut sim = simulation_with_epoch(SimConfig::new(seed, 4), Some(30));
+        // Instance 3 loses its disk before the epoch ends and comes back
+        // after it: it must follow the set change through sync.
+        let mut config = SimConfig::new(seed, 4);
+        config.crashes.push(Crash {
+            node: 3,
+            leader: false,
+            at_ms: 300,
+            restart_at_ms: Some(2_000),
+            lose_state: true,
+        });
+        let mut sim = simulation_with_epoch(config, Some(30));
         sim.run_until(5_000);
         let r = sim.report();
         safe(&r)?;
@@ -280,6 +290,10 @@ fn epoch_change_retires_the_old_set() {
             let replica = sim.replica(i).ok_or("replica stopped")?;
             ensure(replica.epoch() == 1, || {
                 format!("instance {i} is in epoch {}", replica.epoch())
+            })?;
+            let behind = r.height - replica.committed().height;
+            ensure(behind <= 5, || {
+                format!("instance {i} is {behind} blocks behind")
             })?;
         }
         ensure(r.height > 60, || format!("only {} blocks", r.height))?;

@@ -94,12 +94,12 @@ impl<E: Executor> Replica<E> {
         if r.blocks.windows(2).any(|w| w[1].id() != w[0].parent_id()) {
             return Err(ConsensusError::BadSyncResponse("blocks do not chain"));
         }
-        if r.blocks.iter().any(|b| b.epoch != self.validators.epoch) {
-            return Err(ConsensusError::BadSyncResponse("blocks of another epoch"));
-        }
-        // Blocks committed meanwhile are not needed any more.
+        // Blocks committed meanwhile (or before the epoch began) are not needed.
         let committed = self.tree.committed_height();
         let wanted: Vec<_> = r.blocks.iter().filter(|b| b.height > committed).collect();
+        if wanted.iter().any(|b| b.epoch != self.validators.epoch) {
+            return Err(ConsensusError::BadSyncResponse("blocks of another epoch"));
+        }
         let Some(last) = wanted.last() else {
             return Ok(());
         };
