@@ -47,6 +47,10 @@ pub enum ExecutionError {
     /// Commit of a block that is not executed or does not extend the committed chain.
     #[error("cannot commit block {0}: {1}")]
     BadCommit(Digest, String),
+    /// The state store failed. Not a verdict on the block: a replica that sees
+    /// it must not vote, and must stop rather than go on past a failed commit.
+    #[error("state storage failed: {0}")]
+    Storage(String),
 }
 
 /// Executes payloads on speculative branches and commits them.

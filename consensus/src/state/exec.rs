@@ -62,7 +62,7 @@ fn fingerprint(payload: &[u8]) -> Digest {
 }
 
 fn storage(e: StateError) -> ExecutionError {
-    ExecutionError::InvalidPayload(format!("state machine failure: {e}"))
+    ExecutionError::Storage(e.to_string())
 }
 
 impl<S: StateStore> RegistryExecutor<S> {
@@ -357,7 +357,7 @@ impl<S: StateStore> Executor for RegistryExecutor<S> {
                         ..block
                     },
                 );
-                return Err(ExecutionError::BadCommit(id, format!("storage: {e}")));
+                return Err(ExecutionError::Storage(format!("committing block {id}: {e}")));
             }
             self.leases.apply(&block.leases);
             self.committed = meta;
