@@ -251,7 +251,10 @@ impl<E: Executor> Replica<E> {
     }
 
     pub(super) fn on_vote(&mut self, from: PublicKey, vote: Vote) -> Result<(), ConsensusError> {
-        self.check_epoch(from, vote.vote_data.epoch)?;
+        if let Err(e) = self.check_epoch(from, vote.vote_data.epoch) {
+            self.keep_for_next_epoch(from, vote.vote_data.epoch, Message::Vote(vote));
+            return Err(e);
+        }
         let power = self
             .validators
             .power_of(&from)

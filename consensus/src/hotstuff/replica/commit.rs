@@ -9,12 +9,12 @@
 //! reconfiguration-suffix blocks after B are dropped.
 
 use palisade_crypto::{BlockInfo, ValidatorSet};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{Output, Replica};
 use crate::executor::Executor;
 use crate::hotstuff::leader::CommitRecord;
-use crate::hotstuff::{Block, QuorumCert, SafetyState};
+use crate::hotstuff::{Block, Message, QuorumCert, SafetyState};
 
 /// Rounds skipped before a committed block whose leaders are recorded as failed.
 const MAX_FAILED_ROUNDS: u64 = 16;
@@ -63,6 +63,10 @@ impl<E: Executor> Replica<E> {
             self.emit(Output::Committed(c));
         }
         if let Some(next) = info.next_validators.clone() {
+            // Whoever formed or saw this QC first would otherwise leave the
+            // epoch without anyone else learning it: hand it to everyone.
+            let last_words = Message::SyncInfo(self.sync_info());
+            self.emit(Output::Broadcast(last_words));
             self.start_epoch(next);
         }
     }
@@ -89,5 +93,11 @@ impl<E: Executor> Replica<E> {
         self.emit(Output::NewEpoch(next));
         self.pacemaker.reset();
         self.enter_round(1);
+        // What the replicas that got here first already sent.
+        for (from, message) in std::mem::take(&mut self.next_epoch) {
+            if let Err(e) = self.handle_message(self.now, from, message) {
+                debug!(me = %self.me.short(), error = %e, "kept next-epoch message refused");
+            }
+        }
     }
 }

@@ -27,6 +27,9 @@ use super::{
 use crate::executor::Executor;
 use certs::{TimeoutCollector, VoteCollector};
 
+/// Proposals and votes of the next epoch kept until this replica gets there.
+const NEXT_EPOCH_MESSAGES: usize = 32;
+
 /// Something the shell must do, in the order given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -122,6 +125,7 @@ pub struct Replica<E: Executor> {
     payload_requested: u64,
     pending_proposals: HashMap<Digest, Vec<(PublicKey, Proposal)>>,
     pending_qcs: HashMap<Digest, (PublicKey, QuorumCert)>,
+    next_epoch: Vec<(PublicKey, Message)>,
     block_requests: HashSet<Digest>,
     commit_request: Option<(PublicKey, u64)>,
     sync_sent: HashMap<PublicKey, u64>,
@@ -209,6 +213,7 @@ impl<E: Executor> Replica<E> {
             payload_requested: 0,
             pending_proposals: HashMap::new(),
             pending_qcs: HashMap::new(),
+            next_epoch: Vec::new(),
             block_requests: HashSet::new(),
             commit_request: None,
             sync_sent: HashMap::new(),
@@ -384,6 +389,15 @@ impl<E: Executor> Replica<E> {
 
     fn is_member(&self, key: &PublicKey) -> bool {
         self.validators.power_of(key).is_some()
+    }
+
+    /// Keep a proposal or vote of the very next epoch: replicas that commit
+    /// the epoch's last block first start the next epoch first, and what they
+    /// send is needed as soon as this replica has caught up.
+    fn keep_for_next_epoch(&mut self, from: PublicKey, epoch: u64, message: Message) {
+        if epoch == self.validators.epoch + 1 && self.next_epoch.len() < NEXT_EPOCH_MESSAGES {
+            self.next_epoch.push((from, message));
+        }
     }
 
     fn check_epoch(&mut self, from: PublicKey, epoch: u64) -> Result<(), ConsensusError> {

@@ -27,7 +27,10 @@ impl<E: Executor> Replica<E> {
         p: Proposal,
     ) -> Result<(), ConsensusError> {
         let block = &p.block;
-        self.check_epoch(from, block.epoch)?;
+        if let Err(e) = self.check_epoch(from, block.epoch) {
+            self.keep_for_next_epoch(from, block.epoch, Message::Proposal(p));
+            return Err(e);
+        }
         if !self.is_member(&from) {
             return Err(ConsensusError::NotAValidator(from));
         }
