@@ -223,7 +223,14 @@ impl<E: Executor> Replica<E> {
     /// If this replica leads the current round and can justify a block, ask for a payload.
     pub(super) fn maybe_request_payload(&mut self) {
         let round = self.round();
-        if self.payload_requested >= round || self.proposed_round >= round {
+        // A leader votes for its own block, so a round it voted (or timed
+        // out) in is one it may already have proposed in before a restart:
+        // never propose there again (no equivocation after amnesia of the
+        // in-memory `proposed_round`).
+        if self.payload_requested >= round
+            || self.proposed_round >= round
+            || self.safety.last_voted_round >= round
+        {
             return;
         }
         if self.leader_of(round) != self.me {

@@ -300,7 +300,11 @@ impl<E: Executor> Replica<E> {
     pub(super) fn propose(&mut self, round: u64, payload: Vec<u8>) -> Result<(), ConsensusError> {
         let current = self.round();
         let not_due = ConsensusError::NoProposalDue { round, current };
-        if round != current || self.proposed_round >= round || self.leader_of(round) != self.me {
+        if round != current
+            || self.proposed_round >= round
+            || self.safety.last_voted_round >= round
+            || self.leader_of(round) != self.me
+        {
             return Err(not_due);
         }
         if payload.len() > self.config.max_payload_bytes {

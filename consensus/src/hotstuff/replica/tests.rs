@@ -275,3 +275,44 @@ fn votes_and_timeouts_leave_only_after_their_safety_state() {
         net.committed[0].len()
     );
 }
+
+#[test]
+fn a_restarted_leader_never_proposes_again_in_a_round_it_voted_in() {
+    let keys = keys(1);
+    let set = set(&keys, 0);
+    let g = genesis();
+    let start = |last_voted_round: u64| {
+        let recovery = Recovery {
+            safety: SafetyState {
+                last_voted_round,
+                ..SafetyState::new(0)
+            },
+            root: g.clone(),
+            root_qc: None,
+            validators: set.clone(),
+            committed: Vec::new(),
+            blocks: Vec::new(),
+        };
+        let executor = SimExecutor::new(g.block_id, g.state_root);
+        let mut r = Replica::recover(config(), keys[0].clone(), executor, recovery, 1_000).unwrap();
+        let asked = r
+            .take_outputs()
+            .iter()
+            .any(|o| matches!(o, Output::NeedPayload { round: 1, .. }));
+        (r, asked)
+    };
+    let (_, fresh) = start(0);
+    assert!(fresh, "a fresh sole validator leads round 1");
+    let (mut restarted, asked) = start(1);
+    assert!(
+        !asked,
+        "it voted in round 1 before the restart, maybe for its own proposal"
+    );
+    assert_eq!(
+        restarted.handle_payload(1_000, 1, Vec::new()),
+        Err(ConsensusError::NoProposalDue {
+            round: 1,
+            current: 1
+        })
+    );
+}
