@@ -56,6 +56,8 @@ pub(crate) struct Context {
     pub(crate) watch_streams: AtomicUsize,
     /// Every configured peer (the transport keeps those of the current set).
     pub(crate) peers: Vec<crate::config::PeerConfig>,
+    /// Ends long-lived requests (watch streams) when the node stops.
+    pub(crate) shutdown: crate::shutdown::Shutdown,
 }
 
 impl Context {

@@ -219,6 +219,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         validators: RwLock::new(validators),
         watch_streams: AtomicUsize::new(0),
         peers,
+        shutdown: shutdown.clone(),
     });
     let api_addr = config.api_socket_addr()?;
     let listener = tokio::net::TcpListener::bind(api_addr)

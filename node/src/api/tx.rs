@@ -104,8 +104,13 @@ pub(crate) async fn submit(
     let mut current = receipt(&ctx, &id)?;
     if req.wait && current.is_none() {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(ctx.api.wait_timeout_ms);
+        let mut stop = ctx.shutdown.clone();
         while current.is_none() {
-            match tokio::time::timeout_at(deadline, commits.recv()).await {
+            let next = tokio::select! {
+                r = tokio::time::timeout_at(deadline, commits.recv()) => r,
+                _ = stop.wait() => break,
+            };
+            match next {
                 Err(_) => break,
                 Ok(Err(RecvError::Closed)) => break,
                 Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => current = receipt(&ctx, &id)?,

@@ -145,7 +145,12 @@ impl WatchState {
                     return Some(cutoff(format!("watch failed: {e:?}")));
                 }
             }
-            match self.live.recv().await {
+            let mut stop = self.ctx().shutdown.clone();
+            let received = tokio::select! {
+                r = self.live.recv() => r,
+                _ = stop.wait() => return None,
+            };
+            match received {
                 Ok(_) => {}
                 Err(RecvError::Lagged(n)) => {
                     self.done = true;

@@ -234,5 +234,14 @@ async fn watch_streams_verified_updates_and_resumes_from_a_height() {
     // Resuming from height 1 replays the change from storage.
     let replayed = first_update(addr, "/v1/watch?namespace=prod&from_height=1").await;
     assert_eq!(replayed.service, "api");
-    c.shutdown().await;
+    // A watcher that stays connected does not hold the node up when it stops.
+    let mut open = TcpStream::connect(addr).await.unwrap();
+    open.write_all(b"GET /v1/watch?namespace=prod HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::timeout(Duration::from_secs(20), c.shutdown())
+        .await
+        .expect("the node stops with a watch stream open");
+    drop(open);
 }
