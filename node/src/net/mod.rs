@@ -41,6 +41,13 @@ use crate::shutdown::Shutdown;
 /// Largest frame a peer may send (a block payload plus its envelope).
 pub(crate) const MAX_FRAME: usize = 6 << 20;
 
+/// Bytes of received frames waiting for the driver; frames beyond are dropped.
+const MAX_QUEUED_BYTES: usize = 128 << 20;
+
+/// Concurrent inbound streams per connection (with [`MAX_FRAME`], bounds
+/// what one peer can make this node buffer while reading).
+const MAX_STREAMS: usize = 32;
+
 /// The libp2p peer id of a validator key.
 pub fn peer_id_of(key: &PublicKey) -> Option<PeerId> {
     let pk = identity::ed25519::PublicKey::try_from_bytes(&key.0).ok()?;
@@ -66,6 +73,7 @@ enum Command {
 #[derive(Debug, Default)]
 pub(crate) struct NetShared {
     connected: AtomicUsize,
+    queued_bytes: AtomicUsize,
     blocked: Mutex<HashSet<PublicKey>>,
     filter_enabled: bool,
 }
@@ -88,6 +96,11 @@ impl NetShared {
         );
         *self.blocked.lock().expect("filter lock poisoned") = keys;
         true
+    }
+
+    /// The driver consumed a frame of `len` bytes.
+    pub(crate) fn release(&self, len: usize) {
+        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
     }
 
     fn is_blocked(&self, key: &PublicKey) -> bool {
@@ -156,7 +169,7 @@ pub(crate) async fn start(
         [(codec::PROTOCOL, ProtocolSupport::Full)],
         request_response::Config::default()
             .with_request_timeout(Duration::from_secs(10))
-            .with_max_concurrent_streams(1024),
+            .with_max_concurrent_streams(MAX_STREAMS),
     );
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -340,11 +353,14 @@ impl Transport {
                 if self.shared.is_blocked(&key) {
                     return;
                 }
+                let len = request.len();
+                let queued = self.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
                 let frame = Inbound {
                     from: key,
                     bytes: request,
                 };
-                if self.inbound.try_send(frame).is_err() {
+                if queued + len > MAX_QUEUED_BYTES || self.inbound.try_send(frame).is_err() {
+                    self.shared.release(len);
                     warn!(from = %key.short(), "inbound queue full: frame dropped");
                 }
             }
