@@ -19,7 +19,7 @@ pub struct HeartbeatReport {
 }
 
 /// Renews a lease every `interval` (each heartbeat waits for its verified
-/// commit receipt) until [`HeartbeatTask::stop`] is called or the task is dropped.
+/// commit receipt and confirms the renewed lease, see [`Client::heartbeat`]) until [`HeartbeatTask::stop`] is called or the task is dropped.
 #[derive(Debug)]
 pub struct HeartbeatTask {
     stop: mpsc::Sender<()>,
@@ -42,7 +42,7 @@ impl HeartbeatTask {
                     Err(RecvTimeoutError::Timeout) => {}
                     Ok(()) | Err(RecvTimeoutError::Disconnected) => return report,
                 }
-                match client.execute(&mut signer, instance.heartbeat()) {
+                match client.heartbeat(&mut signer, &instance) {
                     Ok(receipt) => {
                         report.renewals += 1;
                         tracing::debug!(height = receipt.block.height, instance = %instance.instance, "lease renewed");

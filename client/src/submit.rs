@@ -228,6 +228,32 @@ impl Client {
         Ok(receipt)
     }
 
+    /// Renew an instance's lease, then confirm it: the verified state at or
+    /// above the receipt's height must show a lease running at least TTL
+    /// past the heartbeat's (certified) block time.
+    pub fn heartbeat(
+        &self,
+        signer: &mut Signer,
+        instance: &InstanceRef,
+    ) -> Result<VerifiedReceipt, ClientError> {
+        let receipt = self.execute(signer, instance.heartbeat())?;
+        let block_time = receipt.block.timestamp_ms;
+        self.confirm(
+            &instance.namespace,
+            &instance.service,
+            receipt.block.height,
+            &format!("the lease of instance {} renewed", instance.instance),
+            |s| {
+                s.instances().iter().any(|i| {
+                    i.instance == instance.instance
+                        && i.lease_expires_at_ms
+                            >= block_time.saturating_add(u64::from(i.ttl_secs) * 1000)
+                })
+            },
+        )?;
+        Ok(receipt)
+    }
+
     /// Wait (up to the commit timeout) for verified state at `height` or
     /// above, and check it.
     fn confirm(

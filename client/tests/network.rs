@@ -482,19 +482,21 @@ fn heartbeat_task_renews_until_stopped() {
         service: "api".into(),
         instance: "api-1".into(),
     };
-    let task = HeartbeatTask::spawn(c, signer(), target, Duration::from_millis(5));
+    let mut s = signer();
+    c.register(&mut s, api_registration("api-1")).unwrap();
+    let task = HeartbeatTask::spawn(c, s, target, Duration::from_millis(5));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while seen.lock().unwrap().len() < 3 && Instant::now() < deadline {
+    while seen.lock().unwrap().len() < 4 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
     let report = task.stop();
     assert!(report.renewals >= 3, "{report:?}");
     assert_eq!(report.failures, 0);
     let seen = seen.lock().unwrap();
-    assert!(seen
+    assert!(seen[1..]
         .iter()
         .all(|t| matches!(t.tx.body, TxBody::Heartbeat { .. })));
-    assert_eq!(seen.len() as u64, report.renewals);
+    assert_eq!(seen.len() as u64 - 1, report.renewals);
 }
 
 #[test]
@@ -612,5 +614,21 @@ fn applied_outcome_the_state_does_not_show_is_unconfirmed() {
     assert!(matches!(
         c.register(&mut signer(), api_registration("api-7")),
         Err(ClientError::Unconfirmed { height: 11, .. })
+    ));
+}
+
+#[test]
+fn heartbeat_of_an_instance_the_state_lacks_is_unconfirmed() {
+    let chain = Chain::test();
+    let (node, _) = tx_node(chain.clone(), TxBehavior::Commit);
+    let c = client(&chain, &[node.url.clone()], config());
+    let target = InstanceRef {
+        namespace: "prod".into(),
+        service: "api".into(),
+        instance: "never-registered".into(),
+    };
+    assert!(matches!(
+        c.heartbeat(&mut signer(), &target),
+        Err(ClientError::Unconfirmed { .. })
     ));
 }

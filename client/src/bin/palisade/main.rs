@@ -200,7 +200,13 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             target,
             every,
         } => match every {
-            None => execute(&submit, &[], "heartbeat", instance(&target).heartbeat()),
+            None => {
+                let client = client(&submit.net, None)?;
+                let mut signer = signer(&submit.key, &[])?;
+                let receipt = client.heartbeat(&mut signer, &instance(&target))?;
+                print_receipt("heartbeat", submit.json, &receipt);
+                Ok(())
+            }
             Some(secs) => heartbeat_forever(&submit, &target, secs),
         },
         Command::Lookup { read, target } => lookup(&read, &target),
@@ -228,7 +234,7 @@ fn heartbeat_forever(submit: &Submit, target: &Target, secs: u64) -> Result<(), 
     let mut signer = signer(&submit.key, &[])?;
     let instance = instance(target);
     loop {
-        match client.execute(&mut signer, instance.heartbeat()) {
+        match client.heartbeat(&mut signer, &instance) {
             Ok(receipt) => print_receipt("heartbeat", submit.json, &receipt),
             Err(e @ ClientError::Rejected { .. }) => return Err(e),
             Err(e) => eprintln!("palisade: heartbeat failed: {e}"),
