@@ -185,6 +185,18 @@ fn byzantine_messages_get_typed_rejections() {
             "unsolicited block response",
         )?;
 
+        // A well-formed block from a validator that does not lead the round.
+        let (leader_instance, mut block) = leader_block(&sim, to, 0)?;
+        let usurper = (0..4)
+            .find(|i| *i != leader_instance && *i != to)
+            .ok_or("no usurper")?;
+        block.proposer = sim.key(usurper).public();
+        expect(
+            inject_signed(&mut sim, to, usurper, block),
+            |e| matches!(e, ConsensusError::WrongLeader { .. }),
+            "block from a validator that does not lead the round",
+        )?;
+
         // Timestamps: far in the future, and not after the parent.
         let (leader_instance, block) = leader_block(&sim, to, 3_600_000)?;
         expect(
