@@ -5,7 +5,7 @@ use std::sync::{Mutex, RwLock};
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use palisade_consensus::state::StateReader;
-use palisade_crypto::{encode, Digest, PublicKey, SignedTransaction, ValidatorSet};
+use palisade_crypto::{encode, Digest, PublicKey, SignedTransaction, TxBody, ValidatorSet};
 use tokio::sync::{broadcast, watch, Notify};
 use tracing::debug;
 
@@ -92,11 +92,55 @@ impl Context {
         if self.store.tx_location(&id).ok().flatten().is_some() {
             return Err(AdmitError::Duplicate);
         }
+        self.authorize(&tx)?;
         let next = self.committed_next_sequence(&tx.tx.signer);
         let mut pool = self.mempool.lock().expect("mempool lock poisoned");
         pool.insert_verified(tx, id, next)?;
         self.metrics.mempool_size.set(pool.len() as i64);
         Ok(id)
+    }
+
+    /// Early authorization against committed state: writes need an identity
+    /// enrolled in the namespace, health reports a validator. The state machine
+    /// decides again in the block; this only keeps hopeless transactions out
+    /// of blocks (and answers them with a 403 instead of a rejected receipt).
+    /// Authority acts are left to the state machine.
+    fn authorize(&self, tx: &SignedTransaction) -> Result<(), AdmitError> {
+        let signer = tx.tx.signer;
+        let namespace = match &tx.tx.body {
+            TxBody::Register(r) => &r.namespace,
+            TxBody::Deregister { namespace, .. } | TxBody::Heartbeat { namespace, .. } => namespace,
+            TxBody::HealthReport { .. } => {
+                let validators = self.validators.read().expect("validators lock poisoned");
+                if validators.index_of(&signer).is_none() {
+                    return Err(AdmitError::NotPermitted {
+                        code: "not_a_validator",
+                        reason: format!(
+                            "{signer} is not a validator; only validators report health"
+                        ),
+                    });
+                }
+                return Ok(());
+            }
+            TxBody::Enroll(_) | TxBody::Revoke { .. } | TxBody::ChangeValidators { .. } => {
+                return Ok(())
+            }
+        };
+        let Ok(reader) = StateReader::latest(&self.store) else {
+            return Ok(());
+        };
+        match reader.identity(&signer) {
+            Ok(Some(identity)) if identity.may_write(namespace) => Ok(()),
+            Ok(Some(_)) => Err(AdmitError::NotPermitted {
+                code: "unknown_namespace",
+                reason: format!("{signer} is not enrolled in namespace {namespace:?}"),
+            }),
+            Ok(None) => Err(AdmitError::NotPermitted {
+                code: "not_enrolled",
+                reason: format!("{signer} is not an enrolled identity (enroll it, and wait for the commit, first)"),
+            }),
+            Err(_) => Ok(()),
+        }
     }
 
     /// Whether `id` is waiting in the mempool.

@@ -61,6 +61,15 @@ pub(crate) enum AdmitError {
     /// The same transaction is already pending.
     #[error("transaction already pending")]
     Duplicate,
+    /// The committed state does not let the signer do this (checked early so
+    /// that unenrolled keys cannot fill blocks with rejected transactions).
+    #[error("{reason}")]
+    NotPermitted {
+        /// `not_enrolled`, `unknown_namespace` or `not_a_validator`.
+        code: &'static str,
+        /// What was refused.
+        reason: String,
+    },
     /// The pool (or this signer's share) is full.
     #[error("mempool full: {0}")]
     Full(&'static str),
@@ -77,6 +86,7 @@ impl AdmitError {
             AdmitError::FutureSequence { .. } => "future_sequence",
             AdmitError::SequenceTaken(_) => "sequence_taken",
             AdmitError::Duplicate => "duplicate",
+            AdmitError::NotPermitted { code, .. } => code,
             AdmitError::Full(_) => "mempool_full",
         }
     }

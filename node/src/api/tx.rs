@@ -76,6 +76,7 @@ fn admit_error(e: AdmitError) -> ApiErr {
     let status = match e {
         AdmitError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
         AdmitError::SequenceTaken(_) => StatusCode::CONFLICT,
+        AdmitError::NotPermitted { .. } => StatusCode::FORBIDDEN,
         AdmitError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
     };

@@ -126,10 +126,55 @@ async fn bad_requests_get_typed_errors_and_the_node_keeps_serving() {
     let replay = register(&c.service, 0, "api", "y");
     let (status, code) = refused(&c, "POST", "/v1/tx", Some(&submit_body(&replay))).await;
     assert_eq!((status, code.as_str()), (400, "stale_sequence"));
-    // A signer the registry does not know is admitted (authorization is the
-    // state machine's) and rejected in the block with a reason.
+    // A signer the registry does not know, or a namespace the signer is not
+    // enrolled in, is refused before it can take a block slot.
     let stranger = SecretKey::from_seed([77; 32]);
-    let (_, resp) = c.submit(0, &register(&stranger, 0, "api", "z"), true).await;
+    let body = submit_body(&register(&stranger, 0, "api", "z"));
+    assert_eq!(
+        refused(&c, "POST", "/v1/tx", Some(&body)).await,
+        (403, "not_enrolled".into())
+    );
+    let mut elsewhere = register(&c.service, 1, "api", "z").tx;
+    if let palisade_crypto::TxBody::Register(r) = &mut elsewhere.body {
+        r.namespace = "staging".into();
+    }
+    let body = submit_body(&elsewhere.sign(&c.service));
+    assert_eq!(
+        refused(&c, "POST", "/v1/tx", Some(&body)).await,
+        (403, "unknown_namespace".into())
+    );
+    // Health reports come from validators only.
+    let report = palisade_crypto::Transaction {
+        chain_id: c.genesis.chain_id.clone(),
+        signer: c.service.public(),
+        sequence: 1,
+        body: palisade_crypto::TxBody::HealthReport {
+            namespace: "prod".into(),
+            service: "api".into(),
+            instance: "x".into(),
+            passing: false,
+        },
+    }
+    .sign(&c.service);
+    let body = submit_body(&report);
+    assert_eq!(
+        refused(&c, "POST", "/v1/tx", Some(&body)).await,
+        (403, "not_a_validator".into())
+    );
+    // A transaction the state machine refuses in the block gets a receipt
+    // with the reason: deregistering an instance that does not exist.
+    let missing = palisade_crypto::Transaction {
+        chain_id: c.genesis.chain_id.clone(),
+        signer: c.service.public(),
+        sequence: 1,
+        body: palisade_crypto::TxBody::Deregister {
+            namespace: "prod".into(),
+            service: "api".into(),
+            instance: "nope".into(),
+        },
+    }
+    .sign(&c.service);
+    let (_, resp) = c.submit(0, &missing, true).await;
     assert_eq!(resp.status, TxStatus::Rejected, "{resp:?}");
     assert!(resp.receipt.unwrap().outcome.starts_with("rejected"));
     // The node still serves, and counted what happened.
