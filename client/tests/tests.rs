@@ -1,4 +1,4 @@
-//! Integration tests of palisade-client: forged answers built from real keys
+//! Integration tests of palisade-client (one binary): forged answers built from real keys
 //! and a real jmt tree are refused with the right error; failover, retry,
 //! watch resumption, the offline cache and the CLI run against real HTTP
 //! stand-in nodes on 127.0.0.1.
@@ -8,6 +8,9 @@
 mod support;
 
 mod cli;
+mod cli_submit;
 mod lookups;
 mod network;
 mod receipts;
+mod submissions;
+mod watch;
