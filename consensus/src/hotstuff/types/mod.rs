@@ -4,6 +4,8 @@ mod block;
 mod message;
 mod qc;
 mod timeout;
+#[cfg(test)]
+mod vectors;
 mod vote;
 
 pub(crate) use block::proposal_digest;
