@@ -133,7 +133,9 @@ impl EtcdCluster {
                 .stdout(log)
                 .stderr(err);
             std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-            let child = cmd.spawn().map_err(|e| format!("{}: {e}", binary.display()))?;
+            let child = cmd
+                .spawn()
+                .map_err(|e| format!("{}: {e}", binary.display()))?;
             cluster.pids.push(child.id());
             // Stopped by pid in `Drop`; the handle is not needed.
             std::mem::forget(child);
@@ -220,7 +222,13 @@ fn get_prefix(a: &ureq::Agent, url: &str, prefix: &str) -> Result<usize, String>
 
 /// Follow `/bench/` until `stop`, telling `log` of every key put; the stream
 /// itself is bounded by `bound`.
-fn watch(url: String, log: Arc<WatchLog>, stop: Arc<AtomicBool>, bound: Duration, ready: std::sync::mpsc::Sender<()>) {
+fn watch(
+    url: String,
+    log: Arc<WatchLog>,
+    stop: Arc<AtomicBool>,
+    bound: Duration,
+    ready: std::sync::mpsc::Sender<()>,
+) {
     let a = agent(Some(bound));
     let (key, end) = prefix_range(&format!("/{NAMESPACE}/"));
     let body = json!({ "create_request": { "key": key, "range_end": end } });
@@ -288,7 +296,11 @@ pub fn run(binary: &Path, shape: &Shape, value_bytes: usize) -> Result<SystemRes
     let writer = |offset: usize| {
         let urls = &urls;
         move |t: usize| -> Result<(ureq::Agent, String, usize), String> {
-            Ok((agent(Some(Duration::from_secs(10))), urls[(t + offset) % urls.len()].clone(), t + offset))
+            Ok((
+                agent(Some(Duration::from_secs(10))),
+                urls[(t + offset) % urls.len()].clone(),
+                t + offset,
+            ))
         }
     };
     let log = Arc::new(WatchLog::default());
@@ -315,14 +327,24 @@ pub fn run(binary: &Path, shape: &Shape, value_bytes: usize) -> Result<SystemRes
     let stop_watch = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let watcher = {
-        let (url, log, stop) = (urls[urls.len() - 1].clone(), log.clone(), stop_watch.clone());
+        let (url, log, stop) = (
+            urls[urls.len() - 1].clone(),
+            log.clone(),
+            stop_watch.clone(),
+        );
         let bound = shape.duration + Duration::from_secs(30);
         std::thread::spawn(move || watch(url, log, stop, bound, ready_tx))
     };
     let _ = ready_rx.recv_timeout(Duration::from_secs(5));
     let s0 = Snapshot::take(&pids);
     let c0 = Snapshot::take(&me);
-    let writes = closed_loop(shape.writers, shape.duration, shape.max_ops, writer(0), write_op(log.clone()));
+    let writes = closed_loop(
+        shape.writers,
+        shape.duration,
+        shape.max_ops,
+        writer(0),
+        write_op(log.clone()),
+    );
     let writes_usage = s0.usage_since(&pids);
     let writes_client_cores = c0.usage_since(&me).total_cores();
     // Wake the watcher with one last put, then let it go.
@@ -340,7 +362,12 @@ pub fn run(binary: &Path, shape: &Shape, value_bytes: usize) -> Result<SystemRes
         shape.clients,
         shape.duration,
         shape.max_ops,
-        |t| Ok((agent(Some(Duration::from_secs(10))), urls[t % urls.len()].clone())),
+        |t| {
+            Ok((
+                agent(Some(Duration::from_secs(10))),
+                urls[t % urls.len()].clone(),
+            ))
+        },
         |(a, url): &mut (ureq::Agent, String), _| {
             let n = get_prefix(a, url, &prefix)?;
             if n != shape.read_instances {

@@ -9,6 +9,8 @@
 //!   127.0.0.1 through its v3 JSON gateway, with the same HTTP client.
 //! - [`scale`] (`bench scale`): the state machine in-process at 10k, 100k
 //!   and 1M instances.
+//! - [`sim`] (`bench sim`): our side of the hotstuff_rs comparison in the
+//!   deterministic simulator (commits per virtual second, 1 of 4 down).
 //! - [`report`]: one table with Palisade/etcd ratios.
 //!
 //! Every loop is bounded in time and in operations ([`stats::closed_loop`]);
@@ -21,6 +23,7 @@ pub mod palisade;
 pub mod procfs;
 pub mod report;
 pub mod scale;
+pub mod sim;
 pub mod stats;
 pub mod workload;
 
@@ -92,6 +95,16 @@ pub enum BenchWhat {
         #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
         sizes: Vec<u64>,
     },
+    /// The consensus core in the deterministic simulator, healthy and with
+    /// 1 of 4 validators crashed.
+    Sim {
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Virtual seconds per run.
+        #[arg(long, default_value_t = 60)]
+        virtual_secs: u64,
+    },
 }
 
 /// Progress lines go to stderr so that stdout holds only the report.
@@ -102,14 +115,21 @@ fn progress(msg: &str) {
 
 /// Run what `args` asks and return the report (markdown).
 pub fn run(args: &BenchArgs) -> Result<String, BenchError> {
+    if let Some(BenchWhat::Sim { seed, virtual_secs }) = &args.what {
+        return Ok(sim::render(
+            &sim::run(*seed, *virtual_secs).map_err(BenchError)?,
+        ));
+    }
     if let Some(BenchWhat::Scale { sizes }) = &args.what {
         let mut sizes = sizes.clone();
         sizes.sort_unstable();
         let points = scale::run(&sizes, |p| {
+            // The whole row, so that a run stopped early keeps its figures.
             progress(&format!(
-                "{} instances built in {:.1} s",
+                "{} instances built in {:.1} s\n{}",
                 p.instances,
-                p.build.as_secs_f64()
+                p.build.as_secs_f64(),
+                scale::table(std::slice::from_ref(p))
             ))
         })
         .map_err(BenchError)?;
@@ -135,9 +155,10 @@ pub fn run(args: &BenchArgs) -> Result<String, BenchError> {
         };
         Some(palisade::run(&args.dir, &shape, &opts).map_err(BenchError)?)
     };
-    let value_bytes = palisade
-        .as_ref()
-        .map_or_else(|| palisade::registration_bytes("palisade-local"), |p| p.value_bytes);
+    let value_bytes = palisade.as_ref().map_or_else(
+        || palisade::registration_bytes("palisade-local"),
+        |p| p.value_bytes,
+    );
     let etcd = if args.skip_etcd {
         None
     } else {
@@ -160,5 +181,10 @@ pub fn run(args: &BenchArgs) -> Result<String, BenchError> {
     notes.push(
         "syscall bytes (/proc/PID/io rchar/wchar) count socket and file reads/writes together: an upper bound on bytes on the wire".into(),
     );
-    Ok(report::render(&shape, palisade.as_ref(), etcd.as_ref(), &notes))
+    Ok(report::render(
+        &shape,
+        palisade.as_ref(),
+        etcd.as_ref(),
+        &notes,
+    ))
 }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use palisade_client::{
-    enrollment, load_network_file, parse_endpoint, parse_label, registration, Client,
-    ClientConfig, Signer,
+    enrollment, load_network_file, parse_endpoint, parse_label, registration, Client, ClientConfig,
+    Signer,
 };
 use palisade_crypto::{encode, NetworkFile, Role, SecretKey, TxBody};
 
@@ -101,7 +101,9 @@ fn enroll(
             .map_err(|e| e.to_string())?;
         let tx = authority.sign(admin.chain_id(), first + i as u64, body);
         if i + 1 < keys.len() {
-            admin.submit(&tx).map_err(|e| format!("enrollment {i}: {e}"))?;
+            admin
+                .submit(&tx)
+                .map_err(|e| format!("enrollment {i}: {e}"))?;
         } else {
             admin
                 .submit_and_wait(&tx)
@@ -151,7 +153,9 @@ pub fn run(
     }
     let pids: Vec<u32> = nodes.iter().map(|n| n.1).collect();
     let urls: Vec<String> = nodes.iter().map(|n| n.0.clone()).collect();
-    let data_dirs: Vec<_> = (0..nodes.len()).map(|i| layout.node_dir(i).join("data")).collect();
+    let data_dirs: Vec<_> = (0..nodes.len())
+        .map(|i| layout.node_dir(i).join("data"))
+        .collect();
     let disk = || data_dirs.iter().map(|d| disk_usage(d)).sum::<u64>();
     let me = [std::process::id()];
 
@@ -206,7 +210,11 @@ pub fn run(
         shape.single_duration,
         shape.max_ops,
         |_| {
-            let s = single_slot.lock().expect("slot").take().ok_or("no signer")?;
+            let s = single_slot
+                .lock()
+                .expect("slot")
+                .take()
+                .ok_or("no signer")?;
             Ok((client(&network, Some(urls[0].clone()))?, s, 100_000))
         },
         write_op(Arc::new(WatchLog::default())),
@@ -238,7 +246,11 @@ pub fn run(
     };
 
     let make_writer = |t: usize| {
-        let s = signer_slots[t].lock().expect("slot").take().ok_or("no signer")?;
+        let s = signer_slots[t]
+            .lock()
+            .expect("slot")
+            .take()
+            .ok_or("no signer")?;
         Ok((client(&network, Some(urls[t % urls.len()].clone()))?, s, t))
     };
     let s0 = Snapshot::take(&pids);
@@ -285,7 +297,9 @@ pub fn run(
     let reads_client_cores = c0.usage_since(&me).total_cores();
 
     let fault = if opts.fault {
-        Some(fault_phase(&mut net, &network, &ns, shape, opts, &urls, run_id)?)
+        Some(fault_phase(
+            &mut net, &network, &ns, shape, opts, &urls, run_id,
+        )?)
     } else {
         None
     };
@@ -327,10 +341,18 @@ fn fault_phase(
     let healthy_blocks_per_s = blocks_per_s(net, opts.fault_window);
     // Identities for the degraded phase are enrolled while all are up.
     let admin = client(network, Some(urls[0].clone()))?;
-    let mut authority =
-        Signer::load(&net.layout().authority_key()).map_err(|e| e.to_string())?;
-    let signers = enroll(&admin, &mut authority, ns, run_id + 1_000_000, shape.writers)?;
+    let mut authority = Signer::load(&net.layout().authority_key()).map_err(|e| e.to_string())?;
+    let signers = enroll(
+        &admin,
+        &mut authority,
+        ns,
+        run_id + 1_000_000,
+        shape.writers,
+    )?;
     net.kill(victim).map_err(|e| e.to_string())?;
+    // The first window shows the transition (timeouts on the dead leader's
+    // rounds until reputation rotates it out), the second the steady state.
+    let transition_blocks_per_s = blocks_per_s(net, opts.fault_window);
     let degraded_blocks_per_s = blocks_per_s(net, opts.fault_window);
     let result = {
         let live = &urls[..victim];
@@ -344,7 +366,11 @@ fn fault_phase(
             shape.max_ops,
             |t| {
                 let s = slots[t].lock().expect("slot").take().ok_or("no signer")?;
-                Ok((client(network, Some(live[t % live.len()].clone()))?, s, t + 200_000))
+                Ok((
+                    client(network, Some(live[t % live.len()].clone()))?,
+                    s,
+                    t + 200_000,
+                ))
             },
             |(c, signer, w): &mut (Client, Signer, usize), n| {
                 let (service, instance) = write_target(*w, n);
@@ -355,6 +381,7 @@ fn fault_phase(
         );
         FaultResult {
             healthy_blocks_per_s,
+            transition_blocks_per_s,
             degraded_blocks_per_s,
             degraded_writes,
         }

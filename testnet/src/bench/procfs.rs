@@ -106,11 +106,14 @@ impl Usage {
 
     /// Sum of the I/O deltas.
     pub fn total_io(&self) -> IoCounters {
-        self.io.iter().flatten().fold(IoCounters::default(), |a, b| IoCounters {
-            rchar: a.rchar + b.rchar,
-            wchar: a.wchar + b.wchar,
-            write_bytes: a.write_bytes + b.write_bytes,
-        })
+        self.io
+            .iter()
+            .flatten()
+            .fold(IoCounters::default(), |a, b| IoCounters {
+                rchar: a.rchar + b.rchar,
+                wchar: a.wchar + b.wchar,
+                write_bytes: a.write_bytes + b.write_bytes,
+            })
     }
 }
 

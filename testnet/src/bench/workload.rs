@@ -124,7 +124,9 @@ impl WatchLog {
 pub struct FaultResult {
     /// Blocks per second with every validator up, no load.
     pub healthy_blocks_per_s: f64,
-    /// Blocks per second with one validator killed, no load.
+    /// Blocks per second in the first window after the kill, no load.
+    pub transition_blocks_per_s: f64,
+    /// Blocks per second in the second window after the kill, no load.
     pub degraded_blocks_per_s: f64,
     /// The loaded write phase again with one validator killed.
     pub degraded_writes: PhaseResult,

@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -111,10 +111,8 @@ impl Network for Stub {
         }
     }
     fn recv(&mut self) -> Option<(VerifyingKey, Message)> {
-        match self.inbox.lock().expect("inbox").try_recv() {
-            Ok(m) => Some(m),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        // Empty or disconnected (a peer never started): nothing to deliver.
+        self.inbox.lock().expect("inbox").try_recv().ok()
     }
 }
 
@@ -176,7 +174,9 @@ impl App<MemDb> for EmptyApp {
 /// Run 4 validators (the first `started` of them started) for `secs`;
 /// returns blocks committed per replica and the process's CPU in cores.
 fn run(started: usize, secs: u64, view: Duration) -> (Vec<u64>, f64) {
-    let keys: Vec<SigningKey> = (1..=4u8).map(|i| SigningKey::from_bytes(&[i; 32])).collect();
+    let keys: Vec<SigningKey> = (1..=4u8)
+        .map(|i| SigningKey::from_bytes(&[i; 32]))
+        .collect();
     let vks: Vec<VerifyingKey> = keys.iter().map(|k| k.verifying_key()).collect();
     let stubs = network(&vks);
     let mut vs_updates = ValidatorSetUpdates::new();
