@@ -13,6 +13,9 @@ pub struct NetFaults {
     pub min_delay_ms: u64,
     /// Largest delivery delay (ms); random delays reorder messages.
     pub max_delay_ms: u64,
+    /// Percent of messages with one random bit flipped in flight (a
+    /// Byzantine network: every such message must be refused, never panic).
+    pub corrupt_percent: u32,
 }
 
 impl NetFaults {
@@ -23,6 +26,7 @@ impl NetFaults {
             duplicate_percent: 0,
             min_delay_ms: 8,
             max_delay_ms: 12,
+            corrupt_percent: 0,
         }
     }
 }

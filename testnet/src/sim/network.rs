@@ -43,6 +43,8 @@ pub struct WireStats {
     pub dropped: u64,
     /// Copies delivered twice.
     pub duplicated: u64,
+    /// Copies with a bit flipped in flight.
+    pub corrupted: u64,
     /// Rounds in which one key proposed two different blocks.
     pub equivocations: u64,
     /// Rounds in which one key voted for two different blocks.

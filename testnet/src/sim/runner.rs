@@ -404,6 +404,12 @@ impl<E: Executor, P: PayloadSource> Simulation<E, P> {
                 1
             };
             for _ in 0..copies {
+                let mut bytes = bytes.clone();
+                if !healed && self.rng.gen_range(0..100) < faults.corrupt_percent {
+                    let at = self.rng.gen_range(0..bytes.len());
+                    bytes[at] ^= 1 << self.rng.gen_range(0..8);
+                    self.wire.corrupted += 1;
+                }
                 let delay = self
                     .rng
                     .gen_range(faults.min_delay_ms..=faults.max_delay_ms.max(faults.min_delay_ms));
@@ -413,7 +419,7 @@ impl<E: Executor, P: PayloadSource> Simulation<E, P> {
                     Event::Deliver {
                         to,
                         from: sender_key,
-                        bytes: bytes.clone(),
+                        bytes,
                     },
                 );
             }

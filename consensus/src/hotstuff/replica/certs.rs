@@ -281,7 +281,7 @@ impl<E: Executor> Replica<E> {
             })?;
         let round = vote.vote_data.round;
         // Votes of the round just certified are late, not stale: the collector ignores them.
-        if round + 1 < self.round() {
+        if round.saturating_add(1) < self.round() {
             return Err(ConsensusError::StaleRound {
                 got: round,
                 current: self.round(),

@@ -14,7 +14,6 @@ use tracing::debug;
 use super::{Output, Replica};
 use crate::executor::{ExecutionContext, Executor};
 use crate::hotstuff::block_tree::TreeBlock;
-use crate::hotstuff::types::proposal_digest;
 use crate::hotstuff::{Block, ConsensusError, Message, Proposal, Vote, VoteData};
 
 /// Bound on proposals waiting for their parent.
@@ -55,7 +54,7 @@ impl<E: Executor> Replica<E> {
         let id = block.id();
         self.verifier.verify(
             &from,
-            &proposal_digest(&self.config.chain_id, &id),
+            &block.signing_digest_with_id(&self.config.chain_id, &id),
             &p.signature,
         )?;
         if block.round < self.round() {
@@ -360,7 +359,7 @@ impl<E: Executor> Replica<E> {
         }
         self.proposed_round = round;
         let proposal = Proposal {
-            signature: self.sign(&proposal_digest(&self.config.chain_id, &id)),
+            signature: self.sign(&block.signing_digest_with_id(&self.config.chain_id, &id)),
             block,
             tc,
         };

@@ -69,6 +69,18 @@ impl Block {
         self.info_with_id(self.id())
     }
 
+    /// What the proposer signs: chain id, block id and the hash of the block
+    /// info, so the claimed execution results are the proposer's word too.
+    pub fn signing_digest(&self, chain_id: &str) -> Digest {
+        let id = self.id();
+        self.signing_digest_with_id(chain_id, &id)
+    }
+
+    pub(crate) fn signing_digest_with_id(&self, chain_id: &str, id: &Digest) -> Digest {
+        let info_hash = self.info_with_id(*id).hash();
+        hash_encoded(Domain::Proposal, &(chain_id, id, info_hash))
+    }
+
     pub(crate) fn info_with_id(&self, id: Digest) -> BlockInfo {
         BlockInfo {
             round: self.round,
@@ -81,9 +93,4 @@ impl Block {
             parent_info: self.parent_info,
         }
     }
-}
-
-/// The digest a leader signs to propose `block_id` on `chain_id`.
-pub(crate) fn proposal_digest(chain_id: &str, block_id: &Digest) -> Digest {
-    hash_encoded(Domain::Proposal, &(chain_id, block_id))
 }

@@ -20,7 +20,7 @@ pub struct Proposal {
     pub block: Block,
     /// The TC of `block.round - 1`, when the leader entered its round by timeout.
     pub tc: Option<TimeoutCert>,
-    /// Proposer's signature over `(chain_id, block id)` in `Domain::Proposal`.
+    /// Proposer's signature over [`Block::signing_digest`].
     pub signature: Signature,
 }
 

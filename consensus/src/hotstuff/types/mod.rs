@@ -8,7 +8,6 @@ mod timeout;
 mod vectors;
 mod vote;
 
-pub(crate) use block::proposal_digest;
 pub use block::Block;
 pub use message::{
     BlockRequest, BlockResponse, CommitRequest, CommitResponse, Message, Proposal, SyncInfo,

@@ -125,7 +125,8 @@ impl QuorumCert {
             // 2-chain rule: only a vote for the direct successor round commits,
             // and what it commits is the parent or (reconfiguration suffix) an
             // ancestor of it.
-            let consecutive = self.vote_data.round == self.vote_data.parent_round + 1;
+            let consecutive =
+                self.vote_data.parent_round.checked_add(1) == Some(self.vote_data.round);
             if !consecutive
                 || commit.round > self.vote_data.parent_round
                 || commit.height >= self.vote_data.height

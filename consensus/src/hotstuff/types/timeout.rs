@@ -21,7 +21,8 @@ pub struct Timeout {
     pub round: u64,
     /// The sender's highest QC.
     pub high_qc: QuorumCert,
-    /// Signature over [`timeout_digest`] of `(epoch, round, high_qc.round())`.
+    /// Signature over the [`palisade_crypto::Domain::Timeout`] hash of
+    /// `(chain_id, epoch, round, high_qc.round())`.
     pub signature: Signature,
 }
 

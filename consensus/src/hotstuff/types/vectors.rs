@@ -48,7 +48,7 @@ fn consensus_hashes_are_fixed() {
         ("root qc data", hex(b.parent_qc.vote_data.hash())),
         ("block id", hex(b.id())),
         ("block info", hex(b.info().hash())),
-        ("proposal digest", hex(proposal_digest("kat", &b.id()))),
+        ("proposal digest", hex(b.signing_digest("kat"))),
         ("timeout digest", hex(timeout_digest("kat", 0, 5, 3))),
     ];
     let expected = [
@@ -103,6 +103,6 @@ const KAT: [&str; 5] = [
     "9a7378a8c72830fa923f820f0969e42a7efa4eaa27b5860d6c1151500f70adb1",
     "8aa6c61ae529dab500ad6d8a5dc559eb6caddcce57c6be5a93a5505b7e3f60ae",
     "efe7ac563b78f7adefd95f009c3efffe6e746e63f8843e23a5075f949fe3c2eb",
-    "4ce5f1ba63a7c5bade89eaae55eb2d4ae95df01dc738e96353fdfb41efa72953",
+    "24cd9ee340c26c2ff9034248700409bc65a9741686c262d3e3b45fcd5324a305",
     "a35b939af7369489cde4ac98975da3d9fdc30bb12d557e4f86f7fdc4b21a19fb",
 ];
