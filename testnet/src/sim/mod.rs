@@ -15,7 +15,28 @@
 //!
 //! The simulator is generic over the [`palisade_consensus::executor::Executor`]
 //! (tests use [`palisade_consensus::hotstuff::SimExecutor`]) and the
-//! [`PayloadSource`].
+//! [`PayloadSource`]. Replicas share a [`SharedVerdicts`] cache, so each
+//! signature is verified once per run; forged ones are always checked for real.
+//!
+//! Liveness bound: after `heal_at_ms`, some honest instance must commit a new
+//! block within [`SimConfig::liveness_bound_ms`] (15 s by default: two round
+//! timeouts at the 2.3 s backoff cap, plus catching up, with margin).
+//!
+//! ```
+//! use palisade_consensus::hotstuff::SimExecutor;
+//! use palisade_crypto::ValidatorSet;
+//! use palisade_testnet::sim::{sim_genesis, SimConfig, SimPayloads, Simulation};
+//!
+//! let mut config = SimConfig::new(7, 4); // seed 7, 4 validators
+//! config.duration_ms = 2_000;
+//! let genesis = sim_genesis();
+//! let (id, root) = (genesis.block_id, genesis.state_root);
+//! let executor = move |_: &ValidatorSet| SimExecutor::new(id, root);
+//! let report = Simulation::new(config, genesis, executor, SimPayloads::new(4))?.run();
+//! assert!(report.violations.is_empty());
+//! assert!(report.height > 20, "{} blocks in 2 virtual seconds", report.height);
+//! # Ok::<(), palisade_consensus::hotstuff::ConsensusError>(())
+//! ```
 
 mod checker;
 mod config;
