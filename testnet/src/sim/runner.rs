@@ -486,6 +486,9 @@ impl<E: Executor, P: PayloadSource> Simulation<E, P> {
 
     /// Hand instance `to` a message as if `from` had sent it now; its outputs
     /// are carried out like any other. Returns the replica's verdict.
+    ///
+    /// # Panics
+    /// If instance `to` is crashed (a test bug, not a protocol outcome).
     pub fn inject(
         &mut self,
         to: usize,
