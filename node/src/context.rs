@@ -151,3 +151,44 @@ impl Context {
             .contains(id)
     }
 }
+
+#[cfg(test)]
+impl Context {
+    /// A context over an in-memory store and a detached transport; keep the
+    /// trigger alive while the context is used.
+    pub(crate) fn for_tests(
+        watch_buffer: usize,
+    ) -> (std::sync::Arc<Self>, crate::shutdown::ShutdownTrigger) {
+        let (trigger, shutdown) = crate::shutdown::ShutdownTrigger::new();
+        let limits = MempoolLimits {
+            chain_id: "test".into(),
+            max_txs: 16,
+            max_per_signer: 4,
+            max_tx_bytes: 4096,
+            retry_after: std::time::Duration::from_secs(1),
+        };
+        let ctx = Context {
+            store: NodeStore::in_memory(),
+            chain_id: "test".into(),
+            key: PublicKey::default(),
+            mempool: Mutex::new(Mempool::new(limits.clone())),
+            limits,
+            progress: watch::channel(Progress::default()).0,
+            commits: broadcast::channel(watch_buffer).0,
+            metrics: Metrics::new(),
+            net: NetHandle::detached(),
+            api: ApiConfig::default(),
+            forge_lookups: false,
+            fault_injection: false,
+            tx_ready: Notify::new(),
+            validators: RwLock::new(ValidatorSet {
+                epoch: 0,
+                validators: vec![],
+            }),
+            watch_streams: AtomicUsize::new(1),
+            peers: vec![],
+            shutdown,
+        };
+        (std::sync::Arc::new(ctx), trigger)
+    }
+}

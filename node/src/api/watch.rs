@@ -204,3 +204,61 @@ pub(crate) async fn watch(
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_consumer_that_falls_behind_is_cut_off_and_the_stream_ends() {
+        let (ctx, _trigger) = Context::for_tests(2);
+        let mut state = WatchState {
+            guard: StreamGuard(ctx.clone()),
+            namespace: "prod".into(),
+            service: None,
+            next: 1,
+            live: ctx.commits.subscribe(),
+            carried: BTreeSet::new(),
+            pending: VecDeque::new(),
+            done: false,
+        };
+        // The node publishes more certified heights than the buffer holds
+        // while the consumer reads nothing; publishing never waits.
+        for h in 1..=5 {
+            let _ = ctx.commits.send(h);
+        }
+        let event = tokio::time::timeout(Duration::from_secs(5), state.next_event())
+            .await
+            .expect("an event at once")
+            .expect("a cutoff event");
+        let text = format!("{event:?}");
+        assert!(
+            text.contains("cutoff") && text.contains("from_height=1"),
+            "{text}"
+        );
+        assert!(
+            state.next_event().await.is_none(),
+            "the stream ends after a cutoff"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_when_the_node_stops() {
+        let (ctx, trigger) = Context::for_tests(2);
+        let mut state = WatchState {
+            guard: StreamGuard(ctx.clone()),
+            namespace: "prod".into(),
+            service: None,
+            next: 1,
+            live: ctx.commits.subscribe(),
+            carried: BTreeSet::new(),
+            pending: VecDeque::new(),
+            done: false,
+        };
+        trigger.trigger();
+        let end = tokio::time::timeout(Duration::from_secs(5), state.next_event()).await;
+        assert!(end.expect("no wait").is_none());
+    }
+}

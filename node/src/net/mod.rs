@@ -137,6 +137,18 @@ impl NetHandle {
     }
 }
 
+#[cfg(test)]
+impl NetHandle {
+    /// A handle whose frames go nowhere (unit tests of the layers above).
+    pub(crate) fn detached() -> Self {
+        let (commands, _) = mpsc::unbounded_channel();
+        NetHandle {
+            commands,
+            shared: Arc::new(NetShared::default()),
+        }
+    }
+}
+
 type Behaviour = request_response::Behaviour<codec::FrameCodec>;
 
 struct Transport {
