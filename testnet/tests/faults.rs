@@ -3,6 +3,7 @@
 //! heal, a node forging lookups. Each scenario checks replica agreement per
 //! height, that every acknowledged registration is present, and that lookups
 //! verify. The whole suite: `palisade-testnet faults --scenario all`.
+#![allow(clippy::print_stderr)] // the scenario table is the useful failure output
 
 use palisade_testnet::faults::{
     node_binary_for_tests, run_scenario, scenarios, table, SuiteOptions, CI_SUBSET,

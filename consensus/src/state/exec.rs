@@ -357,7 +357,9 @@ impl<S: StateStore> Executor for RegistryExecutor<S> {
                         ..block
                     },
                 );
-                return Err(ExecutionError::Storage(format!("committing block {id}: {e}")));
+                return Err(ExecutionError::Storage(format!(
+                    "committing block {id}: {e}"
+                )));
             }
             self.leases.apply(&block.leases);
             self.committed = meta;
