@@ -10,6 +10,8 @@
 
 #[path = "sim/byzantine.rs"]
 mod byzantine;
+#[path = "sim/registry.rs"]
+mod registry;
 #[path = "sim/twins.rs"]
 mod twins;
 

@@ -115,6 +115,18 @@ impl<E: Executor, P: PayloadSource> Simulation<E, P> {
         make_executor: impl Fn(&ValidatorSet) -> E + 'static,
         payloads: P,
     ) -> Result<Self, ConsensusError> {
+        Self::with_genesis(config, |_| genesis, make_executor, payloads)
+    }
+
+    /// Like [`Simulation::new`], for a genesis that depends on the validator
+    /// set the seed draws (e.g. a registry genesis, whose state lists the
+    /// validators): `make_genesis` gets that set before any instance starts.
+    pub fn with_genesis(
+        config: SimConfig,
+        make_genesis: impl FnOnce(&ValidatorSet) -> BlockInfo,
+        make_executor: impl Fn(&ValidatorSet) -> E + 'static,
+        payloads: P,
+    ) -> Result<Self, ConsensusError> {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let keys: Vec<SecretKey> = (0..config.validators)
             .map(|_| SecretKey::from_seed(rng.gen()))
@@ -129,6 +141,7 @@ impl<E: Executor, P: PayloadSource> Simulation<E, P> {
                 })
                 .collect(),
         };
+        let genesis = make_genesis(&validators);
         let genesis_set = validators.clone();
         let mut instance_keys = keys.clone();
         for &t in &config.twins {
