@@ -95,7 +95,7 @@ struct RegistryPayloads {
 impl RegistryPayloads {
     fn new(seed: u64) -> Self {
         RegistryPayloads {
-            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_7e61),
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f7e),
             seqs: [0; IDENTITIES as usize],
             generated: 0,
         }
