@@ -352,6 +352,11 @@ impl Driver {
                     });
                 }
                 Output::Committed(c) => committed.push(c),
+                Output::Halt { reason } => {
+                    // The executor could not commit what the chain committed
+                    // (its store failed): stop the node; a restart recovers.
+                    return Err(NodeError::Consensus(format!("replica halted: {reason}")));
+                }
                 Output::NewEpoch(set) => {
                     info!(
                         epoch = set.epoch,

@@ -222,4 +222,8 @@ pub enum ConsensusError {
     /// Recovery data that does not fit together.
     #[error("invalid recovery data: {0}")]
     InvalidRecovery(&'static str),
+    /// The replica stopped after a failure it must not carry on past (see
+    /// [`super::Output::Halt`]); it refuses every input from then on.
+    #[error("replica halted: {0}")]
+    Halted(String),
 }

@@ -55,6 +55,8 @@
 //!     certificate ([`CommittedBlock::certificate`]); heights strictly increase.
 //!     The executor has already been told ([`crate::executor::Executor::commit`]).
 //!   - [`Output::NewEpoch`]: the validator set changed; connect to the new set.
+//!   - [`Output::Halt`]: the executor failed to commit a committed block (its
+//!     store failed); stop the node. The replica refuses every input after it.
 //! - **Restart.** Build [`Recovery`] from the safety record, the last committed
 //!   block info (and recent committed blocks), the current validator set and
 //!   the stored uncommitted blocks; the executor must be at the committed root.
@@ -76,7 +78,7 @@
 //! loop below is the whole shell contract in miniature.
 //! ```
 //! use palisade_consensus::executor::*;
-//! use palisade_consensus::hotstuff::{Config, Output, Replica};
+//! use palisade_consensus::hotstuff::{Config, ConsensusError, Output, Replica};
 //! use palisade_crypto::*;
 //!
 //! /// State root = hash(parent root, payload): enough for a demo.
@@ -113,6 +115,7 @@
 //!             Output::Committed(block) => committed.push(block),
 //!             // No peers to talk to here.
 //!             Output::Send { .. } | Output::Broadcast(_) | Output::NewEpoch(_) => {}
+//!             Output::Halt { reason } => return Err(ConsensusError::Halted(reason).into()),
 //!         }
 //!     }
 //! }

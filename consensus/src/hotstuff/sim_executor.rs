@@ -27,6 +27,7 @@ pub struct SimExecutor {
     committed_height: u64,
     blocks: HashMap<Digest, SimBlock>,
     epoch_changes: BTreeMap<u64, ValidatorSet>,
+    fail_commit_from: Option<u64>,
 }
 
 impl SimExecutor {
@@ -43,7 +44,15 @@ impl SimExecutor {
             committed_height: height,
             blocks: HashMap::new(),
             epoch_changes: BTreeMap::new(),
+            fail_commit_from: None,
         }
+    }
+
+    /// Make every commit reaching `height` or above fail as a storage
+    /// failure would (to test that replicas stop).
+    pub fn with_commit_failure_from(mut self, height: u64) -> Self {
+        self.fail_commit_from = Some(height);
+        self
     }
 
     /// The genesis block info for an executor made with [`SimExecutor::new`].
@@ -139,6 +148,9 @@ impl Executor for SimExecutor {
             .get(block_id)
             .cloned()
             .ok_or_else(|| ExecutionError::BadCommit(*block_id, "not executed".into()))?;
+        if self.fail_commit_from.is_some_and(|h| target.height >= h) {
+            return Err(ExecutionError::Storage("injected write failure".into()));
+        }
         // The target must descend from the committed block.
         let mut cursor = target.parent;
         while cursor != self.committed_id {

@@ -103,8 +103,6 @@ impl SimConfig {
     pub fn new(seed: u64, validators: usize) -> Self {
         let mut consensus = Config::new("sim-chain");
         consensus.base_timeout_ms = 300;
-        consensus.backoff_percent = 150;
-        consensus.max_backoff_exponent = 5;
         consensus.max_clock_drift_ms = 500;
         SimConfig {
             seed,

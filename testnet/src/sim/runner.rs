@@ -376,6 +376,12 @@ impl<E: Executor, P: PayloadSource> Simulation<E, P> {
                 disk.validators = set;
                 disk.blocks.clear();
             }
+            Output::Halt { reason } => {
+                // The shell stops a halted replica, as the node stops its process.
+                debug!(node = i, %reason, "halted");
+                *self.errors.entry("Halted".into()).or_default() += 1;
+                self.nodes[i].crash();
+            }
         }
     }
 

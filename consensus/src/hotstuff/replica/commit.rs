@@ -9,7 +9,7 @@
 //! reconfiguration-suffix blocks after B are dropped.
 
 use palisade_crypto::{BlockInfo, ValidatorSet};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Output, Replica};
 use crate::executor::Executor;
@@ -29,12 +29,13 @@ impl<E: Executor> Replica<E> {
         let failed = skipped
             .rev()
             .take(MAX_FAILED_ROUNDS as usize)
-            .map(|r| self.leaders.leader(&self.validators, r))
+            .map(|r| (r, self.leaders.leader(&self.validators, r)))
             .collect();
         self.leaders.record(CommitRecord {
             round: block.round,
             proposer: block.proposer,
             voters: block.parent_qc.signatures.iter().map(|(k, _)| *k).collect(),
+            voted_round: block.parent_qc.round(),
             failed,
         });
     }
@@ -54,8 +55,15 @@ impl<E: Executor> Replica<E> {
             return;
         }
         if let Err(e) = self.executor.commit(&info.block_id) {
-            // The executor executed every block of the path: a refusal here is a bug in it.
-            error!(me = %self.me.short(), error = %e, "executor refused a commit");
+            // The executor executed every block of the path, so this is its
+            // store failing (or a bug in it): the chain committed the block,
+            // this replica's state did not. Stop rather than vote or serve on
+            // the wrong state; none of these blocks is reported committed.
+            self.halt(format!(
+                "executor could not commit height {}: {e}",
+                info.height
+            ));
+            return;
         }
         info!(me = %self.me.short(), height = info.height, round = info.round, "committed");
         for c in committed {

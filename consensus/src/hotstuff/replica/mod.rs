@@ -60,6 +60,14 @@ pub enum Output {
     Committed(CommittedBlock),
     /// A committed block ended the epoch; these validators run the next one.
     NewEpoch(ValidatorSet),
+    /// The executor failed to commit a block the chain committed (e.g. its
+    /// store failed). The replica stops: going on would vote and serve on
+    /// state that is not what the chain committed. The shell stops the node;
+    /// a restart recovers from what was persisted and re-executes the rest.
+    Halt {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A committed block with the QC that committed it.
@@ -133,6 +141,7 @@ pub struct Replica<E: Executor> {
     verifier: Arc<dyn SignatureVerifier>,
     outputs: Vec<Output>,
     now: u64,
+    halted: Option<String>,
 }
 
 impl<E: Executor> Replica<E> {
@@ -220,6 +229,7 @@ impl<E: Executor> Replica<E> {
             verified: HashSet::new(),
             verifier: Arc::new(StrictVerifier),
             outputs: Vec::new(),
+            halted: None,
             config,
             key,
             me,
@@ -267,6 +277,7 @@ impl<E: Executor> Replica<E> {
         from: PublicKey,
         message: Message,
     ) -> Result<(), ConsensusError> {
+        self.check_running()?;
         self.now = self.now.max(now);
         match message {
             Message::Proposal(p) => self.on_proposal(from, p),
@@ -293,6 +304,7 @@ impl<E: Executor> Replica<E> {
 
     /// The clock moved to `now`: if the round's deadline passed, time out.
     pub fn handle_timeout(&mut self, now: u64) -> Result<(), ConsensusError> {
+        self.check_running()?;
         self.now = self.now.max(now);
         if !self.pacemaker.expired(self.now) {
             return Ok(());
@@ -312,8 +324,30 @@ impl<E: Executor> Replica<E> {
         round: u64,
         payload: Vec<u8>,
     ) -> Result<(), ConsensusError> {
+        self.check_running()?;
         self.now = self.now.max(now);
         self.propose(round, payload)
+    }
+
+    /// Why the replica halted, if it did ([`Output::Halt`]).
+    pub fn halted(&self) -> Option<&str> {
+        self.halted.as_deref()
+    }
+
+    fn check_running(&self) -> Result<(), ConsensusError> {
+        match &self.halted {
+            Some(reason) => Err(ConsensusError::Halted(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Stop for good: no output after this one.
+    pub(super) fn halt(&mut self, reason: String) {
+        tracing::error!(me = %self.me.short(), %reason, "replica halted");
+        self.outputs.push(Output::Halt {
+            reason: reason.clone(),
+        });
+        self.halted = Some(reason);
     }
 
     /// When [`Replica::handle_timeout`] should next be called (ms).
@@ -380,7 +414,11 @@ impl<E: Executor> Replica<E> {
     }
 
     fn emit(&mut self, output: Output) {
-        self.outputs.push(output);
+        // A halted replica says nothing more, also in the rest of the call
+        // that halted it (a vote after a failed commit must not leave).
+        if self.halted.is_none() {
+            self.outputs.push(output);
+        }
     }
 
     fn persist_safety(&mut self) {

@@ -284,7 +284,10 @@ impl<E: Executor> Replica<E> {
         self.persist_safety();
         let next = self.leader_of(block.round + 1);
         debug!(me = %self.me.short(), round = block.round, "voting");
-        if next == self.me {
+        if self.config.broadcast_votes {
+            self.emit(Output::Broadcast(Message::Vote(vote.clone())));
+            self.on_vote(self.me, vote)
+        } else if next == self.me {
             self.on_vote(self.me, vote)
         } else {
             self.emit(Output::Send {

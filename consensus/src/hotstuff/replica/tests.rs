@@ -148,6 +148,7 @@ impl Net {
                 Output::Committed(c) => self.committed[from].push(c),
                 Output::PersistSafety(s) => self.persisted[from] = s,
                 Output::PersistBlock(_) | Output::NewEpoch(_) => {}
+                Output::Halt { .. } => self.down[from] = true,
             }
         }
     }
@@ -160,7 +161,8 @@ impl Net {
             Output::Send {
                 message: Message::Vote(v),
                 ..
-            } => (
+            }
+            | Output::Broadcast(Message::Vote(v)) => (
                 "vote",
                 v.vote_data.round,
                 disk.last_voted_round >= v.vote_data.round,
@@ -315,4 +317,36 @@ fn a_restarted_leader_never_proposes_again_in_a_round_it_voted_in() {
             current: 1
         })
     );
+}
+
+#[test]
+fn a_replica_whose_executor_cannot_commit_halts_and_stays_silent() {
+    let mut net = Net::new(4);
+    let g = genesis();
+    let memo = std::sync::Arc::new(MemoVerifier::default());
+    let keys = keys(4);
+    net.replicas[0] = Replica::genesis(
+        config(),
+        keys[0].clone(),
+        SimExecutor::new(g.block_id, g.state_root).with_commit_failure_from(5),
+        g.clone(),
+        set(&keys, 0),
+        1_000,
+    )
+    .unwrap()
+    .with_verifier(memo);
+    net.run(200);
+    // The failing replica reported heights 1-4 and nothing from 5 on; it
+    // halted with the reason and refuses every input since.
+    let failing: Vec<u64> = net.committed[0].iter().map(|c| c.info.height).collect();
+    assert_eq!(failing, vec![1, 2, 3, 4], "{failing:?}");
+    let reason = net.replicas[0].halted().expect("halted").to_string();
+    assert!(reason.contains("injected write failure"), "{reason}");
+    assert!(matches!(
+        net.replicas[0].handle_timeout(1_000_000),
+        Err(ConsensusError::Halted(_))
+    ));
+    assert!(net.replicas[0].take_outputs().is_empty());
+    // The other three go on committing.
+    assert!(net.committed[1].len() >= 20, "{}", net.committed[1].len());
 }
