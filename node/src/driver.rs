@@ -150,6 +150,7 @@ impl Driver {
                     }
                 }
                 if let Err(e) = self.replica.handle_message(now_ms(), frame.from, message) {
+                    self.ctx.metrics.refuse_consensus(&e);
                     debug!(from = %frame.from.short(), error = %e, "consensus message refused");
                 }
             }

@@ -38,6 +38,7 @@ pub(crate) struct Metrics {
     pub(crate) peers: Gauge,
     pub(crate) watch_streams: Gauge,
     pub(crate) frames_dropped: Counter,
+    pub(crate) consensus_refused: Family<ReasonLabel, Counter>,
     pub(crate) probes: Family<ReasonLabel, Counter>,
 }
 
@@ -63,6 +64,7 @@ impl Metrics {
             peers: Gauge::default(),
             watch_streams: Gauge::default(),
             frames_dropped: Counter::default(),
+            consensus_refused: Family::default(),
             probes: Family::default(),
         };
         registry.register("commits", "Blocks committed", m.commits.clone());
@@ -106,6 +108,12 @@ impl Metrics {
             "Inbound frames dropped (queue full or undecodable)",
             m.frames_dropped.clone(),
         );
+        registry.register(
+            "consensus_refused",
+            "Consensus messages refused, by reason (e.g. WrongLeader, AlreadyVoted: \
+             equivocation; Signature: forgery; StaleRound: late, harmless)",
+            m.consensus_refused.clone(),
+        );
         registry.register("probes", "Health probes run, by result", m.probes.clone());
         Metrics { registry, ..m }
     }
@@ -116,6 +124,19 @@ impl Metrics {
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })
+            .inc();
+    }
+
+    /// Count a refused consensus message by its error variant.
+    pub(crate) fn refuse_consensus(&self, error: &palisade_consensus::hotstuff::ConsensusError) {
+        let text = format!("{error:?}");
+        let reason = text
+            .split(|c: char| !c.is_alphanumeric())
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        self.consensus_refused
+            .get_or_create(&ReasonLabel { reason })
             .inc();
     }
 

@@ -72,6 +72,18 @@ pub enum ConsensusError {
         /// Current round.
         current: u64,
     },
+    /// One key sent two different proposals, or two different votes, for
+    /// one round: a Byzantine validator (or two processes sharing its key).
+    /// The first message counts; the second is refused and reported.
+    #[error("validator {key} equivocated: two different {kind}s in round {round}")]
+    Equivocation {
+        /// The equivocating validator.
+        key: PublicKey,
+        /// The round.
+        round: u64,
+        /// "proposal" or "vote".
+        kind: &'static str,
+    },
     /// Safety rule: one vote per round (last voted round).
     #[error("already voted or timed out in round {last_voted}, refusing to vote in round {round}")]
     AlreadyVoted {

@@ -360,6 +360,58 @@ impl Testnet {
             }
         })
     }
+
+    /// Sum of the samples of Prometheus metric `name` (any labels) that
+    /// node `index` exports, and each labelled sample, from `GET /metrics`.
+    pub fn node_metric(
+        &self,
+        index: usize,
+        name: &str,
+    ) -> Result<(f64, Vec<(String, f64)>), TestnetError> {
+        let node = self.node(index)?;
+        let http = |reason: String| TestnetError::Http {
+            index,
+            url: node.api_url.clone(),
+            reason,
+        };
+        let resp = agent(Duration::from_secs(2))
+            .get(&format!("{}/metrics", node.api_url))
+            .call()
+            .map_err(|e| http(e.to_string()))?;
+        if resp.status().as_u16() != 200 {
+            return Err(http(format!("HTTP {}", resp.status().as_u16())));
+        }
+        let text = resp
+            .into_body()
+            .read_to_string()
+            .map_err(|e| http(e.to_string()))?;
+        Ok(parse_metric(&text, name))
+    }
+}
+
+/// The samples of `name` in a Prometheus text exposition: their sum and
+/// `(labels, value)` for each (`labels` as written between the braces).
+pub fn parse_metric(text: &str, name: &str) -> (f64, Vec<(String, f64)>) {
+    let mut samples = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(r) => match r.split_once("} ") {
+                Some((labels, value)) => (labels.to_string(), value),
+                None => continue,
+            },
+            None => match rest.strip_prefix(' ') {
+                Some(value) => (String::new(), value),
+                None => continue, // another metric sharing the prefix
+            },
+        };
+        if let Ok(v) = value.trim().parse::<f64>() {
+            samples.push((labels, v));
+        }
+    }
+    (samples.iter().map(|(_, v)| v).sum(), samples)
 }
 
 fn fetch_status(agent: &ureq::Agent, api_url: &str) -> Result<StatusResponse, String> {
@@ -431,5 +483,20 @@ mod tests {
         for bad in ["0,1", "0,1/1,2", "0/4", "a/b", "0//1", ""] {
             assert!(parse_partition(bad, 4).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn metric_samples_are_summed_by_exact_name() {
+        let text = "# HELP palisade_consensus_refused Consensus messages refused.\n\
+                    # TYPE palisade_consensus_refused counter\n\
+                    palisade_consensus_refused_total{reason=\"AlreadyVoted\"} 3\n\
+                    palisade_consensus_refused_total{reason=\"StaleRound\"} 4\n\
+                    palisade_consensus_refused_total_other 100\n\
+                    palisade_height 17\n";
+        let (sum, samples) = parse_metric(text, "palisade_consensus_refused_total");
+        assert_eq!(sum, 7.0);
+        assert_eq!(samples[0], ("reason=\"AlreadyVoted\"".to_string(), 3.0));
+        assert_eq!(parse_metric(text, "palisade_height").0, 17.0);
+        assert_eq!(parse_metric(text, "palisade_missing").1, vec![]);
     }
 }

@@ -273,8 +273,30 @@ fn twins(run: &mut Run<'_>) -> Result<String, TestnetError> {
         Duration::from_secs(30),
         "with a twin of node0",
     );
-    Ok("twin of node0 (same key, own process)".into())
+    // The twin must actually have equivocated (two proposals or two votes
+    // under node0's key in one round), or the scenario tested nothing: the
+    // honest nodes count what they refused, by reason.
+    let mut seen = Vec::new();
+    for i in 1..=3 {
+        let (_, samples) = run.net.node_metric(i, "palisade_consensus_refused_total")?;
+        seen.extend(samples.into_iter().filter(|(labels, _)| {
+            EQUIVOCATION_REASONS
+                .iter()
+                .any(|r| labels.contains(&format!("\"{r}\"")))
+        }));
+    }
+    let count: f64 = seen.iter().map(|(_, v)| v).sum();
+    if count == 0.0 {
+        run.violations
+            .push("the twin never equivocated (no conflicting message refused)".into());
+    }
+    Ok(format!(
+        "twin of node0 (same key, own process); honest nodes refused {count} conflicting messages"
+    ))
 }
+
+/// Refusals that only a second instance of one key causes.
+const EQUIVOCATION_REASONS: &[&str] = &["Equivocation"];
 
 fn forged_lookups(run: &mut Run<'_>) -> Result<String, TestnetError> {
     let forger = run.net.record().nodes[3].api_url.clone();

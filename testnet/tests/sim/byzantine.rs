@@ -3,9 +3,9 @@
 //! chain or epoch, replays, timestamps in the future or not after the parent.
 
 use palisade_consensus::hotstuff::{
-    Block, ConsensusError, Message, Proposal, QuorumCert, SyncInfo, Vote,
+    Block, ConsensusError, Message, Proposal, QuorumCert, SyncInfo, Vote, VoteData,
 };
-use palisade_crypto::{CertError, Digest, SecretKey, SigError, ValidatorSet};
+use palisade_crypto::{CertError, Digest, LedgerInfo, SecretKey, SigError, ValidatorSet};
 use palisade_testnet::sim::{for_each_seed, Crash, SimConfig};
 
 use crate::{ensure, safe, simulation, simulation_with_epoch, Sim};
@@ -382,4 +382,64 @@ fn corrupted_messages_are_refused_and_never_panic() {
             Ok(())
         },
     );
+}
+
+/// A vote by `voter` for a made-up block `id` of round `round`.
+fn vote_for(sim: &Sim, voter: usize, round: u64, id: u8) -> Vote {
+    let vote_data = VoteData {
+        epoch: 0,
+        block_id: Digest([id; 32]),
+        round,
+        height: round,
+        parent_id: Digest([id.wrapping_add(1); 32]),
+        parent_round: round - 1,
+        info_hash: Digest([id.wrapping_add(2); 32]),
+    };
+    let ledger_info = LedgerInfo {
+        chain_id: "sim-chain".into(),
+        epoch: 0,
+        commit: None,
+        consensus_data_hash: vote_data.hash(),
+    };
+    Vote {
+        signature: sim.key(voter).sign_digest(&ledger_info.digest()),
+        vote_data,
+        ledger_info,
+    }
+}
+
+/// Double votes are refused and reported (double proposals: the twins test).
+#[test]
+fn equivocating_votes_are_reported() {
+    for_each_seed("equivocating_votes_are_reported", 4, |seed| {
+        let mut sim = simulation(SimConfig::new(seed, 4));
+        sim.run_until(2_000);
+        let to = 0;
+        // Two different votes of one validator in one round.
+        // The next round: nobody voted in it yet (virtual time stands still
+        // while messages are injected).
+        let round = sim.replica(to).ok_or("target stopped")?.round() + 1;
+        let voter = (to + 1) % 4;
+        let key = sim.key(voter).public();
+        let first = vote_for(&sim, voter, round, 1);
+        let again = first.clone();
+        let other = vote_for(&sim, voter, round, 9);
+        let counted = sim.inject(to, key, Message::Vote(first));
+        ensure(counted.is_ok(), || format!("the first vote: {counted:?}"))?;
+        ensure(sim.inject(to, key, Message::Vote(again)).is_ok(), || {
+            "the same vote again is not equivocation".into()
+        })?;
+        expect(
+            sim.inject(to, key, Message::Vote(other)),
+            |e| {
+                *e == ConsensusError::Equivocation {
+                    key,
+                    round,
+                    kind: "vote",
+                }
+            },
+            "a second, different vote in the round",
+        )?;
+        safe(&sim.report())
+    });
 }

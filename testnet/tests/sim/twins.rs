@@ -52,8 +52,12 @@ fn twins_f_equivocating_is_safe() {
         let r = simulation(c).run();
         safe(&r)?;
         eprintln!(
-            "twins n={n} seed={seed}: height {} rounds {}, {} equivocating proposals, {} double votes",
-            r.height, r.max_round, r.wire.equivocations, r.wire.double_votes
+            "twins n={n} seed={seed}: height {} rounds {}, {} equivocating proposals, {} double votes, {} refused as equivocation",
+            r.height,
+            r.max_round,
+            r.wire.equivocations,
+            r.wire.double_votes,
+            r.errors.get("Equivocation").copied().unwrap_or(0)
         );
         // The twins did say two things under one key: the run tested something.
         ensure(r.wire.equivocations + r.wire.double_votes > 0, || {
@@ -63,6 +67,27 @@ fn twins_f_equivocating_is_safe() {
             format!("only {} blocks committed", r.height)
         })?;
         Ok(())
+    });
+}
+
+/// A twin on a connected network proposes its own block whenever its key
+/// leads: honest replicas accept the first and refuse the second as
+/// equivocation (a typed, counted reason), and safety holds.
+#[test]
+fn twin_proposals_are_refused_as_equivocation() {
+    for_each_seed("twin_proposals_are_refused_as_equivocation", 4, |seed| {
+        let mut c = SimConfig::new(seed, 4);
+        c.twins = vec![0];
+        c.duration_ms = 3_000;
+        let r = simulation(c).run();
+        safe(&r)?;
+        let refused = r.errors.get("Equivocation").copied().unwrap_or(0);
+        ensure(r.wire.equivocations > 0 && refused > 0, || {
+            format!(
+                "{} equivocating proposals sent, {refused} refused as equivocation",
+                r.wire.equivocations
+            )
+        })
     });
 }
 

@@ -2,7 +2,7 @@
 //! (Jolteon §4: a QC or TC of round r moves a replica to round r + 1; f + 1
 //! timeouts of the current round make an honest replica time out too).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use palisade_crypto::{hash_encoded, Digest, Domain, LedgerInfo, PublicKey, Signature};
 use tracing::debug;
@@ -29,7 +29,8 @@ struct PartialQc {
 
 #[derive(Debug, Default)]
 struct RoundVotes {
-    voters: HashSet<PublicKey>,
+    /// Each voter's first vote (ledger-info digest) in the round.
+    voters: HashMap<PublicKey, Digest>,
     by_digest: HashMap<Digest, PartialQc>,
     done: bool,
 }
@@ -42,10 +43,33 @@ pub(crate) struct VoteCollector {
 }
 
 impl VoteCollector {
-    fn add(&mut self, voter: PublicKey, power: u64, vote: Vote, quorum: u64) -> Option<QuorumCert> {
-        let round = self.rounds.entry(vote.vote_data.round).or_default();
-        if round.done || !round.voters.insert(voter) {
-            return None;
+    /// Count `vote`; a QC once `quorum` power signed one digest. A second,
+    /// different vote of a voter in the round is refused as equivocation.
+    fn add(
+        &mut self,
+        voter: PublicKey,
+        power: u64,
+        vote: Vote,
+        quorum: u64,
+    ) -> Result<Option<QuorumCert>, ConsensusError> {
+        let number = vote.vote_data.round;
+        let digest = vote.ledger_info.digest();
+        let round = self.rounds.entry(number).or_default();
+        match round.voters.get(&voter) {
+            Some(first) if *first != digest => {
+                return Err(ConsensusError::Equivocation {
+                    key: voter,
+                    round: number,
+                    kind: "vote",
+                })
+            }
+            Some(_) => return Ok(None),
+            None => {
+                round.voters.insert(voter, digest);
+            }
+        }
+        if round.done {
+            return Ok(None);
         }
         let partial = round
             .by_digest
@@ -59,14 +83,14 @@ impl VoteCollector {
         partial.signatures.push((voter, vote.signature));
         partial.power += power;
         if partial.power < quorum {
-            return None;
+            return Ok(None);
         }
         round.done = true;
-        Some(QuorumCert {
+        Ok(Some(QuorumCert {
             vote_data: partial.vote_data.clone(),
             ledger_info: partial.ledger_info.clone(),
             signatures: partial.signatures.clone(),
-        })
+        }))
     }
 
     pub(crate) fn prune_below(&mut self, round: u64) {
@@ -290,7 +314,7 @@ impl<E: Executor> Replica<E> {
         self.verifier
             .verify(&from, &vote.ledger_info.digest(), &vote.signature)?;
         let quorum = self.validators.quorum_power();
-        if let Some(qc) = self.votes.add(from, power, vote, quorum) {
+        if let Some(qc) = self.votes.add(from, power, vote, quorum)? {
             debug!(me = %self.me.short(), round, "formed QC");
             self.verified.insert(hash_encoded(Domain::Message, &qc));
             self.process_qc(from, qc);

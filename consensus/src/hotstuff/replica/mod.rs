@@ -12,7 +12,7 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use borsh::{BorshDeserialize, BorshSerialize};
@@ -131,6 +131,9 @@ pub struct Replica<E: Executor> {
     high_tc: Option<TimeoutCert>,
     proposed_round: u64,
     payload_requested: u64,
+    /// The first proposal (id) seen per recent (epoch, round), to catch a
+    /// leader proposing twice.
+    proposals_seen: BTreeMap<(u64, u64), Digest>,
     pending_proposals: HashMap<Digest, Vec<(PublicKey, Proposal)>>,
     pending_qcs: HashMap<Digest, (PublicKey, QuorumCert)>,
     next_epoch: Vec<(PublicKey, Message)>,
@@ -220,6 +223,7 @@ impl<E: Executor> Replica<E> {
             high_tc: None,
             proposed_round: 0,
             payload_requested: 0,
+            proposals_seen: BTreeMap::new(),
             pending_proposals: HashMap::new(),
             pending_qcs: HashMap::new(),
             next_epoch: Vec::new(),

@@ -109,7 +109,27 @@ impl<E: Executor> Replica<E> {
             return Ok(());
         }
         let tc = p.tc.as_ref().map(|tc| (tc.round, tc.high_qc_round()));
+        let slot = (p.block.epoch, p.block.round);
         self.insert_block(p.block, id, true)?;
+        // A second valid block of this round from its leader (signature
+        // checked) is equivocation: refused here with the evidence named,
+        // before the vote (which the safety rules would refuse anyway). An
+        // invalid one got its own typed refusal above.
+        let keep_from = (self.validators.epoch, self.round().saturating_sub(2));
+        self.proposals_seen = self.proposals_seen.split_off(&keep_from);
+        match self.proposals_seen.get(&slot) {
+            Some(first) if *first != id => {
+                return Err(ConsensusError::Equivocation {
+                    key: from,
+                    round: slot.1,
+                    kind: "proposal",
+                });
+            }
+            Some(_) => {}
+            None => {
+                self.proposals_seen.insert(slot, id);
+            }
+        }
         self.vote_for(&id, tc)
     }
 
