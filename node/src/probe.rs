@@ -28,6 +28,10 @@ use crate::shutdown::Shutdown;
 
 type Target = (String, String, String);
 
+/// Heights after which the probe scan reads every service again instead of
+/// the services the heights changed.
+const FULL_RESCAN_AFTER: u64 = 10_000;
+
 struct Slot {
     instance: InstanceRecord,
     next_due: Instant,
@@ -87,7 +91,11 @@ impl Prober {
     }
 
     /// Refresh the probe targets from the latest committed state (at most
-    /// once per default interval).
+    /// once per default interval). The first scan reads every service; later
+    /// ones re-read only the services the heights since changed (the node's
+    /// per-height change index), so an idle registry of many instances costs
+    /// nothing here. A gap longer than [`FULL_RESCAN_AFTER`] heights (or a
+    /// missing index entry) falls back to a full scan.
     fn rescan(&mut self) {
         let now = Instant::now();
         if self
@@ -100,48 +108,83 @@ impl Prober {
         let Ok(reader) = StateReader::latest(&self.ctx.store) else {
             return;
         };
-        if self.scanned_height == Some(reader.version()) {
-            return;
-        }
-        self.scanned_height = Some(reader.version());
-        let mut seen = HashMap::new();
-        for ns in reader.namespaces().unwrap_or_default() {
-            let key = StateKey::Namespace {
+        let latest = reader.version();
+        let changed = match self.scanned_height {
+            Some(h) if h == latest => return,
+            Some(h) if h < latest && latest - h <= FULL_RESCAN_AFTER => {
+                self.changed_services(h + 1, latest)
+            }
+            _ => None,
+        };
+        let services = match changed {
+            Some(services) => services,
+            None => {
+                // Full scan: every service of every namespace.
+                let mut all = Vec::new();
+                for ns in reader.namespaces().unwrap_or_default() {
+                    let key = StateKey::Namespace {
+                        namespace: ns.clone(),
+                    };
+                    if let Ok(Some(record)) = reader.get::<NamespaceRecord>(&key) {
+                        all.extend(record.services.into_iter().map(|svc| (ns.clone(), svc)));
+                    }
+                }
+                self.slots.clear();
+                all
+            }
+        };
+        self.scanned_height = Some(latest);
+        for (ns, svc) in services {
+            let key = StateKey::Service {
                 namespace: ns.clone(),
+                service: svc.clone(),
             };
-            let Ok(Some(record)) = reader.get::<NamespaceRecord>(&key) else {
-                continue;
-            };
-            for svc in record.services {
-                let key = StateKey::Service {
-                    namespace: ns.clone(),
-                    service: svc.clone(),
-                };
-                let Ok(Some(service)) = reader.get::<ServiceRecord>(&key) else {
+            let instances: Vec<InstanceRecord> = match reader.get::<ServiceRecord>(&key) {
+                Ok(Some(service)) => service
+                    .instances
+                    .into_iter()
+                    .filter(|i| i.probe.is_some())
+                    .collect(),
+                Ok(None) => Vec::new(),
+                Err(e) => {
+                    debug!(%ns, %svc, error = %e, "probe scan: service unreadable");
+                    self.scanned_height = None; // try a full scan next time
                     continue;
-                };
-                for inst in service.instances.into_iter().filter(|i| i.probe.is_some()) {
-                    seen.insert((ns.clone(), svc.clone(), inst.instance.clone()), inst);
+                }
+            };
+            let keep: std::collections::HashSet<&str> =
+                instances.iter().map(|i| i.instance.as_str()).collect();
+            self.slots
+                .retain(|(n, s, i), _| !(*n == ns && *s == svc) || keep.contains(i.as_str()));
+            for instance in instances {
+                let target = (ns.clone(), svc.clone(), instance.instance.clone());
+                match self.slots.get_mut(&target) {
+                    Some(slot) => slot.instance = instance,
+                    None => {
+                        self.slots.insert(
+                            target,
+                            Slot {
+                                instance,
+                                next_due: now,
+                                failures: 0,
+                                submitted: None,
+                            },
+                        );
+                    }
                 }
             }
         }
-        self.slots.retain(|k, _| seen.contains_key(k));
-        for (target, instance) in seen {
-            match self.slots.get_mut(&target) {
-                Some(slot) => slot.instance = instance,
-                None => {
-                    self.slots.insert(
-                        target,
-                        Slot {
-                            instance,
-                            next_due: now,
-                            failures: 0,
-                            submitted: None,
-                        },
-                    );
-                }
-            }
+    }
+
+    /// Services changed in heights `from..=to`, from the change index; `None`
+    /// when a height's entry is missing (then scan everything).
+    fn changed_services(&self, from: u64, to: u64) -> Option<Vec<(String, String)>> {
+        let mut set = std::collections::BTreeSet::new();
+        for h in from..=to {
+            let record = self.ctx.store.height_record(h).ok()??;
+            set.extend(record.changed);
         }
+        Some(set.into_iter().collect())
     }
 
     /// The verdict the committed state holds for this validator, if any.
