@@ -8,7 +8,7 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 use palisade_consensus::hotstuff::{Config as CoreConfig, Recovery, Replica, SafetyState};
 use palisade_consensus::state::{CommitMeta, Genesis, RegistryExecutor, StateReader};
-use palisade_crypto::{BlockInfo, Digest, PublicKey, SecretKey};
+use palisade_crypto::{PublicKey, SecretKey};
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::info;
@@ -73,20 +73,6 @@ pub fn load_genesis(path: &std::path::Path) -> Result<Genesis, NodeError> {
     Ok(genesis)
 }
 
-/// The genesis block info every replica starts from.
-fn genesis_info(meta: &CommitMeta) -> BlockInfo {
-    BlockInfo {
-        round: 0,
-        height: 0,
-        block_id: meta.block_id,
-        state_root: meta.state_root,
-        tx_root: meta.tx_root,
-        timestamp_ms: meta.timestamp_ms,
-        next_validators: None,
-        parent_info: Digest::ZERO,
-    }
-}
-
 /// Rebuild the replica's [`Recovery`] from the store. The executor may be
 /// ahead of the ledger index (a crash between the state commit and the ledger
 /// write): the missing heights are rebuilt from the stored blocks.
@@ -98,7 +84,7 @@ fn recovery(store: &NodeStore, meta: &CommitMeta) -> Result<Recovery, NodeError>
         return Err(inconsistent(format!("ledger at {hl} above state at {hs}")));
     }
     let root = if hs == 0 {
-        genesis_info(meta)
+        meta.genesis_info()
     } else if hl == hs {
         store
             .block_info(hs)?

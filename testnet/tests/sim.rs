@@ -102,9 +102,29 @@ fn healthy_4_and_7() {
     });
 }
 
+/// Two runs of `n` validators to `end_ms`: healthy, and with the last
+/// validator crashed at `crash_at_ms` for good.
+fn healthy_and_crashed(seed: u64, n: usize, end_ms: u64, crash_at_ms: u64) -> (Sim, Sim) {
+    let mut healthy = SimConfig::new(seed, n);
+    healthy.duration_ms = end_ms;
+    let mut crashed = healthy.clone();
+    crashed.crashes.push(Crash {
+        node: n - 1,
+        leader: false,
+        at_ms: crash_at_ms,
+        restart_at_ms: None,
+        lose_state: false,
+    });
+    let mut base = simulation(healthy);
+    base.run_until(end_ms);
+    let mut sim = simulation(crashed);
+    sim.run_until(end_ms);
+    (base, sim)
+}
+
 #[test]
 fn one_of_four_crashed_keeps_80_percent_throughput() {
-    // Reputation looks 20 committed blocks back with a lag of 8 rounds; by
+    // Reputation looks 20 committed blocks back with a lag of 3 rounds; by
     // 5 s the crashed validator is out of every window.
     const WARMUP_MS: u64 = 5_000;
     const END_MS: u64 = 20_000;
@@ -113,21 +133,8 @@ fn one_of_four_crashed_keeps_80_percent_throughput() {
         3,
         |seed| {
             for n in [4, 7] {
-                let mut healthy = SimConfig::new(seed, n);
-                healthy.duration_ms = END_MS;
-                let mut crashed = healthy.clone();
-                crashed.crashes.push(Crash {
-                    node: n - 1,
-                    leader: false,
-                    at_ms: 0,
-                    restart_at_ms: None,
-                    lose_state: false,
-                });
-                let mut base = simulation(healthy);
-                base.run_until(END_MS);
+                let (mut base, mut sim) = healthy_and_crashed(seed, n, END_MS, 0);
                 let base_report = base.report();
-                let mut sim = simulation(crashed);
-                sim.run_until(END_MS);
                 let report = sim.report();
                 safe(&report)?;
                 let a = base
@@ -294,20 +301,7 @@ fn validator_crashing_mid_run_is_excluded_quickly() {
         4,
         |seed| {
             for n in [4, 7] {
-                let mut healthy = SimConfig::new(seed, n);
-                healthy.duration_ms = END_MS;
-                let mut crashed = healthy.clone();
-                crashed.crashes.push(Crash {
-                    node: n - 1,
-                    leader: false,
-                    at_ms: CRASH_MS,
-                    restart_at_ms: None,
-                    lose_state: false,
-                });
-                let mut base = simulation(healthy);
-                base.run_until(END_MS);
-                let mut sim = simulation(crashed);
-                sim.run_until(END_MS);
+                let (base, mut sim) = healthy_and_crashed(seed, n, END_MS, CRASH_MS);
                 safe(&sim.report())?;
                 let t0 = sim.genesis().timestamp_ms;
                 let (from, to) = (t0 + CRASH_MS, t0 + END_MS);

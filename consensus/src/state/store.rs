@@ -58,6 +58,23 @@ pub struct CommitMeta {
     pub tx_root: Digest,
 }
 
+impl CommitMeta {
+    /// The root block info replicas start from when this is the genesis
+    /// commit (height 0, round 0, no parent).
+    pub fn genesis_info(&self) -> palisade_crypto::BlockInfo {
+        palisade_crypto::BlockInfo {
+            round: 0,
+            height: 0,
+            block_id: self.block_id,
+            state_root: self.state_root,
+            tx_root: self.tx_root,
+            timestamp_ms: self.timestamp_ms,
+            next_validators: None,
+            parent_info: Digest::ZERO,
+        }
+    }
+}
+
 /// One committed block, written atomically by [`StateStore::write_commit`].
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct StateCommit {

@@ -14,8 +14,8 @@ use palisade_consensus::state::{
     encode_payload, Authority, Genesis, MemStore, RegistryExecutor, StateReader, TxOutcome,
 };
 use palisade_crypto::{
-    BlockInfo, Digest, Endpoint, Enrollment, Label, Registration, Role, SecretKey, Transaction,
-    TxBody, ValidatorSet,
+    BlockInfo, Endpoint, Enrollment, Label, Registration, Role, SecretKey, Transaction, TxBody,
+    ValidatorSet,
 };
 use palisade_testnet::sim::{
     for_each_seed, Crash, NetFaults, PayloadSource, SimConfig, Simulation,
@@ -69,17 +69,7 @@ fn open(validators: &ValidatorSet) -> RegistryExecutor<MemStore> {
 }
 
 fn genesis_info(validators: &ValidatorSet) -> BlockInfo {
-    let meta = open(validators).committed_meta().clone();
-    BlockInfo {
-        round: 0,
-        height: 0,
-        block_id: meta.block_id,
-        state_root: meta.state_root,
-        tx_root: meta.tx_root,
-        timestamp_ms: meta.timestamp_ms,
-        next_validators: None,
-        parent_info: Digest::ZERO,
-    }
+    open(validators).committed_meta().genesis_info()
 }
 
 /// Random signed registry transactions; sequence numbers only grow, so a
