@@ -18,7 +18,7 @@
 //! [consensus]
 //! round_timeout_ms = 1000                   # first round timeout; backs off on repeated timeouts
 //! max_block_txs = 500
-//! proposal_delay_ms = 20                    # leader waits this long for more txs when the mempool is non-empty
+//! proposal_delay_ms = 0                     # leader waits this long for more txs when the mempool is non-empty
 //! retain_committed = 1024                   # committed blocks kept in memory for sync; older ones come from RocksDB
 //!
 //! [mempool]
@@ -66,7 +66,10 @@ pub struct ConsensusConfig {
     pub round_timeout_ms: u64,
     /// Most transactions a leader puts in one block (default 500).
     pub max_block_txs: usize,
-    /// How long a leader with a non-empty mempool waits to fill a block (default 20 ms).
+    /// How long a leader with a non-empty mempool waits to fill a block
+    /// (default 0: propose at once; under load blocks still fill while the
+    /// previous round completes). Measured on the 4-node testnet against the
+    /// old 20 ms default: 450 vs 341 writes/s, single-client p50 21 vs 71 ms.
     pub proposal_delay_ms: u64,
     /// Committed blocks the core keeps in memory for sync (default 1024);
     /// older history is served from RocksDB.
@@ -78,7 +81,7 @@ impl Default for ConsensusConfig {
         ConsensusConfig {
             round_timeout_ms: 1000,
             max_block_txs: 500,
-            proposal_delay_ms: 20,
+            proposal_delay_ms: 0,
             retain_committed: 1024,
         }
     }

@@ -66,7 +66,21 @@ impl NodeStore {
         Ok(out)
     }
 
-    /// Delete stored uncommitted blocks at or below `height`.
+    /// Delete the stored uncommitted blocks `ids` (committed or abandoned).
+    pub fn delete_pending_blocks(&self, ids: &[Digest]) -> Result<(), StorageError> {
+        let mut batch = Batch::new();
+        for id in ids {
+            batch.delete(Cf::Blocks, id.0.to_vec());
+        }
+        if !batch.is_empty() {
+            self.kv().write(batch, false)?;
+        }
+        Ok(())
+    }
+
+    /// Delete stored uncommitted blocks at or below `height`. This scans the
+    /// whole column family, tombstones included: the driver deletes by id
+    /// ([`NodeStore::delete_pending_blocks`]) instead, once per commit.
     pub fn prune_pending_blocks(&self, height: u64) -> Result<(), StorageError> {
         let mut batch = Batch::new();
         for block in self.pending_blocks()? {
