@@ -118,6 +118,12 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// Where the libp2p transport registers its byte counters
+    /// (`palisade_p2p_libp2p_bandwidth_bytes_total{protocols,direction}`).
+    pub(crate) fn p2p_registry(&mut self) -> &mut Registry {
+        self.registry.sub_registry_with_prefix("p2p")
+    }
+
     /// Count a rejected transaction.
     pub(crate) fn reject(&self, reason: &str) {
         self.txs_rejected

@@ -173,12 +173,14 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
 
     let (trigger, shutdown) = ShutdownTrigger::new();
     let peers = config.resolve_peers(&me)?;
+    let mut metrics = Metrics::new();
     let (net, inbound, p2p_addr) = net::start(
         &key,
         config.p2p_multiaddr()?,
         peers.clone(),
         config.fault_injection,
         shutdown.clone(),
+        metrics.p2p_registry(),
     )
     .await?;
     let limits = MempoolLimits {
@@ -196,7 +198,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         limits,
         progress: watch::channel(Progress::default()).0,
         commits: broadcast::channel(config.api.watch_buffer).0,
-        metrics: Metrics::new(),
+        metrics,
         net,
         api: config.api.clone(),
         forge_lookups: config.forge_lookups,

@@ -169,6 +169,7 @@ pub(crate) async fn start(
     peers: Vec<PeerConfig>,
     fault_injection: bool,
     shutdown: Shutdown,
+    metrics: &mut prometheus_client::registry::Registry,
 ) -> Result<(NetHandle, mpsc::Receiver<Inbound>, Multiaddr), NodeError> {
     let io = |what: &str, e: &dyn std::fmt::Display| NodeError::Io {
         what: what.to_string(),
@@ -191,6 +192,8 @@ pub(crate) async fn start(
             yamux::Config::default,
         )
         .map_err(|e| io("libp2p transport", &e))?
+        // Bytes on the wire per protocol and direction, in /metrics.
+        .with_bandwidth_metrics(metrics)
         .with_behaviour(|_| behaviour)
         .map_err(|e| io("libp2p behaviour", &e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
@@ -402,7 +405,8 @@ mod tests {
     ) -> (SecretKey, NetHandle, mpsc::Receiver<Inbound>, Multiaddr) {
         let key = SecretKey::from_seed([seed; 32]);
         let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
-        let (h, rx, addr) = start(&key, listen, vec![], true, stop.clone())
+        let mut registry = prometheus_client::registry::Registry::default();
+        let (h, rx, addr) = start(&key, listen, vec![], true, stop.clone(), &mut registry)
             .await
             .unwrap();
         (key, h, rx, addr)

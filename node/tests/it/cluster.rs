@@ -260,6 +260,18 @@ async fn four_nodes_commit_serve_verified_lookups_and_a_restarted_node_catches_u
     let verified = lookup.lookup.decode().unwrap().verify(&ledger).unwrap();
     let record = verified.record.expect("service present");
     assert_eq!(record.instances[0].instance, "i1");
+    // The transport counts the bytes it sent to the other validators.
+    let (_, metrics) = request(c.api(0), "GET", "/metrics", None).await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    let sent: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("palisade_p2p_libp2p_bandwidth_bytes_total{")
+                && l.contains("direction=\"Outbound\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(sent > 0.0, "no p2p bytes counted:\n{metrics}");
     // An absent service is a proven absence.
     let absent: LookupResponse = get_json(c.api(1), "/v1/services/prod/nothing", 200).await;
     let ledger = absent

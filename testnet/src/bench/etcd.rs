@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use crate::bench::procfs::{disk_usage, Snapshot};
 use crate::bench::stats::{closed_loop, PhaseResult};
 use crate::bench::workload::{
-    write_tag, write_target, Shape, SystemResult, WatchLog, NAMESPACE, READ_SERVICE,
+    metric_sum, write_tag, write_target, Shape, SystemResult, WatchLog, NAMESPACE, READ_SERVICE,
 };
 use crate::cluster::{free_port, stop};
 
@@ -336,6 +336,8 @@ pub fn run(binary: &Path, shape: &Shape, value_bytes: usize) -> Result<SystemRes
         std::thread::spawn(move || watch(url, log, stop, bound, ready_tx))
     };
     let _ = ready_rx.recv_timeout(Duration::from_secs(5));
+    let peer_bytes = || metric_sum(&urls, "etcd_network_peer_sent_bytes_total", "");
+    let p0 = peer_bytes();
     let s0 = Snapshot::take(&pids);
     let c0 = Snapshot::take(&me);
     let writes = closed_loop(
@@ -346,6 +348,7 @@ pub fn run(binary: &Path, shape: &Shape, value_bytes: usize) -> Result<SystemRes
         write_op(log.clone()),
     );
     let writes_usage = s0.usage_since(&pids);
+    let peer_bytes_writes = p0.zip(peer_bytes()).map(|(a, b)| b.saturating_sub(a));
     let writes_client_cores = c0.usage_since(&me).total_cores();
     // Wake the watcher with one last put, then let it go.
     std::thread::sleep(Duration::from_millis(500));
@@ -395,6 +398,7 @@ pub fn run(binary: &Path, shape: &Shape, value_bytes: usize) -> Result<SystemRes
         reads_client_cores,
         disk_before,
         disk_after,
+        peer_bytes_writes,
         fault: None,
     })
 }

@@ -21,7 +21,8 @@ use crate::bench::etcd::join_bounded;
 use crate::bench::procfs::{disk_usage, Snapshot};
 use crate::bench::stats::{closed_loop, PhaseResult};
 use crate::bench::workload::{
-    write_tag, write_target, FaultResult, Shape, SystemResult, WatchLog, NAMESPACE, READ_SERVICE,
+    metric_sum, write_tag, write_target, FaultResult, Shape, SystemResult, WatchLog, NAMESPACE,
+    READ_SERVICE,
 };
 use crate::cluster::{alive, Testnet};
 
@@ -33,6 +34,9 @@ pub struct PalisadeOptions {
     /// Length of each blocks/s window of the fault phase.
     pub fault_window: Duration,
 }
+
+/// The node's libp2p transport byte counter.
+const P2P_BYTES: &str = "palisade_p2p_libp2p_bandwidth_bytes_total";
 
 fn config(only_node: Option<String>) -> ClientConfig {
     ClientConfig {
@@ -253,6 +257,8 @@ pub fn run(
             .ok_or("no signer")?;
         Ok((client(&network, Some(urls[t % urls.len()].clone()))?, s, t))
     };
+    let peer_bytes = || metric_sum(&urls, P2P_BYTES, "direction=\"Outbound\"");
+    let p0 = peer_bytes();
     let s0 = Snapshot::take(&pids);
     let c0 = Snapshot::take(&me);
     let writes = closed_loop(
@@ -263,6 +269,7 @@ pub fn run(
         write_op(log.clone()),
     );
     let writes_usage = s0.usage_since(&pids);
+    let peer_bytes_writes = p0.zip(peer_bytes()).map(|(a, b)| b.saturating_sub(a));
     let writes_client_cores = c0.usage_since(&me).total_cores();
     std::thread::sleep(Duration::from_secs(1));
     stop_watch.store(true, Ordering::Relaxed);
@@ -321,6 +328,7 @@ pub fn run(
         reads_client_cores,
         disk_before,
         disk_after,
+        peer_bytes_writes,
         fault,
     })
 }

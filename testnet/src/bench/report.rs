@@ -129,6 +129,11 @@ fn rows(
             0,
         ),
         row(
+            "server-to-server bytes sent per write, all servers (B)",
+            &|s| s.peer_bytes_per_write(),
+            0,
+        ),
+        row(
             "syscall write bytes per write, all servers (B)",
             &|s| s.io_per_write().map(|i| i.wchar as f64),
             0,

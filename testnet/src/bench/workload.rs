@@ -169,6 +169,10 @@ pub struct SystemResult {
     pub disk_after: u64,
     /// Consensus with a replica down (Palisade only, when asked).
     pub fault: Option<FaultResult>,
+    /// Bytes the servers sent each other during the loaded writes, from
+    /// their own counters (Palisade: libp2p transport bytes, Noise and
+    /// Yamux framing included; etcd: `etcd_network_peer_sent_bytes_total`).
+    pub peer_bytes_writes: Option<u64>,
 }
 
 impl SystemResult {
@@ -183,6 +187,13 @@ impl SystemResult {
         (n > 0).then(|| self.disk_after.saturating_sub(self.disk_before) as f64 / n as f64)
     }
 
+    /// Server-to-server bytes per acknowledged write in the loaded phase.
+    pub fn peer_bytes_per_write(&self) -> Option<f64> {
+        let n = self.writes.ok;
+        let bytes = self.peer_bytes_writes?;
+        (n > 0).then(|| bytes as f64 / n as f64)
+    }
+
     /// Server syscall I/O per acknowledged write in the loaded phase.
     pub fn io_per_write(&self) -> Option<IoCounters> {
         let n = self.writes.ok;
@@ -195,4 +206,31 @@ impl SystemResult {
             }
         })
     }
+}
+
+/// Sum, over the servers at `urls`, of the samples of Prometheus counter
+/// `name` whose labels contain `label` ("" for all); `None` if a server
+/// does not answer.
+pub fn metric_sum(urls: &[String], name: &str, label: &str) -> Option<u64> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(3)))
+        .build()
+        .into();
+    let mut total = 0.0;
+    for url in urls {
+        let text = agent
+            .get(&format!("{url}/metrics"))
+            .call()
+            .ok()?
+            .into_body()
+            .read_to_string()
+            .ok()?;
+        let (_, samples) = crate::cluster::parse_metric(&text, name);
+        total += samples
+            .iter()
+            .filter(|(labels, _)| labels.contains(label))
+            .map(|(_, v)| v)
+            .sum::<f64>();
+    }
+    Some(total as u64)
 }
