@@ -33,6 +33,26 @@ pub(crate) fn watchdog(child: &std::process::Child) {
     });
 }
 
+/// Run `palisade ARGS` (a long-running command such as `watch` or
+/// `heartbeat`), read its first `n` stdout lines, then kill it. A line is
+/// missing (`None`) if the process ended before printing it.
+pub(crate) fn first_lines(args: &[&str], n: usize) -> Vec<Option<String>> {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    watchdog(&child);
+    // Reading ends if the child dies (the watchdog, or an early exit).
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let out = (0..n).map(|_| lines.next().and_then(Result::ok)).collect();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    out
+}
+
 pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -235,9 +255,6 @@ fn services_lists_the_verified_namespace() {
 
 #[test]
 fn watch_prints_the_current_state_then_each_verified_change() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
     let world = World::new();
     let current = world.answer("prod", "api", 5);
     let change = palisade_crypto::api::WatchUpdate {
@@ -256,25 +273,21 @@ fn watch_prints_the_current_state_then_each_verified_change() {
     });
     let dir = tempfile::tempdir().unwrap();
     let net = write_network(dir.path(), &world.chain, &[node.url.clone()]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args([
+    let lines = first_lines(
+        &[
             "watch",
             "--network",
             &net,
             "prod/api",
             "--json",
             "--no-cache",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    watchdog(&child);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    let second: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+        ],
+        2,
+    );
+    let json = |l: &Option<String>| -> serde_json::Value {
+        serde_json::from_str(l.as_deref().expect("a line before the process ended")).unwrap()
+    };
+    let (first, second) = (json(&lines[0]), json(&lines[1]));
     assert_eq!(
         (first["height"].as_u64(), second["height"].as_u64()),
         (Some(5), Some(6))

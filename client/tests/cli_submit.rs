@@ -2,9 +2,8 @@
 //! verified and confirmed; M-of-N enrollment; renewing leases.
 
 use std::path::Path;
-use std::process::Command;
 
-use crate::cli::{palisade, stderr, stdout, watchdog, write_network};
+use crate::cli::{first_lines, palisade, stderr, stdout, write_network};
 use crate::support::fixture::Chain;
 use crate::support::{tx_node, TxBehavior};
 
@@ -150,9 +149,6 @@ fn enroll_is_cosigned_by_every_authority_member_given() {
 
 #[test]
 fn heartbeat_every_keeps_renewing_until_stopped() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
     let chain = Chain::test();
     let dir = tempfile::tempdir().unwrap();
     let key = key_file(dir.path(), 31);
@@ -184,21 +180,12 @@ fn heartbeat_every_keeps_renewing_until_stopped() {
         .concat(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args([&["heartbeat"][..], &common, &target, &["--every", "1"]].concat())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    watchdog(&child);
-    // Reading ends if the child dies (a kill below or an early exit).
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next();
-    let second = lines.next();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    for line in [first, second] {
-        assert!(line.unwrap().unwrap().starts_with("heartbeat committed"));
+    let lines = first_lines(
+        &[&["heartbeat"][..], &common, &target, &["--every", "1"]].concat(),
+        2,
+    );
+    for line in lines {
+        assert!(line.unwrap().starts_with("heartbeat committed"));
     }
     let seen = seen.lock().unwrap();
     let beats: Vec<u64> = seen[1..].iter().take(2).map(|t| t.tx.sequence).collect();

@@ -185,7 +185,7 @@ impl Context {
                 epoch: 0,
                 validators: vec![],
             }),
-            watch_streams: AtomicUsize::new(1),
+            watch_streams: AtomicUsize::new(0),
             peers: vec![],
             shutdown,
         };

@@ -334,10 +334,8 @@ impl Driver {
                 Output::PersistSafety(s) => self.ctx.store.put_safety_state(&s)?,
                 Output::PersistBlock(b) => {
                     self.ctx.store.put_pending_block(&b)?;
-                    self.pending_on_disk
-                        .entry(b.height)
-                        .or_default()
-                        .push(b.id());
+                    let id = b.id();
+                    self.pending_on_disk.entry(b.height).or_default().push(id);
                     let ids: Vec<Digest> = decode_payload(&b.payload, &self.params)
                         .map(|txs| txs.iter().map(|t| t.id()).collect())
                         .unwrap_or_default();
@@ -347,7 +345,7 @@ impl Driver {
                         .expect("mempool lock poisoned")
                         .mark_in_flight(&ids, Instant::now());
                     self.blocks.insert(
-                        b.id(),
+                        id,
                         BlockMeta {
                             height: b.height,
                             parent: b.parent_id(),

@@ -110,8 +110,9 @@ impl Metrics {
         );
         registry.register(
             "consensus_refused",
-            "Consensus messages refused, by reason (e.g. WrongLeader, AlreadyVoted: \
-             equivocation; Signature: forgery; StaleRound: late, harmless)",
+            "Consensus messages refused, by reason (e.g. Equivocation: one key sent two \
+             different votes or proposals in a round; Signature: forgery; StaleRound: \
+             late, harmless)",
             m.consensus_refused.clone(),
         );
         registry.register("probes", "Health probes run, by result", m.probes.clone());
@@ -135,14 +136,10 @@ impl Metrics {
 
     /// Count a refused consensus message by its error variant.
     pub(crate) fn refuse_consensus(&self, error: &palisade_consensus::hotstuff::ConsensusError) {
-        let text = format!("{error:?}");
-        let reason = text
-            .split(|c: char| !c.is_alphanumeric())
-            .next()
-            .unwrap_or_default()
-            .to_string();
         self.consensus_refused
-            .get_or_create(&ReasonLabel { reason })
+            .get_or_create(&ReasonLabel {
+                reason: error.kind(),
+            })
             .inc();
     }
 

@@ -129,7 +129,12 @@ impl Prober {
                         all.extend(record.services.into_iter().map(|svc| (ns.clone(), svc)));
                     }
                 }
-                self.slots.clear();
+                // Services that are gone lose their slots; the others keep
+                // theirs (and their backoff) and are refreshed below.
+                let listed: std::collections::HashSet<(&str, &str)> =
+                    all.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
+                self.slots
+                    .retain(|(n, s, _), _| listed.contains(&(n.as_str(), s.as_str())));
                 all
             }
         };

@@ -239,3 +239,29 @@ pub enum ConsensusError {
     #[error("replica halted: {0}")]
     Halted(String),
 }
+
+impl ConsensusError {
+    /// The variant's name (`"StaleRound"`, `"Equivocation"`, ...): a stable,
+    /// low-cardinality label for counting refusals by reason.
+    pub fn kind(&self) -> String {
+        let text = format!("{self:?}");
+        text.split(|c: char| !c.is_alphanumeric())
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_is_the_variant_name() {
+        let stale = ConsensusError::StaleRound { got: 1, current: 2 };
+        assert_eq!(stale.kind(), "StaleRound");
+        let unknown = ConsensusError::NotAValidator(PublicKey([1; 32]));
+        assert_eq!(unknown.kind(), "NotAValidator");
+        assert_eq!(ConsensusError::Halted("disk".into()).kind(), "Halted");
+    }
+}

@@ -37,8 +37,18 @@ pub(crate) struct WatchQuery {
     from_height: Option<u64>,
 }
 
-/// Decrements the open-stream count when the stream is dropped.
+/// Counts an open stream: increments the count when opened, decrements it
+/// when the stream is dropped.
 struct StreamGuard(Arc<Context>);
+
+impl StreamGuard {
+    /// Open a stream; also returns how many are open now, this one included.
+    fn open(ctx: Arc<Context>) -> (Self, usize) {
+        let open = ctx.watch_streams.fetch_add(1, Ordering::Relaxed) + 1;
+        ctx.metrics.watch_streams.set(open as i64);
+        (StreamGuard(ctx), open)
+    }
+}
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
@@ -71,6 +81,21 @@ fn cutoff(message: String) -> Event {
 }
 
 impl WatchState {
+    /// A stream of `namespace` (or one `service` of it) from height `next`.
+    fn new(guard: StreamGuard, namespace: String, service: Option<String>, next: u64) -> Self {
+        let live = guard.0.commits.subscribe();
+        WatchState {
+            guard,
+            namespace,
+            service,
+            next,
+            live,
+            carried: BTreeSet::new(),
+            pending: VecDeque::new(),
+            done: false,
+        }
+    }
+
     fn ctx(&self) -> &Arc<Context> {
         &self.guard.0
     }
@@ -175,30 +200,19 @@ pub(crate) async fn watch(
     if let Some(s) = &q.service {
         check_name("service", s)?;
     }
-    let open = ctx.watch_streams.fetch_add(1, Ordering::Relaxed) + 1;
-    let guard = StreamGuard(ctx.clone());
-    ctx.metrics.watch_streams.set(open as i64);
+    let (guard, open) = StreamGuard::open(ctx.clone());
     if open > ctx.api.max_watch_streams {
         return Err(ApiErr::unavailable(
             "too_many_watchers",
             format!("at most {} watch streams", ctx.api.max_watch_streams),
         ));
     }
-    let live = ctx.commits.subscribe();
     let next = match q.from_height {
         Some(h) => h.max(1),
         None => ctx.store.latest_cert()?.map_or(1, |(h, _)| h + 1),
     };
-    let state = WatchState {
-        guard,
-        namespace: q.namespace,
-        service: q.service,
-        next,
-        live,
-        carried: BTreeSet::new(),
-        pending: VecDeque::new(),
-        done: false,
-    };
+    // Subscribed before any scan, so no height is missed between the two.
+    let state = WatchState::new(guard, q.namespace, q.service, next);
     let stream = futures::stream::unfold(state, |mut s| async move {
         s.next_event().await.map(|e| (Ok(e), s))
     });
@@ -214,16 +228,7 @@ mod tests {
     #[tokio::test]
     async fn a_consumer_that_falls_behind_is_cut_off_and_the_stream_ends() {
         let (ctx, _trigger) = Context::for_tests(2);
-        let mut state = WatchState {
-            guard: StreamGuard(ctx.clone()),
-            namespace: "prod".into(),
-            service: None,
-            next: 1,
-            live: ctx.commits.subscribe(),
-            carried: BTreeSet::new(),
-            pending: VecDeque::new(),
-            done: false,
-        };
+        let mut state = WatchState::new(StreamGuard::open(ctx.clone()).0, "prod".into(), None, 1);
         // The node publishes more certified heights than the buffer holds
         // while the consumer reads nothing; publishing never waits.
         for h in 1..=5 {
@@ -247,16 +252,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_ends_when_the_node_stops() {
         let (ctx, trigger) = Context::for_tests(2);
-        let mut state = WatchState {
-            guard: StreamGuard(ctx.clone()),
-            namespace: "prod".into(),
-            service: None,
-            next: 1,
-            live: ctx.commits.subscribe(),
-            carried: BTreeSet::new(),
-            pending: VecDeque::new(),
-            done: false,
-        };
+        let mut state = WatchState::new(StreamGuard::open(ctx.clone()).0, "prod".into(), None, 1);
         trigger.trigger();
         let end = tokio::time::timeout(Duration::from_secs(5), state.next_event()).await;
         assert!(end.expect("no wait").is_none());

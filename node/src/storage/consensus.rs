@@ -78,22 +78,6 @@ impl NodeStore {
         Ok(())
     }
 
-    /// Delete stored uncommitted blocks at or below `height`. This scans the
-    /// whole column family, tombstones included: the driver deletes by id
-    /// ([`NodeStore::delete_pending_blocks`]) instead, once per commit.
-    pub fn prune_pending_blocks(&self, height: u64) -> Result<(), StorageError> {
-        let mut batch = Batch::new();
-        for block in self.pending_blocks()? {
-            if block.height <= height {
-                batch.delete(Cf::Blocks, block.id().0.to_vec());
-            }
-        }
-        if !batch.is_empty() {
-            self.kv().write(batch, false)?;
-        }
-        Ok(())
-    }
-
     /// Append committed blocks to the committed log (not synced: the ledger
     /// write that follows is).
     pub fn put_committed_blocks(&self, blocks: &[CommittedBlock]) -> Result<(), StorageError> {

@@ -97,15 +97,6 @@ pub struct Simulation<E: Executor, P: PayloadSource> {
     recorded: Vec<(usize, Message)>,
 }
 
-/// The name of an error variant, for counting.
-fn variant(e: &ConsensusError) -> String {
-    let text = format!("{e:?}");
-    text.split(|c: char| !c.is_alphanumeric())
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
 impl<E: Executor, P: PayloadSource> Simulation<E, P> {
     /// Build the run: keys from the seed, one instance per validator plus one
     /// per twin; `make_executor` makes a fresh executor at `genesis`.
@@ -314,7 +305,7 @@ impl<E: Executor, P: PayloadSource> Simulation<E, P> {
 
     fn count_error(&mut self, node: usize, e: &ConsensusError) {
         debug!(node, at_ms = self.elapsed(), error = %e, "refused");
-        *self.errors.entry(variant(e)).or_default() += 1;
+        *self.errors.entry(e.kind()).or_default() += 1;
     }
 
     /// Carry out instance `i`'s outputs, in order, until there are none.

@@ -302,19 +302,26 @@ impl<E: Executor> Replica<E> {
         };
         self.safety.record_vote(parent_qc, &vote);
         self.persist_safety();
-        let next = self.leader_of(block.round + 1);
         debug!(me = %self.me.short(), round = block.round, "voting");
-        if self.config.broadcast_votes {
-            self.emit(Output::Broadcast(Message::Vote(vote.clone())));
-            self.on_vote(self.me, vote)
-        } else if next == self.me {
-            self.on_vote(self.me, vote)
+        // Broadcast: everyone aggregates. Linear: only the next leader does.
+        let to = if self.config.broadcast_votes {
+            None
         } else {
-            self.emit(Output::Send {
-                to: next,
-                message: Message::Vote(vote),
-            });
-            Ok(())
+            Some(self.leader_of(block.round + 1))
+        };
+        match to {
+            Some(next) if next != self.me => {
+                self.emit(Output::Send {
+                    to: next,
+                    message: Message::Vote(vote),
+                });
+                Ok(())
+            }
+            Some(_) => self.on_vote(self.me, vote),
+            None => {
+                self.emit(Output::Broadcast(Message::Vote(vote.clone())));
+                self.on_vote(self.me, vote)
+            }
         }
     }
 

@@ -85,6 +85,10 @@ pub(crate) fn config() -> Config {
 
 impl Net {
     pub(crate) fn new(n: usize) -> Self {
+        Self::with_config(n, config())
+    }
+
+    pub(crate) fn with_config(n: usize, config: Config) -> Self {
         let keys = keys(n);
         let set = set(&keys, 0);
         let g = genesis();
@@ -93,7 +97,7 @@ impl Net {
             .iter()
             .map(|k| {
                 Replica::genesis(
-                    config(),
+                    config.clone(),
                     k.clone(),
                     SimExecutor::new(g.block_id, g.state_root),
                     g.clone(),
@@ -217,7 +221,19 @@ impl Net {
 
 #[test]
 fn four_replicas_commit_the_same_chain() {
-    let mut net = Net::new(4);
+    four_replicas_commit_the_same_chain_with(config());
+}
+
+/// The linear variant (votes only to the next leader) stays correct too.
+#[test]
+fn four_replicas_commit_the_same_chain_with_votes_to_the_next_leader() {
+    let mut c = config();
+    c.broadcast_votes = false;
+    four_replicas_commit_the_same_chain_with(c);
+}
+
+fn four_replicas_commit_the_same_chain_with(config: Config) {
+    let mut net = Net::with_config(4, config);
     net.run(200);
     let heights: Vec<usize> = net.committed.iter().map(|c| c.len()).collect();
     assert!(
