@@ -208,29 +208,12 @@ impl SystemResult {
     }
 }
 
-/// Sum, over the servers at `urls`, of the samples of Prometheus counter
-/// `name` whose labels contain `label` ("" for all); `None` if a server
-/// does not answer.
+/// Sum, over the servers at `urls`, of Prometheus counter `name` (samples
+/// whose labels contain `label`); `None` if a server does not answer.
 pub fn metric_sum(urls: &[String], name: &str, label: &str) -> Option<u64> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(3)))
-        .build()
-        .into();
     let mut total = 0.0;
     for url in urls {
-        let text = agent
-            .get(&format!("{url}/metrics"))
-            .call()
-            .ok()?
-            .into_body()
-            .read_to_string()
-            .ok()?;
-        let (_, samples) = crate::cluster::parse_metric(&text, name);
-        total += samples
-            .iter()
-            .filter(|(labels, _)| labels.contains(label))
-            .map(|(_, v)| v)
-            .sum::<f64>();
+        total += crate::cluster::fetch_metric(url, name, label).ok()?;
     }
     Some(total as u64)
 }

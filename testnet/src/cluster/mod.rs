@@ -361,32 +361,38 @@ impl Testnet {
         })
     }
 
-    /// Sum of the samples of Prometheus metric `name` (any labels) that
-    /// node `index` exports, and each labelled sample, from `GET /metrics`.
-    pub fn node_metric(
-        &self,
-        index: usize,
-        name: &str,
-    ) -> Result<(f64, Vec<(String, f64)>), TestnetError> {
+    /// Sum of the samples of Prometheus counter `name` whose labels contain
+    /// `label` ("" for all) that node `index` exports.
+    pub fn node_metric(&self, index: usize, name: &str, label: &str) -> Result<f64, TestnetError> {
         let node = self.node(index)?;
-        let http = |reason: String| TestnetError::Http {
+        fetch_metric(&node.api_url, name, label).map_err(|reason| TestnetError::Http {
             index,
             url: node.api_url.clone(),
             reason,
-        };
-        let resp = agent(Duration::from_secs(2))
-            .get(&format!("{}/metrics", node.api_url))
-            .call()
-            .map_err(|e| http(e.to_string()))?;
-        if resp.status().as_u16() != 200 {
-            return Err(http(format!("HTTP {}", resp.status().as_u16())));
-        }
-        let text = resp
-            .into_body()
-            .read_to_string()
-            .map_err(|e| http(e.to_string()))?;
-        Ok(parse_metric(&text, name))
+        })
     }
+}
+
+/// Sum of the samples of Prometheus counter `name` whose labels contain
+/// `label` ("" for all), from `GET {api_url}/metrics` (Palisade or etcd).
+pub fn fetch_metric(api_url: &str, name: &str, label: &str) -> Result<f64, String> {
+    let resp = agent(Duration::from_secs(3))
+        .get(&format!("{api_url}/metrics"))
+        .call()
+        .map_err(|e| e.to_string())?;
+    if resp.status().as_u16() != 200 {
+        return Err(format!("HTTP {}", resp.status().as_u16()));
+    }
+    let text = resp
+        .into_body()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    Ok(parse_metric(&text, name)
+        .1
+        .iter()
+        .filter(|(labels, _)| labels.contains(label))
+        .map(|(_, v)| v)
+        .sum())
 }
 
 /// The samples of `name` in a Prometheus text exposition: their sum and

@@ -19,8 +19,8 @@
 //! signature is verified once per run; forged ones are always checked for real.
 //!
 //! Liveness bound: after `heal_at_ms`, some honest instance must commit a new
-//! block within [`SimConfig::liveness_bound_ms`] (15 s by default: two round
-//! timeouts at the 2.3 s backoff cap, plus catching up, with margin).
+//! block within [`SimConfig::liveness_bound_ms`] (15 s by default: many
+//! round timeouts at the 0.9 s backoff cap, plus catching up, with margin).
 //!
 //! ```
 //! use palisade_consensus::hotstuff::SimExecutor;
