@@ -52,7 +52,7 @@ pub(crate) fn simulation_with_epoch(config: SimConfig, epoch_end: Option<u64>) -
 }
 
 pub(crate) fn simulation(config: SimConfig) -> Sim {
-    simulation_with_epoch(config, None)
+    Simulation::hash_chain(config, 4).expect("simulation starts")
 }
 
 pub(crate) fn safe(r: &SimReport) -> Result<(), String> {

@@ -82,7 +82,7 @@ pub struct BenchArgs {
     pub fault: bool,
     /// Seconds of each blocks/s window of the fault phase (two windows
     /// follow the kill before the loaded writes: the transition and the
-    /// steady state; measured stalls lasted 10-40 s).
+    /// steady state; before the reputation fix, stalls lasted 10-40 s).
     #[arg(long, default_value_t = 20)]
     pub fault_window: u64,
 }

@@ -5,10 +5,7 @@
 //! protocol (rounds, timeouts, leader rotation), not this machine's CPU; the
 //! real-process figures come from `bench --fault` on a testnet.
 
-use palisade_consensus::hotstuff::SimExecutor;
-use palisade_crypto::ValidatorSet;
-
-use crate::sim::{sim_genesis, Crash, SimConfig, SimPayloads, SimReport, Simulation};
+use crate::sim::{Crash, SimConfig, SimReport, Simulation};
 
 /// Commits per virtual second with all 4 up and with validator 3 down.
 #[derive(Debug, Clone)]
@@ -33,16 +30,9 @@ fn simulate(seed: u64, virtual_s: u64, crash: bool) -> Result<SimReport, String>
             lose_state: false,
         });
     }
-    let genesis = sim_genesis();
-    let (id, root) = (genesis.block_id, genesis.state_root);
-    let sim = Simulation::new(
-        config,
-        genesis,
-        move |_: &ValidatorSet| SimExecutor::new(id, root),
-        SimPayloads::new(4),
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(sim.run())
+    Ok(Simulation::hash_chain(config, 4)
+        .map_err(|e| e.to_string())?
+        .run())
 }
 
 /// Run both for `virtual_s` virtual seconds with `seed`.

@@ -23,16 +23,13 @@
 //! round timeouts at the 0.9 s backoff cap, plus catching up, with margin).
 //!
 //! ```
-//! use palisade_consensus::hotstuff::SimExecutor;
-//! use palisade_crypto::ValidatorSet;
-//! use palisade_testnet::sim::{sim_genesis, SimConfig, SimPayloads, Simulation};
+//! use palisade_testnet::sim::{SimConfig, Simulation};
 //!
 //! let mut config = SimConfig::new(7, 4); // seed 7, 4 validators
 //! config.duration_ms = 2_000;
-//! let genesis = sim_genesis();
-//! let (id, root) = (genesis.block_id, genesis.state_root);
-//! let executor = move |_: &ValidatorSet| SimExecutor::new(id, root);
-//! let report = Simulation::new(config, genesis, executor, SimPayloads::new(4))?.run();
+//! // The hash-chain test executor, 4 transactions per block; any
+//! // `Executor` works through `Simulation::new`.
+//! let report = Simulation::hash_chain(config, 4)?.run();
 //! assert!(report.violations.is_empty());
 //! assert!(report.height > 20, "{} blocks in 2 virtual seconds", report.height);
 //! # Ok::<(), palisade_consensus::hotstuff::ConsensusError>(())

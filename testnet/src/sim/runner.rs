@@ -534,3 +534,18 @@ pub fn sim_genesis() -> BlockInfo {
         1_700_000_000_000,
     )
 }
+
+impl Simulation<palisade_consensus::hotstuff::SimExecutor, super::SimPayloads> {
+    /// A run over the hash-chain test executor at [`sim_genesis`], with
+    /// `txs` transaction ids per block.
+    pub fn hash_chain(config: SimConfig, txs: usize) -> Result<Self, ConsensusError> {
+        let genesis = sim_genesis();
+        let (id, root) = (genesis.block_id, genesis.state_root);
+        Simulation::new(
+            config,
+            genesis,
+            move |_: &ValidatorSet| palisade_consensus::hotstuff::SimExecutor::new(id, root),
+            super::SimPayloads::new(txs),
+        )
+    }
+}
