@@ -93,17 +93,28 @@ fn print_receipt(what: &str, json: bool, receipt: &VerifiedReceipt) {
     }
 }
 
+/// Load the network and key, run `act` (a signed submission that returns
+/// its verified receipt) and print the receipt.
+fn submit_with(
+    submit: &Submit,
+    cosign: &[PathBuf],
+    what: &str,
+    act: impl FnOnce(&Client, &mut Signer) -> Result<VerifiedReceipt, ClientError>,
+) -> Result<(), ClientError> {
+    let client = client(&submit.net, None)?;
+    let mut signer = signer(&submit.key, cosign)?;
+    let receipt = act(&client, &mut signer)?;
+    print_receipt(what, submit.json, &receipt);
+    Ok(())
+}
+
 fn execute(
     submit: &Submit,
     cosign: &[PathBuf],
     what: &str,
     body: TxBody,
 ) -> Result<(), ClientError> {
-    let client = client(&submit.net, None)?;
-    let mut signer = signer(&submit.key, cosign)?;
-    let receipt = client.execute(&mut signer, body)?;
-    print_receipt(what, submit.json, &receipt);
-    Ok(())
+    submit_with(submit, cosign, what, |c, s| c.execute(s, body))
 }
 
 fn instance(target: &Target) -> InstanceRef {
@@ -182,31 +193,21 @@ fn run(cli: Cli) -> Result<(), ClientError> {
                 kind,
                 interval_secs: probe_interval,
             });
-            let client = client(&submit.net, None)?;
-            let mut signer = signer(&submit.key, &[])?;
-            let receipt = client.register(&mut signer, reg)?;
-            print_receipt("registration", submit.json, &receipt);
-            Ok(())
+            submit_with(&submit, &[], "registration", |c, s| c.register(s, reg))
         }
         Command::Deregister { submit, target } => {
-            let client = client(&submit.net, None)?;
-            let mut signer = signer(&submit.key, &[])?;
-            let receipt = client.deregister(&mut signer, &instance(&target))?;
-            print_receipt("deregistration", submit.json, &receipt);
-            Ok(())
+            submit_with(&submit, &[], "deregistration", |c, s| {
+                c.deregister(s, &instance(&target))
+            })
         }
         Command::Heartbeat {
             submit,
             target,
             every,
         } => match every {
-            None => {
-                let client = client(&submit.net, None)?;
-                let mut signer = signer(&submit.key, &[])?;
-                let receipt = client.heartbeat(&mut signer, &instance(&target))?;
-                print_receipt("heartbeat", submit.json, &receipt);
-                Ok(())
-            }
+            None => submit_with(&submit, &[], "heartbeat", |c, s| {
+                c.heartbeat(s, &instance(&target))
+            }),
             Some(secs) => heartbeat_forever(&submit, &target, secs),
         },
         Command::Lookup { read, target } => lookup(&read, &target),
