@@ -143,19 +143,23 @@ async fn bad_requests_get_typed_errors_and_the_node_keeps_serving() {
         refused(&c, "POST", "/v1/tx", Some(&body)).await,
         (403, "unknown_namespace".into())
     );
+    // The service identity signs `body` at sequence 1.
+    let signed = |body| {
+        palisade_crypto::Transaction {
+            chain_id: c.genesis.chain_id.clone(),
+            signer: c.service.public(),
+            sequence: 1,
+            body,
+        }
+        .sign(&c.service)
+    };
     // Health reports come from validators only.
-    let report = palisade_crypto::Transaction {
-        chain_id: c.genesis.chain_id.clone(),
-        signer: c.service.public(),
-        sequence: 1,
-        body: palisade_crypto::TxBody::HealthReport {
-            namespace: "prod".into(),
-            service: "api".into(),
-            instance: "x".into(),
-            passing: false,
-        },
-    }
-    .sign(&c.service);
+    let report = signed(palisade_crypto::TxBody::HealthReport {
+        namespace: "prod".into(),
+        service: "api".into(),
+        instance: "x".into(),
+        passing: false,
+    });
     let body = submit_body(&report);
     assert_eq!(
         refused(&c, "POST", "/v1/tx", Some(&body)).await,
@@ -163,17 +167,11 @@ async fn bad_requests_get_typed_errors_and_the_node_keeps_serving() {
     );
     // A transaction the state machine refuses in the block gets a receipt
     // with the reason: deregistering an instance that does not exist.
-    let missing = palisade_crypto::Transaction {
-        chain_id: c.genesis.chain_id.clone(),
-        signer: c.service.public(),
-        sequence: 1,
-        body: palisade_crypto::TxBody::Deregister {
-            namespace: "prod".into(),
-            service: "api".into(),
-            instance: "nope".into(),
-        },
-    }
-    .sign(&c.service);
+    let missing = signed(palisade_crypto::TxBody::Deregister {
+        namespace: "prod".into(),
+        service: "api".into(),
+        instance: "nope".into(),
+    });
     let (_, resp) = c.submit(0, &missing, true).await;
     assert_eq!(resp.status, TxStatus::Rejected, "{resp:?}");
     assert!(resp.receipt.unwrap().outcome.starts_with("rejected"));
