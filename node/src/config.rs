@@ -13,7 +13,7 @@
 //! listen_api = "127.0.0.1:7100"
 //! log_level = "info"                        # RUST_LOG wins when set
 //! fault_injection = false                   # enables POST /admin/partition and /admin/heal
-//! forge_lookups = false                     # Byzantine test mode: serve altered lookups
+//! byzantine = []                            # Byzantine test modes, e.g. ["forge-lookups"] (testnets only)
 //!
 //! [consensus]
 //! round_timeout_ms = 1000                   # first round timeout; backs off on repeated timeouts
@@ -187,10 +187,11 @@ pub struct NodeConfig {
     /// Enables the transport filter and its admin routes (testnets only).
     #[serde(default)]
     pub fault_injection: bool,
-    /// Byzantine test mode: answer lookups with altered records (so clients can
-    /// be shown to reject them). Never set outside fault-injection testnets.
+    /// Byzantine test modes (see [`crate::ByzantineMode`]): ways this node
+    /// lies on purpose, so that clients can be shown to reject it. Never set
+    /// outside fault-injection testnets.
     #[serde(default)]
-    pub forge_lookups: bool,
+    pub byzantine: Vec<crate::ByzantineMode>,
     /// Consensus timing.
     #[serde(default)]
     pub consensus: ConsensusConfig,
@@ -228,7 +229,7 @@ impl NodeConfig {
             listen_api: default_api(),
             log_level: default_log(),
             fault_injection: false,
-            forge_lookups: false,
+            byzantine: Vec::new(),
             consensus: ConsensusConfig::default(),
             mempool: MempoolConfig::default(),
             api: ApiConfig::default(),

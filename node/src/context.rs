@@ -48,7 +48,7 @@ pub(crate) struct Context {
     pub(crate) metrics: Metrics,
     pub(crate) net: NetHandle,
     pub(crate) api: ApiConfig,
-    pub(crate) forge_lookups: bool,
+    pub(crate) byzantine: crate::byzantine::Byzantine,
     pub(crate) fault_injection: bool,
     /// Wakes the driver when the mempool gains transactions.
     pub(crate) tx_ready: Notify,
@@ -178,7 +178,7 @@ impl Context {
             metrics: Metrics::new(),
             net: NetHandle::detached(),
             api: ApiConfig::default(),
-            forge_lookups: false,
+            byzantine: Default::default(),
             fault_injection: false,
             tx_ready: Notify::new(),
             validators: RwLock::new(ValidatorSet {

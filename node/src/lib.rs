@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod byzantine;
 pub mod config;
 mod context;
 mod driver;
@@ -43,6 +44,7 @@ mod shutdown;
 pub mod storage;
 mod verdicts;
 
+pub use byzantine::ByzantineMode;
 pub use config::{ApiConfig, ConsensusConfig, MempoolConfig, NodeConfig, PeerConfig, ProbeConfig};
 pub use error::{ConfigError, NodeError, StorageError};
 pub use net::peer_id_of;

@@ -201,7 +201,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         metrics,
         net,
         api: config.api.clone(),
-        forge_lookups: config.forge_lookups,
+        byzantine: crate::byzantine::Byzantine::new(&config.byzantine),
         fault_injection: config.fault_injection,
         tx_ready: Notify::new(),
         validators: RwLock::new(validators),

@@ -50,8 +50,9 @@ enum Command {
         /// Extra processes sharing the keys of validators 0..K (equivocation from unmodified code).
         #[arg(long, default_value_t = 0)]
         twins: usize,
-        /// `I:forge-lookups`: node I answers lookups with altered data.
-        #[arg(long, value_name = "I:BEHAVIOUR")]
+        /// `I:MODE`: node I lies in that way (repeatable). Modes: forge-lookups
+        /// (altered lookup answers); see palisade-node's `ByzantineMode` for all.
+        #[arg(long, value_name = "I:MODE")]
         byzantine: Vec<String>,
         /// The palisade-node binary (default: next to this one).
         #[arg(long)]
@@ -129,26 +130,28 @@ fn default_node_binary() -> Result<PathBuf> {
     )
 }
 
-fn parse_byzantine(specs: &[String], nodes: usize) -> Result<Vec<usize>> {
-    let mut forged = Vec::new();
+/// `I:MODE` pairs; the mode names are the node config's, checked by the node
+/// itself when it starts (one list of modes, in `palisade-node`).
+fn parse_byzantine(specs: &[String], nodes: usize) -> Result<Vec<(usize, String)>> {
+    let mut out = Vec::new();
     for spec in specs {
-        let (i, what) = spec
-            .split_once(':')
-            .with_context(|| format!("--byzantine {spec:?}: expected I:forge-lookups"))?;
+        let (i, what) = spec.split_once(':').with_context(|| {
+            format!("--byzantine {spec:?}: expected I:MODE, e.g. 3:forge-lookups")
+        })?;
         let i: usize = i
             .parse()
             .with_context(|| format!("--byzantine {spec:?}: {i:?} is not a node index"))?;
         if i >= nodes {
             bail!("--byzantine {spec:?}: node {i} does not exist (0..{nodes})");
         }
-        match what {
-            "forge-lookups" => forged.push(i),
-            other => {
-                bail!("--byzantine {spec:?}: unknown behaviour {other:?} (known: forge-lookups)")
-            }
+        if what.is_empty() || !what.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
+            bail!(
+                "--byzantine {spec:?}: {what:?} is not a mode name (lowercase words joined by '-')"
+            );
         }
+        out.push((i, what.to_string()));
     }
-    Ok(forged)
+    Ok(out)
 }
 
 fn up(opts: UpOptions, detach: bool) -> Result<()> {
@@ -260,7 +263,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut opts = UpOptions::new(&dir, &node_binary);
             opts.nodes = nodes;
             opts.twins = twins;
-            opts.forge_lookups = parse_byzantine(&byzantine, nodes)?;
+            opts.byzantine = parse_byzantine(&byzantine, nodes)?;
             opts.round_timeout_ms = round_timeout_ms;
             up(opts, detach)
         }

@@ -44,7 +44,7 @@ pub(crate) fn lookup_at(
         Some(bytes) => Some(decode(bytes).map_err(state_err)?),
         None => None,
     };
-    if ctx.forge_lookups {
+    if ctx.byzantine.has(crate::ByzantineMode::ForgeLookups) {
         // Byzantine test mode: move every endpoint, keep the honest proof.
         if let Some(r) = record.as_mut() {
             for i in &mut r.instances {

@@ -20,8 +20,10 @@ pub struct UpOptions {
     pub nodes: usize,
     /// Extra processes sharing the keys of validators 0..twins (Twins).
     pub twins: usize,
-    /// Validators that answer lookups with altered data.
-    pub forge_lookups: Vec<usize>,
+    /// Byzantine test modes per validator: `(index, mode)` with the node
+    /// config's spelling (`forge-lookups`, ...); the node refuses a mode it
+    /// does not know, naming the ones it does.
+    pub byzantine: Vec<(usize, String)>,
     /// The `palisade-node` binary.
     pub node_binary: PathBuf,
     /// Chain id.
@@ -37,7 +39,7 @@ impl UpOptions {
             dir: dir.to_path_buf(),
             nodes: 4,
             twins: 0,
-            forge_lookups: Vec::new(),
+            byzantine: Vec::new(),
             node_binary: node_binary.to_path_buf(),
             chain_id: "palisade-local".into(),
             round_timeout_ms: 1000,
@@ -182,8 +184,14 @@ fn node_toml(layout: &Layout, r: &NodeRecord, key_file: &Path, opts: &UpOptions)
     t.insert("listen_api".into(), api.to_string().into());
     t.insert("log_level".into(), "info".into());
     t.insert("fault_injection".into(), true.into());
-    if opts.forge_lookups.contains(&r.index) {
-        t.insert("forge_lookups".into(), true.into());
+    let modes: Vec<toml::Value> = opts
+        .byzantine
+        .iter()
+        .filter(|(i, _)| *i == r.index)
+        .map(|(_, m)| toml::Value::String(m.clone()))
+        .collect();
+    if !modes.is_empty() {
+        t.insert("byzantine".into(), modes.into());
     }
     let mut consensus = toml::Table::new();
     consensus.insert(

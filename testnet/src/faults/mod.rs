@@ -439,7 +439,11 @@ pub fn run_scenario(s: &Scenario, opts: &SuiteOptions) -> Outcome {
     };
     let mut up = UpOptions::new(&dir, &opts.node_binary);
     up.twins = s.twins;
-    up.forge_lookups = s.forge.clone();
+    up.byzantine = s
+        .forge
+        .iter()
+        .map(|&i| (i, "forge-lookups".to_string()))
+        .collect();
     up.round_timeout_ms = 500;
     let mut net = match cluster::generate(&up) {
         Ok(n) => n,
