@@ -3,9 +3,10 @@
 #   clang, libclang-dev : bindgen for librocksdb-sys
 #   librocksdb-dev      : RocksDB 7.8.3, linked by the `rocksdb` crate 0.20.1
 #                         (see .cargo/config.toml) instead of 40 CPU-minutes of C++
+#   prometheus          : promtool, which checks the node's /metrics in the tests
 set -euo pipefail
 need=()
-for p in clang libclang-dev librocksdb-dev; do
+for p in clang libclang-dev librocksdb-dev prometheus; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 [ ${#need[@]} -eq 0 ] && exit 0

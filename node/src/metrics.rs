@@ -143,11 +143,96 @@ impl Metrics {
             .inc();
     }
 
-    /// The Prometheus text exposition.
-    pub(crate) fn encode(&self) -> String {
+    /// The OpenMetrics 1.0 text exposition.
+    pub(crate) fn encode_openmetrics(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    /// The Prometheus text format 0.0.4, which every scraper and
+    /// `promtool check metrics` read (see [`openmetrics_to_text`]).
+    pub(crate) fn encode(&self) -> String {
+        openmetrics_to_text(&self.encode_openmetrics())
+    }
+}
+
+/// OpenMetrics text to the Prometheus text format 0.0.4. The two differ where
+/// a family's name is not its samples' name: an OpenMetrics counter family
+/// `x` has samples `x_total`, and its HELP and TYPE lines name `x`, which a
+/// 0.0.4 parser reads as a different metric (promtool: "no help text" for
+/// every counter). Here HELP and TYPE name the samples (`x_total`, `x_info`),
+/// types 0.0.4 lacks become `gauge` or `untyped`, and `# UNIT` and `# EOF` go.
+pub(crate) fn openmetrics_to_text(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    // HELP precedes TYPE in OpenMetrics; hold it until the type is known.
+    let mut help: Option<(&str, &str)> = None;
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            help = Some((name, text));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let (sample_name, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "gauge" | "histogram" | "summary" => (name.to_string(), kind),
+                "stateset" | "gaugehistogram" => (name.to_string(), "gauge"),
+                _ => (name.to_string(), "untyped"),
+            };
+            if let Some((help_name, text)) = help.take() {
+                if help_name == name {
+                    out += &format!("# HELP {sample_name} {}\n", text.replace("\\\"", "\""));
+                }
+            }
+            out += &format!("# TYPE {sample_name} {kind}\n");
+        } else if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        } else {
+            out += line;
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_help_and_type_name_their_samples() {
+        let m = Metrics::new();
+        m.commits.inc();
+        m.reject("bad signature");
+        let text = m.encode();
+        assert!(
+            text.contains("# HELP palisade_commits_total Blocks committed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE palisade_commits_total counter\npalisade_commits_total 1"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE palisade_height gauge\n"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+        // Every sample has a TYPE line for exactly its family.
+        let mut typed = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                typed.push(rest.split(' ').next().unwrap().to_string());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                let family = typed.last().expect("a sample after a TYPE line");
+                assert!(
+                    name == family
+                        || ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .any(|s| name.strip_suffix(s) == Some(family.as_str())),
+                    "{name} under TYPE {family}"
+                );
+            }
+        }
     }
 }

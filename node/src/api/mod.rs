@@ -114,15 +114,35 @@ async fn fallback() -> ApiErr {
     )
 }
 
-async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+/// `/metrics`: OpenMetrics to a scraper that asks for it (Prometheus does),
+/// the Prometheus text format 0.0.4 to everyone else (curl, promtool).
+async fn metrics(
+    State(ctx): State<Arc<Context>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
     ctx.metrics.peers.set(ctx.net.shared.connected() as i64);
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        ctx.metrics.encode(),
-    )
+    let openmetrics = headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            ctx.metrics.encode_openmetrics(),
+        )
+    } else {
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            ctx.metrics.encode(),
+        )
+    }
 }
 
 /// The API router.

@@ -2,6 +2,7 @@ mod api;
 mod cluster;
 mod config;
 mod http;
+mod metrics;
 mod probes;
 mod recovery;
 mod state_store;
