@@ -35,12 +35,29 @@ enum Command {
 }
 
 fn init_tracing(level: &str) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Colour only on a terminal: node logs usually go to files.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// A node that cannot start says why in one line (the whole cause chain),
+/// without a backtrace, and exits non-zero.
+#[allow(clippy::print_stderr)]
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("palisade-node: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
             let config = NodeConfig::load(&config)?;
@@ -62,7 +79,7 @@ fn main() -> anyhow::Result<()> {
                 "key {} is not a genesis validator",
                 key.public()
             );
-            tracing_subscriber::fmt().init();
+            init_tracing("info");
             tracing::info!(chain = %genesis.chain_id, peers = peers.len(), "configuration is valid");
         }
     }
