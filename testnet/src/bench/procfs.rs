@@ -1,6 +1,6 @@
 //! Resource figures of processes by pid, from `/proc`: CPU time
 //! (`/proc/PID/stat` utime + stime), I/O (`/proc/PID/io`), and bytes on disk
-//! (the apparent-size-free `du` of a directory, in allocated blocks).
+//! (the sum of file lengths under a directory).
 
 use std::path::Path;
 use std::process::Command;
@@ -64,19 +64,26 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(pages * 4096)
 }
 
-/// Bytes allocated on disk under `dir` (`du -sk`), 0 when it does not exist.
+/// Bytes on disk under `dir`: the sum of its files' lengths (apparent size),
+/// 0 when it does not exist. Not allocated blocks (`du -s`): RocksDB
+/// preallocates its write-ahead log, so allocated blocks move in steps of
+/// tens of MB and a short run's growth read as 0 although every write had
+/// been appended to the log.
 pub fn disk_usage(dir: &Path) -> u64 {
-    if !dir.exists() {
-        return 0;
+    fn walk(dir: &Path) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => walk(&e.path()),
+                Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+                _ => 0,
+            })
+            .sum()
     }
-    Command::new("du")
-        .arg("-sk")
-        .arg(dir)
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
+    walk(dir)
 }
 
 /// A CPU and I/O snapshot of a set of processes, to take deltas over a phase.

@@ -124,7 +124,7 @@ fn rows(
             2,
         ),
         row(
-            "disk growth per write, all replicas (B)",
+            "disk growth per write, all replicas (B, file sizes)",
             &|s| s.disk_per_write(),
             0,
         ),

@@ -181,10 +181,11 @@ impl SystemResult {
         self.single.ok + self.writes.ok
     }
 
-    /// Disk growth per acknowledged write.
+    /// Disk growth per acknowledged write (apparent file sizes; negative
+    /// when compaction freed more than the run wrote).
     pub fn disk_per_write(&self) -> Option<f64> {
         let n = self.total_writes();
-        (n > 0).then(|| self.disk_after.saturating_sub(self.disk_before) as f64 / n as f64)
+        (n > 0).then(|| (self.disk_after as f64 - self.disk_before as f64) / n as f64)
     }
 
     /// Server-to-server bytes per acknowledged write in the loaded phase.
