@@ -239,10 +239,32 @@ fn print_summary(net: &Testnet, dir: &Path) {
                 .unwrap_or_default()
         );
     }
+    println!("\n{}", try_commands(dir));
+}
+
+/// The commands `up` suggests, ready to paste from the directory `up` ran
+/// in (`dir` as the user gave it), with `palisade` and `palisade-testnet`
+/// found on PATH: the line that puts them there names the folder they were
+/// built in.
+fn try_commands(dir: &Path) -> String {
     let d = dir.display();
-    println!(
-        "\ntry:\n  palisade keys gen --out my.key\n  palisade enroll --network {d}/network.json --key {d}/keys/authority.key --identity $(palisade keys gen --out svc.key) --namespace prod\n  palisade register --network {d}/network.json --key svc.key --namespace prod --service api --instance api-1 --endpoint 127.0.0.1:8080 --ttl 60\n  palisade lookup --network {d}/network.json prod/api\n  palisade-testnet status --dir {d}\n  palisade-testnet kill --dir {d} --node 1\n  palisade-testnet down --dir {d}"
-    );
+    let bin_dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf));
+    let path_line = match &bin_dir {
+        Some(b) if b.join("palisade").exists() => format!(
+            "# palisade and palisade-testnet are in {0}; put them on PATH first:\n  export PATH=\"{0}:$PATH\"",
+            b.display()
+        ),
+        Some(b) => format!(
+            "# palisade is not built yet: `cargo build --release -p palisade-client`, then:\n  export PATH=\"{}:$PATH\"",
+            b.display()
+        ),
+        None => "# put palisade and palisade-testnet on PATH first".to_string(),
+    };
+    format!(
+        "try (from this directory):\n  {path_line}\n  palisade enroll --network {d}/network.json --key {d}/keys/authority.key --identity $(palisade keys gen --out svc.key) --namespace prod\n  palisade register --network {d}/network.json --key svc.key --namespace prod --service api --instance api-1 --endpoint 127.0.0.1:8080 --ttl 60\n  palisade lookup --network {d}/network.json prod/api\n  palisade-testnet status --dir {d}\n  palisade-testnet kill --dir {d} --node 1\n  palisade-testnet restart --dir {d} --node 1\n  palisade-testnet down --dir {d}"
+    )
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -257,7 +279,7 @@ fn run(cli: Cli) -> Result<()> {
             round_timeout_ms,
         } => {
             let node_binary = match node_bin {
-                Some(p) => p,
+                Some(p) => cluster::absolute(&p),
                 None => default_node_binary()?,
             };
             let mut opts = UpOptions::new(&dir, &node_binary);
@@ -358,8 +380,9 @@ fn run(cli: Cli) -> Result<()> {
                     names.join(", ")
                 );
             }
+            let base_dir = cluster::absolute(&dir);
             let opts = faults::SuiteOptions {
-                base_dir: dir,
+                base_dir: base_dir.clone(),
                 node_binary,
                 seed,
                 writers,
@@ -370,6 +393,11 @@ fn run(cli: Cli) -> Result<()> {
                 outcomes.push(faults::run_scenario(s, &opts));
             }
             print!("{}", faults::table(&outcomes));
+            println!(
+                "logs: {} (clients and harness), {}/SCENARIO-SEED/nodeI/node.log (nodes)",
+                base_dir.join("faults.log").display(),
+                base_dir.display()
+            );
             let failed = outcomes.iter().filter(|o| !o.violations.is_empty()).count();
             if failed > 0 {
                 bail!("{failed} of {} scenarios had violations", outcomes.len());
@@ -388,15 +416,46 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Logs go to stderr (coloured only on a terminal), except for `faults`,
+/// whose table is the output: its clients' retry warnings and the harness's
+/// own logs go to `DIR/faults.log`, which the table names.
+fn init_tracing(cli: &Cli) -> Result<()> {
+    use std::io::IsTerminal;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+    };
+    if let Command::Faults { dir, .. } = &cli.command {
+        let dir = cluster::absolute(dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("faults.log");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Err(e) = init_tracing(&cli) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

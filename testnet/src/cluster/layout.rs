@@ -11,6 +11,14 @@
 //! DIR/nodeI/data/            RocksDB
 //! DIR/nodeI/node.log         the node's log
 //! ```
+//!
+//! One rule for paths: a [`Layout`] holds its root as an absolute path
+//! (resolved once, against the working directory of the command that was
+//! given `--dir`), so every command works from any directory with a relative
+//! `--dir`; and a generated `node.toml` names its files relative to its own
+//! folder (`data`, `../keys/node0.key`, `../genesis.json`), which is how
+//! `palisade-node` resolves them, so the files mean the same thing wherever a
+//! node is started from and the whole directory can be moved.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -48,6 +56,12 @@ pub struct TestnetRecord {
     pub nodes: Vec<NodeRecord>,
 }
 
+/// `path` made absolute against the current directory (the one place a
+/// relative `--dir` or `--node-bin` is resolved); an empty path stays as it is.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// Paths inside a testnet directory.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -55,10 +69,20 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// A layout rooted at `dir` (not created).
+    /// A layout rooted at `dir` (not created), made absolute against the
+    /// current directory.
     pub fn new(dir: &Path) -> Self {
         Layout {
-            root: dir.to_path_buf(),
+            root: absolute(dir),
+        }
+    }
+
+    /// `path` (inside this layout) as a node config names it: relative to the
+    /// folder of `DIR/nodeI/node.toml`.
+    pub fn relative_to_node_config(&self, path: &Path) -> PathBuf {
+        match path.strip_prefix(&self.root) {
+            Ok(rel) => Path::new("..").join(rel),
+            Err(_) => path.to_path_buf(),
         }
     }
     /// The root directory.

@@ -19,7 +19,7 @@ use palisade_crypto::api::{BlockResponse, StatusResponse};
 use palisade_crypto::BlockInfo;
 
 pub use bootstrap::{generate, wait_for_height, UpOptions};
-pub use layout::{Layout, NodeRecord, TestnetRecord};
+pub use layout::{absolute, Layout, NodeRecord, TestnetRecord};
 pub use process::{alive, free_port, signal, spawn_node, stop};
 
 /// Why a testnet command failed.
@@ -76,6 +76,16 @@ pub enum TestnetError {
         url: String,
         /// Why.
         reason: String,
+    },
+    /// A node process exited while the testnet was coming up.
+    #[error("node{index} exited while the testnet was starting; last lines of {}:\n{tail}", log.display())]
+    NodeExited {
+        /// Node.
+        index: usize,
+        /// Its log file.
+        log: PathBuf,
+        /// The log's last lines.
+        tail: String,
     },
     /// A partition spec did not parse.
     #[error("bad partition {spec:?}: {reason} (expected e.g. 0,1/2,3)")]
@@ -236,6 +246,22 @@ impl Testnet {
         }
         self.layout.save(&self.record)?;
         Ok(stopped)
+    }
+
+    /// The first recorded node whose process is gone, with its log's last
+    /// lines: a node that dies while starting must not cost a full timeout.
+    pub fn exited_node(&self) -> Option<TestnetError> {
+        let node = self
+            .record
+            .nodes
+            .iter()
+            .find(|n| n.pid.is_some_and(|p| !alive(p)))?;
+        let log = self.layout.node_log(node.index);
+        Some(TestnetError::NodeExited {
+            index: node.index,
+            tail: log_tail(&log, 10),
+            log,
+        })
     }
 
     /// Every node's process and API status.
@@ -470,6 +496,22 @@ pub fn parse_partition(spec: &str, n: usize) -> Result<Vec<Vec<usize>>, TestnetE
         }
     }
     Ok(groups)
+}
+
+/// The last `n` lines of a log file (or why it could not be read).
+pub fn log_tail(path: &Path, n: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(n);
+            lines[from..]
+                .iter()
+                .map(|l| format!("  | {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        Err(e) => format!("  (cannot read it: {e})"),
+    }
 }
 
 #[cfg(test)]
