@@ -12,7 +12,7 @@ mod layout;
 mod process;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use palisade_crypto::api::{BlockResponse, StatusResponse};
@@ -216,7 +216,34 @@ impl Testnet {
         if let Some(pid) = self.record.nodes[index].pid.filter(|p| alive(*p)) {
             stop(pid, Duration::from_secs(10))?;
         }
-        self.start(index)
+        let pid = self.start(index)?;
+        self.wait_api(index, Duration::from_secs(30))?;
+        Ok(pid)
+    }
+
+    /// Wait until node `index` answers on its API (a restarted node opens
+    /// RocksDB and replays before it listens), failing at once, with its
+    /// log, if the process exits.
+    pub fn wait_api(&self, index: usize, timeout: Duration) -> Result<(), TestnetError> {
+        let node = self.node(index)?;
+        let agent = agent(Duration::from_secs(2));
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(exited) = self.exited_node() {
+                return Err(exited);
+            }
+            match fetch_status(&agent, &node.api_url) {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(TestnetError::Http {
+                        index,
+                        url: node.api_url.clone(),
+                        reason: format!("no answer within {timeout:?}: {e}"),
+                    })
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     /// SIGSTOP node `index`.

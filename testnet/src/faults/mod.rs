@@ -523,21 +523,28 @@ pub fn table(outcomes: &[Outcome]) -> String {
 /// Find the `palisade-node` binary for tests: next to the running
 /// executable's target directory, building it with `$CARGO` when missing.
 pub fn node_binary_for_tests(exe: &Path) -> Result<PathBuf, String> {
-    // target/<profile>/deps/<test-binary> -> target/<profile>/palisade-node
+    workspace_binary_for_tests(exe, "palisade-node", "palisade-node")
+}
+
+/// Find binary `bin` of workspace package `package` for tests, next to the
+/// running test executable's target directory (`target/<profile>/`),
+/// building it with `$CARGO` when missing.
+pub fn workspace_binary_for_tests(exe: &Path, package: &str, bin: &str) -> Result<PathBuf, String> {
+    // target/<profile>/deps/<test-binary> -> target/<profile>/<bin>
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .ok_or("cannot locate the target directory")?;
-    let bin = profile_dir.join("palisade-node");
-    if !bin.exists() {
+    let path = profile_dir.join(bin);
+    if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "palisade-node", "--bin", "palisade-node"])
+            .args(["build", "-p", package, "--bin", bin])
             .status()
             .map_err(|e| format!("running cargo build: {e}"))?;
-        if !status.success() || !bin.exists() {
-            return Err(format!("could not build {}", bin.display()));
+        if !status.success() || !path.exists() {
+            return Err(format!("could not build {}", path.display()));
         }
     }
-    Ok(bin)
+    Ok(path)
 }
