@@ -460,8 +460,9 @@ impl Driver {
         }
         // Keep the last two committed blocks: `ancestors_nonempty` looks at them.
         self.blocks.retain(|_, m| m.height + 2 > top);
-        self.ctx.metrics.commits.inc_by(blocks.len() as u64);
-        self.ctx.metrics.height.set(top as i64);
+        self.ctx
+            .metrics
+            .committed(blocks.iter().map(|c| c.info.timestamp_ms), top);
         debug!(
             height = top,
             blocks = blocks.len(),

@@ -40,6 +40,7 @@ pub(crate) struct Metrics {
     pub(crate) frames_dropped: Counter,
     pub(crate) consensus_refused: Family<ReasonLabel, Counter>,
     pub(crate) probes: Family<ReasonLabel, Counter>,
+    pub(crate) commit_latency: Histogram,
 }
 
 fn latency_histogram() -> Histogram {
@@ -66,6 +67,7 @@ impl Metrics {
             frames_dropped: Counter::default(),
             consensus_refused: Family::default(),
             probes: Family::default(),
+            commit_latency: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
         };
         registry.register("commits", "Blocks committed", m.commits.clone());
         registry.register("height", "Last committed height", m.height.clone());
@@ -116,6 +118,11 @@ impl Metrics {
             m.consensus_refused.clone(),
         );
         registry.register("probes", "Health probes run, by result", m.probes.clone());
+        registry.register(
+            "commit_latency_seconds",
+            "Time from a block's proposal (its leader's timestamp) to its commit on this node",
+            m.commit_latency.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -123,6 +130,21 @@ impl Metrics {
     /// (`palisade_p2p_libp2p_bandwidth_bytes_total{protocols,direction}`).
     pub(crate) fn p2p_registry(&mut self) -> &mut Registry {
         self.registry.sub_registry_with_prefix("p2p")
+    }
+
+    /// Count committed blocks: height, commits and proposal-to-commit latency.
+    pub(crate) fn committed(&self, timestamps_ms: impl Iterator<Item = u64>, top: u64) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut n = 0;
+        for ts in timestamps_ms {
+            self.commit_latency
+                .observe(now_ms.saturating_sub(ts) as f64 / 1000.0);
+            n += 1;
+        }
+        self.commits.inc_by(n);
+        self.height.set(top as i64);
     }
 
     /// Count a rejected transaction.
