@@ -340,6 +340,26 @@ fn twins(run: &mut Run<'_>) -> Result<String, TestnetError> {
 
 fn forged_lookups(run: &mut Run<'_>) -> Result<String, TestnetError> {
     let forger = run.net.record().nodes[3].api_url.clone();
+    // The forger alters instances; a service with none (or not yet
+    // registered: under CPU load the first registrations can lag) has
+    // nothing to alter, and its honest absence proof rightly verifies. So
+    // first wait, bounded, until honest nodes show svc0 with an instance.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let client = client_for(run, Duration::from_secs(60), None);
+        let present = client
+            .and_then(|c| c.lookup(LOAD_NAMESPACE, "svc0"))
+            .is_ok_and(|a| !a.service().instances().is_empty());
+        if present {
+            break;
+        }
+        if Instant::now() > deadline {
+            run.violations
+                .push("svc0 had no verified instance within 60 s of load".into());
+            return Ok("node3 alters lookup answers; svc0 never registered".into());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
     // A lookup from the forger must fail verification. A timeout or a
     // refused connection under load says nothing either way: ask again,
     // bounded, and count only what an answer shows.
