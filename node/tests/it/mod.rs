@@ -1,6 +1,7 @@
 mod api;
 mod cluster;
 mod config;
+mod example_config;
 mod http;
 mod metrics;
 mod probes;
