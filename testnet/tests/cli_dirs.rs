@@ -137,6 +137,24 @@ fn every_dir_command_works_with_a_relative_dir_from_its_own_working_directory() 
         ],
     );
     assert!(bench.contains("writes/s"), "{bench}");
+    // Its figures beside the table: a CSV row per operation and an SVG.
+    let figures: Vec<PathBuf> = std::fs::read_dir(cwd.join("tn/bench"))
+        .expect("bench wrote its figures into DIR/bench")
+        .map(|e| e.unwrap().path())
+        .collect();
+    let csv = figures
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "csv"));
+    let svg = figures
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "svg"));
+    let csv = std::fs::read_to_string(csv.expect("a CSV")).unwrap();
+    assert!(
+        csv.starts_with("system,phase,t_ms,latency_us\npalisade,"),
+        "{csv}"
+    );
+    let svg = std::fs::read_to_string(svg.expect("an SVG")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("loaded writes per second"));
     let before = pids(&cwd.join("tn"));
     assert_eq!(before.len(), 4);
     let down = ok(&cwd, &["down", "--dir", "tn"]);

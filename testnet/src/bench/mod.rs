@@ -20,6 +20,7 @@
 
 pub mod etcd;
 pub mod palisade;
+pub mod plot;
 pub mod procfs;
 pub mod report;
 pub mod scale;
@@ -183,6 +184,16 @@ pub fn run(args: &BenchArgs) -> Result<String, BenchError> {
     notes.push(
         "syscall bytes (/proc/PID/io rchar/wchar) count socket and file reads/writes together: an upper bound on bytes on the wire".into(),
     );
+    let systems: Vec<&workload::SystemResult> = palisade.iter().chain(etcd.iter()).collect();
+    let figures = crate::cluster::absolute(&args.dir).join("bench");
+    match plot::write(&systems, &figures) {
+        Ok((csv, svg)) => notes.push(format!(
+            "every operation (system, phase, completion ms, latency µs): {}; loaded writes over time: {}",
+            csv.display(),
+            svg.display()
+        )),
+        Err(e) => notes.push(format!("figures not written: {e}")),
+    }
     Ok(report::render(
         &shape,
         palisade.as_ref(),

@@ -78,6 +78,9 @@ pub struct PhaseResult {
     pub elapsed: Duration,
     /// Latency of every successful operation.
     pub latencies: Latencies,
+    /// Every successful operation as (completion time since the phase
+    /// began, latency), for the bench's CSV and plot.
+    pub timeline: Vec<(Duration, Duration)>,
 }
 
 impl PhaseResult {
@@ -114,9 +117,28 @@ where
     let issued = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let merged = Arc::new(Mutex::new(PhaseResult::default()));
+    let done = AtomicU64::new(0);
+    let live = std::sync::atomic::AtomicUsize::new(threads.max(1));
+    // A progress bar on a terminal (indicatif draws nothing otherwise).
+    let bar = indicatif::ProgressBar::new(duration.as_secs().max(1));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} s  {msg}")
+            .expect("valid template"),
+    );
     std::thread::scope(|scope| {
+        {
+            let (bar, done, live) = (&bar, &done, &live);
+            scope.spawn(move || {
+                while live.load(Ordering::Relaxed) > 0 {
+                    bar.set_position(started.elapsed().as_secs());
+                    bar.set_message(format!("{} ops", done.load(Ordering::Relaxed)));
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            });
+        }
         for t in 0..threads.max(1) {
             let (make, op, issued, stop, merged) = (&make, &op, &issued, &stop, merged.clone());
+            let (done, live) = (&done, &live);
             scope.spawn(move || {
                 let mut local = PhaseResult::default();
                 match make(t) {
@@ -130,8 +152,11 @@ where
                             let begun = Instant::now();
                             match op(&mut state, n) {
                                 Ok(()) => {
+                                    done.fetch_add(1, Ordering::Relaxed);
                                     local.ok += 1;
-                                    local.latencies.push(begun.elapsed());
+                                    let took = begun.elapsed();
+                                    local.latencies.push(took);
+                                    local.timeline.push((started.elapsed(), took));
                                 }
                                 Err(e) => {
                                     local.errors += 1;
@@ -156,13 +181,17 @@ where
                     m.sample_errors.extend(local.sample_errors);
                 }
                 m.latencies.extend(&local.latencies);
+                m.timeline.extend_from_slice(&local.timeline);
+                live.fetch_sub(1, Ordering::Relaxed);
             });
         }
     });
     let mut result = Arc::try_unwrap(merged)
         .map(|m| m.into_inner().expect("phase lock"))
         .unwrap_or_else(|a| a.lock().expect("phase lock").clone());
+    bar.finish_and_clear();
     result.elapsed = started.elapsed();
+    result.timeline.sort_unstable();
     result
 }
 
