@@ -388,10 +388,24 @@ fn run(cli: Cli) -> Result<()> {
                 writers,
             };
             let mut outcomes = Vec::new();
+            // A bar on a terminal; plain lines in logs.
+            let bar = indicatif::ProgressBar::new(chosen.len() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{bar:20}] {pos}/{len} scenarios, {elapsed}  {msg}",
+                )
+                .expect("valid template"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
             for s in chosen {
-                eprintln!("running {} ...", s.name);
+                if bar.is_hidden() {
+                    eprintln!("running {} ...", s.name);
+                }
+                bar.set_message(s.name);
                 outcomes.push(faults::run_scenario(s, &opts));
+                bar.inc(1);
             }
+            bar.finish_and_clear();
             print!("{}", faults::table(&outcomes));
             println!(
                 "logs: {} (clients and harness), {}/SCENARIO-SEED/nodeI/node.log (nodes)",
