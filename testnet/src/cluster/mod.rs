@@ -414,6 +414,37 @@ impl Testnet {
         })
     }
 
+    /// The height at which node `index` says transaction `id` committed
+    /// (`None`: unknown to it, or still pending).
+    pub fn tx_height(
+        &self,
+        index: usize,
+        id: &palisade_crypto::Digest,
+    ) -> Result<Option<u64>, TestnetError> {
+        let node = self.node(index)?;
+        let url = format!("{}/v1/tx/{}", node.api_url, id.to_hex());
+        let http = |reason: String| TestnetError::Http {
+            index,
+            url: url.clone(),
+            reason,
+        };
+        let resp = agent(Duration::from_secs(5))
+            .get(&url)
+            .call()
+            .map_err(|e| http(e.to_string()))?;
+        match resp.status().as_u16() {
+            404 => Ok(None),
+            200 => {
+                let v: serde_json::Value = resp
+                    .into_body()
+                    .read_json()
+                    .map_err(|e| http(e.to_string()))?;
+                Ok(v["receipt"]["height"].as_u64())
+            }
+            code => Err(http(format!("HTTP {code}"))),
+        }
+    }
+
     /// Sum of the samples of Prometheus counter `name` whose labels contain
     /// `label` ("" for all) that node `index` exports.
     pub fn node_metric(&self, index: usize, name: &str, label: &str) -> Result<f64, TestnetError> {

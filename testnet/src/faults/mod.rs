@@ -12,6 +12,7 @@
 //! A scenario returns its violations; the suite prints a table.
 
 pub mod load;
+pub mod outsider;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -107,6 +108,13 @@ pub fn scenarios() -> Vec<Scenario> {
             forge: vec![],
             inject: twins,
             honest: |i| i != 0 && i < 4,
+        },
+        Scenario {
+            name: "outsider-flood",
+            twins: 0,
+            forge: vec![],
+            inject: outsider_flood,
+            honest: all,
         },
         Scenario {
             name: "forged-lookups",
@@ -390,6 +398,76 @@ fn forged_lookups(run: &mut Run<'_>) -> Result<String, TestnetError> {
         run.violations.push(format!("honest lookup failed: {e}"));
     }
     Ok("node3 alters lookup answers; client asks it directly".into())
+}
+
+fn outsider_flood(run: &mut Run<'_>) -> Result<String, TestnetError> {
+    let nodes: Vec<std::net::SocketAddr> = run
+        .net
+        .record()
+        .nodes
+        .iter()
+        .filter_map(|n| n.api_url.trim_start_matches("http://").parse().ok())
+        .collect();
+    let chain_id = run.net.record().chain_id.clone();
+    let seed = run.seed;
+    let flood = std::thread::spawn(move || {
+        outsider::flood(
+            &nodes,
+            &chain_id,
+            load::LOAD_NAMESPACE,
+            seed,
+            Duration::from_secs(20),
+            3_000,
+            64,
+        )
+    });
+    run.expect_progress(
+        &[0, 1, 2, 3],
+        5,
+        Duration::from_secs(30),
+        "under an outsider's flood",
+    );
+    let report = flood.join().map_err(|_| TestnetError::State {
+        index: 0,
+        reason: "the flood thread panicked".into(),
+    })?;
+    // Let anything admitted reach a block if it ever would.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut committed = 0;
+    for id in &report.sent {
+        if let Ok(Some(h)) = run.net.tx_height(0, id) {
+            committed += 1;
+            if committed <= 3 {
+                run.violations.push(format!(
+                    "outsider transaction {id} (a throwaway key's) committed at height {h}"
+                ));
+            }
+        }
+    }
+    if committed > 3 {
+        run.violations.push(format!(
+            "... {committed} outsider transactions committed in all"
+        ));
+    }
+    for i in 0..4 {
+        if run.net.node_status(i).is_err() && run.heights(&[i])[0].is_none() {
+            run.violations
+                .push(format!("node{i} does not answer after the flood"));
+        }
+    }
+    let statuses: Vec<String> = report
+        .statuses
+        .iter()
+        .map(|(code, n)| format!("{n}x{code}"))
+        .collect();
+    Ok(format!(
+        "outsider at 127.0.0.2: {} requests ({}), {} throwaway-key txs ({} admitted, {committed} committed), {} watch streams held",
+        report.requests,
+        statuses.join(" "),
+        report.sent.len(),
+        report.admitted.len(),
+        report.watches_held
+    ))
 }
 
 fn client_for(
