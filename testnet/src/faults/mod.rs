@@ -189,7 +189,21 @@ impl Run<'_> {
     /// most one (a block in flight as the fault lands). A lagging node that
     /// catches up on blocks committed before the fault does not raise it.
     fn expect_stall(&mut self, nodes: &[usize], during: Duration, what: &str) {
-        let before = self.heights(nodes);
+        // Messages sent before the fault landed (it lands on one node after
+        // another, and a loaded node works through its inbox late) may still
+        // certify and commit: wait until the heights hold still for a
+        // second (bounded by 5 s) before taking the first measurement.
+        let settle_until = Instant::now() + Duration::from_secs(5);
+        let mut before = self.heights(nodes);
+        let mut still_since = Instant::now();
+        while Instant::now() < settle_until && still_since.elapsed() < Duration::from_secs(1) {
+            std::thread::sleep(Duration::from_millis(250));
+            let now = self.heights(nodes);
+            if now != before {
+                before = now;
+                still_since = Instant::now();
+            }
+        }
         std::thread::sleep(during);
         let after = self.heights(nodes);
         let both = |v: &[Option<u64>]| -> u64 {
