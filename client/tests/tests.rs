@@ -9,6 +9,8 @@ mod support;
 
 mod cli;
 mod cli_submit;
+#[cfg(feature = "dns")]
+mod dns;
 mod lookups;
 mod network;
 mod receipts;
