@@ -2,8 +2,9 @@
 //! in four network namespaces joined by a bridge, each with its own address,
 //! created with the genesis ceremony's commands (`palisade-node keygen`,
 //! `palisade genesis new`, `palisade genesis verify`), configured and started
-//! as the guide says (`palisade-node check`, then `palisade-node run` inside
-//! the namespace); then an identity is enrolled, an instance registered and
+//! as the guide says (the config block of docs/deploy.md, then the
+//! `ExecStartPre=` and `ExecStart=` lines of deploy/palisade-node.service,
+//! run inside the host's namespace); then an identity is enrolled, an instance registered and
 //! looked up (verified), and resolved through `palisade dns` with `dig`, all
 //! from a fifth (client) namespace through the bridge.
 //!
@@ -142,18 +143,55 @@ fn require_netns(probe: &str) {
     }
 }
 
-fn node_config(host: usize) -> String {
-    // As docs/deploy.md writes it (paths relative to this file).
-    format!(
-        "data_dir = \"data\"\n\
-         key_file = \"node.key\"\n\
-         genesis_file = \"genesis.json\"\n\
-         network_file = \"network.json\"\n\
-         listen_p2p = \"/ip4/{SUBNET}.{h}/tcp/7000\"\n\
-         listen_api = \"{SUBNET}.{h}:7100\"\n\
-         log_level = \"info\"\n",
-        h = host + 1
-    )
+fn repo_file(path: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// docs/deploy.md's node config (the toml block after its `node-config`
+/// marker), for host `i` whose files live in `dir`: the guide's example
+/// address of host 1 and its /etc and /var/lib paths replaced.
+fn node_config(i: usize, dir: &std::path::Path) -> String {
+    let guide = repo_file("docs/deploy.md");
+    let after = guide
+        .split("<!-- node-config")
+        .nth(1)
+        .expect("docs/deploy.md has its node-config marker");
+    let block = after
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a toml block after the marker");
+    assert!(
+        block.contains("10.0.0.1"),
+        "the guide's example is host 10.0.0.1"
+    );
+    let d = format!("{}/", dir.display());
+    block
+        .replace("10.0.0.1", &format!("{SUBNET}.{}", i + 1))
+        .replace("/etc/palisade/", &d)
+        .replace("/var/lib/palisade/", &d)
+}
+
+/// deploy/palisade-node.service's `KEY=` command line, with the installed
+/// paths replaced by the built binary and host's config.
+fn unit_command(key: &str, node_bin: &std::path::Path, config: &std::path::Path) -> Command {
+    let unit = repo_file("deploy/palisade-node.service");
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("the unit has no {key}= line"));
+    let mut words = line.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/local/bin/palisade-node"), "{line}");
+    let mut cmd = Command::new(node_bin);
+    for w in words {
+        if w == "/etc/palisade/palisade-node.toml" {
+            cmd.arg(config);
+        } else {
+            cmd.arg(w);
+        }
+    }
+    cmd
 }
 
 /// `palisade-node` and `palisade`, built now (a no-op when fresh: a stale
@@ -276,24 +314,17 @@ fn four_validators_in_four_namespaces_from_the_genesis_ceremony() {
             fs::copy(ceremony.join(f), host.join(f)).unwrap();
         }
         let config = host.join("palisade-node.toml");
-        fs::write(&config, node_config(i)).unwrap();
+        fs::write(&config, node_config(i, &host)).unwrap();
         ok(
-            run(
-                Command::new(&node_bin)
-                    .arg("check")
-                    .arg("--config")
-                    .arg(&config),
-                30,
-            ),
-            "palisade-node check",
+            run(&mut unit_command("ExecStartPre", &node_bin, &config), 30),
+            "the unit's ExecStartPre (palisade-node check)",
         );
         let log = fs::File::create(host.join("node.log")).unwrap();
+        let start = unit_command("ExecStart", &node_bin, &config);
         let child = Command::new("ip")
             .args(["netns", "exec", &lab.ns(&format!("n{i}"))])
-            .arg(&node_bin)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
+            .arg(start.get_program())
+            .args(start.get_args())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
