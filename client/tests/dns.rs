@@ -1,7 +1,8 @@
 //! `palisade dns` against a real process testnet (four `palisade-node`
 //! processes on 127.0.0.1 started by `palisade-testnet up`, node 3 lying
 //! about every lookup with `byzantine = ["forge-lookups"]`), queried with
-//! `dig` (Debian's dnsutils) and with hickory's client.
+//! `dig` (Debian's dnsutils) and with hickory's client. It needs `dig`
+//! (scripts/deps.sh) and fails saying so without it.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -222,7 +223,9 @@ fn dns_answers_verified_records_only_and_never_a_forgery() {
         serde_json::to_string(&liar_first).unwrap(),
     )
     .unwrap();
-    let dns = start_dns(&liar_first_file, &[]);
+    // A remembered answer is not verified again for 600 s: every change seen
+    // below reached DNS through the verified watch.
+    let dns = start_dns(&liar_first_file, &["--refresh", "600"]);
     let only_liar = start_dns(&network_file, &["--node", &liar]);
 
     // dig: A and SRV of the demo service, the honest port only.
@@ -303,4 +306,19 @@ fn dns_answers_verified_records_only_and_never_a_forgery() {
     eventually("the removed instance gone from DNS", || !has("10.9.9.9"));
     let (status, _) = dig(dns.addr, "echo-2.echo.demo.palisade.", "A");
     assert_eq!(status, "NXDOMAIN");
+
+    // No node reachable: SERVFAIL within the bound, never an old answer.
+    let mut unreachable = network.clone();
+    for n in &mut unreachable.nodes {
+        n.api_url = "http://127.0.0.1:1".into();
+    }
+    let unreachable_file = tmp.path().join("unreachable.json");
+    std::fs::write(
+        &unreachable_file,
+        serde_json::to_string(&unreachable).unwrap(),
+    )
+    .unwrap();
+    let nowhere = start_dns(&unreachable_file, &[]);
+    let (status, answers) = dig(nowhere.addr, "echo.demo.palisade.", "A");
+    assert_eq!((status.as_str(), answers.len()), ("SERVFAIL", 0));
 }

@@ -11,6 +11,8 @@ mod cli;
 mod cli_submit;
 #[cfg(feature = "dns")]
 mod dns;
+#[cfg(feature = "genesis")]
+mod genesis;
 mod lookups;
 mod network;
 mod receipts;

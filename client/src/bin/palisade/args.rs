@@ -198,6 +198,10 @@ pub(crate) enum Command {
         /// Refuse certified state older than SECS seconds (SERVFAIL).
         #[arg(long, value_name = "SECS", default_value_t = 30)]
         max_age: u64,
+        /// Verify a remembered answer again when the watch has not updated
+        /// it for SECS seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 5)]
+        refresh: u64,
     },
 }
 

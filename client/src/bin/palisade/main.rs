@@ -237,7 +237,8 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             listen,
             ttl,
             max_age,
-        } => dns(&net, listen, ttl, max_age),
+            refresh,
+        } => dns(&net, listen, ttl, max_age, refresh),
     }
 }
 
@@ -293,10 +294,17 @@ fn genesis_command(cmd: args::GenesisCommand) -> Result<(), ClientError> {
 }
 
 #[cfg(feature = "dns")]
-fn dns(net: &Net, listen: std::net::SocketAddr, ttl: u32, max_age: u64) -> Result<(), ClientError> {
+fn dns(
+    net: &Net,
+    listen: std::net::SocketAddr,
+    ttl: u32,
+    max_age: u64,
+    refresh: u64,
+) -> Result<(), ClientError> {
     let dns = palisade_client::dns::DnsConfig {
         ttl,
         max_age: Duration::from_secs(max_age),
+        refresh: Duration::from_secs(refresh),
         ..palisade_client::dns::DnsConfig::default()
     };
     // Short request bounds, no retries, no stale answers, no disk cache:
