@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use hickory_proto::op::{Header, MessageType, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Header, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Record};
+use hickory_proto::serialize::binary::BinEncodable;
 use hickory_proto::xfer::Protocol;
 use hickory_server::authority::MessageResponseBuilder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -13,6 +14,43 @@ use super::answer::{answer, Outcome};
 use super::name::parse_name;
 use super::zone::Zone;
 use super::DnsConfig;
+
+/// Largest UDP answer to a query without EDNS (RFC 1035 §4.2.1).
+const PLAIN_UDP_BYTES: usize = 512;
+/// Largest UDP payload offered with EDNS (DNS flag day 2020), whatever the
+/// query offers.
+const MAX_EDNS_PAYLOAD: u16 = 1232;
+
+/// Keep the records that fit in `budget` bytes (measured uncompressed, so
+/// conservatively), answers first; report whether an answer was cut.
+fn fit(answers: &mut Vec<Record>, additionals: &mut Vec<Record>, budget: usize) -> bool {
+    let size = |r: &Record| r.to_bytes().map_or(usize::MAX, |b| b.len());
+    let mut used = 0usize;
+    let mut kept = 0;
+    for r in answers.iter() {
+        used = used.saturating_add(size(r));
+        if used > budget {
+            break;
+        }
+        kept += 1;
+    }
+    let cut = kept < answers.len();
+    answers.truncate(kept);
+    if cut {
+        additionals.clear();
+        return true;
+    }
+    let mut kept = 0;
+    for r in additionals.iter() {
+        used = used.saturating_add(size(r));
+        if used > budget {
+            break;
+        }
+        kept += 1;
+    }
+    additionals.truncate(kept);
+    false
+}
 
 pub(crate) struct Handler {
     zone: Arc<Zone>,
@@ -78,14 +116,32 @@ impl Handler {
             Protocol::Udp => self.config.max_udp_records,
             _ => self.config.max_tcp_records,
         };
-        answer(
+        let mut outcome = answer(
             &q,
             name,
             query.query_type(),
             &verified,
             self.config.ttl,
             max,
-        )
+        );
+        // Without EDNS a UDP answer must fit 512 bytes; with it, hickory
+        // cuts at the payload size the response offers (handle_request).
+        if request.protocol() == Protocol::Udp && request.edns().is_none() {
+            if let Outcome::Records {
+                answers,
+                additionals,
+                truncated,
+            } = &mut outcome
+            {
+                let question = query
+                    .original()
+                    .to_bytes()
+                    .map_or(PLAIN_UDP_BYTES, |b| b.len());
+                let budget = PLAIN_UDP_BYTES.saturating_sub(12 + question);
+                *truncated |= fit(answers, additionals, budget);
+            }
+        }
+        outcome
     }
 }
 
@@ -97,7 +153,13 @@ impl RequestHandler for Handler {
         mut response: R,
     ) -> ResponseInfo {
         let outcome = self.outcome(request).await;
-        let builder = MessageResponseBuilder::from_message_request(request);
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(asked) = request.edns() {
+            let mut edns = Edns::new();
+            edns.set_max_payload(asked.max_payload().clamp(512, MAX_EDNS_PAYLOAD));
+            edns.set_version(0);
+            builder.edns(edns);
+        }
         let mut header = Header::response_from_request(request.header());
         header.set_recursion_available(false);
         let empty: Vec<Record> = Vec::new();
@@ -142,5 +204,42 @@ impl RequestHandler for Handler {
                 h.into()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::rdata::{A, SRV};
+    use hickory_proto::rr::{Name, RData};
+
+    #[test]
+    fn fit_keeps_what_fits_answers_first_and_says_when_an_answer_was_cut() {
+        let name = Name::from_ascii("_api._tcp.prod.palisade.").unwrap();
+        let target = Name::from_ascii("instance-with-a-long-name.api.prod.palisade.").unwrap();
+        let srv = |p| {
+            Record::from_rdata(
+                name.clone(),
+                5,
+                RData::SRV(SRV::new(0, 1, p, target.clone())),
+            )
+        };
+        let a = Record::from_rdata(target.clone(), 5, RData::A(A::new(10, 0, 0, 1)));
+        let one = srv(1).to_bytes().unwrap().len();
+
+        let (mut ans, mut add) = (vec![srv(1), srv(2), srv(3)], vec![a.clone()]);
+        assert!(fit(&mut ans, &mut add, 2 * one + 1));
+        assert_eq!((ans.len(), add.len()), (2, 0));
+
+        let (mut ans, mut add) = (vec![srv(1)], vec![a.clone(), a.clone()]);
+        let a_len = a.to_bytes().unwrap().len();
+        assert!(!fit(&mut ans, &mut add, one + a_len));
+        assert_eq!((ans.len(), add.len()), (1, 1));
+
+        // 40 SRV answers never fit a plain UDP answer.
+        let (mut ans, mut add) = ((0..40).map(srv).collect::<Vec<_>>(), vec![]);
+        assert!(fit(&mut ans, &mut add, PLAIN_UDP_BYTES - 12 - 30));
+        let total: usize = ans.iter().map(|r| r.to_bytes().unwrap().len()).sum();
+        assert!(total <= PLAIN_UDP_BYTES - 12 - 30 && !ans.is_empty());
     }
 }

@@ -17,6 +17,8 @@ type Key = (String, String);
 struct Entry {
     service: VerifiedService,
     checked: Instant,
+    /// A watch thread keeps it up to date.
+    watched: bool,
 }
 
 pub(crate) struct Zone {
@@ -75,29 +77,38 @@ impl Zone {
                 max_age_ms: self.config.max_age.as_millis() as u64,
             });
         }
-        let watch_from = {
-            let mut entries = self.entries();
-            let known = entries.contains_key(&key);
-            if known || entries.len() < self.config.max_services {
-                let keep = entries
-                    .get(&key)
-                    .is_some_and(|e| e.service.height > verified.height);
-                if !keep {
-                    entries.insert(
-                        key.clone(),
-                        Entry {
-                            service: verified.clone(),
-                            checked: Instant::now(),
-                        },
-                    );
-                }
+        let mut entries = self.entries();
+        let known = entries.contains_key(&key);
+        // Names that do not exist must not crowd out services that do: a
+        // proven absence makes room for a present service.
+        if !known && entries.len() >= self.config.max_services && verified.record.is_some() {
+            let absent = entries
+                .iter()
+                .find(|(_, e)| e.service.record.is_none())
+                .map(|(k, _)| k.clone());
+            if let Some(k) = absent {
+                entries.remove(&k);
             }
-            (!known && entries.contains_key(&key)).then_some(verified.height + 1)
-        };
-        if let Some(from) = watch_from {
-            self.start_watch(key, from);
         }
-        Ok(verified)
+        if !known && entries.len() >= self.config.max_services {
+            return Ok(verified);
+        }
+        let entry = entries.entry(key.clone()).or_insert_with(|| Entry {
+            service: verified.clone(),
+            checked: Instant::now(),
+            watched: false,
+        });
+        if verified.height >= entry.service.height {
+            entry.service = verified.clone();
+            entry.checked = Instant::now();
+        }
+        // Present services are watched; an absence is verified again after
+        // `refresh`.
+        if !entry.watched && entry.service.record.is_some() {
+            entry.watched = self.start_watch(key, verified.height + 1);
+        }
+        // The newest verified record (the watch may have seen a later one).
+        Ok(entry.service.clone())
     }
 
     /// Replace an entry with a newer verified record.
@@ -112,10 +123,12 @@ impl Zone {
         }
     }
 
-    fn start_watch(self: &Arc<Self>, key: Key, from: u64) {
+    /// Start a watch thread for `key` from height `from`; false when the
+    /// bound on watches is reached or the thread could not start.
+    fn start_watch(self: &Arc<Self>, key: Key, from: u64) -> bool {
         if self.watches.fetch_add(1, Ordering::Relaxed) >= self.config.max_services {
             self.watches.fetch_sub(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         let zone = Arc::clone(self);
         let spawned = thread::Builder::new()
@@ -123,7 +136,8 @@ impl Zone {
             .spawn(move || {
                 let client = Arc::clone(&zone.client);
                 for item in client.watch(&key.0, Some(&key.1), Some(from)) {
-                    if zone.stopped.load(Ordering::Relaxed) {
+                    // Stopped, or its entry was dropped: the watch ends.
+                    if zone.stopped.load(Ordering::Relaxed) || !zone.entries().contains_key(&key) {
                         break;
                     }
                     match item {
@@ -134,9 +148,13 @@ impl Zone {
                 }
                 zone.watches.fetch_sub(1, Ordering::Relaxed);
             });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "could not start a dns watch");
-            self.watches.fetch_sub(1, Ordering::Relaxed);
+        match spawned {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start a dns watch");
+                self.watches.fetch_sub(1, Ordering::Relaxed);
+                false
+            }
         }
     }
 }
