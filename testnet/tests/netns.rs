@@ -255,7 +255,7 @@ fn four_validators_in_four_namespaces_from_the_genesis_ceremony() {
             run(
                 Command::new(&node_bin)
                     .args(["keygen", "--out"])
-                    .arg(host.join("node.key")),
+                    .arg(host.join("validator.key")),
                 30,
             ),
             "palisade-node keygen",
