@@ -89,14 +89,19 @@ impl Handler {
             Some(None) => return Outcome::NxDomain,
             Some(Some(q)) => q,
         };
-        let Ok(_permit) = self.inflight.clone().try_acquire_owned() else {
+        let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
             tracing::warn!("dns: too many verifications in flight");
             return Outcome::ServFail;
         };
         let (ns, svc) = q.service();
         let (ns, svc) = (ns.to_string(), svc.to_string());
         let zone = self.zone.clone();
-        let lookup = tokio::task::spawn_blocking(move || zone.resolve(&ns, &svc));
+        // The permit goes with the task: a verification that outlives the
+        // query's time bound still counts until it ends.
+        let lookup = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            zone.resolve(&ns, &svc)
+        });
         let verified = match tokio::time::timeout(self.config.lookup_timeout, lookup).await {
             Ok(Ok(Ok(v))) => v,
             Ok(Ok(Err(e))) => {
