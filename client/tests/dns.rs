@@ -321,4 +321,35 @@ fn dns_answers_verified_records_only_and_never_a_forgery() {
     let nowhere = start_dns(&unreachable_file, &[]);
     let (status, answers) = dig(nowhere.addr, "echo.demo.palisade.", "A");
     assert_eq!((status.as_str(), answers.len()), ("SERVFAIL", 0));
+
+    // Garbage datagrams (random bytes, truncated headers, a header claiming
+    // many questions) get no answer bigger than themselves and break nothing.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..100usize {
+        let len = [1, 11, 12, 40, 512][i % 5];
+        let mut packet: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        if len >= 12 {
+            packet[2] &= 0x7f; // a query, not a response
+            packet[4] = 0xff; // 65k+ questions claimed
+        }
+        socket.send_to(&packet, dns.addr).unwrap();
+        let mut buf = [0u8; 4096];
+        if let Ok((n, _)) = socket.recv_from(&mut buf) {
+            assert!(n <= len.max(12) + 512, "answer of {n} bytes to {len} bytes");
+        }
+    }
+    let (status, answers) = dig(dns.addr, "echo.demo.palisade.", "A");
+    assert_eq!(status, "NOERROR");
+    assert_eq!(answers, vec!["echo.demo.palisade. 5 IN A 127.0.0.1"]);
 }
