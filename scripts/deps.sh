@@ -4,9 +4,11 @@
 #   librocksdb-dev      : RocksDB 7.8.3, linked by the `rocksdb` crate 0.20.1
 #                         (see .cargo/config.toml) instead of 40 CPU-minutes of C++
 #   prometheus          : promtool, which checks the node's /metrics in the tests
+#   dnsutils            : dig, which queries `palisade dns` in the client tests
+#   iproute2            : ip netns/link, for the four-namespace deployment test
 set -euo pipefail
 need=()
-for p in clang libclang-dev librocksdb-dev prometheus; do
+for p in clang libclang-dev librocksdb-dev prometheus dnsutils iproute2; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 [ ${#need[@]} -eq 0 ] && exit 0

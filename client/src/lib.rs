@@ -27,6 +27,8 @@
 
 mod cache;
 mod client;
+#[cfg(feature = "dns")]
+pub mod dns;
 mod error;
 mod heartbeat;
 mod lookup;

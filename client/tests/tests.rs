@@ -9,6 +9,10 @@ mod support;
 
 mod cli;
 mod cli_submit;
+#[cfg(feature = "dns")]
+mod dns;
+#[cfg(feature = "genesis")]
+mod genesis;
 mod lookups;
 mod network;
 mod receipts;

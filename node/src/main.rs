@@ -26,6 +26,13 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Generate this node's validator key file (mode 0600, never overwritten)
+    /// and print its public key, the KEY of `palisade genesis new --validator`.
+    Keygen {
+        /// Where to write the key file.
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+    },
     /// Check a configuration (and its key, genesis and network files) and exit.
     Check {
         /// The node's TOML configuration.
@@ -68,6 +75,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()
                 .context("starting the async runtime")?;
             runtime.block_on(palisade_node::run(config))?;
+        }
+        Command::Keygen { out } => {
+            let key = palisade_keys::generate_key_file(&out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", key.public().to_hex());
+            }
         }
         Command::Check { config } => {
             let config = NodeConfig::load(&config)?;

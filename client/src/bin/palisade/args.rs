@@ -179,6 +179,71 @@ pub(crate) enum Command {
         #[arg(long, value_name = "H")]
         from_height: Option<u64>,
     },
+    /// The genesis ceremony of a new network.
+    #[cfg(feature = "genesis")]
+    #[command(subcommand)]
+    Genesis(GenesisCommand),
+    /// A local DNS server answering A, AAAA and SRV for SVC.NS.palisade. and
+    /// _SVC._tcp.NS.palisade. from verified lookups only.
+    #[cfg(feature = "dns")]
+    Dns {
+        #[command(flatten)]
+        net: Net,
+        /// UDP and TCP address to serve on, e.g. 127.0.0.1:5353.
+        #[arg(long, value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// TTL of every answer, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 5)]
+        ttl: u32,
+        /// Refuse certified state older than SECS seconds (SERVFAIL).
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        max_age: u64,
+        /// Verify a remembered answer again when the watch has not updated
+        /// it for SECS seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 5)]
+        refresh: u64,
+    },
+}
+
+/// `palisade genesis ...`: the genesis ceremony (see docs/deploy.md).
+#[cfg(feature = "genesis")]
+#[derive(Subcommand)]
+pub(crate) enum GenesisCommand {
+    /// Write genesis.json and network.json for a new network (never overwrites).
+    New {
+        /// Chain id (one per datacenter; every transaction names it).
+        #[arg(long, value_name = "ID")]
+        chain_id: String,
+        /// Datacenter name.
+        #[arg(long, value_name = "NAME")]
+        datacenter: String,
+        /// A validator: its public key (from `palisade-node keygen`), its
+        /// libp2p address and its API URL, e.g.
+        /// `KEY=/ip4/10.0.0.1/tcp/7000,http://10.0.0.1:7100` (repeatable, in order).
+        #[arg(long, value_name = "KEY=P2P_ADDR,API_URL", required = true)]
+        validator: Vec<String>,
+        /// Public key of an enrollment authority member (repeatable).
+        #[arg(long, value_name = "KEY", required = true)]
+        authority: Vec<String>,
+        /// Authority signatures an enrollment or revocation needs (M of N).
+        #[arg(long, value_name = "M")]
+        threshold: u32,
+        /// Genesis block time in ms since the Unix epoch (default: now).
+        #[arg(long, value_name = "MS")]
+        genesis_time_ms: Option<u64>,
+        /// Directory to write genesis.json and network.json into.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
+    /// Check that network.json is genesis.json's network file; print the hash.
+    Verify {
+        /// The genesis document.
+        #[arg(long, value_name = "FILE", default_value = "genesis.json")]
+        genesis: PathBuf,
+        /// The network file.
+        #[arg(long, value_name = "FILE", default_value = "network.json")]
+        network: PathBuf,
+    },
 }
 
 #[derive(Args)]

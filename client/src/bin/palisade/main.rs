@@ -6,6 +6,8 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod args;
+#[cfg(feature = "genesis")]
+mod genesis;
 mod output;
 
 use std::path::PathBuf;
@@ -227,7 +229,104 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             target,
             from_height,
         } => watch(&read, &target, from_height),
+        #[cfg(feature = "genesis")]
+        Command::Genesis(cmd) => genesis_command(cmd),
+        #[cfg(feature = "dns")]
+        Command::Dns {
+            net,
+            listen,
+            ttl,
+            max_age,
+            refresh,
+        } => dns(&net, listen, ttl, max_age, refresh),
     }
+}
+
+#[cfg(feature = "genesis")]
+fn genesis_command(cmd: args::GenesisCommand) -> Result<(), ClientError> {
+    match cmd {
+        args::GenesisCommand::New {
+            chain_id,
+            datacenter,
+            validator,
+            authority,
+            threshold,
+            genesis_time_ms,
+            out,
+        } => {
+            let request = genesis::NewGenesis {
+                chain_id,
+                datacenter,
+                validators: validator
+                    .iter()
+                    .map(|v| genesis::parse_validator(v))
+                    .collect::<Result<_, _>>()?,
+                authority: authority
+                    .iter()
+                    .map(|k| {
+                        PublicKey::from_hex(k.trim())
+                            .map_err(|e| ClientError::Invalid(format!("--authority {k}: {e}")))
+                    })
+                    .collect::<Result<_, _>>()?,
+                threshold,
+                genesis_time_ms: genesis_time_ms.unwrap_or_else(now_ms),
+            };
+            let (g, n) = genesis::build(&request)?;
+            let (gp, np) = genesis::write(&out, &g, &n)?;
+            println!("genesis hash {}", g.hash());
+            println!("wrote {} and {}", gp.display(), np.display());
+            Ok(())
+        }
+        args::GenesisCommand::Verify { genesis, network } => {
+            let (g, n) = genesis::verify(&genesis, &network)?;
+            println!(
+                "ok: chain {} ({}), genesis hash {}, {} validators, authority {} of {}",
+                g.chain_id,
+                n.datacenter,
+                g.hash(),
+                g.validators.validators.len(),
+                g.authority.threshold,
+                g.authority.members.len()
+            );
+            Ok(())
+        }
+    }
+}
+
+#[cfg(feature = "dns")]
+fn dns(
+    net: &Net,
+    listen: std::net::SocketAddr,
+    ttl: u32,
+    max_age: u64,
+    refresh: u64,
+) -> Result<(), ClientError> {
+    let dns = palisade_client::dns::DnsConfig {
+        ttl,
+        max_age: Duration::from_secs(max_age),
+        refresh: Duration::from_secs(refresh),
+        ..palisade_client::dns::DnsConfig::default()
+    };
+    // Short request bounds, no retries, no stale answers, no disk cache:
+    // a DNS answer is verified now or it is SERVFAIL.
+    let config = ClientConfig {
+        only_node: net.node.clone(),
+        request_timeout: Duration::from_secs(2),
+        retries: 0,
+        freshness: Freshness {
+            max_age: dns.max_age,
+            ..Freshness::default()
+        },
+        serve_stale: false,
+        cache_dir: None,
+        watch_stream_lifetime: Duration::from_secs(30),
+        ..ClientConfig::default()
+    };
+    let client = Client::new(load_network_file(&net.network)?, config)?;
+    palisade_client::dns::serve(Arc::new(client), listen, dns, |addr| {
+        eprintln!("palisade dns: serving on {addr} (udp and tcp)");
+    })
+    .map_err(|e| ClientError::Invalid(format!("dns: {e}")))
 }
 
 fn heartbeat_forever(submit: &Submit, target: &Target, secs: u64) -> Result<(), ClientError> {
