@@ -50,4 +50,4 @@ pub use verify::{
     verify_lookup, verify_namespace, verify_receipt, Freshness, VerifiedNamespace, VerifiedReceipt,
     VerifiedService, MAX_RECEIPT_DESCENDANTS,
 };
-pub use watch::Watch;
+pub use watch::{Watch, WATCH_STALL};
