@@ -42,6 +42,7 @@ pub use cache::Cache;
 pub use client::{load_network_file, Client, ClientConfig, LookupAnswer};
 pub use error::ClientError;
 pub use heartbeat::{HeartbeatReport, HeartbeatTask};
+pub use node::terminal_safe;
 pub use signer::{
     enrollment, parse_endpoint, parse_label, parse_service_path, registration, InstanceRef, Signer,
 };

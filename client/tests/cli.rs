@@ -370,3 +370,26 @@ fn status_reports_every_node_and_fails_only_when_none_answers() {
         Some(5)
     );
 }
+
+#[test]
+fn node_text_reaches_the_terminal_escaped() {
+    let world = World::new();
+    // A refusal whose message tries to erase the line and move the cursor.
+    let node = MockNode::start(|_| {
+        Reply::Json(
+            409,
+            r#"{"code":"conflict\u001b[31m","message":"\u001b[2K\u001b[1Aall good\u009b0m"}"#
+                .into(),
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let net = write_network(dir.path(), &world.chain, &[node.url.clone()]);
+    let o = palisade(&["lookup", "--network", &net, "prod/api", "--no-cache"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("all good"), "{err}");
+    assert!(
+        !err.chars().any(|c| c.is_control() && c != '\n'),
+        "control characters reached the terminal: {err:?}"
+    );
+}
