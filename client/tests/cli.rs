@@ -148,7 +148,13 @@ fn lookup_of_a_forged_answer_fails_and_prints_nothing() {
     }
     // A stale certificate: with --strict, refused with its age; by default
     // served, verified but marked stale.
-    let old = world.answer_at("prod", "api", 5, 1_000, &[0, 1, 2]);
+    let old = world.answer_at(
+        "prod",
+        "api",
+        5,
+        crate::support::fixture::now_ms() - 600_000,
+        &[0, 1, 2],
+    );
     let stale = MockNode::start(move |_| Reply::ok(&old));
     let args = [
         "lookup",

@@ -64,6 +64,7 @@ fn client(net: &Net, read: Option<&Read>) -> Result<Client, ClientError> {
         };
         config.read_quorum = read.quorum;
         config.serve_stale = !read.strict;
+        config.max_stale_age = Duration::from_secs(read.max_stale_age);
         config.cache_dir = if read.no_cache {
             None
         } else {
