@@ -225,3 +225,45 @@ async fn a_node_cutting_every_watch_is_routed_around() {
 async fn a_node_stalling_every_watch_is_routed_around() {
     routes_around(ByzantineMode::StallWatch).await;
 }
+
+/// Open a watch stream from `from` (a loopback address) and return the
+/// status line and the open connection.
+async fn open_watch(node: std::net::SocketAddr, from: &str) -> (String, tokio::net::TcpStream) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(node).await.unwrap();
+    stream
+        .write_all(b"GET /v1/watch?namespace=prod HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut status = String::new();
+    tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut status))
+        .await
+        .expect("a status line within 10 s")
+        .unwrap();
+    (status, reader.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_are_capped_per_client_address_on_a_real_node() {
+    let c = Cluster::start_with(1, |cfg| cfg.api.max_watch_streams_per_client = 2).await;
+    let node = c.api(0);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (status, conn) = open_watch(node, "127.0.0.1").await;
+        assert!(status.contains(" 200 "), "{status}");
+        held.push(conn);
+    }
+    let (status, _) = open_watch(node, "127.0.0.1").await;
+    assert!(
+        status.contains(" 503 "),
+        "a third stream from one address: {status}"
+    );
+    // Another address is another client.
+    let (status, other) = open_watch(node, "127.0.0.2").await;
+    assert!(status.contains(" 200 "), "{status}");
+    drop((held, other));
+    c.shutdown().await;
+}
