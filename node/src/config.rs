@@ -33,6 +33,7 @@
 //! max_watch_streams_per_client = 64         # per remote IP address
 //! watch_idle_timeout_ms = 30000             # a stream whose consumer reads nothing this long is closed
 //! max_concurrent_requests = 512             # requests in their handlers at once; more get 503 overloaded
+//! watch_inline_max_bytes = 1048576          # larger watch updates are sent as `changed` (the client looks them up)
 //!
 //! [probes]
 //! enabled = true
@@ -129,6 +130,10 @@ pub struct ApiConfig {
     /// Most requests inside their handlers at once (a stream counts only
     /// until its first byte); more are refused with 503 `overloaded` (default 512).
     pub max_concurrent_requests: usize,
+    /// Largest watch `update` event sent whole; a larger one is announced as
+    /// `changed` and the client looks the service up (default 1 MiB, at most
+    /// 4 MiB: clients refuse events over 8 MiB).
+    pub watch_inline_max_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -141,6 +146,7 @@ impl Default for ApiConfig {
             max_watch_streams_per_client: 64,
             watch_idle_timeout_ms: 30_000,
             max_concurrent_requests: 512,
+            watch_inline_max_bytes: 1 << 20,
         }
     }
 }
@@ -383,6 +389,12 @@ impl NodeConfig {
             return invalid(
                 "api.watch_idle_timeout_ms",
                 format!("{} is outside 100..=3600000", a.watch_idle_timeout_ms),
+            );
+        }
+        if !(256..=4 << 20).contains(&a.watch_inline_max_bytes) {
+            return invalid(
+                "api.watch_inline_max_bytes",
+                format!("{} is outside 256..=4194304", a.watch_inline_max_bytes),
             );
         }
         if a.max_concurrent_requests == 0 {

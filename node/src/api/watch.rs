@@ -7,7 +7,7 @@
 //! of `c`, as a JSON string): every change up to `c` was sent, and a client
 //! resumes with `from_height = c + 1`. A client that loses the stream before
 //! `synced` resumes from the batch's start, so no change is lost. An update
-//! whose JSON would exceed [`INLINE_MAX`] is announced as `changed` (data
+//! whose JSON would exceed `api.watch_inline_max_bytes` is announced as `changed` (data
 //! `namespace/service`) and the client looks it up, so a large service never
 //! needs a large event.
 //!
@@ -48,10 +48,6 @@ use crate::ByzantineMode;
 
 /// Heights read from storage per step of a replay.
 const REPLAY_STEP: u64 = 256;
-
-/// Largest `update` event sent whole; a larger one is sent as `changed`.
-/// Well below the client's event bound (8 MiB).
-pub(crate) const INLINE_MAX: usize = 1 << 20;
 
 /// Events a stream's task may queue ahead of its consumer.
 const STREAM_QUEUE: usize = 64;
@@ -189,7 +185,7 @@ impl Scanner {
                 lookup,
             };
             let data = serde_json::to_string(&update).expect("WatchUpdate encodes");
-            events.push(if data.len() <= INLINE_MAX {
+            events.push(if data.len() <= ctx.api.watch_inline_max_bytes {
                 Event::default().event("update").data(data)
             } else {
                 Event::default()

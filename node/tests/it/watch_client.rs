@@ -226,24 +226,33 @@ async fn a_node_stalling_every_watch_is_routed_around() {
     routes_around(ByzantineMode::StallWatch).await;
 }
 
+type Conn = tokio::io::BufReader<tokio::net::TcpStream>;
+
 /// Open a watch stream from `from` (a loopback address) and return the
 /// status line and the open connection.
-async fn open_watch(node: std::net::SocketAddr, from: &str) -> (String, tokio::net::TcpStream) {
+async fn open_watch(node: std::net::SocketAddr, from: &str) -> (String, Conn) {
+    open_watch_from(node, from, "").await
+}
+
+/// [`open_watch`] from 127.0.0.1 with extra query parameters.
+async fn open_watch_of(node: std::net::SocketAddr, query: &str) -> (String, Conn) {
+    open_watch_from(node, "127.0.0.1", query).await
+}
+
+async fn open_watch_from(node: std::net::SocketAddr, from: &str, query: &str) -> (String, Conn) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
     let mut stream = socket.connect(node).await.unwrap();
-    stream
-        .write_all(b"GET /v1/watch?namespace=prod HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let request = format!("GET /v1/watch?namespace=prod&{query} HTTP/1.1\r\nHost: x\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
     let mut reader = tokio::io::BufReader::new(stream);
     let mut status = String::new();
     tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut status))
         .await
         .expect("a status line within 10 s")
         .unwrap();
-    (status, reader.into_inner())
+    (status, reader)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,5 +274,48 @@ async fn watch_streams_are_capped_per_client_address_on_a_real_node() {
     let (status, other) = open_watch(node, "127.0.0.2").await;
     assert!(status.contains(" 200 "), "{status}");
     drop((held, other));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_too_large_for_an_event_is_announced_and_looked_up() {
+    use tokio::io::AsyncReadExt;
+    let c = Cluster::start_with(1, |cfg| cfg.api.watch_inline_max_bytes = 256).await;
+    c.wait_height(0, 1).await;
+    let (_, r) = c
+        .submit(0, &register(&c.service, 0, "api", "a1"), true)
+        .await;
+    let height = r.receipt.unwrap().height;
+    // On the wire: `changed`, no `update`.
+    let (status, mut raw) = open_watch_of(c.api(0), &format!("from_height={height}")).await;
+    assert!(status.contains(" 200 "), "{status}");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("event: synced") && seen.len() < 1 << 20 {
+        let n = tokio::time::timeout(Duration::from_secs(30), raw.read(&mut buf))
+            .await
+            .expect("stream data within 30 s")
+            .unwrap();
+        assert!(n > 0, "stream ended");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(
+        text.contains("event: changed") && text.contains("prod/api"),
+        "{text}"
+    );
+    assert!(!text.contains("event: update"), "{text}");
+    // The SDK follows the announcement with a verified lookup.
+    let client = client(&c, &[url(&c, 0)]);
+    let rx = watch_thread(
+        client,
+        Some("api"),
+        Some(height),
+        Duration::from_secs(20),
+        1,
+    );
+    let (item, _) = recv(rx, Duration::from_secs(30)).await;
+    let v = item.expect("an update within 30 s").unwrap();
+    assert_eq!(v.instances()[0].instance, "a1");
     c.shutdown().await;
 }
