@@ -52,6 +52,9 @@ pub struct ClientConfig {
     /// (from the nodes or the cache) as [`LookupAnswer::Stale`] instead of
     /// failing.
     pub serve_stale: bool,
+    /// Oldest stale answer served (by certified block time); an older one is
+    /// refused as [`ClientError::Stale`] even with `serve_stale`.
+    pub max_stale_age: Duration,
     /// A watch stream is closed and resumed after this long, so that a node
     /// that silently stalls is left within this bound.
     pub watch_stream_lifetime: Duration,
@@ -71,6 +74,7 @@ impl Default for ClientConfig {
             only_node: None,
             cache_dir: None,
             serve_stale: true,
+            max_stale_age: Duration::from_secs(3600),
             watch_stream_lifetime: Duration::from_secs(60),
         }
     }

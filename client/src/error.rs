@@ -48,6 +48,17 @@ pub enum ClientError {
         /// Latest epoch whose validator set the client trusts.
         trusted: u64,
     },
+    /// A certificate of a retired epoch for a height past that epoch's end
+    /// (its validators may have been sold or leaked since).
+    #[error("certificate of epoch {epoch} for height {height}, but epoch {epoch} ended at height {ended_at}")]
+    RetiredEpoch {
+        /// Epoch of the certificate.
+        epoch: u64,
+        /// The height it certifies.
+        height: u64,
+        /// The last height of that epoch.
+        ended_at: u64,
+    },
     /// An epoch change does not lead from a trusted set to its successor.
     #[error("bad epoch change: {0}")]
     BadEpochChange(String),
@@ -182,6 +193,7 @@ impl ClientError {
                 | ClientError::ForgedSignature(_)
                 | ClientError::NotACommit
                 | ClientError::UnknownEpoch { .. }
+                | ClientError::RetiredEpoch { .. }
                 | ClientError::BadEpochChange(_)
                 | ClientError::ForgedProof(_)
                 | ClientError::WrongService { .. }

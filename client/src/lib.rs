@@ -44,6 +44,7 @@ pub use cache::Cache;
 pub use client::{load_network_file, Client, ClientConfig, LookupAnswer};
 pub use error::ClientError;
 pub use heartbeat::{HeartbeatReport, HeartbeatTask};
+pub use node::terminal_safe;
 pub use signer::{
     enrollment, parse_endpoint, parse_label, parse_service_path, registration, InstanceRef, Signer,
 };
@@ -52,4 +53,4 @@ pub use verify::{
     verify_lookup, verify_namespace, verify_receipt, Freshness, VerifiedNamespace, VerifiedReceipt,
     VerifiedService, MAX_RECEIPT_DESCENDANTS,
 };
-pub use watch::Watch;
+pub use watch::{Watch, WATCH_STALL};

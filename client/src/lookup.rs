@@ -6,9 +6,17 @@
 //! certificate and proof verify but which is older than the bound is kept as
 //! a stale candidate: when the registry lost its quorum its nodes still
 //! answer, with the last certified state, and services should keep finding
-//! each other ([`ClientConfig::serve_stale`]).
+//! each other ([`ClientConfig::serve_stale`]), up to
+//! [`ClientConfig::max_stale_age`].
+//!
+//! One node's garbage or forgery does not decide the outcome when others
+//! answered: a verified stale answer from any node, or nodes that could not
+//! be reached, make the failure an outage (served stale), whatever another
+//! node sent. The cache keeps the newest verified answer: an older one
+//! never replaces it.
 //!
 //! [`ClientConfig::serve_stale`]: crate::ClientConfig::serve_stale
+//! [`ClientConfig::max_stale_age`]: crate::ClientConfig::max_stale_age
 
 use std::thread;
 use std::time::Duration;
@@ -38,6 +46,30 @@ fn keep_highest(slot: &mut Option<Answer>, candidate: Answer) {
     }
 }
 
+/// The error that says the registry is out of reach or stopped advancing
+/// (a verified but stale answer, or nodes that could not be reached),
+/// among the errors of a round of nodes, if any.
+fn outage_cause(errors: &[ClientError]) -> Option<ClientError> {
+    if let Some(stale) = errors
+        .iter()
+        .find(|e| matches!(e, ClientError::Stale { .. }))
+    {
+        return Some(stale.clone());
+    }
+    let mut lines: Vec<String> = Vec::new();
+    for e in errors.iter().filter(|e| e.is_unavailable()) {
+        let line = e.to_string();
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    match lines.len() {
+        0 => None,
+        1 => errors.iter().find(|e| e.is_unavailable()).cloned(),
+        _ => Some(ClientError::Unavailable(lines)),
+    }
+}
+
 impl Client {
     /// Verified lookup of `namespace/service` (see
     /// [`ClientConfig::read_quorum`](crate::ClientConfig::read_quorum)). When
@@ -51,8 +83,16 @@ impl Client {
             self.remember(namespace, service, &response);
             return Ok(LookupAnswer::Fresh(verified));
         }
-        let cause = self.pick_error(gathered.errors);
-        let outage = cause.is_unavailable() || matches!(cause, ClientError::Stale { .. });
+        // A node that lied does not hide an outage the others show; with
+        // one node only, what it sent is the answer.
+        let only_outages = gathered
+            .errors
+            .iter()
+            .all(|e| e.is_unavailable() || matches!(e, ClientError::Stale { .. }));
+        let (cause, outage) = match outage_cause(&gathered.errors) {
+            Some(outage) if self.nodes().len() > 1 || only_outages => (outage, true),
+            _ => (self.pick_error(gathered.errors), false),
+        };
         if !self.config().serve_stale || !outage {
             return Err(cause);
         }
@@ -75,6 +115,14 @@ impl Client {
             (_, None) => return Err(cause),
         };
         let age = Duration::from_millis(now.saturating_sub(service.timestamp_ms));
+        let max_stale = self.config().max_stale_age;
+        if age > max_stale {
+            tracing::warn!(age_ms = age.as_millis() as u64, %cause, "stale answer too old to serve");
+            return Err(ClientError::Stale {
+                age_ms: age.as_millis() as u64,
+                max_age_ms: max_stale.as_millis() as u64,
+            });
+        }
         Ok(LookupAnswer::Stale {
             service,
             age,
@@ -82,12 +130,44 @@ impl Client {
         })
     }
 
+    /// Cache a verified answer unless the cache holds a newer verified one.
     fn remember(&self, namespace: &str, service: &str, response: &LookupResponse) {
         if let Some(cache) = &self.cache {
+            let height = self
+                .cached_height(namespace, service, response)
+                .unwrap_or(None);
+            if let Some((new, old)) = height {
+                if old > new {
+                    tracing::debug!(new, old, "the cache holds a newer answer; kept");
+                    return;
+                }
+            }
             if let Err(e) = cache.store(namespace, service, response) {
                 tracing::warn!(error = %e, "could not cache the answer");
             }
         }
+    }
+
+    /// The heights of `response` and of the cached answer, both verified
+    /// (`None` when nothing verifiable is cached).
+    fn cached_height(
+        &self,
+        namespace: &str,
+        service: &str,
+        response: &LookupResponse,
+    ) -> Result<Option<(u64, u64)>, ClientError> {
+        let Some((cached, _)) = self.cached(namespace, service)? else {
+            return Ok(None);
+        };
+        let new = verify_lookup(
+            &self.trust_lock(),
+            namespace,
+            service,
+            response,
+            now_ms(),
+            None,
+        )?;
+        Ok(Some((new.height, cached.height)))
     }
 
     /// The cached answer for a service, re-verified against the trusted

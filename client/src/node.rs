@@ -23,6 +23,26 @@ pub(crate) struct NodeApi {
     agent: ureq::Agent,
 }
 
+/// Text a node supplied, made safe for a terminal: every control character
+/// (ANSI escapes, carriage returns, C1 codes) and every bidirectional
+/// override is shown as a `\u{..}` escape, so node text cannot move the
+/// cursor, erase or reorder what the client prints (say, a STALE warning).
+pub fn terminal_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}');
+        if c.is_control() || bidi {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Longest piece of a node's refusal kept (code or message).
+const MAX_REFUSAL_CHARS: usize = 500;
+
 /// Percent-encode one URL path segment or query value.
 pub(crate) fn encode_component(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -73,12 +93,19 @@ impl NodeApi {
                 String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
             ),
         };
+        let bounded =
+            |s: &str| terminal_safe(&s.chars().take(MAX_REFUSAL_CHARS).collect::<String>());
         ClientError::Api {
             node: self.url.clone(),
             status,
-            code,
-            message,
+            code: bounded(&code),
+            message: bounded(&message),
         }
+    }
+
+    #[cfg(test)]
+    fn refusal_for_test(&self, status: u16, body: &[u8]) -> ClientError {
+        self.refusal(status, body)
     }
 
     fn finish<T: DeserializeOwned>(
@@ -158,5 +185,36 @@ impl NodeApi {
         }
         let reader = response.into_body().into_reader().take(u64::MAX);
         Ok(Box::new(BufReader::new(reader)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_text_cannot_reach_the_terminal_as_control_characters() {
+        let hostile = "ok\u{1b}[2K\u{1b}[1A\rfine\u{9b}31m\u{202e}txet";
+        let safe = terminal_safe(hostile);
+        assert!(!safe.chars().any(|c| c.is_control()), "{safe}");
+        assert!(!safe.contains('\u{202e}'));
+        assert!(safe.contains("\\u{1b}[2K"), "{safe}");
+        assert_eq!(terminal_safe("plain text: 503"), "plain text: 503");
+    }
+
+    #[test]
+    fn a_refusal_is_escaped_and_bounded() {
+        let node = NodeApi::new("http://n", agent(Duration::from_secs(1)));
+        let body = format!(
+            r#"{{"code":"x\u001b[31m","message":"{}\u001b[2K"}}"#,
+            "m".repeat(10_000)
+        );
+        match node.refusal_for_test(503, body.as_bytes()) {
+            ClientError::Api { code, message, .. } => {
+                assert!(!code.contains('\u{1b}') && !message.contains('\u{1b}'));
+                assert!(message.len() <= MAX_REFUSAL_CHARS, "{}", message.len());
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -77,7 +77,9 @@ impl Signer {
 
     /// Record that `sequence` was committed: the next one is `sequence + 1`.
     pub(crate) fn advance(&mut self, sequence: u64) {
-        self.next_sequence = sequence + 1;
+        // Saturating: a number from a node must not overflow (u64::MAX is
+        // refused by the state machine, so it is never used twice).
+        self.next_sequence = sequence.saturating_add(1);
         self.known = true;
     }
 }

@@ -1,15 +1,23 @@
 //! A server-sent-events reader (the subset of the WHATWG event-stream format
 //! the node uses: `event:` and `data:` fields, comments, blank-line dispatch).
+//!
+//! Every read is bounded before it allocates: a line is read from the
+//! buffer piecewise and refused as soon as the event it belongs to would
+//! exceed [`MAX_EVENT_BYTES`], so a node streaming bytes without a newline
+//! costs the client at most that much memory.
 
 use std::io::BufRead;
 
-/// Longest event accepted; a node that sends more is cut off.
-const MAX_EVENT_BYTES: usize = 8 << 20;
+/// Longest event accepted (all its lines together); a node that sends more
+/// is cut off. The node announces a change whose proof would not fit as a
+/// `changed` event instead, which the client follows with a lookup.
+pub(crate) const MAX_EVENT_BYTES: usize = 8 << 20;
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SseEvent {
-    /// The `event:` field (`message` when absent).
+    /// The `event:` field (`message` when absent; empty for a comment line
+    /// between events, i.e. a keepalive).
     pub(crate) event: String,
     /// The `data:` lines joined with `\n`.
     pub(crate) data: String,
@@ -27,14 +35,42 @@ pub(crate) enum SseEnd {
 /// Reads events from a byte stream.
 pub(crate) struct SseReader<R> {
     inner: R,
-    line: String,
+    line: Vec<u8>,
 }
 
 impl<R: BufRead> SseReader<R> {
     pub(crate) fn new(inner: R) -> Self {
         SseReader {
             inner,
-            line: String::new(),
+            line: Vec::new(),
+        }
+    }
+
+    /// Read one line (with its `\n`, if any) into `self.line`, refusing it
+    /// once it would exceed `limit` bytes; nothing beyond `limit` plus one
+    /// buffer fill is read or kept. Returns the bytes read (0 at the end).
+    fn read_line_bounded(&mut self, limit: usize) -> Result<usize, SseEnd> {
+        self.line.clear();
+        loop {
+            let buf = self
+                .inner
+                .fill_buf()
+                .map_err(|e| SseEnd::Closed(e.to_string()))?;
+            if buf.is_empty() {
+                return Ok(self.line.len());
+            }
+            let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            if self.line.len() + take > limit {
+                return Err(SseEnd::TooLarge);
+            }
+            self.line.extend_from_slice(&buf[..take]);
+            self.inner.consume(take);
+            if done {
+                return Ok(self.line.len());
+            }
         }
     }
 
@@ -44,19 +80,14 @@ impl<R: BufRead> SseReader<R> {
         let mut data: Option<String> = None;
         let mut size = 0usize;
         loop {
-            self.line.clear();
-            let n = self
-                .inner
-                .read_line(&mut self.line)
-                .map_err(|e| SseEnd::Closed(e.to_string()))?;
+            let n = self.read_line_bounded(MAX_EVENT_BYTES - size)?;
             if n == 0 {
                 return Err(SseEnd::Closed("end of stream".into()));
             }
             size += n;
-            if size > MAX_EVENT_BYTES {
-                return Err(SseEnd::TooLarge);
-            }
-            let line = self.line.trim_end_matches(['\n', '\r']);
+            let line = std::str::from_utf8(&self.line)
+                .map_err(|_| SseEnd::Closed("event stream is not UTF-8".into()))?
+                .trim_end_matches(['\n', '\r']);
             if line.is_empty() {
                 match data.take() {
                     Some(data) => {
@@ -74,7 +105,15 @@ impl<R: BufRead> SseReader<R> {
                     }
                 }
             }
-            if line.starts_with(':') {
+            if let Some(comment) = line.strip_prefix(':') {
+                // Keepalives are handed out (as an empty event name) so that a
+                // reader can notice a stream that carries nothing else.
+                if data.is_none() && event.is_empty() {
+                    return Ok(SseEvent {
+                        event: String::new(),
+                        data: comment.to_string(),
+                    });
+                }
                 continue;
             }
             let (field, value) = match line.split_once(':') {
@@ -102,7 +141,8 @@ mod tests {
 
     #[test]
     fn parses_events_comments_and_multiline_data() {
-        let text = ": keepalive\n\nevent: update\ndata: {\"a\":\ndata: 1}\n\ndata:plain\r\n\r\nevent: cutoff\ndata: x";
+        let text =
+            "event: update\ndata: {\"a\":\ndata: 1}\n\ndata:plain\r\n\r\nevent: cutoff\ndata: x";
         let mut r = SseReader::new(text.as_bytes());
         assert_eq!(
             r.next_event().unwrap(),
@@ -127,5 +167,54 @@ mod tests {
         let big = format!("data: {}\n", "x".repeat(MAX_EVENT_BYTES));
         let mut r = SseReader::new(big.as_bytes());
         assert!(matches!(r.next_event(), Err(SseEnd::TooLarge)));
+    }
+
+    /// Counts the bytes handed out by the inner reader.
+    struct Counting<R> {
+        inner: R,
+        read: std::rc::Rc<std::cell::Cell<usize>>,
+    }
+
+    impl<R: std::io::Read> std::io::Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read.set(self.read.get() + n);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_line_without_end_is_refused_before_it_is_read_whole() {
+        use std::io::Read;
+        let read = std::rc::Rc::new(std::cell::Cell::new(0));
+        let endless = Counting {
+            inner: std::io::repeat(b'x').take(8 * MAX_EVENT_BYTES as u64),
+            read: read.clone(),
+        };
+        let mut r = SseReader::new(std::io::BufReader::new(endless));
+        assert!(matches!(r.next_event(), Err(SseEnd::TooLarge)));
+        assert!(
+            read.get() <= MAX_EVENT_BYTES + 64 * 1024,
+            "read {} bytes of one line, the bound is {MAX_EVENT_BYTES}",
+            read.get()
+        );
+    }
+
+    #[test]
+    fn many_lines_of_one_event_share_one_bound() {
+        let line = format!("data: {}\n", "y".repeat(1000));
+        let text = line.repeat(MAX_EVENT_BYTES / line.len() + 1);
+        let mut r = SseReader::new(text.as_bytes());
+        assert!(matches!(r.next_event(), Err(SseEnd::TooLarge)));
+    }
+
+    #[test]
+    fn hands_out_keepalive_comments() {
+        let mut r = SseReader::new(": a\n\n: b\n\ndata: x\n\n".as_bytes());
+        for comment in [" a", " b"] {
+            let e = r.next_event().unwrap();
+            assert_eq!((e.event.as_str(), e.data.as_str()), ("", comment));
+        }
+        assert_eq!(r.next_event().unwrap().data, "x");
     }
 }

@@ -4,7 +4,10 @@
 //! else. A later epoch's set is trusted only once the certificate of the last
 //! block of the previous epoch, signed by a quorum of the previous set, names
 //! it ([`CommitCertificate::next_epoch`]). Sets of past epochs are kept so that
-//! an older certificate still verifies against the set that signed it.
+//! an older certificate still verifies against the set that signed it, but
+//! only for heights up to the end of its epoch: a retired set's certificate
+//! for a later height is refused ([`ClientError::RetiredEpoch`]), since
+//! retired validators may no longer guard their keys.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +20,8 @@ use crate::ClientError;
 pub struct TrustedChain {
     chain_id: String,
     sets: BTreeMap<u64, ValidatorSet>,
+    /// Last height of each retired epoch.
+    ends: BTreeMap<u64, u64>,
     changes: Vec<CommitCertificate>,
 }
 
@@ -29,6 +34,7 @@ impl TrustedChain {
         Ok(TrustedChain {
             chain_id: chain_id.to_string(),
             sets,
+            ends: BTreeMap::new(),
             changes: Vec::new(),
         })
     }
@@ -76,6 +82,15 @@ impl TrustedChain {
             got: li.epoch,
             trusted: self.latest_epoch(),
         })?;
+        if let (Some(&ended_at), Some(block)) = (self.ends.get(&li.epoch), &li.commit) {
+            if block.height > ended_at {
+                return Err(ClientError::RetiredEpoch {
+                    epoch: li.epoch,
+                    height: block.height,
+                    ended_at,
+                });
+            }
+        }
         Ok(cert.verify(set, &self.chain_id)?)
     }
 
@@ -107,6 +122,9 @@ impl TrustedChain {
                 validators = next.validators.len(),
                 "followed epoch change"
             );
+            if let Some(end) = &cert.ledger_info.commit {
+                self.ends.insert(latest, end.height);
+            }
             self.sets.insert(next.epoch, next);
             self.changes.push(cert.clone());
         }

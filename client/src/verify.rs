@@ -270,7 +270,7 @@ pub fn verify_receipt(
         let child = hex
             .decode()
             .map_err(|e| ClientError::Malformed(format!("descendant block: {e}")))?;
-        if child.parent_info != tip.hash() || child.height != tip.height + 1 {
+        if child.parent_info != tip.hash() || tip.height.checked_add(1) != Some(child.height) {
             return Err(forged(format!(
                 "block at height {} does not extend block {} of the chain",
                 child.height, tip.height

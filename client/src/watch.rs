@@ -1,29 +1,51 @@
 //! Watching a service or a namespace through the nodes' SSE streams.
 //!
+//! The node sends, per batch, one `update` per changed service (its lookup
+//! proven at the node's latest certified height `c`), then `synced` with the
+//! commit certificate of `c`: every change committed from the stream's
+//! `from_height` up to `c` has been sent. A change whose proof would not fit
+//! in an event is announced as `changed` (`namespace/service`), and the
+//! client fetches it with a verified lookup from the same node.
+//!
 //! Every update is verified like a lookup (certificate against the trusted
-//! set, proof against the certified root) before it is handed out; freshness
-//! is not applied, since a resumed stream replays past heights. After a
-//! disconnect, a stream cut-off or a failed verification the watch reconnects
-//! (to the next node) from the last height it delivered, and drops updates it
-//! already delivered (same service, same height). An update for a service at
-//! a height below the last one delivered is refused as
-//! [`ClientError::OutOfOrder`].
+//! set, proof against the certified root, the same freshness bound), and
+//! must not go back: it is refused as [`ClientError::OutOfOrder`] when its
+//! height is below the `from_height` asked for or below a height already
+//! seen on this watch (a replayed old state). An update already delivered
+//! (same service, same height) is dropped.
+//!
+//! Resuming: the watch reconnects from one past the last verified `synced`
+//! height, never from the height of an update, so a stream cut in the middle
+//! of a batch is resumed from the batch's start and no change is lost (some
+//! may be delivered again at a newer height). A `synced` certificate must be
+//! fresh and above what was seen, so a node cannot move the resume point
+//! into the future or the past.
+//!
+//! Failover: a cutoff, an end of stream, an oversized event, a refused
+//! update, or a stream that makes no verified progress for
+//! [`WATCH_STALL`] (keepalives only) moves the watch to the next node.
 
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use palisade_crypto::api::{ApiError, WatchUpdate};
+use palisade_crypto::api::{ApiError, LookupResponse, WatchUpdate};
+use palisade_crypto::{CommitCertificate, Hex};
 
 use crate::client::now_ms;
-use crate::node::encode_component;
-use crate::sse::{SseEnd, SseReader};
+use crate::node::{encode_component, NodeApi};
+use crate::sse::{SseEnd, SseReader, MAX_EVENT_BYTES};
 use crate::verify::verify_lookup;
 use crate::{Client, ClientError, VerifiedService};
 
 /// Longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How long a stream may go without verified progress (a new `synced`
+/// height or a new update) before the watch moves to another node. Honest
+/// nodes certify a height at least every half round timeout, idle or not.
+pub const WATCH_STALL: Duration = Duration::from_secs(20);
 
 /// A verified stream of changes; iterate it to receive them.
 ///
@@ -34,11 +56,20 @@ pub struct Watch<'a> {
     client: &'a Client,
     namespace: String,
     service: Option<String>,
-    from_height: Option<u64>,
+    /// Lowest height an update may have (the `from_height` asked for).
+    floor: Option<u64>,
+    /// Where the next connection starts (`from_height` of the request).
+    resume: Option<u64>,
+    /// Highest verified height seen (update or `synced`).
+    seen: u64,
     delivered: HashMap<String, u64>,
     stream: Option<SseReader<Box<dyn BufRead + Send>>>,
     node: usize,
     failures: u32,
+    stall: Duration,
+    progress: Instant,
+    /// Whether the current stream made verified progress.
+    stream_progressed: bool,
 }
 
 impl std::fmt::Debug for Watch<'_> {
@@ -46,7 +77,8 @@ impl std::fmt::Debug for Watch<'_> {
         f.debug_struct("Watch")
             .field("namespace", &self.namespace)
             .field("service", &self.service)
-            .field("from_height", &self.from_height)
+            .field("resume", &self.resume)
+            .field("seen", &self.seen)
             .finish()
     }
 }
@@ -54,9 +86,9 @@ impl std::fmt::Debug for Watch<'_> {
 impl Client {
     /// Watch one service (`Some(service)`) or a whole namespace, from
     /// `from_height` on. With `None` the node starts after its latest
-    /// certified height, and a reconnection before the first update does so
-    /// again, which may skip changes committed in between: pass the height
-    /// after a verified lookup (or [`Client::services`]) to be exact.
+    /// certified height, and a reconnection before the first `synced` does
+    /// so again, which may skip changes committed in between: pass the
+    /// height after a verified lookup (or [`Client::services`]) to be exact.
     pub fn watch(
         &self,
         namespace: &str,
@@ -67,19 +99,37 @@ impl Client {
             client: self,
             namespace: namespace.to_string(),
             service: service.map(str::to_string),
-            from_height,
+            floor: from_height,
+            resume: from_height,
+            seen: 0,
             delivered: HashMap::new(),
             stream: None,
             node: 0,
             failures: 0,
+            stall: WATCH_STALL,
+            progress: Instant::now(),
+            stream_progressed: false,
         }
     }
+}
+
+/// What one event did to the watch.
+enum Step {
+    Deliver(VerifiedService),
+    Continue,
 }
 
 impl Watch<'_> {
     /// The height the next connection resumes from.
     pub fn resume_height(&self) -> Option<u64> {
-        self.from_height
+        self.resume
+    }
+
+    /// Move to another node when a stream makes no verified progress for
+    /// this long (default [`WATCH_STALL`]).
+    pub fn stall_after(mut self, stall: Duration) -> Self {
+        self.stall = stall;
+        self
     }
 
     fn path(&self) -> String {
@@ -87,27 +137,37 @@ impl Watch<'_> {
         if let Some(s) = &self.service {
             path.push_str(&format!("&service={}", encode_component(s)));
         }
-        if let Some(h) = self.from_height {
+        if let Some(h) = self.resume {
             path.push_str(&format!("&from_height={h}"));
         }
         path
     }
 
-    fn connect(&mut self) -> Result<(), ClientError> {
+    fn current_node(&self) -> &NodeApi {
         let nodes = self.client.nodes();
-        let node = &nodes[self.node % nodes.len()];
+        &nodes[self.node % nodes.len()]
+    }
+
+    fn connect(&mut self) -> Result<(), ClientError> {
+        let node = self.current_node().clone();
         let lifetime = self.client.config().watch_stream_lifetime;
         let reader = node.stream(&self.path(), lifetime)?;
-        tracing::info!(node = node.url(), from_height = ?self.from_height, "watch connected");
+        tracing::info!(node = node.url(), from_height = ?self.resume, "watch connected");
         self.stream = Some(SseReader::new(reader));
+        self.progress = Instant::now();
+        self.stream_progressed = false;
         Ok(())
     }
 
-    fn drop_stream(&mut self, switch_node: bool) {
+    fn made_progress(&mut self) {
+        self.progress = Instant::now();
+        self.stream_progressed = true;
+        self.failures = 0;
+    }
+
+    fn switch_node(&mut self) {
         self.stream = None;
-        if switch_node {
-            self.node = self.node.wrapping_add(1);
-        }
+        self.node = self.node.wrapping_add(1);
     }
 
     fn backoff(&self) -> Duration {
@@ -115,49 +175,138 @@ impl Watch<'_> {
         (base * 2u32.saturating_pow(self.failures.min(16))).min(MAX_BACKOFF)
     }
 
-    /// Verify an update and decide whether it is new.
-    fn accept(&mut self, data: &str) -> Result<Option<VerifiedService>, ClientError> {
-        let update: WatchUpdate = serde_json::from_str(data)
-            .map_err(|e| ClientError::Malformed(format!("watch update: {e}")))?;
-        let asked = match &self.service {
+    fn asked(&self) -> String {
+        match &self.service {
             Some(s) => format!("{}/{s}", self.namespace),
             None => format!("{}/*", self.namespace),
-        };
-        if update.namespace != self.namespace
-            || self.service.as_ref().is_some_and(|s| *s != update.service)
-        {
+        }
+    }
+
+    fn check_subject(&self, namespace: &str, service: &str) -> Result<(), ClientError> {
+        if namespace != self.namespace || self.service.as_ref().is_some_and(|s| s != service) {
             return Err(ClientError::WrongService {
-                asked,
-                got: format!("{}/{}", update.namespace, update.service),
+                asked: self.asked(),
+                got: format!("{namespace}/{service}"),
             });
         }
-        let nodes = self.client.nodes();
-        let node = &nodes[self.node % nodes.len()];
-        let verified = self.client.verified(node, |t| {
-            verify_lookup(
-                t,
-                &update.namespace,
-                &update.service,
-                &update.lookup,
-                now_ms(),
-                None,
-            )
+        Ok(())
+    }
+
+    /// The height a verified answer must reach: the `from_height` asked for
+    /// and every height seen so far.
+    fn check_not_older(&self, name: &str, height: u64) -> Result<(), ClientError> {
+        if let Some(floor) = self.floor {
+            if height < floor {
+                return Err(ClientError::OutOfOrder {
+                    service: name.to_string(),
+                    got: height,
+                    last: floor.saturating_sub(1),
+                });
+            }
+        }
+        if height < self.seen {
+            return Err(ClientError::OutOfOrder {
+                service: name.to_string(),
+                got: height,
+                last: self.seen,
+            });
+        }
+        Ok(())
+    }
+
+    /// Verify a lookup answer about `namespace/service` and decide whether
+    /// it is new.
+    fn accept_lookup(
+        &mut self,
+        namespace: &str,
+        service: &str,
+        response: &LookupResponse,
+    ) -> Result<Step, ClientError> {
+        self.check_subject(namespace, service)?;
+        let node = self.current_node().clone();
+        let fresh = self.client.config().freshness;
+        let verified = self.client.verified(&node, |t| {
+            verify_lookup(t, namespace, service, response, now_ms(), Some(&fresh))
         })?;
         let name = verified.name();
-        match self.delivered.get(&name) {
-            Some(&last) if verified.height == last => return Ok(None),
-            Some(&last) if verified.height < last => {
-                return Err(ClientError::OutOfOrder {
-                    service: name,
-                    got: verified.height,
-                    last,
-                })
+        self.check_not_older(&name, verified.height)?;
+        if let Some(&last) = self.delivered.get(&name) {
+            if verified.height <= last {
+                return Ok(Step::Continue);
             }
-            _ => {}
         }
         self.delivered.insert(name, verified.height);
-        self.from_height = Some(self.from_height.unwrap_or(0).max(verified.height));
-        Ok(Some(verified))
+        if verified.height > self.seen {
+            self.seen = verified.height;
+        }
+        self.made_progress();
+        Ok(Step::Deliver(verified))
+    }
+
+    /// A `changed` announcement: fetch the service with a verified lookup.
+    fn accept_changed(&mut self, data: &str) -> Result<Step, ClientError> {
+        let (namespace, service) = data
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| ClientError::Malformed(format!("watch `changed` event {data:?}")))?;
+        self.check_subject(namespace, service)?;
+        let path = format!(
+            "/v1/services/{}/{}",
+            encode_component(namespace),
+            encode_component(service)
+        );
+        let response: LookupResponse = self.current_node().get(&path)?;
+        let (namespace, service) = (namespace.to_string(), service.to_string());
+        self.accept_lookup(&namespace, &service, &response)
+    }
+
+    /// A `synced` certificate: every change up to its height was sent.
+    fn accept_synced(&mut self, data: &str) -> Result<(), ClientError> {
+        let hex: Hex<CommitCertificate> = serde_json::from_str(data)
+            .map_err(|e| ClientError::Malformed(format!("watch `synced` event: {e}")))?;
+        let cert = hex
+            .decode()
+            .map_err(|e| ClientError::Malformed(format!("watch `synced` certificate: {e}")))?;
+        let node = self.current_node().clone();
+        let ledger = self.client.verified(&node, |t| t.verify(&cert))?;
+        let block = ledger.block();
+        self.client
+            .config()
+            .freshness
+            .check(block.timestamp_ms, now_ms())?;
+        self.check_not_older(&self.asked(), block.height)?;
+        if block.height > self.seen {
+            self.seen = block.height;
+            self.made_progress();
+        }
+        let next = block.height.saturating_add(1);
+        if self.resume.is_none_or(|r| next > r) {
+            self.resume = Some(next);
+        }
+        Ok(())
+    }
+
+    /// Handle one event of the current stream.
+    fn handle(&mut self, event: &str, data: &str) -> Result<Step, ClientError> {
+        match event {
+            "update" => {
+                let update: WatchUpdate = serde_json::from_str(data)
+                    .map_err(|e| ClientError::Malformed(format!("watch update: {e}")))?;
+                self.accept_lookup(&update.namespace, &update.service, &update.lookup)
+            }
+            "changed" => self.accept_changed(data),
+            "synced" => self.accept_synced(data).map(|()| Step::Continue),
+            _ => Ok(Step::Continue),
+        }
+    }
+
+    /// Leave the current node after a failure; `report` says whether the
+    /// caller hears of it now (else once per round of nodes).
+    fn fail(&mut self, error: ClientError, report: bool) -> Option<ClientError> {
+        self.failures += 1;
+        self.switch_node();
+        let round = self.client.nodes().len() as u32;
+        (report || self.failures % round == 0).then_some(error)
     }
 }
 
@@ -172,47 +321,85 @@ impl Iterator for Watch<'_> {
                 }
                 if let Err(e) = self.connect() {
                     tracing::warn!(error = %e, "watch connection failed");
-                    self.failures += 1;
-                    self.drop_stream(true);
-                    let round = self.client.nodes().len() as u32;
-                    if self.failures % round == 0 {
+                    if let Some(e) = self.fail(e, false) {
                         return Some(Err(e));
                     }
                     continue;
                 }
             }
             let stream = self.stream.as_mut().expect("connected above");
-            match stream.next_event() {
-                Ok(event) if event.event == "update" => match self.accept(&event.data) {
-                    Ok(Some(v)) => {
-                        self.failures = 0;
-                        return Some(Ok(v));
-                    }
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "watch update refused; switching node");
-                        self.failures += 1;
-                        self.drop_stream(true);
+            let event = match stream.next_event() {
+                Ok(event) => event,
+                Err(SseEnd::Closed(reason)) if self.stream_progressed => {
+                    // A stream that delivered ends (its lifetime, a restart):
+                    // resume on the next node without counting a failure.
+                    tracing::info!(%reason, "watch stream ended; resuming on the next node");
+                    self.switch_node();
+                    continue;
+                }
+                Err(end) => {
+                    let (error, report) = match end {
+                        SseEnd::Closed(reason) => (
+                            ClientError::Transport {
+                                node: self.current_node().url().to_string(),
+                                reason: format!("watch stream ended: {reason}"),
+                            },
+                            false,
+                        ),
+                        SseEnd::TooLarge => (
+                            ClientError::Malformed(format!(
+                                "{} sent a watch event over {MAX_EVENT_BYTES} bytes",
+                                self.current_node().url()
+                            )),
+                            true,
+                        ),
+                    };
+                    tracing::info!(error = %error, "watch stream ended; resuming on the next node");
+                    if let Some(e) = self.fail(error, report) {
                         return Some(Err(e));
                     }
-                },
-                Ok(event) if event.event == "cutoff" => {
-                    let reason = serde_json::from_str::<ApiError>(&event.data)
-                        .map(|e| format!("{}: {}", e.code, e.message))
-                        .unwrap_or(event.data);
-                    tracing::warn!(%reason, "watch cut off by the node; resuming");
-                    self.failures += 1;
-                    self.drop_stream(false);
+                    continue;
                 }
-                Ok(_) => continue,
-                Err(end) => {
-                    let reason = match end {
-                        SseEnd::Closed(r) => r,
-                        SseEnd::TooLarge => "oversized event".to_string(),
-                    };
-                    tracing::info!(%reason, "watch stream ended; resuming");
-                    self.failures += 1;
-                    self.drop_stream(true);
+            };
+            if event.event == "cutoff" {
+                let reason = serde_json::from_str::<ApiError>(&event.data)
+                    .map(|e| format!("{}: {}", e.code, e.message))
+                    .unwrap_or(event.data);
+                tracing::warn!(%reason, "watch cut off by the node; resuming on the next node");
+                let error = ClientError::Api {
+                    node: self.current_node().url().to_string(),
+                    status: 200,
+                    code: "cutoff".into(),
+                    message: reason,
+                };
+                if let Some(e) = self.fail(error, false) {
+                    return Some(Err(e));
+                }
+                continue;
+            }
+            match self.handle(&event.event, &event.data) {
+                Ok(Step::Deliver(v)) => {
+                    self.failures = 0;
+                    return Some(Ok(v));
+                }
+                Ok(Step::Continue) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch event refused; switching node");
+                    self.fail(e.clone(), true);
+                    return Some(Err(e));
+                }
+            }
+            if self.progress.elapsed() > self.stall {
+                let error = ClientError::Timeout {
+                    what: format!(
+                        "verified progress on the watch stream of {}",
+                        self.current_node().url()
+                    ),
+                    waited_ms: self.progress.elapsed().as_millis() as u64,
+                };
+                tracing::warn!(error = %error, "watch stream stalled; switching node");
+                if let Some(e) = self.fail(error, false) {
+                    return Some(Err(e));
                 }
             }
         }

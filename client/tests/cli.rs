@@ -148,7 +148,13 @@ fn lookup_of_a_forged_answer_fails_and_prints_nothing() {
     }
     // A stale certificate: with --strict, refused with its age; by default
     // served, verified but marked stale.
-    let old = world.answer_at("prod", "api", 5, 1_000, &[0, 1, 2]);
+    let old = world.answer_at(
+        "prod",
+        "api",
+        5,
+        crate::support::fixture::now_ms() - 600_000,
+        &[0, 1, 2],
+    );
     let stale = MockNode::start(move |_| Reply::ok(&old));
     let args = [
         "lookup",
@@ -368,5 +374,28 @@ fn status_reports_every_node_and_fails_only_when_none_answers() {
     assert_eq!(
         palisade(&["status", "--network", &none]).status.code(),
         Some(5)
+    );
+}
+
+#[test]
+fn node_text_reaches_the_terminal_escaped() {
+    let world = World::new();
+    // A refusal whose message tries to erase the line and move the cursor.
+    let node = MockNode::start(|_| {
+        Reply::Json(
+            409,
+            r#"{"code":"conflict\u001b[31m","message":"\u001b[2K\u001b[1Aall good\u009b0m"}"#
+                .into(),
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let net = write_network(dir.path(), &world.chain, &[node.url.clone()]);
+    let o = palisade(&["lookup", "--network", &net, "prod/api", "--no-cache"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("all good"), "{err}");
+    assert!(
+        !err.chars().any(|c| c.is_control() && c != '\n'),
+        "control characters reached the terminal: {err:?}"
     );
 }

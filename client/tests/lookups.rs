@@ -389,3 +389,31 @@ fn epoch_changes_skip_the_past_and_refuse_gaps() {
         Err(ClientError::WrongChain { .. })
     ));
 }
+
+#[test]
+fn a_retired_epoch_is_refused_for_heights_past_its_end() {
+    let world = World::new();
+    let epoch1 = Chain::new(CHAIN, 1, 4, 50);
+    let mut trust = TrustedChain::new(CHAIN, world.chain.set.clone()).unwrap();
+    trust
+        .follow(&[epoch_end(&world.chain, &epoch1.set, 8)])
+        .unwrap();
+    // Epoch 0 ended at height 8: its certificates verify up to there ...
+    let old = world.answer("prod", "api", 8);
+    assert_eq!(
+        verify_lookup(&trust, "prod", "api", &old, now_ms(), None)
+            .unwrap()
+            .height,
+        8
+    );
+    // ... and not for a later height, however well signed.
+    let late = world.answer("prod", "api", 9);
+    assert_eq!(
+        verify_lookup(&trust, "prod", "api", &late, now_ms(), None),
+        Err(ClientError::RetiredEpoch {
+            epoch: 0,
+            height: 9,
+            ended_at: 8
+        })
+    );
+}

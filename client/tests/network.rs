@@ -276,3 +276,85 @@ fn two_certified_states_at_one_height_are_equivocation() {
         Err(ClientError::Equivocation { height: 5, .. })
     ));
 }
+
+#[test]
+fn a_stale_answer_older_than_the_bound_is_refused() {
+    let world = World::new();
+    let two_hours_ago = now_ms() - 7_200_000;
+    let a = lookup_node(world.answer_at("prod", "api", 5, two_hours_ago, &[0, 1, 2]));
+    let c = client(&world.chain, &[a.url.clone()], config());
+    assert!(matches!(
+        c.lookup("prod", "api"),
+        Err(ClientError::Stale {
+            max_age_ms: 3_600_000,
+            ..
+        })
+    ));
+    // Allowed explicitly, it is served, marked stale.
+    let patient = client(
+        &world.chain,
+        &[a.url.clone()],
+        ClientConfig {
+            max_stale_age: Duration::from_secs(3 * 3600),
+            ..config()
+        },
+    );
+    assert!(patient.lookup("prod", "api").unwrap().is_stale());
+}
+
+#[test]
+fn one_node_sending_garbage_does_not_turn_a_quorum_loss_into_a_failure() {
+    let world = World::new();
+    let old = now_ms() - 600_000;
+    let garbage = MockNode::start(|_| Reply::Json(200, "{}".into()));
+    let forged = lookup_node(tamper(&world.answer("prod", "api", 9), |r| {
+        r.instances.clear()
+    }));
+    let halted = lookup_node(world.answer_at("prod", "api", 6, old, &[0, 1, 2]));
+    for liar in [&garbage, &forged] {
+        let c = client(
+            &world.chain,
+            &[liar.url.clone(), halted.url.clone()],
+            config(),
+        );
+        match c.lookup("prod", "api") {
+            Ok(LookupAnswer::Stale { service, cause, .. }) => {
+                assert_eq!(service.height, 6);
+                assert!(matches!(cause, ClientError::Stale { .. }), "{cause:?}");
+            }
+            other => panic!("expected the halted chain's answer, stale: {other:?}"),
+        }
+    }
+    // And a liar next to unreachable nodes does not hide the outage either.
+    let dir = tempfile::tempdir().unwrap();
+    let cached = ClientConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..config()
+    };
+    let node = lookup_node(world.answer("prod", "api", 5));
+    client(&world.chain, &[node.url.clone()], cached.clone())
+        .lookup("prod", "api")
+        .unwrap();
+    let offline = client(&world.chain, &[garbage.url.clone(), dead_url()], cached);
+    assert!(offline.lookup("prod", "api").unwrap().is_stale());
+}
+
+#[test]
+fn the_cache_keeps_the_newest_verified_answer() {
+    let world = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cached = ClientConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..config()
+    };
+    let ahead = lookup_node(world.answer("prod", "api", 8));
+    client(&world.chain, &[ahead.url.clone()], cached.clone())
+        .lookup("prod", "api")
+        .unwrap();
+    // A node behind answers fresh but older: served, not cached over 8.
+    let behind = lookup_node(world.answer("prod", "api", 6));
+    let c = client(&world.chain, &[behind.url.clone()], cached.clone());
+    assert_eq!(c.lookup("prod", "api").unwrap().service().height, 6);
+    let (kept, _) = c.cached("prod", "api").unwrap().unwrap();
+    assert_eq!(kept.height, 8);
+}

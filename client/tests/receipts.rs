@@ -101,3 +101,24 @@ fn receipt_height_must_match_its_block() {
         Err(ClientError::ForgedReceipt(_))
     ));
 }
+
+#[test]
+fn a_block_at_the_last_height_with_a_child_is_refused_without_overflow() {
+    let chain = Chain::test();
+    let mut r = receipt(&chain, TX, 1, "applied");
+    let mut block: BlockInfo = r.block.decode().unwrap();
+    block.height = u64::MAX;
+    let child = BlockInfo {
+        height: 0,
+        parent_info: block.hash(),
+        ..block.clone()
+    };
+    r.height = u64::MAX;
+    r.block = Hex::new(&block);
+    r.descendants = vec![Hex::new(&child)];
+    r.certificate = Hex::new(&chain.quorum(child));
+    assert!(matches!(
+        verify_receipt(&trust(&chain), &TX, &r),
+        Err(ClientError::ForgedReceipt(_))
+    ));
+}

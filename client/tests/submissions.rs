@@ -242,3 +242,43 @@ fn heartbeat_of_an_instance_the_state_lacks_is_unconfirmed() {
         Err(ClientError::Unconfirmed { .. })
     ));
 }
+
+#[test]
+fn a_sequence_at_the_top_of_its_range_does_not_overflow_the_signer() {
+    use palisade_crypto::api::{AccountResponse, SubmitResponse, TxStatus};
+    use palisade_crypto::SignedTransaction;
+    let chain = Chain::test();
+    let node = MockNode::start({
+        let chain = chain.clone();
+        move |req| {
+            if let Some(key) = req.path.strip_prefix("/v1/accounts/") {
+                return Reply::ok(&AccountResponse {
+                    key: palisade_crypto::PublicKey::from_hex(key).unwrap(),
+                    next_sequence: u64::MAX,
+                });
+            }
+            if req.method == "POST" && req.path == "/v1/tx" {
+                let submit: palisade_crypto::api::SubmitRequest =
+                    serde_json::from_slice(&req.body).unwrap();
+                let tx: SignedTransaction = submit.tx.decode().unwrap();
+                let id = tx.id();
+                return Reply::ok(&SubmitResponse {
+                    tx_id: id,
+                    status: TxStatus::Committed,
+                    receipt: Some(crate::support::receipt(&chain, id, 1, "applied")),
+                });
+            }
+            Reply::error(404, "not_found")
+        }
+    });
+    let c = client(&chain, &[node.url.clone()], config());
+    let mut s = signer();
+    // Whatever the client makes of such a node, it must not panic, and a
+    // signer that advanced must not wrap around to 0.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = c.execute(&mut s, heartbeat());
+        s.known_next_sequence()
+    }));
+    let next = outcome.expect("no overflow panic on a node-supplied sequence");
+    assert_ne!(next, Some(0));
+}

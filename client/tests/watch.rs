@@ -1,14 +1,45 @@
-//! Watch over real HTTP: resumption, duplicates, forged updates, rollbacks.
+//! Watch over real HTTP: resumption, duplicates, forged updates, rollbacks,
+//! nodes that cut, stall or send oversized events.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
-use palisade_client::ClientError;
+use palisade_client::{Client, ClientError, VerifiedService};
 use palisade_crypto::api::{LookupResponse, WatchUpdate};
+use palisade_crypto::Hex;
 
 use crate::network::{client, config};
-use crate::support::fixture::{tamper, World};
+use crate::support::fixture::{block, now_ms, tamper, World};
 use crate::support::server::{sse_event, MockNode, Reply};
+
+/// `synced` with a fresh certificate of `height`.
+fn synced(world: &World, height: u64) -> String {
+    let cert = world
+        .chain
+        .quorum(block(height, world.state.root, now_ms()));
+    sse_event("synced", &serde_json::to_string(&Hex::new(&cert)).unwrap())
+}
+
+/// The first `n` items of a watch, or `None` when they do not arrive within
+/// 30 s (the watch runs on its own thread, which is left behind then).
+fn first_items(
+    client: Client,
+    from: Option<u64>,
+    stall: Duration,
+    n: usize,
+) -> Option<Vec<Result<VerifiedService, ClientError>>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let items: Vec<_> = client
+            .watch("prod", Some("api"), from)
+            .stall_after(stall)
+            .take(n)
+            .collect();
+        let _ = tx.send(items);
+    });
+    rx.recv_timeout(Duration::from_secs(30)).ok()
+}
 
 fn update(response: LookupResponse) -> String {
     update_of("api", response)
@@ -31,9 +62,15 @@ fn watch_resumes_from_the_last_height_without_duplicates() {
     let answers: Vec<String> = (3..=5)
         .map(|h| update(world.answer("prod", "api", h)))
         .collect();
+    let synced3 = synced(&world, 3);
     let node = MockNode::start(move |_| {
         let events = match seen.fetch_add(1, Ordering::SeqCst) {
-            0 => vec![": hello\n\n".into(), answers[0].clone(), answers[1].clone()],
+            0 => vec![
+                ": hello\n\n".into(),
+                answers[0].clone(),
+                synced3.clone(),
+                answers[1].clone(),
+            ],
             _ => vec![answers[1].clone(), answers[2].clone()],
         };
         Reply::Sse(events)
@@ -130,4 +167,170 @@ fn watch_refuses_a_rollback_of_a_service() {
             last: 6
         })
     );
+}
+
+#[test]
+fn watch_refuses_an_update_below_the_height_asked_for() {
+    let world = World::new();
+    let old = update(world.answer("prod", "api", 5));
+    let liar = MockNode::start(move |_| Reply::Sse(vec![old.clone()]));
+    let good = update(world.answer("prod", "api", 10));
+    let honest = MockNode::start(move |_| Reply::Sse(vec![good.clone()]));
+    let c = client(
+        &world.chain,
+        &[liar.url.clone(), honest.url.clone()],
+        config(),
+    );
+    let mut watch = c.watch("prod", Some("api"), Some(10));
+    assert_eq!(
+        watch.next().unwrap(),
+        Err(ClientError::OutOfOrder {
+            service: "prod/api".into(),
+            got: 5,
+            last: 9
+        })
+    );
+    assert_eq!(watch.next().unwrap().unwrap().height, 10);
+}
+
+#[test]
+fn watch_refuses_an_old_certified_state_replayed_as_new() {
+    let world = World::new();
+    let hour_ago = now_ms() - 3_600_000;
+    let replay = update(world.answer_at("prod", "api", 7, hour_ago, &[0, 1, 2]));
+    let liar = MockNode::start(move |_| Reply::Sse(vec![replay.clone()]));
+    let c = client(&world.chain, &[liar.url.clone()], config());
+    let mut watch = c.watch("prod", Some("api"), None);
+    assert!(matches!(watch.next(), Some(Err(ClientError::Stale { .. }))));
+}
+
+#[test]
+fn namespace_watch_refuses_a_service_older_than_what_was_seen() {
+    let world = World::new();
+    let (api8, db6) = (
+        update_of("api", world.answer("prod", "api", 8)),
+        update_of("db", world.answer("prod", "db", 6)),
+    );
+    let node = MockNode::start(move |_| Reply::Sse(vec![api8.clone(), db6.clone()]));
+    let c = client(&world.chain, &[node.url.clone()], config());
+    let mut watch = c.watch("prod", None, None);
+    assert_eq!(watch.next().unwrap().unwrap().height, 8);
+    assert_eq!(
+        watch.next().unwrap(),
+        Err(ClientError::OutOfOrder {
+            service: "prod/db".into(),
+            got: 6,
+            last: 8
+        })
+    );
+}
+
+#[test]
+fn watch_resumes_from_the_last_synced_height_not_from_an_update() {
+    let world = World::new();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = connections.clone();
+    let (api5, db5, api7) = (
+        update_of("api", world.answer("prod", "api", 5)),
+        update_of("db", world.answer("prod", "db", 5)),
+        update_of("api", world.answer("prod", "api", 7)),
+    );
+    let synced5 = synced(&world, 5);
+    let node = MockNode::start(move |_| {
+        let events = match seen.fetch_add(1, Ordering::SeqCst) {
+            // The batch of heights 3..=5 is cut after its first update.
+            0 => vec![api5.clone()],
+            1 => vec![api5.clone(), db5.clone(), synced5.clone()],
+            _ => vec![api7.clone()],
+        };
+        Reply::Sse(events)
+    });
+    let c = client(&world.chain, &[node.url.clone()], config());
+    let got: Vec<(String, u64)> = c
+        .watch("prod", None, Some(3))
+        .take(3)
+        .map(|u| {
+            let u = u.unwrap();
+            (u.service, u.height)
+        })
+        .collect();
+    let expected = [("api", 5), ("db", 5), ("api", 7)].map(|(s, h)| (s.to_string(), h));
+    assert_eq!(got, expected);
+    let paths = node.paths();
+    // Resumed from the batch's start (3), not from the update's height.
+    assert!(paths[1].ends_with("from_height=3"), "{paths:?}");
+    assert!(paths[2].ends_with("from_height=6"), "{paths:?}");
+}
+
+#[test]
+fn watch_fails_over_from_a_node_that_always_cuts_off() {
+    let world = World::new();
+    let cut = sse_event("cutoff", r#"{"code":"cutoff","message":"go away"}"#);
+    let cutter = MockNode::start(move |_| Reply::Sse(vec![cut.clone()]));
+    let good = update(world.answer("prod", "api", 4));
+    let honest = MockNode::start(move |_| Reply::Sse(vec![good.clone()]));
+    let c = client(
+        &world.chain,
+        &[cutter.url.clone(), honest.url.clone()],
+        config(),
+    );
+    let items = first_items(c, None, Duration::from_secs(20), 1).expect("an update within 30 s");
+    assert_eq!(items[0].as_ref().unwrap().height, 4);
+    assert!(honest.hits() >= 1);
+}
+
+#[test]
+fn watch_fails_over_from_a_node_that_sends_only_keepalives() {
+    let world = World::new();
+    let keepalives = vec![": keepalive\n\n".to_string(); 600];
+    let staller =
+        MockNode::start(move |_| Reply::SseTrickle(keepalives.clone(), Duration::from_millis(100)));
+    let good = update(world.answer("prod", "api", 4));
+    let honest = MockNode::start(move |_| Reply::Sse(vec![good.clone()]));
+    let c = client(
+        &world.chain,
+        &[staller.url.clone(), honest.url.clone()],
+        config(),
+    );
+    let items = first_items(c, None, Duration::from_secs(1), 1).expect("an update within 30 s");
+    assert_eq!(items[0].as_ref().unwrap().height, 4);
+    assert_eq!(staller.hits(), 1);
+}
+
+#[test]
+fn an_oversized_event_is_reported_and_the_watch_moves_on() {
+    let world = World::new();
+    let huge = format!("event: update\ndata: {}\n\n", "x".repeat(9 << 20));
+    let big = MockNode::start(move |_| Reply::Sse(vec![huge.clone()]));
+    let good = update(world.answer("prod", "api", 4));
+    let honest = MockNode::start(move |_| Reply::Sse(vec![good.clone()]));
+    let c = client(
+        &world.chain,
+        &[big.url.clone(), honest.url.clone()],
+        config(),
+    );
+    let mut watch = c.watch("prod", Some("api"), None);
+    assert!(matches!(
+        watch.next(),
+        Some(Err(ClientError::Malformed(m))) if m.contains("over")
+    ));
+    assert_eq!(watch.next().unwrap().unwrap().height, 4);
+}
+
+#[test]
+fn a_change_too_large_for_an_event_is_fetched_with_a_verified_lookup() {
+    let world = World::new();
+    let changed = sse_event("changed", "prod/api");
+    let answer = world.answer("prod", "api", 9);
+    let node = MockNode::start(move |r| {
+        if r.path.starts_with("/v1/watch") {
+            Reply::Sse(vec![changed.clone()])
+        } else {
+            Reply::ok(&answer)
+        }
+    });
+    let c = client(&world.chain, &[node.url.clone()], config());
+    let v = c.watch("prod", Some("api"), None).next().unwrap().unwrap();
+    assert_eq!((v.height, v.instances().len()), (9, 2));
+    assert_eq!(node.paths()[1], "GET /v1/services/prod/api");
 }

@@ -11,7 +11,11 @@
 //! - `GET /v1/epochs?from=E` -> [`EpochsResponse`]
 //! - `GET /v1/accounts/{public_key_hex}` -> [`AccountResponse`]
 //! - `GET /v1/watch?namespace=N[&service=S][&from_height=H]` -> server-sent events:
-//!   `event: update` with data [`WatchUpdate`], `event: cutoff` with data [`ApiError`]
+//!   `event: update` with data [`WatchUpdate`] (proven at the batch's certified height
+//!   `c`), `event: changed` with data `namespace/service` (an update too large for an
+//!   event: look it up), `event: synced` with data the hex [`crate::CommitCertificate`]
+//!   of `c` as a JSON string (every change up to `c` was sent; resume from `c + 1`),
+//!   `event: cutoff` with data [`ApiError`]
 //! - `GET /v1/blocks/{height}` -> [`BlockResponse`] (committed blocks only)
 //! - `GET /v1/status` -> [`StatusResponse`]
 //! - `GET /metrics` -> Prometheus text

@@ -6,7 +6,10 @@
 //! {"format":"palisade-ed25519-v1","public_key":"<64 hex>","secret_seed":"<64 hex>"}
 //! ```
 //!
-//! `secret_seed` is the RFC 8032 32-byte secret. Loading refuses a file that a
+//! `secret_seed` is the RFC 8032 32-byte secret. Loading opens the file once
+//! (`O_NOFOLLOW`: a symbolic link is refused) and checks what it opened, so
+//! nothing can swap the file between the check and the read: it refuses
+//! anything but a regular file, a file another user owns, a file that a
 //! group or other users can read or write, a file whose public key does not
 //! match its seed, and unknown formats. Secrets are zeroized on drop (the seed
 //! text and bytes here; `SecretKey` itself zeroizes through ed25519-dalek).
@@ -20,9 +23,9 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use palisade_crypto::{hash, Domain, PublicKey, SecretKey};
@@ -53,6 +56,27 @@ pub enum KeyError {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+    },
+    /// The path is a symbolic link (followed links could point anywhere).
+    #[error("{0}: is a symbolic link; give the key file's own path")]
+    Symlink(PathBuf),
+    /// The path is not a regular file (or is implausibly large for a key file).
+    #[error("{path}: not a key file: {reason}")]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        reason: String,
+    },
+    /// Another user owns the file.
+    #[error("{path}: owned by uid {owner}, not by this user (uid {expected})")]
+    Owner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The effective uid of this process.
+        expected: u32,
     },
     /// The contents are not a key file.
     #[error("{path}: not a palisade key file: {reason}")]
@@ -117,20 +141,66 @@ pub fn write_key_file(path: &Path, key: &SecretKey) -> Result<(), KeyError> {
     file.sync_all().map_err(io)
 }
 
-/// Load a key file, refusing loose permissions and inconsistent contents.
+/// Largest key file read (a key file is about 180 bytes).
+const MAX_KEY_FILE_BYTES: u64 = 4096;
+
+/// Load a key file, refusing links, other owners, loose permissions and
+/// inconsistent contents. The file is opened once; every check is on the
+/// opened file.
 pub fn load_key_file(path: &Path) -> Result<SecretKey, KeyError> {
     let io = |source| KeyError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+    let nofollow = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nofollow.bits() as i32)
+        .open(path)
+        .map_err(|e| {
+            // ELOOP: the last component is a symbolic link.
+            if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                KeyError::Symlink(path.to_path_buf())
+            } else {
+                io(e)
+            }
+        })?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(KeyError::NotAFile {
+            path: path.to_path_buf(),
+            reason: "not a regular file".into(),
+        });
+    }
+    let expected = rustix::process::geteuid().as_raw();
+    if meta.uid() != expected {
+        return Err(KeyError::Owner {
+            path: path.to_path_buf(),
+            owner: meta.uid(),
+            expected,
+        });
+    }
+    let mode = meta.mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(KeyError::Permissions {
             path: path.to_path_buf(),
             mode,
         });
     }
-    let text = Zeroizing::new(fs::read_to_string(path).map_err(io)?);
+    if meta.len() > MAX_KEY_FILE_BYTES {
+        return Err(KeyError::NotAFile {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{} bytes, a key file has at most {MAX_KEY_FILE_BYTES}",
+                meta.len()
+            ),
+        });
+    }
+    let mut text = Zeroizing::new(String::new());
+    (&mut file)
+        .take(MAX_KEY_FILE_BYTES)
+        .read_to_string(&mut text)
+        .map_err(io)?;
     let malformed = |reason: String| KeyError::Malformed {
         path: path.to_path_buf(),
         reason,
@@ -158,6 +228,9 @@ pub fn load_key_file(path: &Path) -> Result<SecretKey, KeyError> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
@@ -215,6 +288,48 @@ mod tests {
         fs::set_permissions(&path2, fs::Permissions::from_mode(0o600)).unwrap();
         let err = load_key_file(&path2).unwrap_err().to_string();
         assert!(err.contains("format"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_symlink_even_to_a_good_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.key");
+        generate_key_file(&path).unwrap();
+        let link = dir.path().join("link.key");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(
+            matches!(load_key_file(&link), Err(KeyError::Symlink(p)) if p == link),
+            "a symbolic link must be refused"
+        );
+        assert!(load_key_file(&path).is_ok());
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        match load_key_file(dir.path()) {
+            Err(KeyError::NotAFile { .. }) => {}
+            other => panic!("a directory: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_a_file_of_another_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.key");
+        generate_key_file(&path).unwrap();
+        let (path, owner) = if rustix::process::geteuid().is_root() {
+            // Root can hand its key file to `nobody`.
+            std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+            (path, 65534)
+        } else {
+            // Anyone else finds a file of root's.
+            (PathBuf::from("/etc/passwd"), 0)
+        };
+        match load_key_file(&path) {
+            Err(KeyError::Owner { owner: o, .. }) => assert_eq!(o, owner),
+            other => panic!("{}: {other:?}", path.display()),
+        }
     }
 
     #[test]

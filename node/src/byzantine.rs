@@ -14,16 +14,31 @@ pub enum ByzantineMode {
     /// Answer lookups with altered records (every endpoint's port moved) and
     /// the honest proof, which then no longer matches.
     ForgeLookups,
+    /// Serve the state at the oldest stored certificate as each fresh watch
+    /// update (a validly certified but old state replayed as new).
+    ReplayWatch,
+    /// Answer every watch stream with an immediate `cutoff`.
+    CutWatch,
+    /// Keep every watch stream open with keepalives only, never an event.
+    StallWatch,
 }
 
 impl ByzantineMode {
     /// Every mode, for help texts and tests.
-    pub const ALL: &'static [ByzantineMode] = &[ByzantineMode::ForgeLookups];
+    pub const ALL: &'static [ByzantineMode] = &[
+        ByzantineMode::ForgeLookups,
+        ByzantineMode::ReplayWatch,
+        ByzantineMode::CutWatch,
+        ByzantineMode::StallWatch,
+    ];
 
     /// The config and CLI name (`forge-lookups`).
     pub fn name(self) -> &'static str {
         match self {
             ByzantineMode::ForgeLookups => "forge-lookups",
+            ByzantineMode::ReplayWatch => "replay-watch",
+            ByzantineMode::CutWatch => "cut-watch",
+            ByzantineMode::StallWatch => "stall-watch",
         }
     }
 }

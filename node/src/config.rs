@@ -30,6 +30,10 @@
 //! wait_timeout_ms = 10000                   # bound on POST /v1/tx with wait = true
 //! watch_buffer = 256                        # events buffered per watch stream before cut-off
 //! max_watch_streams = 1024
+//! max_watch_streams_per_client = 64         # per remote IP address
+//! watch_idle_timeout_ms = 30000             # a stream whose consumer reads nothing this long is closed
+//! max_concurrent_requests = 512             # requests in their handlers at once; more get 503 overloaded
+//! watch_inline_max_bytes = 1048576          # larger watch updates are sent as `changed` (the client looks them up)
 //!
 //! [probes]
 //! enabled = true
@@ -118,6 +122,18 @@ pub struct ApiConfig {
     pub watch_buffer: usize,
     /// Most concurrent watch streams (default 1024).
     pub max_watch_streams: usize,
+    /// Most concurrent watch streams from one remote IP address (default 64).
+    pub max_watch_streams_per_client: usize,
+    /// A watch stream whose consumer takes no event for this long is closed
+    /// and its slot freed (default 30 s).
+    pub watch_idle_timeout_ms: u64,
+    /// Most requests inside their handlers at once (a stream counts only
+    /// until its first byte); more are refused with 503 `overloaded` (default 512).
+    pub max_concurrent_requests: usize,
+    /// Largest watch `update` event sent whole; a larger one is announced as
+    /// `changed` and the client looks the service up (default 1 MiB, at most
+    /// 4 MiB: clients refuse events over 8 MiB).
+    pub watch_inline_max_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -127,6 +143,10 @@ impl Default for ApiConfig {
             wait_timeout_ms: 10_000,
             watch_buffer: 256,
             max_watch_streams: 1024,
+            max_watch_streams_per_client: 64,
+            watch_idle_timeout_ms: 30_000,
+            max_concurrent_requests: 512,
+            watch_inline_max_bytes: 1 << 20,
         }
     }
 }
@@ -358,6 +378,27 @@ impl NodeConfig {
         }
         if a.watch_buffer == 0 {
             return invalid("api.watch_buffer", "must be at least 1".into());
+        }
+        if a.max_watch_streams_per_client == 0 {
+            return invalid(
+                "api.max_watch_streams_per_client",
+                "must be at least 1".into(),
+            );
+        }
+        if !(100..=3_600_000).contains(&a.watch_idle_timeout_ms) {
+            return invalid(
+                "api.watch_idle_timeout_ms",
+                format!("{} is outside 100..=3600000", a.watch_idle_timeout_ms),
+            );
+        }
+        if !(256..=4 << 20).contains(&a.watch_inline_max_bytes) {
+            return invalid(
+                "api.watch_inline_max_bytes",
+                format!("{} is outside 256..=4194304", a.watch_inline_max_bytes),
+            );
+        }
+        if a.max_concurrent_requests == 0 {
+            return invalid("api.max_concurrent_requests", "must be at least 1".into());
         }
         let p = &self.probes;
         if p.interval_secs == 0 {

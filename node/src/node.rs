@@ -225,6 +225,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let router = api::router(ctx.clone());
     let mut api_stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {
+        let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
             api_stop.wait().await;
         });

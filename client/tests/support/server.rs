@@ -18,6 +18,9 @@ pub enum Reply {
     Json(u16, String),
     /// Server-sent events, written then the connection is closed.
     Sse(Vec<String>),
+    /// Server-sent events with a pause after each (the connection stays
+    /// open meanwhile); stops when the client hangs up.
+    SseTrickle(Vec<String>, std::time::Duration),
 }
 
 impl Reply {
@@ -132,6 +135,19 @@ fn serve(stream: TcpStream, handler: &Handler, log: &Mutex<Vec<String>>, hits: &
             for event in events {
                 let _ = stream.write_all(event.as_bytes());
                 let _ = stream.flush();
+            }
+            Ok(())
+        }
+        Reply::SseTrickle(events, pause) => {
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+            );
+            for event in events {
+                if stream.write_all(event.as_bytes()).is_err() || stream.flush().is_err() {
+                    break;
+                }
+                thread::sleep(pause);
             }
             Ok(())
         }

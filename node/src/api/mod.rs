@@ -10,6 +10,7 @@
 //! absence (200), which a client can check, rather than a bare 404 it could not.
 
 mod admin;
+mod limits;
 mod query;
 mod tx;
 mod watch;
@@ -165,6 +166,11 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
     }
     router
         .fallback(fallback)
+        .layer(axum::Extension(Arc::new(watch::WatchLimits::default())))
+        .layer(middleware::from_fn_with_state(
+            limits::RequestLimit::new(ctx.api.max_concurrent_requests),
+            limits::limit_concurrency,
+        ))
         .layer(middleware::from_fn_with_state(ctx.clone(), track_latency))
         .layer(DefaultBodyLimit::max(ctx.api.max_body_bytes))
         .with_state(ctx)

@@ -1,33 +1,56 @@
 //! `GET /v1/watch`: server-sent events of service changes in commit order.
 //!
-//! A stream walks certified heights. For each newly certified height `c` it
-//! emits, for every watched service that changed in a height since the last
-//! certified one it handled, an `update` whose lookup is proven at `c` (the
-//! height the client resumes after, via `from_height = c + 1`). Live heights
-//! arrive on a broadcast channel of `api.watch_buffer` entries: the node never
-//! waits for a consumer; a consumer so slow that the channel overwrote heights
-//! it had not read gets an `event: cutoff` and the stream ends, and it
-//! reconnects with `from_height`. Replays are read from storage in bounded
-//! steps, so an old `from_height` costs no more memory than a live stream.
+//! A stream walks certified heights from its `from_height`. A batch covers
+//! every height from where the stream stands up to the latest certified
+//! height `c`: for each watched service that changed in it, an `update`
+//! whose lookup is proven at `c`, then `synced` (the hex commit certificate
+//! of `c`, as a JSON string): every change up to `c` was sent, and a client
+//! resumes with `from_height = c + 1`. A client that loses the stream before
+//! `synced` resumes from the batch's start, so no change is lost. An update
+//! whose JSON would exceed `api.watch_inline_max_bytes` is announced as `changed` (data
+//! `namespace/service`) and the client looks it up, so a large service never
+//! needs a large event.
+//!
+//! Live heights arrive on a broadcast channel of `api.watch_buffer` entries:
+//! the node never waits for a consumer; a consumer so slow that the channel
+//! overwrote heights it had not read gets an `event: cutoff` and the stream
+//! ends. Storage is read on the blocking pool (`spawn_blocking`), in steps
+//! of [`REPLAY_STEP`] heights, so a replay from an old `from_height` neither
+//! blocks the runtime nor costs more memory than a live stream (the changed
+//! services of one namespace). Each stream is produced by its own task into
+//! a small channel; a consumer that takes nothing for
+//! `api.watch_idle_timeout_ms` is dropped and its slot freed. Streams are
+//! capped globally (`api.max_watch_streams`) and per remote IP address
+//! (`api.max_watch_streams_per_client`).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
+use axum::response::IntoResponse;
+use axum::Extension;
+use futures::{Stream, StreamExt};
 use palisade_crypto::api::{ApiError, WatchUpdate};
+use palisade_crypto::Hex;
 use serde::Deserialize;
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::mpsc;
 
 use super::query::lookup_at;
 use super::{check_name, ApiErr};
 use crate::context::Context;
+use crate::ByzantineMode;
 
 /// Heights read from storage per step of a replay.
 const REPLAY_STEP: u64 = 256;
+
+/// Events a stream's task may queue ahead of its consumer.
+const STREAM_QUEUE: usize = 64;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,37 +60,74 @@ pub(crate) struct WatchQuery {
     from_height: Option<u64>,
 }
 
-/// Counts an open stream: increments the count when opened, decrements it
-/// when the stream is dropped.
-struct StreamGuard(Arc<Context>);
+/// Open watch streams per remote IP address (one per API router).
+#[derive(Debug, Default)]
+pub(crate) struct WatchLimits {
+    per_client: Mutex<HashMap<Option<IpAddr>, usize>>,
+}
+
+/// Counts an open stream, globally and for its client; both counts drop
+/// when the stream (its producing task) ends.
+struct StreamGuard {
+    ctx: Arc<Context>,
+    limits: Arc<WatchLimits>,
+    client: Option<IpAddr>,
+}
 
 impl StreamGuard {
-    /// Open a stream; also returns how many are open now, this one included.
-    fn open(ctx: Arc<Context>) -> (Self, usize) {
+    /// Open a stream for `client`, or refuse it over either cap.
+    fn open(
+        ctx: Arc<Context>,
+        limits: Arc<WatchLimits>,
+        client: Option<IpAddr>,
+    ) -> Result<Self, ApiErr> {
+        {
+            let mut per = limits.per_client.lock().unwrap_or_else(|e| e.into_inner());
+            let mine = per.entry(client).or_insert(0);
+            if *mine >= ctx.api.max_watch_streams_per_client {
+                return Err(ApiErr::unavailable(
+                    "too_many_watchers",
+                    format!(
+                        "at most {} watch streams per client",
+                        ctx.api.max_watch_streams_per_client
+                    ),
+                ));
+            }
+            *mine += 1;
+        }
         let open = ctx.watch_streams.fetch_add(1, Ordering::Relaxed) + 1;
         ctx.metrics.watch_streams.set(open as i64);
-        (StreamGuard(ctx), open)
+        let guard = StreamGuard {
+            ctx,
+            limits,
+            client,
+        };
+        if open > guard.ctx.api.max_watch_streams {
+            return Err(ApiErr::unavailable(
+                "too_many_watchers",
+                format!("at most {} watch streams", guard.ctx.api.max_watch_streams),
+            ));
+        }
+        Ok(guard)
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        let n = self.0.watch_streams.fetch_sub(1, Ordering::Relaxed) - 1;
-        self.0.metrics.watch_streams.set(n as i64);
+        let n = self.ctx.watch_streams.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.ctx.metrics.watch_streams.set(n as i64);
+        let mut per = self
+            .limits
+            .per_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(mine) = per.get_mut(&self.client) {
+            *mine -= 1;
+            if *mine == 0 {
+                per.remove(&self.client);
+            }
+        }
     }
-}
-
-struct WatchState {
-    guard: StreamGuard,
-    namespace: String,
-    service: Option<String>,
-    /// Next height whose changes are not yet scanned.
-    next: u64,
-    live: broadcast::Receiver<u64>,
-    /// Changed services not yet reported (waiting for a certified height).
-    carried: BTreeSet<(String, String)>,
-    pending: VecDeque<Event>,
-    done: bool,
 }
 
 fn cutoff(message: String) -> Event {
@@ -80,68 +140,67 @@ fn cutoff(message: String) -> Event {
         .data(serde_json::to_string(&body).expect("ApiError encodes"))
 }
 
-impl WatchState {
-    /// A stream of `namespace` (or one `service` of it) from height `next`.
-    fn new(guard: StreamGuard, namespace: String, service: Option<String>, next: u64) -> Self {
-        let live = guard.0.commits.subscribe();
-        WatchState {
-            guard,
-            namespace,
-            service,
-            next,
-            live,
-            carried: BTreeSet::new(),
-            pending: VecDeque::new(),
-            done: false,
-        }
-    }
+/// The storage side of a stream: what it has scanned and still carries.
+/// Runs on the blocking pool.
+struct Scanner {
+    ctx: Arc<Context>,
+    namespace: String,
+    service: Option<String>,
+    /// Next height whose changes are not yet scanned.
+    next: u64,
+    /// Changed services not yet reported (waiting for the batch's end).
+    carried: BTreeSet<(String, String)>,
+}
 
-    fn ctx(&self) -> &Arc<Context> {
-        &self.guard.0
-    }
-
-    /// Scan from `next` up to the latest certified height (at most one
-    /// step), queueing updates. Returns whether it advanced.
-    fn scan(&mut self) -> Result<bool, ApiErr> {
-        let ctx = self.ctx().clone();
-        let Some((certified, _)) = ctx.store.latest_cert()? else {
-            return Ok(false);
+impl Scanner {
+    /// Scan at most one step from `next` towards the latest certified
+    /// height; when it is reached, the batch's events. Returns whether it
+    /// advanced.
+    fn step(&mut self) -> Result<(bool, Vec<Event>), ApiErr> {
+        let ctx = self.ctx.clone();
+        let Some((certified, cert)) = ctx.store.latest_cert()? else {
+            return Ok((false, Vec::new()));
         };
         if self.next > certified {
-            return Ok(false);
+            return Ok((false, Vec::new()));
         }
-        // Stop at the first certified height of this step; changes of
-        // uncertified heights are carried to it.
-        let limit = certified.min(self.next + REPLAY_STEP - 1);
-        let found = match ctx.store.cert_from(self.next)? {
-            Some((h, cert)) if h <= limit => Some((h, cert)),
-            _ => None,
+        let to = certified.min(self.next.saturating_add(REPLAY_STEP - 1));
+        self.collect(self.next, to)?;
+        self.next = to + 1;
+        if to < certified {
+            return Ok((true, Vec::new()));
+        }
+        let (proof_height, proof_cert) = if ctx.byzantine.has(ByzantineMode::ReplayWatch) {
+            // Byzantine test mode: the oldest certified state, as if new.
+            ctx.store.cert_from(1)?.unwrap_or((certified, cert.clone()))
+        } else {
+            (certified, cert.clone())
         };
-        let Some((target, cert)) = found else {
-            self.collect(self.next, limit)?;
-            self.next = limit + 1;
-            return Ok(true);
-        };
-        self.collect(self.next, target)?;
+        let mut events = Vec::new();
         for (ns, svc) in std::mem::take(&mut self.carried) {
-            let lookup = lookup_at(&ctx, target, &cert, &ns, &svc)?;
+            let lookup = lookup_at(&ctx, proof_height, &proof_cert, &ns, &svc)?;
             let update = WatchUpdate {
                 namespace: ns,
                 service: svc,
                 lookup,
             };
             let data = serde_json::to_string(&update).expect("WatchUpdate encodes");
-            self.pending
-                .push_back(Event::default().event("update").data(data));
+            events.push(if data.len() <= ctx.api.watch_inline_max_bytes {
+                Event::default().event("update").data(data)
+            } else {
+                Event::default()
+                    .event("changed")
+                    .data(format!("{}/{}", update.namespace, update.service))
+            });
         }
-        self.next = target + 1;
-        Ok(true)
+        let synced = serde_json::to_string(&Hex::new(&cert)).expect("certificate encodes");
+        events.push(Event::default().event("synced").data(synced));
+        Ok((true, events))
     }
 
     fn collect(&mut self, from: u64, to: u64) -> Result<(), ApiErr> {
-        let ctx = self.ctx().clone();
         for h in from..=to {
-            if let Some(record) = ctx.store.height_record(h)? {
+            if let Some(record) = self.ctx.store.height_record(h)? {
                 for (ns, svc) in record.changed {
                     let wanted =
                         ns == self.namespace && self.service.as_ref().is_none_or(|s| *s == svc);
@@ -153,6 +212,52 @@ impl WatchState {
         }
         Ok(())
     }
+}
+
+struct WatchState {
+    _guard: StreamGuard,
+    ctx: Arc<Context>,
+    scanner: Option<Scanner>,
+    live: broadcast::Receiver<u64>,
+    pending: VecDeque<Event>,
+    done: bool,
+}
+
+impl WatchState {
+    /// A stream of `namespace` (or one `service` of it) from height `next`.
+    fn new(guard: StreamGuard, namespace: String, service: Option<String>, next: u64) -> Self {
+        let ctx = guard.ctx.clone();
+        let live = ctx.commits.subscribe();
+        WatchState {
+            _guard: guard,
+            scanner: Some(Scanner {
+                ctx: ctx.clone(),
+                namespace,
+                service,
+                next,
+                carried: BTreeSet::new(),
+            }),
+            ctx,
+            live,
+            pending: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// One scan step on the blocking pool.
+    async fn scan(&mut self) -> Result<bool, String> {
+        let mut scanner = self.scanner.take().ok_or("scanner lost")?;
+        let (scanner, result) = tokio::task::spawn_blocking(move || {
+            let r = scanner.step();
+            (scanner, r)
+        })
+        .await
+        .map_err(|e| format!("scan task failed: {e}"))?;
+        self.scanner = Some(scanner);
+        let (advanced, events) = result.map_err(|e| format!("{e:?}"))?;
+        self.pending.extend(events);
+        Ok(advanced)
+    }
 
     async fn next_event(&mut self) -> Option<Event> {
         loop {
@@ -162,15 +267,15 @@ impl WatchState {
             if self.done {
                 return None;
             }
-            match self.scan() {
+            match self.scan().await {
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(e) => {
                     self.done = true;
-                    return Some(cutoff(format!("watch failed: {e:?}")));
+                    return Some(cutoff(format!("watch failed: {e}")));
                 }
             }
-            let mut stop = self.ctx().shutdown.clone();
+            let mut stop = self.ctx.shutdown.clone();
             let received = tokio::select! {
                 r = self.live.recv() => r,
                 _ = stop.wait() => return None,
@@ -179,10 +284,10 @@ impl WatchState {
                 Ok(_) => {}
                 Err(RecvError::Lagged(n)) => {
                     self.done = true;
+                    let next = self.scanner.as_ref().map_or(0, |s| s.next);
                     return Some(cutoff(format!(
                         "consumer too slow: {n} certified heights were dropped from its buffer; \
-                         reconnect with from_height={}",
-                        self.next
+                         reconnect from the last synced height + 1 (this stream stood at {next})"
                     )));
                 }
                 Err(RecvError::Closed) => return None,
@@ -191,21 +296,59 @@ impl WatchState {
     }
 }
 
+/// Produce a stream's events into `tx` until the stream ends, the consumer
+/// hangs up, or it takes nothing for `idle`.
+async fn produce(mut state: WatchState, tx: mpsc::Sender<Event>, idle: Duration) {
+    while let Some(event) = state.next_event().await {
+        if let Err(e) = tx.send_timeout(event, idle).await {
+            if matches!(e, mpsc::error::SendTimeoutError::Timeout(_)) {
+                tracing::info!(
+                    idle_ms = idle.as_millis() as u64,
+                    "watch consumer idle; stream closed"
+                );
+            }
+            return;
+        }
+    }
+}
+
+type EventStream = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
+
 pub(crate) async fn watch(
     State(ctx): State<Arc<Context>>,
+    Extension(limits): Extension<Arc<WatchLimits>>,
+    parts: axum::http::request::Parts,
     query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiErr> {
+) -> Result<axum::response::Response, ApiErr> {
     let Query(q) = query.map_err(|e| ApiErr::bad("bad_query", e.body_text()))?;
     check_name("namespace", &q.namespace)?;
     if let Some(s) = &q.service {
         check_name("service", s)?;
     }
-    let (guard, open) = StreamGuard::open(ctx.clone());
-    if open > ctx.api.max_watch_streams {
-        return Err(ApiErr::unavailable(
-            "too_many_watchers",
-            format!("at most {} watch streams", ctx.api.max_watch_streams),
+    let client = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let guard = StreamGuard::open(ctx.clone(), limits, client)?;
+    let keepalive = KeepAlive::default();
+    if ctx.byzantine.has(ByzantineMode::CutWatch) {
+        // Byzantine test mode: every stream ends at once with a cutoff.
+        let event = cutoff("cut (byzantine test mode)".into());
+        let stream: EventStream = Box::pin(futures::stream::once(async move {
+            drop(guard);
+            Ok(event)
+        }));
+        return Ok(Sse::new(stream).keep_alive(keepalive).into_response());
+    }
+    if ctx.byzantine.has(ByzantineMode::StallWatch) {
+        // Byzantine test mode: keepalives only, for as long as the client stays.
+        let stream: EventStream = Box::pin(futures::stream::pending().chain(
+            futures::stream::once(async move {
+                drop(guard);
+                Ok(Event::default())
+            }),
         ));
+        return Ok(Sse::new(stream).keep_alive(keepalive).into_response());
     }
     let next = match q.from_height {
         Some(h) => h.max(1),
@@ -213,10 +356,13 @@ pub(crate) async fn watch(
     };
     // Subscribed before any scan, so no height is missed between the two.
     let state = WatchState::new(guard, q.namespace, q.service, next);
-    let stream = futures::stream::unfold(state, |mut s| async move {
-        s.next_event().await.map(|e| (Ok(e), s))
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+    let idle = Duration::from_millis(ctx.api.watch_idle_timeout_ms);
+    tokio::spawn(produce(state, tx, idle));
+    let stream: EventStream = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok(e), rx))
+    }));
+    Ok(Sse::new(stream).keep_alive(keepalive).into_response())
 }
 
 #[cfg(test)]
@@ -225,10 +371,14 @@ mod tests {
 
     use super::*;
 
+    fn guard(ctx: &Arc<Context>) -> StreamGuard {
+        StreamGuard::open(ctx.clone(), Arc::new(WatchLimits::default()), None).unwrap()
+    }
+
     #[tokio::test]
     async fn a_consumer_that_falls_behind_is_cut_off_and_the_stream_ends() {
         let (ctx, _trigger) = Context::for_tests(2);
-        let mut state = WatchState::new(StreamGuard::open(ctx.clone()).0, "prod".into(), None, 1);
+        let mut state = WatchState::new(guard(&ctx), "prod".into(), None, 1);
         // The node publishes more certified heights than the buffer holds
         // while the consumer reads nothing; publishing never waits.
         for h in 1..=5 {
@@ -240,7 +390,7 @@ mod tests {
             .expect("a cutoff event");
         let text = format!("{event:?}");
         assert!(
-            text.contains("cutoff") && text.contains("from_height=1"),
+            text.contains("cutoff") && text.contains("stood at 1"),
             "{text}"
         );
         assert!(
@@ -252,9 +402,52 @@ mod tests {
     #[tokio::test]
     async fn a_stream_ends_when_the_node_stops() {
         let (ctx, trigger) = Context::for_tests(2);
-        let mut state = WatchState::new(StreamGuard::open(ctx.clone()).0, "prod".into(), None, 1);
+        let mut state = WatchState::new(guard(&ctx), "prod".into(), None, 1);
         trigger.trigger();
         let end = tokio::time::timeout(Duration::from_secs(5), state.next_event()).await;
         assert!(end.expect("no wait").is_none());
+    }
+
+    #[tokio::test]
+    async fn streams_are_capped_per_client_address() {
+        let (ctx, _trigger) = Context::for_tests(2);
+        let cap = ctx.api.max_watch_streams_per_client;
+        let limits = Arc::new(WatchLimits::default());
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let mut held: Vec<StreamGuard> = (0..cap)
+            .map(|_| StreamGuard::open(ctx.clone(), limits.clone(), Some(a)).unwrap())
+            .collect();
+        let refused = StreamGuard::open(ctx.clone(), limits.clone(), Some(a));
+        assert!(
+            matches!(&refused, Err(e) if e.code == "too_many_watchers"),
+            "stream {} of one client must be refused",
+            cap + 1
+        );
+        // Another client is not affected, and a closed stream frees its slot.
+        assert!(StreamGuard::open(ctx.clone(), limits.clone(), Some(b)).is_ok());
+        held.pop();
+        assert!(StreamGuard::open(ctx.clone(), limits.clone(), Some(a)).is_ok());
+        drop(held);
+        assert_eq!(ctx.watch_streams.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_reads_nothing_loses_its_stream_slot() {
+        let (ctx, _trigger) = Context::for_tests(2);
+        let mut state = WatchState::new(guard(&ctx), "prod".into(), None, 1);
+        for i in 0..3 {
+            state
+                .pending
+                .push_back(Event::default().data(format!("{i}")));
+        }
+        assert_eq!(ctx.watch_streams.load(Ordering::Relaxed), 1);
+        // The consumer holds its end and never reads.
+        let (tx, _rx) = mpsc::channel(1);
+        let task = tokio::spawn(produce(state, tx, Duration::from_millis(200)));
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("the producer gives up on an idle consumer")
+            .unwrap();
+        assert_eq!(ctx.watch_streams.load(Ordering::Relaxed), 0);
     }
 }

@@ -8,3 +8,4 @@ mod probes;
 mod recovery;
 mod state_store;
 mod storage;
+mod watch_client;

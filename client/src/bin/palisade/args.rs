@@ -266,6 +266,10 @@ pub(crate) struct Read {
     /// --max-age when no fresh one can be had.
     #[arg(long)]
     pub(crate) strict: bool,
+    /// Serve a stale answer (when no fresh one can be had) only up to SECS
+    /// seconds old; older ones fail (exit 3).
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub(crate) max_stale_age: u64,
     /// Neither read nor write the offline cache.
     #[arg(long, conflicts_with = "cache_dir")]
     pub(crate) no_cache: bool,

@@ -19,7 +19,7 @@ use args::{Cli, Command, KeysCommand, Net, Read, RoleArg, Submit, Target};
 use clap::Parser;
 use palisade_client::{
     enrollment, load_network_file, parse_endpoint, parse_label, parse_service_path, registration,
-    Client, ClientConfig, ClientError, Freshness, InstanceRef, LookupAnswer, Signer,
+    terminal_safe, Client, ClientConfig, ClientError, Freshness, InstanceRef, LookupAnswer, Signer,
     VerifiedReceipt,
 };
 use palisade_crypto::{ProbeKind, ProbeSpec, PublicKey, Role, TxBody};
@@ -66,6 +66,7 @@ fn client(net: &Net, read: Option<&Read>) -> Result<Client, ClientError> {
         };
         config.read_quorum = read.quorum;
         config.serve_stale = !read.strict;
+        config.max_stale_age = Duration::from_secs(read.max_stale_age);
         config.cache_dir = if read.no_cache {
             None
         } else {
@@ -337,7 +338,10 @@ fn heartbeat_forever(submit: &Submit, target: &Target, secs: u64) -> Result<(), 
         match client.heartbeat(&mut signer, &instance) {
             Ok(receipt) => print_receipt("heartbeat", submit.json, &receipt),
             Err(e @ ClientError::Rejected { .. }) => return Err(e),
-            Err(e) => eprintln!("palisade: heartbeat failed: {e}"),
+            Err(e) => eprintln!(
+                "palisade: heartbeat failed: {}",
+                terminal_safe(&e.to_string())
+            ),
         }
         std::thread::sleep(Duration::from_secs(secs.max(1)));
     }
@@ -371,7 +375,8 @@ fn lookup(read: &Read, target: &str) -> Result<(), ClientError> {
     let answer = client.lookup(&namespace, &service)?;
     if let LookupAnswer::Stale { age, cause, .. } = &answer {
         eprintln!(
-            "palisade: warning: {cause}; serving the newest verified answer, {}s old (STALE)",
+            "palisade: warning: {}; serving the newest verified answer, {}s old (STALE)",
+            terminal_safe(&cause.to_string()),
             age.as_secs()
         );
     }
@@ -417,7 +422,7 @@ fn watch(read: &Read, target: &str, from_height: Option<u64>) -> Result<(), Clie
             Ok(s) => show(&s),
             // A suspect node under test (--node) that lies ends the watch.
             Err(e) if read.net.node.is_some() && e.is_verification_failure() => return Err(e),
-            Err(e) => eprintln!("palisade: watch: {e}"),
+            Err(e) => eprintln!("palisade: watch: {}", terminal_safe(&e.to_string())),
         }
     }
     Ok(())
@@ -435,7 +440,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("palisade: {e}");
+            eprintln!("palisade: {}", terminal_safe(&e.to_string()));
             ExitCode::from(exit_code(&e))
         }
     }

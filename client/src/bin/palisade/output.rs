@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use palisade_client::{ClientError, VerifiedNamespace, VerifiedReceipt, VerifiedService};
+use palisade_client::{
+    terminal_safe, ClientError, VerifiedNamespace, VerifiedReceipt, VerifiedService,
+};
 use palisade_crypto::api::StatusResponse;
 use palisade_crypto::InstanceRecord;
 use serde_json::{json, Map, Value};
@@ -187,9 +189,12 @@ pub(crate) fn status_table(reports: &[(String, Result<StatusResponse, ClientErro
                 s.epoch,
                 s.peers,
                 s.mempool,
-                s.leader.chars().take(16).collect::<String>()
+                terminal_safe(&s.leader.chars().take(16).collect::<String>())
             )),
-            Err(e) => out.push_str(&format!("{url:<28} unreachable: {e}\n")),
+            Err(e) => out.push_str(&format!(
+                "{url:<28} unreachable: {}\n",
+                terminal_safe(&e.to_string())
+            )),
         }
     }
     out
