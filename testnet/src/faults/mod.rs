@@ -13,6 +13,7 @@
 
 pub mod load;
 pub mod outsider;
+pub mod watcher;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,8 +47,10 @@ pub struct Scenario {
     pub name: &'static str,
     /// Twins (extra processes sharing validator keys 0..twins).
     twins: usize,
-    /// Nodes that forge lookups.
-    forge: Vec<usize>,
+    /// Byzantine test modes per node (`palisade-testnet up --byzantine I:MODE`).
+    byzantine: &'static [(usize, &'static str)],
+    /// Whether a verified namespace watch must deliver every acknowledged write.
+    watch: bool,
     /// The fault schedule; returns a description.
     inject: fn(&mut Run<'_>) -> Result<String, TestnetError>,
     /// Nodes whose state the checker trusts (validators not twinned or forging).
@@ -63,68 +66,89 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "crash-1-of-4",
             twins: 0,
-            forge: vec![],
+            byzantine: &[],
+            watch: false,
             inject: crash_one,
             honest: all,
         },
         Scenario {
             name: "crash-2-of-4",
             twins: 0,
-            forge: vec![],
+            byzantine: &[],
+            watch: false,
             inject: crash_two,
             honest: all,
         },
         Scenario {
             name: "leader-pause",
             twins: 0,
-            forge: vec![],
+            byzantine: &[],
+            watch: false,
             inject: leader_pause,
             honest: all,
         },
         Scenario {
             name: "partition-heal",
             twins: 0,
-            forge: vec![],
+            byzantine: &[],
+            watch: false,
             inject: partition_heal,
             honest: all,
         },
         Scenario {
             name: "restart-all",
             twins: 0,
-            forge: vec![],
+            byzantine: &[],
+            watch: false,
             inject: restart_all,
             honest: all,
         },
         Scenario {
             name: "kill9-under-load",
             twins: 0,
-            forge: vec![],
+            byzantine: &[],
+            watch: false,
             inject: kill9_under_load,
             honest: all,
         },
         Scenario {
             name: "twins",
             twins: 1,
-            forge: vec![],
+            byzantine: &[],
+            watch: false,
             inject: twins,
             honest: |i| i != 0 && i < 4,
         },
         Scenario {
+            name: "byzantine-node",
+            twins: 0,
+            byzantine: BYZANTINE_NODE,
+            watch: true,
+            inject: byzantine_node,
+            honest: |i| i != 0,
+        },
+        Scenario {
             name: "outsider-flood",
             twins: 0,
-            forge: vec![],
+            byzantine: &[],
+            watch: false,
             inject: outsider_flood,
             honest: all,
         },
         Scenario {
             name: "forged-lookups",
             twins: 0,
-            forge: vec![3],
+            byzantine: &[(3, "forge-lookups")],
+            watch: true,
             inject: forged_lookups,
             honest: |i| i != 3,
         },
     ]
 }
+
+/// Every lie one node can tell at once, on node0 (listed first, so clients
+/// meet it first): each client class must reject or route around it.
+const BYZANTINE_NODE: &[(usize, &str)] = &[(0, "forge-lookups"), (0, "replay-watch")];
 
 /// The scenarios CI runs (bounded: about a minute each).
 pub const CI_SUBSET: &[&str] = &["crash-1-of-4", "partition-heal", "forged-lookups"];
@@ -414,6 +438,18 @@ fn forged_lookups(run: &mut Run<'_>) -> Result<String, TestnetError> {
     Ok("node3 alters lookup answers; client asks it directly".into())
 }
 
+fn byzantine_node(run: &mut Run<'_>) -> Result<String, TestnetError> {
+    run.expect_progress(&[1, 2, 3], 5, Duration::from_secs(30), "with node0 lying");
+    // Lookups through every node, the liar first, verify (the client routes
+    // around it; forged-lookups shows a lookup pinned to a liar fails).
+    if let Err(e) = verified_lookup(run, Duration::from_secs(60), None) {
+        run.violations
+            .push(format!("a lookup through all nodes failed: {e}"));
+    }
+    let modes: Vec<&str> = BYZANTINE_NODE.iter().map(|(_, m)| *m).collect();
+    Ok(format!("node0 lies: {}", modes.join(", ")))
+}
+
 fn outsider_flood(run: &mut Run<'_>) -> Result<String, TestnetError> {
     let nodes: Vec<std::net::SocketAddr> = run
         .net
@@ -607,9 +643,9 @@ pub fn run_scenario(s: &Scenario, opts: &SuiteOptions) -> Outcome {
     let mut up = UpOptions::new(&dir, &opts.node_binary);
     up.twins = s.twins;
     up.byzantine = s
-        .forge
+        .byzantine
         .iter()
-        .map(|&i| (i, "forge-lookups".to_string()))
+        .map(|&(i, m)| (i, m.to_string()))
         .collect();
     up.round_timeout_ms = 500;
     let mut net = match cluster::generate(&up) {
@@ -643,6 +679,11 @@ fn drive(
     cluster::wait_for_height(net, 2, 3, Duration::from_secs(60), |_| {})?;
     let network = load_network_file(&net.layout().network_file())?;
     let mut authority = Signer::load(&net.layout().authority_key())?;
+    let watcher = if s.watch {
+        Some(watcher::Watcher::start(&network)?)
+    } else {
+        None
+    };
     let load = Load::start(&network, &mut authority, opts.writers, 10_000, opts.seed)?;
     std::thread::sleep(Duration::from_secs(2));
     let mut run = Run {
@@ -656,6 +697,17 @@ fn drive(
     let (acked, _failed) = load.stop(Duration::from_secs(15));
     outcome.faults = faults?;
     outcome.acked = acked.len();
+    if let Some(w) = watcher {
+        let (missed, errors) = w.finish(&acked, Duration::from_secs(30));
+        let missed_note = if missed.is_empty() {
+            "every ack delivered".to_string()
+        } else {
+            format!("{} violation lines", missed.len())
+        };
+        outcome.violations.extend(missed);
+        outcome.faults +=
+            &format!("; verified watch: {missed_note}, {errors} errors routed around");
+    }
     outcome.violations.append(&mut run.violations);
     // Let in-flight commits settle before comparing replicas.
     std::thread::sleep(Duration::from_secs(2));
