@@ -378,10 +378,15 @@ impl Testnet {
 }
 
 impl Testnet {
-    /// The committed block info of node `index` at `height`.
-    pub fn block(&self, index: usize, height: u64) -> Result<BlockInfo, TestnetError> {
+    /// GET `path` from node `index` as JSON: `None` on 404, an error on
+    /// any other status but 200.
+    fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        index: usize,
+        path: &str,
+    ) -> Result<Option<T>, TestnetError> {
         let node = self.node(index)?;
-        let url = format!("{}/v1/blocks/{height}", node.api_url);
+        let url = format!("{}{path}", node.api_url);
         let http = |reason: String| TestnetError::Http {
             index,
             url: url.clone(),
@@ -391,14 +396,28 @@ impl Testnet {
             .get(&url)
             .call()
             .map_err(|e| http(e.to_string()))?;
-        let code = resp.status().as_u16();
-        if code != 200 {
-            return Err(http(format!("HTTP {code}")));
+        match resp.status().as_u16() {
+            200 => resp
+                .into_body()
+                .read_json()
+                .map(Some)
+                .map_err(|e| http(e.to_string())),
+            404 => Ok(None),
+            code => Err(http(format!("HTTP {code}"))),
         }
-        let body: BlockResponse = resp
-            .into_body()
-            .read_json()
-            .map_err(|e| http(e.to_string()))?;
+    }
+
+    /// The committed block info of node `index` at `height`.
+    pub fn block(&self, index: usize, height: u64) -> Result<BlockInfo, TestnetError> {
+        let path = format!("/v1/blocks/{height}");
+        let http = |reason: String| TestnetError::Http {
+            index,
+            url: path.clone(),
+            reason,
+        };
+        let body: BlockResponse = self
+            .get_json(index, &path)?
+            .ok_or_else(|| http("HTTP 404".into()))?;
         body.block.decode().map_err(|e| http(e.to_string()))
     }
 
@@ -421,28 +440,9 @@ impl Testnet {
         index: usize,
         id: &palisade_crypto::Digest,
     ) -> Result<Option<u64>, TestnetError> {
-        let node = self.node(index)?;
-        let url = format!("{}/v1/tx/{}", node.api_url, id.to_hex());
-        let http = |reason: String| TestnetError::Http {
-            index,
-            url: url.clone(),
-            reason,
-        };
-        let resp = agent(Duration::from_secs(5))
-            .get(&url)
-            .call()
-            .map_err(|e| http(e.to_string()))?;
-        match resp.status().as_u16() {
-            404 => Ok(None),
-            200 => {
-                let v: serde_json::Value = resp
-                    .into_body()
-                    .read_json()
-                    .map_err(|e| http(e.to_string()))?;
-                Ok(v["receipt"]["height"].as_u64())
-            }
-            code => Err(http(format!("HTTP {code}"))),
-        }
+        let answer: Option<serde_json::Value> =
+            self.get_json(index, &format!("/v1/tx/{}", id.to_hex()))?;
+        Ok(answer.and_then(|v| v["receipt"]["height"].as_u64()))
     }
 
     /// Sum of the samples of Prometheus counter `name` whose labels contain
