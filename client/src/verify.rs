@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use palisade_crypto::api::{LookupResponse, NamespaceResponse, Receipt};
 use palisade_crypto::{
-    BlockInfo, Digest, InstanceRecord, NamespaceRecord, ServiceLookup, ServiceName, ServiceRecord,
-    StateKey,
+    BlockInfo, Digest, InstanceRecord, NamespaceRecord, ServiceLookup, ServiceName, ServiceProof,
+    ServiceRecord, StateKey,
 };
 
 use crate::{ClientError, TrustedChain};
@@ -91,9 +91,11 @@ impl VerifiedService {
 }
 
 /// Verify a lookup answer for `namespace/service`: the certificate against
-/// the trusted set of its epoch, the proof against the certified root, the
-/// answer's subject, and (when `freshness` is given) the block time against
-/// `now_ms`.
+/// the trusted set of its epoch, the proof of the service's index leaf
+/// against the certified root, the answer's subject, every instance record
+/// against the hash the index lists for it (none omitted, added, reordered
+/// or altered; see [`ServiceProof::verify`]), and (when `freshness` is
+/// given) the block time against `now_ms`.
 pub fn verify_lookup(
     trust: &TrustedChain,
     namespace: &str,
@@ -110,6 +112,13 @@ pub fn verify_lookup(
         .lookup
         .decode()
         .map_err(|e| ClientError::Malformed(format!("lookup proof: {e}")))?;
+    let max = palisade_crypto::MAX_DECODE_BYTES;
+    let total: usize = response.instances.iter().map(|i| i.bytes().len()).sum();
+    if total > max {
+        return Err(ClientError::Malformed(format!(
+            "instance records of {total} bytes, at most {max} accepted"
+        )));
+    }
     if lookup.namespace != namespace || lookup.service != service {
         return Err(ClientError::WrongService {
             asked: format!("{namespace}/{service}"),
@@ -117,7 +126,16 @@ pub fn verify_lookup(
         });
     }
     let ledger = trust.verify(&cert)?;
-    let verified = lookup.verify(&ledger).map_err(ClientError::ForgedProof)?;
+    let proof = ServiceProof {
+        lookup,
+        instances: response
+            .instances
+            .iter()
+            .map(|i| i.bytes().to_vec())
+            .collect(),
+    };
+    let verified = proof.verify(&ledger).map_err(ClientError::ForgedProof)?;
+    let lookup = proof.lookup;
     if let Some(f) = freshness {
         f.check(verified.timestamp_ms, now_ms)?;
     }

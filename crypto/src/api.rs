@@ -21,8 +21,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BlockInfo, CommitCertificate, Digest, Hex, MapProof, NamespaceRecord, ServiceLookup,
-    ServiceRecord, SignedTransaction, TxInclusionProof,
+    BlockInfo, CommitCertificate, Digest, Hex, InstanceRecord, MapProof, NamespaceRecord,
+    ServiceLookup, ServiceProof, ServiceRecord, SignedTransaction, TxInclusionProof,
 };
 
 /// Submit a signed transaction.
@@ -85,10 +85,24 @@ pub struct LookupResponse {
     pub height: u64,
     /// Commit certificate of the block whose state answers.
     pub certificate: Hex<CommitCertificate>,
-    /// The record (or absence) and its proof.
+    /// The service's index leaf (or absence) and its proof.
     pub lookup: Hex<ServiceLookup>,
+    /// Every instance record the index lists, in its order (each checked
+    /// against the index's hash; see [`crate::ServiceProof`]).
+    pub instances: Vec<Hex<InstanceRecord>>,
     /// The decoded record (unverified).
     pub record: Option<ServiceRecord>,
+}
+
+impl LookupResponse {
+    /// The proof material to verify: the index leaf's proof and the instance
+    /// records (see [`ServiceProof::verify`]).
+    pub fn proof(&self) -> Result<ServiceProof, crate::DecodeError> {
+        Ok(ServiceProof {
+            lookup: self.lookup.decode()?,
+            instances: self.instances.iter().map(|i| i.bytes().to_vec()).collect(),
+        })
+    }
 }
 
 /// The services of a namespace with proof.

@@ -114,21 +114,19 @@ fn state_answer(
     instances.sort_by(|a, b| a.instance.cmp(&b.instance));
     let mut state = fixture::State::new();
     let key = fixture::service_key(namespace, service);
-    let value = (!instances.is_empty()).then(|| {
-        palisade_crypto::encode(&ServiceRecord {
+    // An unrelated key keeps the tree non-empty when the service is absent.
+    state.put(vec![(fixture::service_key("zz", "other"), Some(vec![1]))]);
+    if !instances.is_empty() {
+        state.put_record(&ServiceRecord {
             namespace: namespace.into(),
             service: service.into(),
             instances,
-        })
-    });
-    // An unrelated key keeps the tree non-empty when the service is absent.
-    state.put(vec![
-        (fixture::service_key("zz", "other"), Some(vec![1])),
-        (key.clone(), value),
-    ]);
+        });
+    }
     let cert = chain.quorum(fixture::block(11, state.root, now_ms()));
     let (value, proof) = state.prove(&key);
-    fixture::lookup_response(cert, namespace, service, value, proof)
+    let instances = state.instance_bytes(namespace, service);
+    fixture::lookup_response(cert, namespace, service, value, proof, instances)
 }
 
 /// The next sequence number stand-in nodes report for every account.

@@ -234,12 +234,7 @@ fn find_instance(
     ws: &mut WorkingSet<'_>,
     r: &InstanceRef,
 ) -> Result<Option<InstanceRecord>, StateError> {
-    Ok(ws.service(&r.namespace, &r.service)?.and_then(|s| {
-        s.instances
-            .binary_search_by(|i| i.instance.as_str().cmp(&r.instance))
-            .ok()
-            .map(|pos| s.instances[pos].clone())
-    }))
+    Ok(ws.instance(r)?.cloned())
 }
 
 fn unknown(r: &InstanceRef) -> TxRejection {
@@ -386,6 +381,16 @@ fn register(
         dissenting_reporters: dissenting,
         probe: reg.probe.clone(),
     };
+    let size = palisade_crypto::encode(&record).len() as u64;
+    let max = env.params.max_instance_record_bytes();
+    if size > max {
+        return Err(TxRejection::RecordTooLarge {
+            record: "instance record".into(),
+            size,
+            max,
+        }
+        .into());
+    }
     put_instance(ws, &r, record)?;
     ws.set_lease(r, Some(deadline));
     Ok(())
@@ -401,35 +406,28 @@ fn health_report(
     if env.validators.power_of(signer).is_none() {
         return Err(TxRejection::NotValidator(*signer).into());
     }
-    if find_instance(ws, r)?.is_none() {
+    let Some(mut inst) = find_instance(ws, r)? else {
         return Err(unknown(r).into());
-    }
+    };
     let set = &env.validators;
-    if let Some(svc) = ws.service_mut(&r.namespace, &r.service)? {
-        if let Ok(pos) = svc
-            .instances
-            .binary_search_by(|i| i.instance.as_str().cmp(&r.instance))
-        {
-            let inst = &mut svc.instances[pos];
-            let reported = if passing {
-                Health::Passing
-            } else {
-                Health::Failing
-            };
-            let dissent = &mut inst.dissenting_reporters;
-            dissent.retain(|k| set.power_of(k).is_some());
-            if reported == inst.health {
-                dissent.retain(|k| k != signer);
-            } else if let Err(pos) = dissent.binary_search(signer) {
-                dissent.insert(pos, *signer);
-            }
-            let power: u64 = dissent.iter().filter_map(|k| set.power_of(k)).sum();
-            if power >= set.validity_power() {
-                inst.health = reported;
-                dissent.clear();
-            }
-        }
+    let reported = if passing {
+        Health::Passing
+    } else {
+        Health::Failing
+    };
+    let dissent = &mut inst.dissenting_reporters;
+    dissent.retain(|k| set.power_of(k).is_some());
+    if reported == inst.health {
+        dissent.retain(|k| k != signer);
+    } else if let Err(pos) = dissent.binary_search(signer) {
+        dissent.insert(pos, *signer);
     }
+    let power: u64 = dissent.iter().filter_map(|k| set.power_of(k)).sum();
+    if power >= set.validity_power() {
+        inst.health = reported;
+        inst.dissenting_reporters.clear();
+    }
+    ws.put_instance_leaf(r, inst)?;
     Ok(())
 }
 

@@ -79,12 +79,10 @@ fn expire(
     }
     let mut expired = 0u64;
     for (deadline, r) in due.into_iter().take(remaining) {
-        let owner = ws.service(&r.namespace, &r.service)?.and_then(|s| {
-            s.instances
-                .iter()
-                .find(|i| i.instance == r.instance && i.lease_expires_at_ms == deadline)
-                .map(|i| i.owner)
-        });
+        let owner = ws
+            .instance(&r)?
+            .filter(|i| i.lease_expires_at_ms == deadline)
+            .map(|i| i.owner);
         let owner = owner.ok_or_else(|| StateError::Corrupt {
             key: format!("{}/{}/{}", r.namespace, r.service, r.instance),
             reason: format!("lease index names deadline {deadline} the record does not hold"),

@@ -193,6 +193,17 @@ pub enum TxRejection {
         /// Limit.
         max: u64,
     },
+    /// The record the transaction would write is larger than the genesis
+    /// limits allow (`Params::record_bounds`).
+    #[error("{record} would be {size} bytes, at most {max} allowed")]
+    RecordTooLarge {
+        /// Which record.
+        record: String,
+        /// Its encoded size.
+        size: u64,
+        /// The bound.
+        max: u64,
+    },
 }
 
 impl From<SigError> for TxRejection {

@@ -87,7 +87,7 @@ mod tests;
 
 pub use error::{StateError, TxRejection};
 pub use exec::RegistryExecutor;
-pub use genesis::{Authority, Genesis, Params};
+pub use genesis::{Authority, Genesis, Params, RecordBounds};
 pub use map::compute_update;
 pub use query::{InstanceFilter, NamespaceLookup, StateReader};
 pub use receipts::{decode_payload, encode_payload, BlockReceipts, TxOutcome, TxReceipt};

@@ -265,8 +265,7 @@ async fn watch_streams_verified_updates_and_resumes_from_a_height() {
         .unwrap();
     let record = update
         .lookup
-        .lookup
-        .decode()
+        .proof()
         .unwrap()
         .verify(&ledger)
         .unwrap()

@@ -135,7 +135,12 @@ fn reopening_a_store_resumes_identically() {
     }
     assert_eq!(reopened.committed(), a.exec.committed());
     assert_eq!(
-        reopened.reader().service("shop", "web").unwrap().value,
+        reopened
+            .reader()
+            .service("shop", "web")
+            .unwrap()
+            .lookup
+            .value,
         None
     );
     let mut other = genesis();

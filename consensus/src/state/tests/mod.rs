@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use palisade_crypto::{
     hash_encoded, Digest, Domain, Endpoint, Enrollment, Label, PublicKey, Registration, Role,
-    SecretKey, ServiceRecord, SignedTransaction, StateKey, Transaction, TxBody, Validator,
+    SecretKey, ServiceRecord, SignedTransaction, Transaction, TxBody, Validator,
 };
 
 use super::{
@@ -14,6 +14,7 @@ use super::{
 };
 use crate::executor::{ExecutionContext, ExecutionResult, Executor};
 
+mod bounds;
 mod exec;
 mod map;
 mod rules;
@@ -202,12 +203,7 @@ impl Chain {
     }
 
     pub(super) fn service(&self, ns: &str, svc: &str) -> Option<ServiceRecord> {
-        self.reader()
-            .get(&StateKey::Service {
-                namespace: ns.into(),
-                service: svc.into(),
-            })
-            .expect("readable")
+        self.reader().service_record(ns, svc).expect("readable")
     }
 
     pub(super) fn instances(&self, ns: &str, svc: &str) -> Vec<String> {

@@ -33,7 +33,7 @@ fn lease_expires_in_the_first_block_past_its_deadline() {
     ));
     // The service and namespace leaves are gone: absence is provable.
     let lookup = c.reader().service("shop", "web").unwrap();
-    assert_eq!(lookup.value, None);
+    assert_eq!(lookup.lookup.value, None);
     let ns = c.reader().namespace("shop").unwrap();
     assert_eq!(ns.verify(&c.root()).unwrap(), None);
     assert_eq!(
