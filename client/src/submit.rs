@@ -13,26 +13,44 @@ use std::thread;
 use std::time::Instant;
 
 use palisade_crypto::api::{AccountResponse, SubmitRequest, SubmitResponse, TxStatus};
-use palisade_crypto::{Digest, Hex, PublicKey, Registration, SignedTransaction, TxBody};
+use palisade_crypto::{
+    Digest, Hex, PublicKey, Registration, SignedTransaction, TxBody, MAX_SEQUENCE_STEP,
+};
 
 use crate::node::NodeApi;
-use crate::verify::verify_receipt;
+use crate::verify::{verify_account, verify_receipt};
 use crate::{Client, ClientError, InstanceRef, Signer, VerifiedReceipt, VerifiedService};
 
 impl Client {
-    /// The sequence number `key`'s next transaction should carry, as the
-    /// nodes see it.
+    /// The sequence number `key`'s next transaction should carry: the
+    /// node's suggestion (which counts its pending transactions) when it lies
+    /// within [`MAX_SEQUENCE_STEP`] above the committed next sequence proven
+    /// against a certified root, else the proven one. A node can therefore
+    /// never steer the signer further than the consensus rule allows.
     pub fn next_sequence(&self, key: &PublicKey) -> Result<u64, ClientError> {
+        let (proven, suggested) = self.account(key)?;
+        Ok(suggested.unwrap_or(proven))
+    }
+
+    /// The proven committed next sequence of `key`, and the node's
+    /// suggestion when it is within the bound.
+    fn account(&self, key: &PublicKey) -> Result<(u64, Option<u64>), ClientError> {
         let path = format!("/v1/accounts/{}", key.to_hex());
         self.with_failover("account query", |node| {
             let account: AccountResponse = node.get(&path)?;
-            if account.key != *key {
-                return Err(ClientError::Malformed(format!(
-                    "asked for account {key}, got {}",
-                    account.key
-                )));
+            let proven = self.verified(node, |t| verify_account(t, key, &account))?;
+            let proven = proven.next_sequence;
+            let suggested = account.next_sequence;
+            let within = suggested >= proven && suggested - proven <= MAX_SEQUENCE_STEP;
+            if !within {
+                tracing::warn!(
+                    node = node.url(),
+                    suggested,
+                    proven,
+                    "node suggests a sequence outside the allowed step; using the proven one"
+                );
             }
-            Ok(account.next_sequence)
+            Ok((proven, within.then_some(suggested)))
         })
     }
 
@@ -52,11 +70,16 @@ impl Client {
             let sequence = match signer.known_next_sequence() {
                 Some(next) if !refreshed => next,
                 _ => {
-                    let remote = self.next_sequence(&signer.public())?;
+                    let (proven, suggested) = self.account(&signer.public())?;
                     if refreshed {
-                        remote
+                        // After a sequence refusal the nodes' view wins over
+                        // the local count (still bounded by the proof).
+                        suggested.unwrap_or(proven)
                     } else {
-                        remote.max(signer.local_next_sequence())
+                        suggested
+                            .unwrap_or(proven)
+                            .max(signer.local_next_sequence())
+                            .min(proven.saturating_add(MAX_SEQUENCE_STEP))
                     }
                 }
             };

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use palisade_crypto::api::{LookupResponse, NamespaceResponse, Receipt};
+use palisade_crypto::api::{AccountResponse, LookupResponse, NamespaceResponse, Receipt};
 use palisade_crypto::{
     BlockInfo, Digest, InstanceRecord, NamespaceRecord, ServiceLookup, ServiceName, ServiceProof,
     ServiceRecord, StateKey,
@@ -220,6 +220,58 @@ pub fn verify_namespace(
         timestamp_ms: ledger.block().timestamp_ms,
         epoch: ledger.epoch(),
         services,
+    })
+}
+
+/// A signer's committed next sequence, proven against a certified root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifiedAccount {
+    /// The sequence number the signer must use next (at least).
+    pub next_sequence: u64,
+    /// Height of the certified state.
+    pub height: u64,
+}
+
+/// Verify an account answer: the certificate against the trusted set, the
+/// proof of `StateKey::Account` against the certified root, and the subject.
+/// The node's `next_sequence` suggestion is not covered.
+pub fn verify_account(
+    trust: &TrustedChain,
+    key: &palisade_crypto::PublicKey,
+    response: &AccountResponse,
+) -> Result<VerifiedAccount, ClientError> {
+    if response.key != *key {
+        return Err(ClientError::Malformed(format!(
+            "asked for account {key}, got {}",
+            response.key
+        )));
+    }
+    let cert = response
+        .certificate
+        .decode()
+        .map_err(|e| ClientError::Malformed(format!("certificate: {e}")))?;
+    let proof = response
+        .proof
+        .decode()
+        .map_err(|e| ClientError::Malformed(format!("account proof: {e}")))?;
+    let ledger = trust.verify(&cert)?;
+    let value = response.value.as_ref().map(|v| v.bytes());
+    proof
+        .verify(
+            &ledger.block().state_root,
+            &StateKey::Account { key: *key },
+            value,
+        )
+        .map_err(ClientError::ForgedProof)?;
+    let next_sequence = match &response.value {
+        None => 0,
+        Some(hex) => hex
+            .decode()
+            .map_err(|e| ClientError::ForgedProof(palisade_crypto::ProofError::Malformed(e)))?,
+    };
+    Ok(VerifiedAccount {
+        next_sequence,
+        height: ledger.block().height,
     })
 }
 

@@ -48,6 +48,34 @@ fn execute_learns_the_sequence_and_returns_the_verified_receipt() {
     assert_eq!(asked, 1);
 }
 
+/// Issue 13 item 2: a node suggesting `u64::MAX - 1` cannot steer the
+/// signer: the client signs with the committed sequence it verified.
+#[test]
+fn a_node_lying_about_the_account_cannot_steer_the_sequence() {
+    let chain = Chain::test();
+    let (liar, seen) = tx_node(chain.clone(), TxBehavior::LieAccount);
+    let c = client(&chain, &[liar.url.clone()], config());
+    let mut s = signer();
+    c.execute(&mut s, heartbeat()).unwrap();
+    let sequences: Vec<u64> = seen.lock().unwrap().iter().map(|t| t.tx.sequence).collect();
+    assert_eq!(sequences, vec![NEXT_SEQUENCE]);
+    assert_eq!(c.next_sequence(&s.public()).unwrap(), NEXT_SEQUENCE);
+    // A proof of another value than the certified one is refused.
+    let forger_chain = chain.clone();
+    let forger = MockNode::start(move |req| {
+        let key = req.path.trim_start_matches("/v1/accounts/");
+        let key = palisade_crypto::PublicKey::from_hex(key).unwrap();
+        let mut answer = crate::support::account_answer(&forger_chain, key, 3, 3);
+        answer.value = Some(palisade_crypto::Hex::new(&(u64::MAX - 1)));
+        Reply::ok(&answer)
+    });
+    let c = client(&chain, &[forger.url.clone()], config());
+    assert!(matches!(
+        c.next_sequence(&s.public()),
+        Err(ClientError::ForgedProof(_))
+    ));
+}
+
 #[test]
 fn sequence_refusal_makes_the_client_ask_the_nodes_again() {
     let chain = Chain::test();
@@ -62,10 +90,8 @@ fn sequence_refusal_makes_the_client_ask_the_nodes_again() {
     let moved_on = MockNode::start(move |req| {
         if req.path.starts_with("/v1/accounts/") {
             let key = req.path.trim_start_matches("/v1/accounts/");
-            return Reply::ok(&palisade_crypto::api::AccountResponse {
-                key: palisade_crypto::PublicKey::from_hex(key).unwrap(),
-                next_sequence: 9,
-            });
+            let key = palisade_crypto::PublicKey::from_hex(key).unwrap();
+            return Reply::ok(&crate::support::account_answer(&receipts, key, 9, 9));
         }
         let submit: palisade_crypto::api::SubmitRequest =
             serde_json::from_slice(&req.body).unwrap();

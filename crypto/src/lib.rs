@@ -43,5 +43,5 @@ pub use registry::{
     ServiceRecord, StateKey,
 };
 pub use sig::{verify_batch, PublicKey, SecretKey, Signature};
-pub use tx::{Cosignature, SignedTransaction, Transaction, TxBody};
+pub use tx::{Cosignature, SignedTransaction, Transaction, TxBody, MAX_SEQUENCE_STEP};
 pub use txroot::{tx_root, TxInclusionProof};

@@ -14,16 +14,21 @@ pub enum ByzantineMode {
     /// Answer lookups with altered records (every endpoint's port moved) and
     /// the honest proof, which then no longer matches.
     ForgeLookups,
+    /// Answer account queries with a next sequence of `u64::MAX - 1` (the
+    /// proof of the committed sequence stays honest).
+    LieAccounts,
 }
 
 impl ByzantineMode {
     /// Every mode, for help texts and tests.
-    pub const ALL: &'static [ByzantineMode] = &[ByzantineMode::ForgeLookups];
+    pub const ALL: &'static [ByzantineMode] =
+        &[ByzantineMode::ForgeLookups, ByzantineMode::LieAccounts];
 
     /// The config and CLI name (`forge-lookups`).
     pub fn name(self) -> &'static str {
         match self {
             ByzantineMode::ForgeLookups => "forge-lookups",
+            ByzantineMode::LieAccounts => "lie-accounts",
         }
     }
 }

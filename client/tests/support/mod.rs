@@ -64,13 +64,19 @@ pub enum TxBehavior {
     LoseFirst,
     /// Reports every transaction applied, but the state never changes.
     Pretend,
+    /// Commits, but suggests `u64::MAX - 1` as every signer's next sequence
+    /// (beside an honest proof of the committed one).
+    LieAccount,
 }
 
 impl TxBehavior {
     fn applies(self) -> bool {
         matches!(
             self,
-            TxBehavior::Commit | TxBehavior::PendingThenCommit | TxBehavior::LoseFirst
+            TxBehavior::Commit
+                | TxBehavior::PendingThenCommit
+                | TxBehavior::LoseFirst
+                | TxBehavior::LieAccount
         )
     }
 }
@@ -132,6 +138,35 @@ fn state_answer(
 /// The next sequence number stand-in nodes report for every account.
 pub const NEXT_SEQUENCE: u64 = 3;
 
+/// An account answer whose committed next sequence `proven` is proven
+/// against a state certified by `chain`, with the node suggesting `suggested`.
+pub fn account_answer(
+    chain: &Chain,
+    key: palisade_crypto::PublicKey,
+    proven: u64,
+    suggested: u64,
+) -> AccountResponse {
+    let mut state = fixture::State::new();
+    let account = palisade_crypto::StateKey::Account { key };
+    state.put(vec![
+        (fixture::service_key("zz", "other"), Some(vec![1])),
+        (
+            account.clone(),
+            (proven > 0).then(|| palisade_crypto::encode(&proven)),
+        ),
+    ]);
+    let cert = chain.quorum(fixture::block(11, state.root, now_ms()));
+    let (value, proof) = state.prove(&account);
+    AccountResponse {
+        key,
+        next_sequence: suggested,
+        height: 11,
+        certificate: Hex::new(&cert),
+        value: value.map(Hex::from_bytes),
+        proof: Hex::new(&proof),
+    }
+}
+
 /// A node that accepts transactions and answers with receipts certified by `chain`.
 pub fn tx_node(
     chain: Chain,
@@ -150,10 +185,13 @@ pub fn tx_node(
             receipt: Some(receipt(&chain, id, 1, outcome)),
         };
         if let Some(key) = req.path.strip_prefix("/v1/accounts/") {
-            return Reply::ok(&AccountResponse {
-                key: palisade_crypto::PublicKey::from_hex(key).unwrap(),
-                next_sequence: NEXT_SEQUENCE,
-            });
+            let key = palisade_crypto::PublicKey::from_hex(key).unwrap();
+            let suggested = if behavior == TxBehavior::LieAccount {
+                u64::MAX - 1
+            } else {
+                NEXT_SEQUENCE
+            };
+            return Reply::ok(&account_answer(&chain, key, NEXT_SEQUENCE, suggested));
         }
         if let Some(rest) = req.path.strip_prefix("/v1/services/") {
             let (ns, svc) = rest.split_once('/').unwrap();
@@ -189,7 +227,9 @@ pub fn tx_node(
                 receipt: None,
             };
             return match behavior {
-                TxBehavior::Commit | TxBehavior::Pretend => Reply::ok(&committed(id, "applied")),
+                TxBehavior::Commit | TxBehavior::Pretend | TxBehavior::LieAccount => {
+                    Reply::ok(&committed(id, "applied"))
+                }
                 TxBehavior::Reject(reason) => Reply::ok(&committed(id, reason)),
                 TxBehavior::PendingThenCommit
                 | TxBehavior::AlwaysPending

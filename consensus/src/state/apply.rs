@@ -6,9 +6,11 @@
 //! 2. chain id and every signature (`SignedTransaction::verify`, i.e.
 //!    `verify_strict` with weak keys refused; never batch verification, whose
 //!    verdict is not the strict one);
-//! 3. sequence: `sequence >= next` for the signer, then `next = sequence + 1`
-//!    (replays and reorderings are refused, gaps are allowed so that a
-//!    rejected transaction does not wedge its signer);
+//! 3. sequence: `next <= sequence <= next + MAX_SEQUENCE_STEP` for the
+//!    signer, then `next = sequence + 1` (replays and reorderings are
+//!    refused; bounded gaps are allowed so that a rejected transaction does
+//!    not wedge the ones its signer already sent; the bound stops anyone
+//!    steering the account to the end of the sequence space);
 //! 4. authorization, body validation and limits (per handler);
 //! 5. mutation.
 //!
@@ -43,7 +45,7 @@
 
 use palisade_crypto::{
     Enrollment, Health, InstanceRecord, PublicKey, Registration, Role, SignedTransaction, TxBody,
-    Validator, ValidatorSet,
+    Validator, ValidatorSet, MAX_SEQUENCE_STEP,
 };
 
 use super::error::{StateError, TxRejection};
@@ -144,6 +146,15 @@ fn apply_inner(
         return Err(TxRejection::StaleSequence {
             got: sequence,
             next,
+        }
+        .into());
+    }
+    let max = next.saturating_add(MAX_SEQUENCE_STEP);
+    if sequence > max {
+        return Err(TxRejection::SequenceTooFar {
+            got: sequence,
+            next,
+            max,
         }
         .into());
     }

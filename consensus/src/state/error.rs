@@ -193,6 +193,18 @@ pub enum TxRejection {
         /// Limit.
         max: u64,
     },
+    /// Sequence number too far past the signer's next one (at most
+    /// `next + MAX_SEQUENCE_STEP`), so no one can steer a signer's account
+    /// towards the end of the sequence space.
+    #[error("sequence {got} is too far ahead, at most {max} accepted (next is {next})")]
+    SequenceTooFar {
+        /// Sequence in the transaction.
+        got: u64,
+        /// The signer's next sequence.
+        next: u64,
+        /// Highest sequence accepted.
+        max: u64,
+    },
     /// The record the transaction would write is larger than the genesis
     /// limits allow (`Params::record_bounds`).
     #[error("{record} would be {size} bytes, at most {max} allowed")]

@@ -18,8 +18,9 @@
 //!   within `max_block_bytes` / `max_block_txs`, else the block is invalid.
 //!   Every transaction gets a receipt; a rejected one changes nothing.
 //! - **Order of checks** per transaction: size, cosignature count, chain id
-//!   and signatures (`verify_strict`), sequence (`>=` the signer's next; gaps
-//!   allowed, replays and reorderings refused), authorization, body, limits.
+//!   and signatures (`verify_strict`), sequence (from the signer's next up to
+//!   `MAX_SEQUENCE_STEP` past it; replays and reorderings refused),
+//!   authorization, body, limits.
 //! - **Authority** acts (Enroll, Revoke, ChangeValidators) need `threshold`
 //!   distinct members among signer and cosigners, all of them members.
 //! - **Namespaces and ownership.** Writes only where enrolled and unrevoked;

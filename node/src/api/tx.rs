@@ -9,8 +9,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use palisade_consensus::state::StateReader;
 use palisade_crypto::api::{AccountResponse, Receipt, SubmitRequest, SubmitResponse, TxStatus};
-use palisade_crypto::{decode_capped, Digest, Hex, PublicKey, SignedTransaction, TxInclusionProof};
+use palisade_crypto::{
+    decode_capped, Digest, Hex, PublicKey, SignedTransaction, StateKey, TxInclusionProof,
+};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{parse_json, ApiErr};
@@ -146,14 +149,27 @@ pub(crate) async fn account(
     Path(key): Path<String>,
 ) -> Result<Json<AccountResponse>, ApiErr> {
     let key = PublicKey::from_hex(&key).map_err(|e| ApiErr::bad("bad_key", e.to_string()))?;
+    let (height, cert) = super::query::certified(&ctx)?;
+    let (value, proof) = StateReader::at(&ctx.store, height)
+        .prove(&StateKey::Account { key })
+        .map_err(|e| ApiErr::new(StatusCode::INTERNAL_SERVER_ERROR, "state", e.to_string()))?;
     let committed = ctx.committed_next_sequence(&key);
-    let next = ctx
+    let mut next = ctx
         .mempool
         .lock()
         .expect("mempool lock poisoned")
         .next_sequence(&key, committed);
+    if ctx.byzantine.has(crate::ByzantineMode::LieAccounts) {
+        // Byzantine test mode: steer the signer to the end of the sequence
+        // space; the proof stays honest.
+        next = u64::MAX - 1;
+    }
     Ok(Json(AccountResponse {
         key,
         next_sequence: next,
+        height,
+        certificate: Hex::new(&cert),
+        value: value.map(Hex::from_bytes),
+        proof: Hex::new(&proof),
     }))
 }

@@ -137,3 +137,47 @@ fn genesis_refuses_limits_that_allow_a_record_over_the_decode_cap() {
     let b = Params::default().record_bounds();
     assert!(b.service_answer <= MAX_DECODE_BYTES as u64, "{b:?}");
 }
+
+/// Issue 13 item 2: a lying node that tells a signer its next sequence is
+/// `u64::MAX - 1` can no longer make the signer's next transaction exhaust
+/// the account: a sequence more than `MAX_SEQUENCE_STEP` past the signer's
+/// next is refused (changing nothing), and the signer carries on.
+#[test]
+fn a_sequence_far_ahead_is_refused_and_cannot_exhaust_the_account() {
+    use palisade_crypto::MAX_SEQUENCE_STEP;
+    let mut c = Chain::new();
+    let first = sign(&alice(), 0, TxBody::Register(reg("shop", "web", "a1")));
+    assert_eq!(c.one(first), TxOutcome::Applied);
+    let lured = sign(&alice(), u64::MAX - 1, heartbeat("shop", "web", "a1"));
+    assert_eq!(
+        c.one(lured),
+        TxOutcome::Rejected(TxRejection::SequenceTooFar {
+            got: u64::MAX - 1,
+            next: 1,
+            max: 1 + MAX_SEQUENCE_STEP,
+        })
+    );
+    assert_eq!(c.reader().next_sequence(&alice().public()).unwrap(), 1);
+    // Just past the step is refused, the step itself is a valid gap.
+    let past = sign(
+        &alice(),
+        2 + MAX_SEQUENCE_STEP,
+        heartbeat("shop", "web", "a1"),
+    );
+    assert!(matches!(
+        rejected(&c.one(past)),
+        Some(TxRejection::SequenceTooFar { .. })
+    ));
+    let gap = sign(
+        &alice(),
+        1 + MAX_SEQUENCE_STEP,
+        heartbeat("shop", "web", "a1"),
+    );
+    assert_eq!(c.one(gap), TxOutcome::Applied);
+    let next = sign(
+        &alice(),
+        2 + MAX_SEQUENCE_STEP,
+        heartbeat("shop", "web", "a1"),
+    );
+    assert_eq!(c.one(next), TxOutcome::Applied);
+}
