@@ -242,6 +242,15 @@ impl From<TxError> for TxRejection {
 /// A failure that is no transaction's fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {
+    /// The block carries transactions that break the admission rule (bad
+    /// signature, or a signer that may not sign them): the block is invalid.
+    #[error("block carries {n} inadmissible transaction(s); the first: {reason}", n = tx_ids.len())]
+    Inadmissible {
+        /// Every inadmissible transaction of the block.
+        tx_ids: Vec<palisade_crypto::Digest>,
+        /// Why the first one is.
+        reason: TxRejection,
+    },
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),

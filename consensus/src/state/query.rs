@@ -213,6 +213,40 @@ impl<'a> StateReader<'a> {
         self.get(&StateKey::Identity { key: *key })
     }
 
+    /// The enrollment authority.
+    pub fn authority(&self) -> Result<super::Authority, StateError> {
+        self.get(&system_key(system::AUTHORITY))?
+            .ok_or_else(|| StateError::Corrupt {
+                key: "System{authority}".into(),
+                reason: "missing".into(),
+            })
+    }
+
+    /// The state machine's admission rule for `stx` against this version:
+    /// the cosignature count and who may sign it (see the `apply` module).
+    /// `signers` are the signer and cosigners whose signatures were verified
+    /// (`SignedTransaction::verify`). `Ok(Err(_))` is a refusal; a block
+    /// carrying the transaction on top of this state would be invalid.
+    pub fn admissible(
+        &self,
+        stx: &palisade_crypto::SignedTransaction,
+        signers: &[PublicKey],
+    ) -> Result<Result<(), super::TxRejection>, StateError> {
+        let authority = self.authority()?;
+        if let Err(r) = super::apply::cosignature_count(stx, &authority) {
+            return Ok(Err(r));
+        }
+        let validators = self.validators()?;
+        let identity = self.identity(&stx.tx.signer)?;
+        Ok(super::apply::authorize(
+            stx,
+            signers,
+            &authority,
+            &validators,
+            identity.as_ref(),
+        ))
+    }
+
     /// The lowest sequence number `key` may use next (what a mempool admits).
     pub fn next_sequence(&self, key: &PublicKey) -> Result<u64, StateError> {
         Ok(self

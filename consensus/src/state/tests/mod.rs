@@ -12,7 +12,7 @@ use super::{
     encode_payload, Authority, BlockReceipts, Genesis, MemStore, RegistryExecutor, StateReader,
     TxOutcome, TxRejection,
 };
-use crate::executor::{ExecutionContext, ExecutionResult, Executor};
+use crate::executor::{ExecutionContext, ExecutionError, ExecutionResult, Executor};
 
 mod bounds;
 mod exec;
@@ -190,6 +190,18 @@ impl Chain {
         self.height += 1;
         self.time = ctx.timestamp_ms;
         (result, receipts)
+    }
+
+    /// Execute a block and commit it only if it executes; a refused block
+    /// leaves the chain as it was.
+    pub(super) fn try_block(
+        &mut self,
+        dt_ms: u64,
+        txs: &[SignedTransaction],
+    ) -> Result<(ExecutionResult, BlockReceipts), ExecutionError> {
+        let ctx = self.context(dt_ms);
+        self.exec.execute(&ctx, &encode_payload(txs))?;
+        Ok(self.block(dt_ms, txs))
     }
 
     /// Apply one transaction in its own block; its outcome.
