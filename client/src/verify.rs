@@ -284,8 +284,9 @@ pub struct VerifiedReceipt {
     pub block: BlockInfo,
     /// Height of the certified block (at or above `block.height`).
     pub certified_height: u64,
-    /// The state machine's verdict as the node reported it ("applied" or a
-    /// reason). The certificate does not cover it.
+    /// The state machine's verdict ("applied" or "rejected: <reason>"),
+    /// covered by the certificate: the block's transaction root binds it to
+    /// the transaction id.
     pub outcome: String,
 }
 
@@ -296,8 +297,9 @@ impl VerifiedReceipt {
     }
 }
 
-/// Verify that `receipt` proves `tx_id` committed: the inclusion proof
-/// against the block's transaction root, the chain of block infos from that
+/// Verify that `receipt` proves `tx_id` committed with the outcome it states:
+/// the inclusion proof of `(tx_id, outcome)` against the block's transaction
+/// root, the chain of block infos from that
 /// block up to the certified one (each naming its parent's hash), and the
 /// certificate against the trusted set.
 pub fn verify_receipt(
@@ -327,8 +329,13 @@ pub fn verify_receipt(
         .decode()
         .map_err(|e| ClientError::Malformed(format!("inclusion proof: {e}")))?;
     inclusion
-        .verify(&block.tx_root, tx_id)
-        .map_err(|e| forged(format!("inclusion proof: {e}")))?;
+        .verify_receipt(&block.tx_root, tx_id, &receipt.outcome)
+        .map_err(|e| {
+            forged(format!(
+                "inclusion proof with outcome {:?}: {e}",
+                receipt.outcome
+            ))
+        })?;
     if receipt.descendants.len() > MAX_RECEIPT_DESCENDANTS {
         return Err(forged(format!(
             "{} descendant blocks, at most {MAX_RECEIPT_DESCENDANTS} accepted",

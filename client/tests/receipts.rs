@@ -101,3 +101,29 @@ fn receipt_height_must_match_its_block() {
         Err(ClientError::ForgedReceipt(_))
     ));
 }
+
+/// Issue 13 item 7: the outcome is bound into the certified transaction
+/// root, so a node flipping "applied" and "rejected" is caught.
+#[test]
+fn a_forged_outcome_is_refused_in_either_direction() {
+    let chain = Chain::test();
+    let honest = receipt(&chain, TX, 1, "applied");
+    assert!(verify_receipt(&trust(&chain), &TX, &honest)
+        .unwrap()
+        .applied());
+    let mut forged = honest.clone();
+    forged.outcome = "rejected: not enrolled".into();
+    assert!(matches!(
+        verify_receipt(&trust(&chain), &TX, &forged),
+        Err(ClientError::ForgedReceipt(m)) if m.contains("outcome")
+    ));
+    let honest = receipt(&chain, TX, 0, "rejected: service is full (256 instances)");
+    let v = verify_receipt(&trust(&chain), &TX, &honest).unwrap();
+    assert!(!v.applied());
+    let mut forged = honest;
+    forged.outcome = "applied".into();
+    assert!(matches!(
+        verify_receipt(&trust(&chain), &TX, &forged),
+        Err(ClientError::ForgedReceipt(_))
+    ));
+}

@@ -152,6 +152,29 @@ fn rejection_is_reported_with_its_reason() {
     assert_eq!(s.known_next_sequence(), None);
 }
 
+/// Issue 13 item 8: a node that answers "pending" to everything must not
+/// stop the client from handing the transaction to, and asking, the others.
+#[test]
+fn a_node_answering_pending_forever_does_not_hold_the_write() {
+    let chain = Chain::test();
+    let (swallower, _) = tx_node(chain.clone(), TxBehavior::AlwaysPending);
+    let honest: Vec<_> = (0..3)
+        .map(|_| tx_node(chain.clone(), TxBehavior::Commit).0)
+        .collect();
+    let mut urls = vec![swallower.url.clone()];
+    urls.extend(honest.iter().map(|n| n.url.clone()));
+    let c = client(&chain, &urls, config());
+    let r = c.execute(&mut signer(), heartbeat()).unwrap();
+    assert!(r.applied());
+    // f + 1 = 2 of the 4 nodes got the transaction.
+    assert!(swallower.paths().iter().any(|p| p == "POST /v1/tx"));
+    let handed: usize = honest
+        .iter()
+        .map(|n| n.paths().iter().filter(|p| *p == "POST /v1/tx").count())
+        .sum();
+    assert!(handed >= 1, "no honest node was given the transaction");
+}
+
 #[test]
 fn commit_that_never_comes_times_out() {
     let chain = Chain::test();
@@ -183,6 +206,24 @@ fn forged_receipt_is_refused_and_an_honest_node_used_instead() {
     let both = client(&chain, &[liar.url.clone(), good.url.clone()], config());
     both.execute(&mut signer(), heartbeat()).unwrap();
     assert!(good.paths().iter().any(|p| p == "POST /v1/tx"));
+}
+
+/// Issue 13 item 7: a node forging "rejected" for an applied transaction
+/// (which would stop `heartbeat --every`) or "applied" for a rejected one
+/// is caught; an honest node's verified outcome is used instead.
+#[test]
+fn a_node_forging_outcomes_is_caught_and_an_honest_node_used() {
+    let chain = Chain::test();
+    let (liar, _) = tx_node(chain.clone(), TxBehavior::FlipOutcome);
+    let (good, _) = tx_node(chain.clone(), TxBehavior::Commit);
+    let only_liar = client(&chain, &[liar.url.clone()], config());
+    assert!(matches!(
+        only_liar.execute(&mut signer(), heartbeat()),
+        Err(ClientError::ForgedReceipt(_))
+    ));
+    let both = client(&chain, &[liar.url.clone(), good.url.clone()], config());
+    let r = both.execute(&mut signer(), heartbeat()).unwrap();
+    assert!(r.applied());
 }
 
 #[test]

@@ -114,6 +114,8 @@ domains! {
     KeyId = "palisade/v1/key-id",
     /// An instance record, as its service's index lists it.
     InstanceRecord = "palisade/v1/instance-record",
+    /// Leaves of a block's receipt root: a transaction id and its outcome.
+    ReceiptLeaf = "palisade/v1/receipt-leaf",
 }
 
 fn domain_key(domain: Domain) -> &'static [u8; 32] {

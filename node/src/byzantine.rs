@@ -17,18 +17,30 @@ pub enum ByzantineMode {
     /// Answer account queries with a next sequence of `u64::MAX - 1` (the
     /// proof of the committed sequence stays honest).
     LieAccounts,
+    /// Answer receipts with the opposite outcome ("applied" for a rejected
+    /// transaction and the reverse), beside the honest inclusion proof.
+    ClaimOutcomes,
+    /// Answer every submission with "pending", never admit or gossip it,
+    /// and answer receipt polls with "pending" too.
+    PendingForever,
 }
 
 impl ByzantineMode {
     /// Every mode, for help texts and tests.
-    pub const ALL: &'static [ByzantineMode] =
-        &[ByzantineMode::ForgeLookups, ByzantineMode::LieAccounts];
+    pub const ALL: &'static [ByzantineMode] = &[
+        ByzantineMode::ForgeLookups,
+        ByzantineMode::LieAccounts,
+        ByzantineMode::ClaimOutcomes,
+        ByzantineMode::PendingForever,
+    ];
 
     /// The config and CLI name (`forge-lookups`).
     pub fn name(self) -> &'static str {
         match self {
             ByzantineMode::ForgeLookups => "forge-lookups",
             ByzantineMode::LieAccounts => "lie-accounts",
+            ByzantineMode::ClaimOutcomes => "claim-outcomes",
+            ByzantineMode::PendingForever => "pending-forever",
         }
     }
 }

@@ -5,20 +5,24 @@ pub mod fixture;
 pub mod server;
 
 use palisade_crypto::api::Receipt;
-use palisade_crypto::{tx_root, BlockInfo, Digest, Hex, TxInclusionProof};
+use palisade_crypto::{receipt_root, tx_root, BlockInfo, Digest, Hex, TxInclusionProof};
 
 use fixture::{now_ms, Chain};
 
 /// A receipt for `tx_id`, included at position 1 of a 3-transaction block at
 /// height 10, followed by `descendants` blocks, the last one certified.
 pub fn receipt(chain: &Chain, tx_id: Digest, descendants: usize, outcome: &str) -> Receipt {
-    let ids = vec![Digest([1; 32]), tx_id, Digest([2; 32])];
+    let leaves = vec![
+        (Digest([1; 32]), "applied".to_string()),
+        (tx_id, outcome.to_string()),
+        (Digest([2; 32]), "rejected: stale".to_string()),
+    ];
     let mut blocks = vec![BlockInfo {
         round: 20,
         height: 10,
         block_id: Digest([10; 32]),
         state_root: Digest([4; 32]),
-        tx_root: tx_root(&ids),
+        tx_root: receipt_root(&leaves),
         timestamp_ms: now_ms(),
         next_validators: None,
         parent_info: Digest([5; 32]),
@@ -39,7 +43,7 @@ pub fn receipt(chain: &Chain, tx_id: Digest, descendants: usize, outcome: &str) 
         tx_id,
         height: 10,
         block: Hex::new(&blocks[0]),
-        inclusion: Hex::new(&TxInclusionProof::build(&ids, 1)),
+        inclusion: Hex::new(&TxInclusionProof::build_receipt(&leaves, 1)),
         descendants: blocks[1..].iter().map(Hex::new).collect(),
         certificate: Hex::new(&certificate),
         outcome: outcome.to_string(),
@@ -64,6 +68,9 @@ pub enum TxBehavior {
     LoseFirst,
     /// Reports every transaction applied, but the state never changes.
     Pretend,
+    /// Commits, but reports the outcome "rejected: ..." beside the proof of
+    /// "applied".
+    FlipOutcome,
     /// Commits, but suggests `u64::MAX - 1` as every signer's next sequence
     /// (beside an honest proof of the committed one).
     LieAccount,
@@ -229,6 +236,15 @@ pub fn tx_node(
             return match behavior {
                 TxBehavior::Commit | TxBehavior::Pretend | TxBehavior::LieAccount => {
                     Reply::ok(&committed(id, "applied"))
+                }
+                TxBehavior::FlipOutcome => {
+                    let mut r = receipt(&chain, id, 1, "applied");
+                    r.outcome = "rejected: forged".into();
+                    Reply::ok(&SubmitResponse {
+                        tx_id: id,
+                        status: TxStatus::Rejected,
+                        receipt: Some(r),
+                    })
                 }
                 TxBehavior::Reject(reason) => Reply::ok(&committed(id, reason)),
                 TxBehavior::PendingThenCommit

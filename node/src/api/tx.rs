@@ -45,20 +45,40 @@ pub(crate) fn receipt(ctx: &Context, id: &Digest) -> Result<Option<Receipt>, Sto
         }
     }
     let index = loc.index as usize;
-    if index >= record.tx_ids.len() {
+    if index >= record.tx_ids.len() || record.outcomes.len() != record.tx_ids.len() {
         return Err(StorageError::Corrupt {
             cf: "receipts",
-            reason: format!("index {index} beyond block of {}", record.tx_ids.len()),
+            reason: format!(
+                "index {index} beyond block of {} ids and {} outcomes",
+                record.tx_ids.len(),
+                record.outcomes.len()
+            ),
         });
+    }
+    let leaves: Vec<(Digest, String)> = record
+        .tx_ids
+        .iter()
+        .copied()
+        .zip(record.outcomes.iter().cloned())
+        .collect();
+    let mut outcome = record.outcomes[index].clone();
+    if ctx.byzantine.has(crate::ByzantineMode::ClaimOutcomes) {
+        // Byzantine test mode: claim the opposite outcome (the proof stays
+        // the honest one, which then no longer matches).
+        outcome = if outcome == "applied" {
+            "rejected: forged by a Byzantine node".into()
+        } else {
+            "applied".into()
+        };
     }
     Ok(Some(Receipt {
         tx_id: *id,
         height: loc.height,
         block: Hex::new(&block),
-        inclusion: Hex::new(&TxInclusionProof::build(&record.tx_ids, index)),
+        inclusion: Hex::new(&TxInclusionProof::build_receipt(&leaves, index)),
         descendants,
         certificate: Hex::new(&cert),
-        outcome: record.outcomes.get(index).cloned().unwrap_or_default(),
+        outcome,
     }))
 }
 
@@ -94,6 +114,10 @@ pub(crate) async fn submit(
     let tx: SignedTransaction = decode_capped(req.tx.bytes(), ctx.limits.max_tx_bytes)
         .map_err(|e| ApiErr::bad("malformed_tx", e.to_string()))?;
     let id = tx.id();
+    if ctx.byzantine.has(crate::ByzantineMode::PendingForever) {
+        // Byzantine test mode: swallow the transaction, claim it is pending.
+        return Ok((StatusCode::ACCEPTED, Json(answer(id, None))).into_response());
+    }
     // Subscribe before admission so no commit slips between the two.
     let mut commits = ctx.commits.subscribe();
     let ctx2 = ctx.clone();
@@ -134,6 +158,9 @@ pub(crate) async fn status(
     Path(id): Path<String>,
 ) -> Result<Json<SubmitResponse>, ApiErr> {
     let id = Digest::from_hex(&id).map_err(|e| ApiErr::bad("bad_tx_id", e.to_string()))?;
+    if ctx.byzantine.has(crate::ByzantineMode::PendingForever) {
+        return Ok(Json(answer(id, None)));
+    }
     let current = receipt(&ctx, &id)?;
     if current.is_none() && !ctx.is_pending(&id) && ctx.store.tx_location(&id)?.is_none() {
         return Err(ApiErr::not_found(

@@ -231,7 +231,7 @@ fn verify_receipt(c: &Cluster, resp: &SubmitResponse) {
     r.inclusion
         .decode()
         .unwrap()
-        .verify(&block.tx_root, &resp.tx_id)
+        .verify_receipt(&block.tx_root, &resp.tx_id, &r.outcome)
         .unwrap();
 }
 

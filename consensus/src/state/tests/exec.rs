@@ -167,7 +167,19 @@ fn receipts_prove_inclusion_and_lookups_verify_under_a_certificate() {
     assert_eq!(receipts.tx_root, result.tx_root);
     for (i, stx) in txs.iter().enumerate() {
         let proof = receipts.inclusion_proof(i).unwrap();
-        proof.verify(&result.tx_root, &stx.id()).unwrap();
+        let outcome = receipts.receipts[i].outcome.describe();
+        proof
+            .verify_receipt(&result.tx_root, &stx.id(), &outcome)
+            .unwrap();
+        // The outcome is bound: the other verdict does not verify.
+        let flipped = if outcome == "applied" {
+            "rejected: x"
+        } else {
+            "applied"
+        };
+        assert!(proof
+            .verify_receipt(&result.tx_root, &stx.id(), flipped)
+            .is_err());
         assert_eq!(receipts.receipts[i].index as usize, i);
         assert_eq!(receipts.find(&stx.id()), Some(&receipts.receipts[i]));
     }
