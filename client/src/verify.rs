@@ -284,7 +284,7 @@ pub struct VerifiedReceipt {
     pub block: BlockInfo,
     /// Height of the certified block (at or above `block.height`).
     pub certified_height: u64,
-    /// The state machine's verdict ("applied" or "rejected: <reason>"),
+    /// The state machine's verdict ("applied" or `"rejected: <reason>"`),
     /// covered by the certificate: the block's transaction root binds it to
     /// the transaction id.
     pub outcome: String,
@@ -347,7 +347,7 @@ pub fn verify_receipt(
         let child = hex
             .decode()
             .map_err(|e| ClientError::Malformed(format!("descendant block: {e}")))?;
-        if child.parent_info != tip.hash() || child.height != tip.height + 1 {
+        if child.parent_info != tip.hash() || Some(child.height) != tip.height.checked_add(1) {
             return Err(forged(format!(
                 "block at height {} does not extend block {} of the chain",
                 child.height, tip.height

@@ -127,3 +127,23 @@ fn a_forged_outcome_is_refused_in_either_direction() {
         Err(ClientError::ForgedReceipt(_))
     ));
 }
+
+/// A receipt block at height `u64::MAX` with a descendant: refused as
+/// forged, without an arithmetic overflow on node-supplied heights.
+#[test]
+fn a_block_at_the_last_height_with_a_descendant_is_refused() {
+    let chain = Chain::test();
+    let mut r = receipt(&chain, TX, 1, "applied");
+    let mut block: BlockInfo = r.block.decode().unwrap();
+    block.height = u64::MAX;
+    r.block = Hex::new(&block);
+    r.height = u64::MAX;
+    let mut child: BlockInfo = r.descendants[0].decode().unwrap();
+    child.parent_info = block.hash();
+    child.height = 0;
+    r.descendants[0] = Hex::new(&child);
+    assert!(matches!(
+        verify_receipt(&trust(&chain), &TX, &r),
+        Err(ClientError::ForgedReceipt(_))
+    ));
+}

@@ -226,6 +226,19 @@ fn a_node_forging_outcomes_is_caught_and_an_honest_node_used() {
     assert!(r.applied());
 }
 
+/// Issue 13 (smaller): the registration's confirmation compares what the
+/// certified state holds with everything asked for, version included.
+#[test]
+fn registration_with_another_version_in_the_state_is_unconfirmed() {
+    let chain = Chain::test();
+    let (node, _) = tx_node(chain.clone(), TxBehavior::OtherVersion);
+    let c = client(&chain, &[node.url.clone()], config());
+    assert!(matches!(
+        c.register(&mut signer(), api_registration("api-1")),
+        Err(ClientError::Unconfirmed { .. })
+    ));
+}
+
 #[test]
 fn heartbeat_task_renews_until_stopped() {
     let chain = Chain::test();

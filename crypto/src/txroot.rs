@@ -3,7 +3,7 @@
 //! Two leaf forms share the tree shape: [`tx_root`] (leaves `hash(TxLeaf,
 //! id)`: ids only, for executors without outcomes) and [`receipt_root`], the
 //! registry's, whose leaves `hash(ReceiptLeaf, borsh((id, outcome)))` bind
-//! each transaction's outcome ("applied" or "rejected: <reason>"), so a
+//! each transaction's outcome ("applied" or `"rejected: <reason>"`), so a
 //! commit certificate covers what became of every transaction and a client
 //! verifies the outcome it reports ([`TxInclusionProof::verify_receipt`]).
 //! Inner nodes are `hash(TxNode, left || right)`

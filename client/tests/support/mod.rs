@@ -71,6 +71,9 @@ pub enum TxBehavior {
     /// Commits, but reports the outcome "rejected: ..." beside the proof of
     /// "applied".
     FlipOutcome,
+    /// Commits, but the certified state holds every registration with
+    /// another version, TTL and probe than asked for.
+    OtherVersion,
     /// Commits, but suggests `u64::MAX - 1` as every signer's next sequence
     /// (beside an honest proof of the committed one).
     LieAccount,
@@ -84,6 +87,7 @@ impl TxBehavior {
                 | TxBehavior::PendingThenCommit
                 | TxBehavior::LoseFirst
                 | TxBehavior::LieAccount
+                | TxBehavior::OtherVersion
         )
     }
 }
@@ -207,6 +211,14 @@ pub fn tx_node(
             } else {
                 Vec::new()
             };
+            let mut txs = txs;
+            if behavior == TxBehavior::OtherVersion {
+                for tx in &mut txs {
+                    if let palisade_crypto::TxBody::Register(r) = &mut tx.tx.body {
+                        r.version = "0.0.0-other".into();
+                    }
+                }
+            }
             return Reply::ok(&state_answer(&chain, &txs, ns, svc));
         }
         if let Some(id) = req.path.strip_prefix("/v1/tx/") {
@@ -234,9 +246,10 @@ pub fn tx_node(
                 receipt: None,
             };
             return match behavior {
-                TxBehavior::Commit | TxBehavior::Pretend | TxBehavior::LieAccount => {
-                    Reply::ok(&committed(id, "applied"))
-                }
+                TxBehavior::Commit
+                | TxBehavior::Pretend
+                | TxBehavior::LieAccount
+                | TxBehavior::OtherVersion => Reply::ok(&committed(id, "applied")),
                 TxBehavior::FlipOutcome => {
                     let mut r = receipt(&chain, id, 1, "applied");
                     r.outcome = "rejected: forged".into();

@@ -27,7 +27,7 @@ pub enum TxOutcome {
 }
 
 impl TxOutcome {
-    /// "applied" or "rejected: <reason>": the API's `outcome` string, and
+    /// "applied" or `"rejected: <reason>"`: the API's `outcome` string, and
     /// what the block's transaction root binds to the transaction's id (so
     /// the reason's text is part of the hashed format).
     pub fn describe(&self) -> String {
