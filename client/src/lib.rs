@@ -50,7 +50,7 @@ pub use signer::{
 };
 pub use trust::TrustedChain;
 pub use verify::{
-    verify_lookup, verify_namespace, verify_receipt, Freshness, VerifiedNamespace, VerifiedReceipt,
-    VerifiedService, MAX_RECEIPT_DESCENDANTS,
+    verify_account, verify_lookup, verify_namespace, verify_receipt, Freshness, VerifiedAccount,
+    VerifiedNamespace, VerifiedReceipt, VerifiedService, MAX_RECEIPT_DESCENDANTS,
 };
 pub use watch::{Watch, WATCH_STALL};

@@ -75,10 +75,9 @@ impl Signer {
         signed
     }
 
-    /// Record that `sequence` was committed: the next one is `sequence + 1`.
+    /// Record that `sequence` was committed: the next one is `sequence + 1`
+    /// (saturating: `u64::MAX` is never valid, the chain refuses it).
     pub(crate) fn advance(&mut self, sequence: u64) {
-        // Saturating: a number from a node must not overflow (u64::MAX is
-        // refused by the state machine, so it is never used twice).
         self.next_sequence = sequence.saturating_add(1);
         self.known = true;
     }
@@ -304,5 +303,8 @@ mod tests {
         s.advance(5);
         assert_eq!(s.known_next_sequence(), Some(6));
         assert_eq!(s.local_next_sequence(), 6);
+        // No overflow on the last number (debug builds panicked here).
+        s.advance(u64::MAX);
+        assert_eq!(s.local_next_sequence(), u64::MAX);
     }
 }

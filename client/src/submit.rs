@@ -2,10 +2,14 @@
 //! commit receipt that verifies.
 //!
 //! A node's `POST /v1/tx` with `wait` may answer before the commit (status
-//! pending); the client then polls `GET /v1/tx/{id}` on the nodes until a
-//! verified receipt arrives or [`ClientConfig::commit_timeout`] passes. A
-//! receipt that fails verification is skipped (another node may hold an
-//! honest one) and reported only if no honest one arrives in time.
+//! pending). "Pending" is one node's unverified word, so the client then
+//! hands the transaction to f more nodes (f+1 in all, f = (n-1)/3 of the
+//! configured nodes), polls `GET /v1/tx/{id}` on every node each round (a
+//! pending answer never ends a round), resubmits to every node that does not
+//! know the transaction, until a verified receipt arrives or
+//! [`ClientConfig::commit_timeout`] passes. A receipt that fails
+//! verification is skipped (another node may hold an honest one) and
+//! reported only if no honest one arrives in time.
 //!
 //! [`ClientConfig::commit_timeout`]: crate::ClientConfig::commit_timeout
 
@@ -13,26 +17,44 @@ use std::thread;
 use std::time::Instant;
 
 use palisade_crypto::api::{AccountResponse, SubmitRequest, SubmitResponse, TxStatus};
-use palisade_crypto::{Digest, Hex, PublicKey, Registration, SignedTransaction, TxBody};
+use palisade_crypto::{
+    Digest, Hex, PublicKey, Registration, SignedTransaction, TxBody, MAX_SEQUENCE_STEP,
+};
 
 use crate::node::NodeApi;
-use crate::verify::verify_receipt;
+use crate::verify::{verify_account, verify_receipt};
 use crate::{Client, ClientError, InstanceRef, Signer, VerifiedReceipt, VerifiedService};
 
 impl Client {
-    /// The sequence number `key`'s next transaction should carry, as the
-    /// nodes see it.
+    /// The sequence number `key`'s next transaction should carry: the
+    /// node's suggestion (which counts its pending transactions) when it lies
+    /// within [`MAX_SEQUENCE_STEP`] above the committed next sequence proven
+    /// against a certified root, else the proven one. A node can therefore
+    /// never steer the signer further than the consensus rule allows.
     pub fn next_sequence(&self, key: &PublicKey) -> Result<u64, ClientError> {
+        let (proven, suggested) = self.account(key)?;
+        Ok(suggested.unwrap_or(proven))
+    }
+
+    /// The proven committed next sequence of `key`, and the node's
+    /// suggestion when it is within the bound.
+    fn account(&self, key: &PublicKey) -> Result<(u64, Option<u64>), ClientError> {
         let path = format!("/v1/accounts/{}", key.to_hex());
         self.with_failover("account query", |node| {
             let account: AccountResponse = node.get(&path)?;
-            if account.key != *key {
-                return Err(ClientError::Malformed(format!(
-                    "asked for account {key}, got {}",
-                    account.key
-                )));
+            let proven = self.verified(node, |t| verify_account(t, key, &account))?;
+            let proven = proven.next_sequence;
+            let suggested = account.next_sequence;
+            let within = suggested >= proven && suggested - proven <= MAX_SEQUENCE_STEP;
+            if !within {
+                tracing::warn!(
+                    node = node.url(),
+                    suggested,
+                    proven,
+                    "node suggests a sequence outside the allowed step; using the proven one"
+                );
             }
-            Ok(account.next_sequence)
+            Ok((proven, within.then_some(suggested)))
         })
     }
 
@@ -52,11 +74,16 @@ impl Client {
             let sequence = match signer.known_next_sequence() {
                 Some(next) if !refreshed => next,
                 _ => {
-                    let remote = self.next_sequence(&signer.public())?;
+                    let (proven, suggested) = self.account(&signer.public())?;
                     if refreshed {
-                        remote
+                        // After a sequence refusal the nodes' view wins over
+                        // the local count (still bounded by the proof).
+                        suggested.unwrap_or(proven)
                     } else {
-                        remote.max(signer.local_next_sequence())
+                        suggested
+                            .unwrap_or(proven)
+                            .max(signer.local_next_sequence())
+                            .min(proven.saturating_add(MAX_SEQUENCE_STEP))
                     }
                 }
             };
@@ -111,13 +138,24 @@ impl Client {
         if let Some(receipt) = first {
             return settle(receipt);
         }
+        // "Pending" is one node's word: a node may swallow the transaction
+        // and say pending forever. Hand it to f more nodes (f+1 in all, so
+        // at least one honest node holds it when at most f lie); the
+        // transaction's id and sequence make extra admissions harmless.
+        let fanout = (self.nodes().len().saturating_sub(1)) / 3;
+        for node in self.node_order().skip(1).take(fanout) {
+            if let Err(e) = self.submit_to(node, tx) {
+                tracing::info!(node = node.url(), error = %e, "extra submission failed");
+            }
+        }
         let path = format!("/v1/tx/{tx_id}");
         let mut forgery = None;
         while started.elapsed() < self.config().commit_timeout {
             thread::sleep(self.config().poll_interval);
-            // Whether every node that answered has never heard of the
-            // transaction (it was lost, e.g. with a crashed node's mempool).
-            let mut forgotten = false;
+            // Ask every node (a "pending" does not stop the round: it may
+            // come from a node that never admitted the transaction); hand
+            // the transaction again to every node that does not know it.
+            let mut unaware = Vec::new();
             for node in self.node_order() {
                 let polled = node
                     .get::<SubmitResponse>(&path)
@@ -127,11 +165,8 @@ impl Client {
                         self.mark_preferred(node);
                         return settle(receipt);
                     }
-                    Ok(None) => {
-                        forgotten = false;
-                        break;
-                    }
-                    Err(ClientError::Api { status: 404, .. }) => forgotten = true,
+                    Ok(None) => {}
+                    Err(ClientError::Api { status: 404, .. }) => unaware.push(node),
                     Err(e) => {
                         tracing::warn!(node = node.url(), error = %e, "receipt poll failed");
                         if e.is_verification_failure() {
@@ -140,12 +175,10 @@ impl Client {
                     }
                 }
             }
-            if forgotten {
-                // The same signed transaction again: its id and sequence
-                // make a second admission harmless.
-                tracing::info!(%tx_id, "no node knows the transaction; submitting it again");
-                if let Err(e) = self.submit(tx) {
-                    tracing::warn!(error = %e, "resubmission failed");
+            for node in unaware {
+                tracing::info!(%tx_id, node = node.url(), "node does not know the transaction; submitting it again");
+                if let Err(e) = self.submit_to(node, tx) {
+                    tracing::warn!(node = node.url(), error = %e, "resubmission failed");
                 }
             }
         }
@@ -153,6 +186,16 @@ impl Client {
             what: format!("transaction {tx_id} to commit"),
             waited_ms: started.elapsed().as_millis() as u64,
         }))
+    }
+
+    /// Hand `tx` to one node without waiting.
+    fn submit_to(&self, node: &NodeApi, tx: &SignedTransaction) -> Result<(), ClientError> {
+        let request = SubmitRequest {
+            tx: Hex::new(tx),
+            wait: false,
+        };
+        let _: SubmitResponse = node.post("/v1/tx", &request, None)?;
+        Ok(())
     }
 
     /// `Some(receipt)` once committed (verified), `None` while pending.
@@ -174,17 +217,16 @@ impl Client {
         let receipt = response.receipt.ok_or_else(|| {
             ClientError::ForgedReceipt("transaction reported committed without a receipt".into())
         })?;
-        let mut verified = self.verified(node, |t| verify_receipt(t, tx_id, &receipt))?;
-        if response.status == TxStatus::Rejected && verified.applied() {
-            verified.outcome = "rejected".into();
-        }
+        // The verified outcome decides; the node's `status` is not covered.
+        let verified = self.verified(node, |t| verify_receipt(t, tx_id, &receipt))?;
         Ok(Some(verified))
     }
 
-    /// Register (or update) an instance, then confirm it: the receipt's
-    /// outcome is only the node's word, so a verified lookup at or above the
-    /// receipt's height must show the instance with these endpoints and
-    /// labels ([`ClientError::Unconfirmed`] otherwise).
+    /// Register (or update) an instance, then confirm it: a verified lookup
+    /// at or above the receipt's height must show the instance with these
+    /// endpoints, labels, version, TTL and probe ([`ClientError::Unconfirmed`]
+    /// otherwise; the receipt's verified outcome says the transaction
+    /// applied, the lookup that what it wrote is what was asked for).
     pub fn register(
         &self,
         signer: &mut Signer,
@@ -198,8 +240,15 @@ impl Client {
             receipt.block.height,
             &format!("instance {} as registered", r.instance),
             |s| {
+                let mut labels = r.labels.clone();
+                labels.sort();
                 s.instances().iter().any(|i| {
-                    i.instance == r.instance && i.endpoints == r.endpoints && i.labels == r.labels
+                    i.instance == r.instance
+                        && i.endpoints == r.endpoints
+                        && i.labels == labels
+                        && i.version == r.version
+                        && i.ttl_secs == r.ttl_secs
+                        && i.probe == r.probe
                 })
             },
         )?;

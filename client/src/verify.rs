@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use palisade_crypto::api::{LookupResponse, NamespaceResponse, Receipt};
+use palisade_crypto::api::{AccountResponse, LookupResponse, NamespaceResponse, Receipt};
 use palisade_crypto::{
-    BlockInfo, Digest, InstanceRecord, NamespaceRecord, ServiceLookup, ServiceName, ServiceRecord,
-    StateKey,
+    BlockInfo, Digest, InstanceRecord, NamespaceRecord, ServiceLookup, ServiceName, ServiceProof,
+    ServiceRecord, StateKey,
 };
 
 use crate::{ClientError, TrustedChain};
@@ -91,9 +91,11 @@ impl VerifiedService {
 }
 
 /// Verify a lookup answer for `namespace/service`: the certificate against
-/// the trusted set of its epoch, the proof against the certified root, the
-/// answer's subject, and (when `freshness` is given) the block time against
-/// `now_ms`.
+/// the trusted set of its epoch, the proof of the service's index leaf
+/// against the certified root, the answer's subject, every instance record
+/// against the hash the index lists for it (none omitted, added, reordered
+/// or altered; see [`ServiceProof::verify`]), and (when `freshness` is
+/// given) the block time against `now_ms`.
 pub fn verify_lookup(
     trust: &TrustedChain,
     namespace: &str,
@@ -110,6 +112,13 @@ pub fn verify_lookup(
         .lookup
         .decode()
         .map_err(|e| ClientError::Malformed(format!("lookup proof: {e}")))?;
+    let max = palisade_crypto::MAX_DECODE_BYTES;
+    let total: usize = response.instances.iter().map(|i| i.bytes().len()).sum();
+    if total > max {
+        return Err(ClientError::Malformed(format!(
+            "instance records of {total} bytes, at most {max} accepted"
+        )));
+    }
     if lookup.namespace != namespace || lookup.service != service {
         return Err(ClientError::WrongService {
             asked: format!("{namespace}/{service}"),
@@ -117,7 +126,16 @@ pub fn verify_lookup(
         });
     }
     let ledger = trust.verify(&cert)?;
-    let verified = lookup.verify(&ledger).map_err(ClientError::ForgedProof)?;
+    let proof = ServiceProof {
+        lookup,
+        instances: response
+            .instances
+            .iter()
+            .map(|i| i.bytes().to_vec())
+            .collect(),
+    };
+    let verified = proof.verify(&ledger).map_err(ClientError::ForgedProof)?;
+    let lookup = proof.lookup;
     if let Some(f) = freshness {
         f.check(verified.timestamp_ms, now_ms)?;
     }
@@ -205,6 +223,58 @@ pub fn verify_namespace(
     })
 }
 
+/// A signer's committed next sequence, proven against a certified root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifiedAccount {
+    /// The sequence number the signer must use next (at least).
+    pub next_sequence: u64,
+    /// Height of the certified state.
+    pub height: u64,
+}
+
+/// Verify an account answer: the certificate against the trusted set, the
+/// proof of `StateKey::Account` against the certified root, and the subject.
+/// The node's `next_sequence` suggestion is not covered.
+pub fn verify_account(
+    trust: &TrustedChain,
+    key: &palisade_crypto::PublicKey,
+    response: &AccountResponse,
+) -> Result<VerifiedAccount, ClientError> {
+    if response.key != *key {
+        return Err(ClientError::Malformed(format!(
+            "asked for account {key}, got {}",
+            response.key
+        )));
+    }
+    let cert = response
+        .certificate
+        .decode()
+        .map_err(|e| ClientError::Malformed(format!("certificate: {e}")))?;
+    let proof = response
+        .proof
+        .decode()
+        .map_err(|e| ClientError::Malformed(format!("account proof: {e}")))?;
+    let ledger = trust.verify(&cert)?;
+    let value = response.value.as_ref().map(|v| v.bytes());
+    proof
+        .verify(
+            &ledger.block().state_root,
+            &StateKey::Account { key: *key },
+            value,
+        )
+        .map_err(ClientError::ForgedProof)?;
+    let next_sequence = match &response.value {
+        None => 0,
+        Some(hex) => hex
+            .decode()
+            .map_err(|e| ClientError::ForgedProof(palisade_crypto::ProofError::Malformed(e)))?,
+    };
+    Ok(VerifiedAccount {
+        next_sequence,
+        height: ledger.block().height,
+    })
+}
+
 /// A commit receipt whose inclusion proof, block chain and certificate verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedReceipt {
@@ -214,8 +284,9 @@ pub struct VerifiedReceipt {
     pub block: BlockInfo,
     /// Height of the certified block (at or above `block.height`).
     pub certified_height: u64,
-    /// The state machine's verdict as the node reported it ("applied" or a
-    /// reason). The certificate does not cover it.
+    /// The state machine's verdict ("applied" or `"rejected: <reason>"`),
+    /// covered by the certificate: the block's transaction root binds it to
+    /// the transaction id.
     pub outcome: String,
 }
 
@@ -226,8 +297,9 @@ impl VerifiedReceipt {
     }
 }
 
-/// Verify that `receipt` proves `tx_id` committed: the inclusion proof
-/// against the block's transaction root, the chain of block infos from that
+/// Verify that `receipt` proves `tx_id` committed with the outcome it states:
+/// the inclusion proof of `(tx_id, outcome)` against the block's transaction
+/// root, the chain of block infos from that
 /// block up to the certified one (each naming its parent's hash), and the
 /// certificate against the trusted set.
 pub fn verify_receipt(
@@ -257,8 +329,13 @@ pub fn verify_receipt(
         .decode()
         .map_err(|e| ClientError::Malformed(format!("inclusion proof: {e}")))?;
     inclusion
-        .verify(&block.tx_root, tx_id)
-        .map_err(|e| forged(format!("inclusion proof: {e}")))?;
+        .verify_receipt(&block.tx_root, tx_id, &receipt.outcome)
+        .map_err(|e| {
+            forged(format!(
+                "inclusion proof with outcome {:?}: {e}",
+                receipt.outcome
+            ))
+        })?;
     if receipt.descendants.len() > MAX_RECEIPT_DESCENDANTS {
         return Err(forged(format!(
             "{} descendant blocks, at most {MAX_RECEIPT_DESCENDANTS} accepted",

@@ -26,6 +26,15 @@ fn check(
     )
 }
 
+fn check_as(
+    world: &World,
+    service: &str,
+    response: &LookupResponse,
+) -> Result<palisade_client::VerifiedService, ClientError> {
+    let trust = TrustedChain::new(CHAIN, world.chain.set.clone()).unwrap();
+    verify_lookup(&trust, "prod", service, response, now_ms(), None)
+}
+
 fn is_forged_proof(r: Result<palisade_client::VerifiedService, ClientError>) -> bool {
     matches!(r, Err(ClientError::ForgedProof(_)))
 }
@@ -84,6 +93,7 @@ fn claimed_absence_of_a_present_service_is_refused() {
     lookup.value = None;
     let forged = LookupResponse {
         lookup: Hex::new(&lookup),
+        instances: Vec::new(),
         record: None,
         ..honest
     };
@@ -96,14 +106,23 @@ fn swapped_proof_is_refused() {
     let cert = world.chain.quorum(block(5, world.state.root, now_ms()));
     // Another service's value and proof, presented as prod/api.
     let (value, proof) = world.state.prove(&service_key("prod", "db"));
-    let forged = lookup_response(cert.clone(), "prod", "api", value.clone(), proof.clone());
+    let db = world.state.instance_bytes("prod", "db");
+    let forged = lookup_response(
+        cert.clone(),
+        "prod",
+        "api",
+        value.clone(),
+        proof.clone(),
+        db.clone(),
+    );
     assert!(is_forged_proof(check(&world, &forged)));
     // The api value with the db proof.
     let (api_value, _) = world.state.prove(&service_key("prod", "api"));
-    let forged = lookup_response(cert.clone(), "prod", "api", api_value, proof.clone());
+    let api = world.state.instance_bytes("prod", "api");
+    let forged = lookup_response(cert.clone(), "prod", "api", api_value, proof.clone(), api);
     assert!(is_forged_proof(check(&world, &forged)));
     // An honest answer about another service than the one asked for.
-    let other = lookup_response(cert, "prod", "db", value, proof);
+    let other = lookup_response(cert, "prod", "db", value, proof, db);
     assert_eq!(
         check(&world, &other),
         Err(ClientError::WrongService {
@@ -135,7 +154,14 @@ fn certificate_from_another_chain_is_refused() {
     let other = Chain::new("other-chain", 0, 4, 1);
     let cert = other.quorum(block(5, world.state.root, now_ms()));
     let (value, proof) = world.state.prove(&service_key("prod", "api"));
-    let forged = lookup_response(cert, "prod", "api", value, proof);
+    let forged = lookup_response(
+        cert,
+        "prod",
+        "api",
+        value,
+        proof,
+        world.state.instance_bytes("prod", "api"),
+    );
     assert_eq!(
         check(&world, &forged),
         Err(ClientError::WrongChain {
@@ -173,7 +199,14 @@ fn resign(world: &World, edit: impl FnOnce(&mut CommitCertificate)) -> LookupRes
     let mut cert = world.chain.quorum(block(5, world.state.root, now_ms()));
     edit(&mut cert);
     let (value, proof) = world.state.prove(&service_key("prod", "api"));
-    lookup_response(cert, "prod", "api", value, proof)
+    lookup_response(
+        cert,
+        "prod",
+        "api",
+        value,
+        proof,
+        world.state.instance_bytes("prod", "api"),
+    )
 }
 
 #[test]
@@ -229,7 +262,14 @@ fn epoch_changes_are_followed_only_when_certified_by_the_trusted_set() {
     let epoch1 = Chain::new(CHAIN, 1, 4, 50);
     let cert1 = epoch1.quorum(block(9, world.state.root, now_ms()));
     let (value, proof) = world.state.prove(&service_key("prod", "api"));
-    let answer = lookup_response(cert1, "prod", "api", value, proof);
+    let answer = lookup_response(
+        cert1,
+        "prod",
+        "api",
+        value,
+        proof,
+        world.state.instance_bytes("prod", "api"),
+    );
 
     let mut trust = TrustedChain::new(CHAIN, world.chain.set.clone()).unwrap();
     assert_eq!(
@@ -416,4 +456,35 @@ fn a_retired_epoch_is_refused_for_heights_past_its_end() {
             ended_at: 8
         })
     );
+}
+
+/// Per-instance leaves: each record is checked against the hash its
+/// service's index lists, so one altered endpoint under an honest index
+/// proof is caught.
+#[test]
+fn altered_instance_record_under_an_honest_index_is_refused() {
+    let world = World::new();
+    let honest = world.answer("prod", "api", 5);
+    assert_eq!(
+        check(&world, &honest).unwrap().record.as_ref(),
+        Some(&world.api)
+    );
+    let forged = tamper(&honest, |r| r.instances[0].endpoints[0].port = 6666);
+    assert!(is_forged_proof(check(&world, &forged)));
+    let reordered = tamper(&honest, |r| r.instances.swap(0, 1));
+    assert!(is_forged_proof(check(&world, &reordered)));
+    // A record of another service's instance, in place of one of this one's.
+    let db = world.state.instance_bytes("prod", "db");
+    let mut swapped = honest.clone();
+    swapped.instances[1] = Hex::from_bytes(db[0].clone());
+    assert!(is_forged_proof(check(&world, &swapped)));
+}
+
+#[test]
+fn instance_records_beside_a_proven_absence_are_refused() {
+    let world = World::new();
+    let mut forged = world.answer("prod", "nope", 5);
+    assert!(check_as(&world, "nope", &forged).unwrap().record.is_none());
+    forged.instances = world.answer("prod", "api", 5).instances;
+    assert!(is_forged_proof(check_as(&world, "nope", &forged)));
 }

@@ -134,6 +134,7 @@ fn lookup_follows_epoch_changes_through_the_node() {
         "api",
         value,
         proof,
+        world.state.instance_bytes("prod", "api"),
     );
     let mut end: BlockInfo = block(8, world.state.root, now_ms());
     end.next_validators = Some(epoch1.set.clone());

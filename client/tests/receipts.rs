@@ -102,21 +102,46 @@ fn receipt_height_must_match_its_block() {
     ));
 }
 
+/// Issue 13 item 7: the outcome is bound into the certified transaction
+/// root, so a node flipping "applied" and "rejected" is caught.
 #[test]
-fn a_block_at_the_last_height_with_a_child_is_refused_without_overflow() {
+fn a_forged_outcome_is_refused_in_either_direction() {
+    let chain = Chain::test();
+    let honest = receipt(&chain, TX, 1, "applied");
+    assert!(verify_receipt(&trust(&chain), &TX, &honest)
+        .unwrap()
+        .applied());
+    let mut forged = honest.clone();
+    forged.outcome = "rejected: not enrolled".into();
+    assert!(matches!(
+        verify_receipt(&trust(&chain), &TX, &forged),
+        Err(ClientError::ForgedReceipt(m)) if m.contains("outcome")
+    ));
+    let honest = receipt(&chain, TX, 0, "rejected: service is full (256 instances)");
+    let v = verify_receipt(&trust(&chain), &TX, &honest).unwrap();
+    assert!(!v.applied());
+    let mut forged = honest;
+    forged.outcome = "applied".into();
+    assert!(matches!(
+        verify_receipt(&trust(&chain), &TX, &forged),
+        Err(ClientError::ForgedReceipt(_))
+    ));
+}
+
+/// A receipt block at height `u64::MAX` with a descendant: refused as
+/// forged, without an arithmetic overflow on node-supplied heights.
+#[test]
+fn a_block_at_the_last_height_with_a_descendant_is_refused() {
     let chain = Chain::test();
     let mut r = receipt(&chain, TX, 1, "applied");
     let mut block: BlockInfo = r.block.decode().unwrap();
     block.height = u64::MAX;
-    let child = BlockInfo {
-        height: 0,
-        parent_info: block.hash(),
-        ..block.clone()
-    };
-    r.height = u64::MAX;
     r.block = Hex::new(&block);
-    r.descendants = vec![Hex::new(&child)];
-    r.certificate = Hex::new(&chain.quorum(child));
+    r.height = u64::MAX;
+    let mut child: BlockInfo = r.descendants[0].decode().unwrap();
+    child.parent_info = block.hash();
+    child.height = 0;
+    r.descendants[0] = Hex::new(&child);
     assert!(matches!(
         verify_receipt(&trust(&chain), &TX, &r),
         Err(ClientError::ForgedReceipt(_))

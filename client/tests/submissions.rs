@@ -48,6 +48,34 @@ fn execute_learns_the_sequence_and_returns_the_verified_receipt() {
     assert_eq!(asked, 1);
 }
 
+/// Issue 13 item 2: a node suggesting `u64::MAX - 1` cannot steer the
+/// signer: the client signs with the committed sequence it verified.
+#[test]
+fn a_node_lying_about_the_account_cannot_steer_the_sequence() {
+    let chain = Chain::test();
+    let (liar, seen) = tx_node(chain.clone(), TxBehavior::LieAccount);
+    let c = client(&chain, &[liar.url.clone()], config());
+    let mut s = signer();
+    c.execute(&mut s, heartbeat()).unwrap();
+    let sequences: Vec<u64> = seen.lock().unwrap().iter().map(|t| t.tx.sequence).collect();
+    assert_eq!(sequences, vec![NEXT_SEQUENCE]);
+    assert_eq!(c.next_sequence(&s.public()).unwrap(), NEXT_SEQUENCE);
+    // A proof of another value than the certified one is refused.
+    let forger_chain = chain.clone();
+    let forger = MockNode::start(move |req| {
+        let key = req.path.trim_start_matches("/v1/accounts/");
+        let key = palisade_crypto::PublicKey::from_hex(key).unwrap();
+        let mut answer = crate::support::account_answer(&forger_chain, key, 3, 3);
+        answer.value = Some(palisade_crypto::Hex::new(&(u64::MAX - 1)));
+        Reply::ok(&answer)
+    });
+    let c = client(&chain, &[forger.url.clone()], config());
+    assert!(matches!(
+        c.next_sequence(&s.public()),
+        Err(ClientError::ForgedProof(_))
+    ));
+}
+
 #[test]
 fn sequence_refusal_makes_the_client_ask_the_nodes_again() {
     let chain = Chain::test();
@@ -62,10 +90,8 @@ fn sequence_refusal_makes_the_client_ask_the_nodes_again() {
     let moved_on = MockNode::start(move |req| {
         if req.path.starts_with("/v1/accounts/") {
             let key = req.path.trim_start_matches("/v1/accounts/");
-            return Reply::ok(&palisade_crypto::api::AccountResponse {
-                key: palisade_crypto::PublicKey::from_hex(key).unwrap(),
-                next_sequence: 9,
-            });
+            let key = palisade_crypto::PublicKey::from_hex(key).unwrap();
+            return Reply::ok(&crate::support::account_answer(&receipts, key, 9, 9));
         }
         let submit: palisade_crypto::api::SubmitRequest =
             serde_json::from_slice(&req.body).unwrap();
@@ -126,6 +152,29 @@ fn rejection_is_reported_with_its_reason() {
     assert_eq!(s.known_next_sequence(), None);
 }
 
+/// Issue 13 item 8: a node that answers "pending" to everything must not
+/// stop the client from handing the transaction to, and asking, the others.
+#[test]
+fn a_node_answering_pending_forever_does_not_hold_the_write() {
+    let chain = Chain::test();
+    let (swallower, _) = tx_node(chain.clone(), TxBehavior::AlwaysPending);
+    let honest: Vec<_> = (0..3)
+        .map(|_| tx_node(chain.clone(), TxBehavior::Commit).0)
+        .collect();
+    let mut urls = vec![swallower.url.clone()];
+    urls.extend(honest.iter().map(|n| n.url.clone()));
+    let c = client(&chain, &urls, config());
+    let r = c.execute(&mut signer(), heartbeat()).unwrap();
+    assert!(r.applied());
+    // f + 1 = 2 of the 4 nodes got the transaction.
+    assert!(swallower.paths().iter().any(|p| p == "POST /v1/tx"));
+    let handed: usize = honest
+        .iter()
+        .map(|n| n.paths().iter().filter(|p| *p == "POST /v1/tx").count())
+        .sum();
+    assert!(handed >= 1, "no honest node was given the transaction");
+}
+
 #[test]
 fn commit_that_never_comes_times_out() {
     let chain = Chain::test();
@@ -157,6 +206,37 @@ fn forged_receipt_is_refused_and_an_honest_node_used_instead() {
     let both = client(&chain, &[liar.url.clone(), good.url.clone()], config());
     both.execute(&mut signer(), heartbeat()).unwrap();
     assert!(good.paths().iter().any(|p| p == "POST /v1/tx"));
+}
+
+/// Issue 13 item 7: a node forging "rejected" for an applied transaction
+/// (which would stop `heartbeat --every`) or "applied" for a rejected one
+/// is caught; an honest node's verified outcome is used instead.
+#[test]
+fn a_node_forging_outcomes_is_caught_and_an_honest_node_used() {
+    let chain = Chain::test();
+    let (liar, _) = tx_node(chain.clone(), TxBehavior::FlipOutcome);
+    let (good, _) = tx_node(chain.clone(), TxBehavior::Commit);
+    let only_liar = client(&chain, &[liar.url.clone()], config());
+    assert!(matches!(
+        only_liar.execute(&mut signer(), heartbeat()),
+        Err(ClientError::ForgedReceipt(_))
+    ));
+    let both = client(&chain, &[liar.url.clone(), good.url.clone()], config());
+    let r = both.execute(&mut signer(), heartbeat()).unwrap();
+    assert!(r.applied());
+}
+
+/// Issue 13 (smaller): the registration's confirmation compares what the
+/// certified state holds with everything asked for, version included.
+#[test]
+fn registration_with_another_version_in_the_state_is_unconfirmed() {
+    let chain = Chain::test();
+    let (node, _) = tx_node(chain.clone(), TxBehavior::OtherVersion);
+    let c = client(&chain, &[node.url.clone()], config());
+    assert!(matches!(
+        c.register(&mut signer(), api_registration("api-1")),
+        Err(ClientError::Unconfirmed { .. })
+    ));
 }
 
 #[test]
@@ -241,44 +321,4 @@ fn heartbeat_of_an_instance_the_state_lacks_is_unconfirmed() {
         c.heartbeat(&mut signer(), &target),
         Err(ClientError::Unconfirmed { .. })
     ));
-}
-
-#[test]
-fn a_sequence_at_the_top_of_its_range_does_not_overflow_the_signer() {
-    use palisade_crypto::api::{AccountResponse, SubmitResponse, TxStatus};
-    use palisade_crypto::SignedTransaction;
-    let chain = Chain::test();
-    let node = MockNode::start({
-        let chain = chain.clone();
-        move |req| {
-            if let Some(key) = req.path.strip_prefix("/v1/accounts/") {
-                return Reply::ok(&AccountResponse {
-                    key: palisade_crypto::PublicKey::from_hex(key).unwrap(),
-                    next_sequence: u64::MAX,
-                });
-            }
-            if req.method == "POST" && req.path == "/v1/tx" {
-                let submit: palisade_crypto::api::SubmitRequest =
-                    serde_json::from_slice(&req.body).unwrap();
-                let tx: SignedTransaction = submit.tx.decode().unwrap();
-                let id = tx.id();
-                return Reply::ok(&SubmitResponse {
-                    tx_id: id,
-                    status: TxStatus::Committed,
-                    receipt: Some(crate::support::receipt(&chain, id, 1, "applied")),
-                });
-            }
-            Reply::error(404, "not_found")
-        }
-    });
-    let c = client(&chain, &[node.url.clone()], config());
-    let mut s = signer();
-    // Whatever the client makes of such a node, it must not panic, and a
-    // signer that advanced must not wrap around to 0.
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = c.execute(&mut s, heartbeat());
-        s.known_next_sequence()
-    }));
-    let next = outcome.expect("no overflow panic on a node-supplied sequence");
-    assert_ne!(next, Some(0));
 }

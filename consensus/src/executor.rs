@@ -44,6 +44,16 @@ pub enum ExecutionError {
     /// The payload does not decode or breaks a block-level bound.
     #[error("invalid payload: {0}")]
     InvalidPayload(String),
+    /// The payload carries transactions no block may carry (they fail the
+    /// state machine's admission rule): voters refuse the block; a leader
+    /// drops `tx_ids` from its payload and proposes again.
+    #[error("invalid payload: {n} inadmissible transaction(s): {reason}", n = tx_ids.len())]
+    Inadmissible {
+        /// The transactions to drop.
+        tx_ids: Vec<Digest>,
+        /// Why (the first one).
+        reason: String,
+    },
     /// Commit of a block that is not executed or does not extend the committed chain.
     #[error("cannot commit block {0}: {1}")]
     BadCommit(Digest, String),

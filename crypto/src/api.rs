@@ -9,7 +9,7 @@
 //! - `GET /v1/services/{namespace}/{service}` -> [`LookupResponse`] (absent services too)
 //! - `GET /v1/namespaces/{namespace}` -> [`NamespaceResponse`]
 //! - `GET /v1/epochs?from=E` -> [`EpochsResponse`]
-//! - `GET /v1/accounts/{public_key_hex}` -> [`AccountResponse`]
+//! - `GET /v1/accounts/{public_key_hex}` -> [`AccountResponse`] (proven committed sequence)
 //! - `GET /v1/watch?namespace=N[&service=S][&from_height=H]` -> server-sent events:
 //!   `event: update` with data [`WatchUpdate`] (proven at the batch's certified height
 //!   `c`), `event: changed` with data `namespace/service` (an update too large for an
@@ -25,8 +25,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BlockInfo, CommitCertificate, Digest, Hex, MapProof, NamespaceRecord, ServiceLookup,
-    ServiceRecord, SignedTransaction, TxInclusionProof,
+    BlockInfo, CommitCertificate, Digest, Hex, InstanceRecord, MapProof, NamespaceRecord,
+    ServiceLookup, ServiceProof, ServiceRecord, SignedTransaction, TxInclusionProof,
 };
 
 /// Submit a signed transaction.
@@ -89,10 +89,24 @@ pub struct LookupResponse {
     pub height: u64,
     /// Commit certificate of the block whose state answers.
     pub certificate: Hex<CommitCertificate>,
-    /// The record (or absence) and its proof.
+    /// The service's index leaf (or absence) and its proof.
     pub lookup: Hex<ServiceLookup>,
+    /// Every instance record the index lists, in its order (each checked
+    /// against the index's hash; see [`crate::ServiceProof`]).
+    pub instances: Vec<Hex<InstanceRecord>>,
     /// The decoded record (unverified).
     pub record: Option<ServiceRecord>,
+}
+
+impl LookupResponse {
+    /// The proof material to verify: the index leaf's proof and the instance
+    /// records (see [`ServiceProof::verify`]).
+    pub fn proof(&self) -> Result<ServiceProof, crate::DecodeError> {
+        Ok(ServiceProof {
+            lookup: self.lookup.decode()?,
+            instances: self.instances.iter().map(|i| i.bytes().to_vec()).collect(),
+        })
+    }
 }
 
 /// The services of a namespace with proof.
@@ -126,18 +140,32 @@ pub struct WatchUpdate {
     pub lookup: LookupResponse,
 }
 
-/// A signer's account: the sequence number its next transaction should carry.
+/// A signer's account: its committed next sequence number, proven against
+/// a certified state root, and the node's (unverified) suggestion for the
+/// next transaction.
 ///
-/// Unverified: a lying node can only get the signer's next transaction
-/// refused for a wrong sequence, never forge one. `next_sequence` counts the signer's
-/// transactions admitted to this node's mempool as well as committed ones, so
-/// a client can submit several in a row; an unknown signer gets 0.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A client signs with the proven number, or with the suggestion only when
+/// it lies within [`crate::MAX_SEQUENCE_STEP`] above it (the consensus rule),
+/// so a lying node can neither forge a sequence nor steer the signer towards
+/// the end of the sequence space.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AccountResponse {
     /// The signer.
     pub key: crate::PublicKey,
-    /// Sequence number the signer's next transaction should carry.
+    /// Unverified: the committed next sequence plus this node's pending
+    /// transactions of the signer (so a client can submit several in a row);
+    /// an unknown signer gets 0.
     pub next_sequence: u64,
+    /// Height of the certified state (unverified; the certificate says).
+    pub height: u64,
+    /// Commit certificate of the state the proof is against.
+    pub certificate: Hex<CommitCertificate>,
+    /// Canonical encoding of the `StateKey::Account` value (the committed
+    /// next sequence, a `u64`); absent for a signer with no applied
+    /// transaction (next is 0).
+    pub value: Option<Hex<u64>>,
+    /// Proof of `StateKey::Account` against the certified root.
+    pub proof: Hex<MapProof>,
 }
 
 /// A committed block's info, so that anyone can compare replicas height by

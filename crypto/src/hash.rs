@@ -112,6 +112,10 @@ domains! {
     NetworkIdentity = "palisade/v1/network-identity",
     /// Short ids of public keys (key files, logs).
     KeyId = "palisade/v1/key-id",
+    /// An instance record, as its service's index lists it.
+    InstanceRecord = "palisade/v1/instance-record",
+    /// Leaves of a block's receipt root: a transaction id and its outcome.
+    ReceiptLeaf = "palisade/v1/receipt-leaf",
 }
 
 fn domain_key(domain: Domain) -> &'static [u8; 32] {

@@ -36,11 +36,12 @@ pub use ledger::{
     BlockInfo, CommitCertificate, LedgerInfo, Validator, ValidatorSet, VerifiedLedgerInfo,
 };
 pub use network::{NetworkFile, NodeEndpoint};
-pub use proof::{state_key_hash, MapProof, ServiceLookup, VerifiedLookup};
+pub use proof::{state_key_hash, MapProof, ServiceLookup, ServiceProof, VerifiedLookup};
 pub use registry::{
-    Endpoint, Enrollment, Health, InstanceId, InstanceRecord, Label, NamespaceRecord, ProbeKind,
-    ProbeSpec, Registration, Role, ServiceName, ServiceRecord, StateKey,
+    instance_record_hash, Endpoint, Enrollment, Health, InstanceEntry, InstanceId, InstanceRecord,
+    Label, NamespaceRecord, ProbeKind, ProbeSpec, Registration, Role, ServiceIndex, ServiceName,
+    ServiceRecord, StateKey,
 };
 pub use sig::{verify_batch, PublicKey, SecretKey, Signature};
-pub use tx::{Cosignature, SignedTransaction, Transaction, TxBody};
-pub use txroot::{tx_root, TxInclusionProof};
+pub use tx::{Cosignature, SignedTransaction, Transaction, TxBody, MAX_SEQUENCE_STEP};
+pub use txroot::{receipt_root, tx_root, TxInclusionProof};

@@ -9,8 +9,8 @@ use jmt::proof::SparseMerkleProof;
 use jmt::{KeyHash, RootHash};
 
 use crate::{
-    decode, encode, Digest, JmtHasher, ProofError, ServiceName, ServiceRecord, StateKey,
-    VerifiedLedgerInfo,
+    decode, encode, instance_record_hash, Digest, InstanceRecord, JmtHasher, ProofError,
+    ServiceIndex, ServiceName, ServiceRecord, StateKey, VerifiedLedgerInfo,
 };
 
 /// The jmt key hash of a state key.
@@ -46,17 +46,28 @@ impl MapProof {
     }
 }
 
-/// A node's answer to "what are the instances of namespace/service".
+/// A node's proof of a service's index leaf (or its absence).
 #[derive(Debug, Clone, PartialEq, BorshSerialize, BorshDeserialize)]
 pub struct ServiceLookup {
     /// Namespace asked for.
     pub namespace: ServiceName,
     /// Service asked for.
     pub service: ServiceName,
-    /// Canonical encoding of the [`ServiceRecord`], or `None` when absent.
+    /// Canonical encoding of the [`ServiceIndex`], or `None` when absent.
     pub value: Option<Vec<u8>>,
     /// Proof against the certified state root.
     pub proof: MapProof,
+}
+
+/// A whole service's answer: the index leaf's proof and every instance
+/// record it lists, in index order. Each record is capped on its own, so no
+/// single decode grows with the service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceProof {
+    /// The index leaf and its proof.
+    pub lookup: ServiceLookup,
+    /// Canonical encodings of the instance records, in index order.
+    pub instances: Vec<Vec<u8>>,
 }
 
 /// A lookup answer proven against a certified root.
@@ -70,26 +81,67 @@ pub struct VerifiedLookup {
     pub record: Option<ServiceRecord>,
 }
 
-impl ServiceLookup {
-    /// Verify the answer against a certified ledger info.
+impl ServiceProof {
+    /// Verify the answer against a certified ledger info: the index leaf's
+    /// proof, its subject, then exactly one record per index entry, in order,
+    /// each hashing to its entry and naming its entry's id. An omitted, added,
+    /// reordered or altered record fails.
     pub fn verify(&self, ledger: &VerifiedLedgerInfo) -> Result<VerifiedLookup, ProofError> {
+        let lookup = &self.lookup;
         let key = StateKey::Service {
-            namespace: self.namespace.clone(),
-            service: self.service.clone(),
+            namespace: lookup.namespace.clone(),
+            service: lookup.service.clone(),
         };
-        self.proof
-            .verify(&ledger.block().state_root, &key, self.value.as_deref())?;
-        let record = match &self.value {
-            None => None,
-            Some(bytes) => {
-                let record: ServiceRecord = decode(bytes)?;
-                if record.namespace != self.namespace || record.service != self.service {
+        lookup
+            .proof
+            .verify(&ledger.block().state_root, &key, lookup.value.as_deref())?;
+        let record = match &lookup.value {
+            None => {
+                if !self.instances.is_empty() {
                     return Err(ProofError::WrongRecord(format!(
-                        "record names {}/{}",
-                        record.namespace, record.service
+                        "{} instance records for an absent service",
+                        self.instances.len()
                     )));
                 }
-                Some(record)
+                None
+            }
+            Some(bytes) => {
+                let index: ServiceIndex = decode(bytes)?;
+                if index.namespace != lookup.namespace || index.service != lookup.service {
+                    return Err(ProofError::WrongRecord(format!(
+                        "index names {}/{}",
+                        index.namespace, index.service
+                    )));
+                }
+                if index.instances.len() != self.instances.len() {
+                    return Err(ProofError::WrongRecord(format!(
+                        "index lists {} instances, the answer carries {}",
+                        index.instances.len(),
+                        self.instances.len()
+                    )));
+                }
+                let mut instances = Vec::with_capacity(index.instances.len());
+                for (entry, bytes) in index.instances.iter().zip(&self.instances) {
+                    if instance_record_hash(bytes) != entry.record_hash {
+                        return Err(ProofError::WrongRecord(format!(
+                            "record of instance {} does not match the index's hash",
+                            entry.instance
+                        )));
+                    }
+                    let record: InstanceRecord = decode(bytes)?;
+                    if record.instance != entry.instance {
+                        return Err(ProofError::WrongRecord(format!(
+                            "record names instance {}, the index {}",
+                            record.instance, entry.instance
+                        )));
+                    }
+                    instances.push(record);
+                }
+                Some(ServiceRecord {
+                    namespace: index.namespace,
+                    service: index.service,
+                    instances,
+                })
             }
         };
         Ok(VerifiedLookup {

@@ -1,15 +1,20 @@
 //! The registry's records and the key schema of the authenticated map.
 //!
-//! A service's whole instance set is one leaf ([`StateKey::Service`] ->
-//! [`ServiceRecord`], instances sorted by id), so one proof shows a client every
-//! instance: none hidden, none added. A namespace's service list is one leaf too
+//! A service is a bounded index leaf ([`StateKey::Service`] ->
+//! [`ServiceIndex`]: every live instance's id and record hash, sorted by id)
+//! plus one leaf per instance ([`StateKey::Instance`] -> [`InstanceRecord`]).
+//! One proof of the index and the instance records, each checked against the
+//! hash the index lists ([`instance_record_hash`]), show a client every
+//! instance: none hidden, none added, none altered ([`crate::ServiceProof`]).
+//! No stored record grows with the whole service: the index entry is at most
+//! `4 + name + 32` bytes per instance. A namespace's service list is one leaf
 //! ([`StateKey::Namespace`]). Variants of [`StateKey`] are append-only: the
 //! borsh tag of a variant is its position and is part of every key hash.
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use serde::{Deserialize, Serialize};
 
-use crate::PublicKey;
+use crate::{hash, Digest, Domain, PublicKey};
 
 /// A namespace or service name (bounded by genesis parameters).
 pub type ServiceName = String;
@@ -19,7 +24,7 @@ pub type InstanceId = String;
 /// A key of the authenticated map.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize)]
 pub enum StateKey {
-    /// All instances of one service -> [`ServiceRecord`].
+    /// The instance index of one service -> [`ServiceIndex`].
     Service {
         /// Namespace.
         namespace: ServiceName,
@@ -45,6 +50,16 @@ pub enum StateKey {
     System {
         /// Which system record.
         name: String,
+    },
+    /// One instance of a service -> [`InstanceRecord`]; listed, with its
+    /// record's hash, in the service's [`ServiceIndex`].
+    Instance {
+        /// Namespace.
+        namespace: ServiceName,
+        /// Service.
+        service: ServiceName,
+        /// Instance.
+        instance: InstanceId,
     },
 }
 
@@ -211,7 +226,36 @@ pub struct InstanceRecord {
     pub probe: Option<ProbeSpec>,
 }
 
-/// The value of [`StateKey::Service`]: every live instance, sorted by id.
+/// One entry of a [`ServiceIndex`].
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct InstanceEntry {
+    /// Instance id.
+    pub instance: InstanceId,
+    /// [`instance_record_hash`] of the instance's leaf.
+    pub record_hash: Digest,
+}
+
+/// The value of [`StateKey::Service`]: every live instance's id and record
+/// hash, sorted by id (absent when the service has no instance).
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct ServiceIndex {
+    /// Namespace.
+    pub namespace: ServiceName,
+    /// Service.
+    pub service: ServiceName,
+    /// Entries sorted by `instance`, ids distinct.
+    pub instances: Vec<InstanceEntry>,
+}
+
+/// The hash a [`ServiceIndex`] lists for an instance: BLAKE3 in
+/// [`Domain::InstanceRecord`] of the record's canonical encoding.
+pub fn instance_record_hash(encoded: &[u8]) -> Digest {
+    hash(Domain::InstanceRecord, encoded)
+}
+
+/// A whole service as a client sees it once verified: the index's instances,
+/// records in index order. Assembled from a [`StateKey::Service`] index and
+/// its [`StateKey::Instance`] leaves; never stored as one leaf.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
 pub struct ServiceRecord {
     /// Namespace.

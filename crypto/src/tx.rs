@@ -13,6 +13,16 @@ use crate::{
     SigError, Signature, TxError, Validator,
 };
 
+/// How far past its signer's next sequence number a transaction's sequence
+/// may be (a consensus rule: further is refused, and refused transactions
+/// change nothing). Gaps up to this size let a signer keep transactions in
+/// flight when some before them are dropped or refused; the bound means no
+/// one (a lying node included) can make a transaction advance its signer's
+/// account by more than `MAX_SEQUENCE_STEP + 1`, so exhausting the 2^64
+/// sequence space would take more than 10^16 committed transactions.
+/// Mempools keep a smaller per-signer window.
+pub const MAX_SEQUENCE_STEP: u64 = 1024;
+
 /// What a transaction does.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum TxBody {

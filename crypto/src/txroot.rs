@@ -1,6 +1,12 @@
-//! A block's transaction root: rs_merkle over the block's transaction ids.
+//! A block's transaction root: rs_merkle over the block's transactions.
 //!
-//! Leaves are `hash(TxLeaf, id)`, inner nodes `hash(TxNode, left || right)`
+//! Two leaf forms share the tree shape: [`tx_root`] (leaves `hash(TxLeaf,
+//! id)`: ids only, for executors without outcomes) and [`receipt_root`], the
+//! registry's, whose leaves `hash(ReceiptLeaf, borsh((id, outcome)))` bind
+//! each transaction's outcome ("applied" or `"rejected: <reason>"`), so a
+//! commit certificate covers what became of every transaction and a client
+//! verifies the outcome it reports ([`TxInclusionProof::verify_receipt`]).
+//! Inner nodes are `hash(TxNode, left || right)`
 //! (rs_merkle promotes an odd last node unchanged), and the root binds the
 //! count: `hash(TxNode, borsh((count as u64, merkle_root)))`, 40 bytes, which no
 //! 64-byte inner node input can equal. The empty block's root uses
@@ -25,20 +31,42 @@ fn leaves(ids: &[Digest]) -> Vec<[u8; 32]> {
     ids.iter().map(|id| hash(Domain::TxLeaf, &id.0).0).collect()
 }
 
+/// A receipt leaf: a transaction id and its outcome string.
+fn receipt_leaf(id: &Digest, outcome: &str) -> [u8; 32] {
+    hash_encoded(Domain::ReceiptLeaf, &(id, outcome)).0
+}
+
+fn receipt_leaves(receipts: &[(Digest, String)]) -> Vec<[u8; 32]> {
+    receipts
+        .iter()
+        .map(|(id, outcome)| receipt_leaf(id, outcome))
+        .collect()
+}
+
+fn root_of(leaves: &[[u8; 32]]) -> Digest {
+    if leaves.is_empty() {
+        return bind(0, Digest::ZERO);
+    }
+    let tree = MerkleTree::<TxNodeHasher>::from_leaves(leaves);
+    bind(
+        leaves.len() as u64,
+        Digest(tree.root().expect("non-empty tree has a root")),
+    )
+}
+
+/// The transaction root of a block whose receipts are `(id, outcome)`, in
+/// order (the empty block's root equals `tx_root(&[])`).
+pub fn receipt_root(receipts: &[(Digest, String)]) -> Digest {
+    root_of(&receipt_leaves(receipts))
+}
+
 fn bind(count: u64, merkle_root: Digest) -> Digest {
     hash_encoded(Domain::TxNode, &(count, merkle_root))
 }
 
 /// The transaction root of a block whose transaction ids are `ids`, in order.
 pub fn tx_root(ids: &[Digest]) -> Digest {
-    if ids.is_empty() {
-        return bind(0, Digest::ZERO);
-    }
-    let tree = MerkleTree::<TxNodeHasher>::from_leaves(&leaves(ids));
-    bind(
-        ids.len() as u64,
-        Digest(tree.root().expect("non-empty tree has a root")),
-    )
+    root_of(&leaves(ids))
 }
 
 /// Proof that a transaction id is at `index` among `total` in a block.
@@ -53,20 +81,51 @@ pub struct TxInclusionProof {
 }
 
 impl TxInclusionProof {
-    /// Build the proof for `ids[index]`. Panics if `index` is out of range.
+    /// Build the proof for `ids[index]` (a [`tx_root`]). Panics if `index`
+    /// is out of range.
     pub fn build(ids: &[Digest], index: usize) -> Self {
-        assert!(index < ids.len(), "index {index} out of {} ids", ids.len());
-        let tree = MerkleTree::<TxNodeHasher>::from_leaves(&leaves(ids));
+        Self::build_over(&leaves(ids), index)
+    }
+
+    /// Build the proof for `receipts[index]` (a [`receipt_root`]). Panics if
+    /// `index` is out of range.
+    pub fn build_receipt(receipts: &[(Digest, String)], index: usize) -> Self {
+        Self::build_over(&receipt_leaves(receipts), index)
+    }
+
+    fn build_over(leaves: &[[u8; 32]], index: usize) -> Self {
+        assert!(
+            index < leaves.len(),
+            "index {index} out of {}",
+            leaves.len()
+        );
+        let tree = MerkleTree::<TxNodeHasher>::from_leaves(leaves);
         let proof = tree.proof(&[index]);
         TxInclusionProof {
             index: index as u32,
-            total: ids.len() as u32,
+            total: leaves.len() as u32,
             hashes: proof.proof_hashes().iter().map(|h| Digest(*h)).collect(),
         }
     }
 
-    /// Check that `id` is at `self.index` of a block whose root is `root`.
+    /// Check that `id` is at `self.index` of a block whose [`tx_root`] is `root`.
     pub fn verify(&self, root: &Digest, id: &Digest) -> Result<(), ProofError> {
+        self.verify_leaf(root, hash(Domain::TxLeaf, &id.0).0)
+    }
+
+    /// Check that `id`, with exactly `outcome`, is at `self.index` of a block
+    /// whose [`receipt_root`] is `root`: the certificate over the block then
+    /// covers the outcome.
+    pub fn verify_receipt(
+        &self,
+        root: &Digest,
+        id: &Digest,
+        outcome: &str,
+    ) -> Result<(), ProofError> {
+        self.verify_leaf(root, receipt_leaf(id, outcome))
+    }
+
+    fn verify_leaf(&self, root: &Digest, leaf: [u8; 32]) -> Result<(), ProofError> {
         let mismatch = |reason: &str| ProofError::Mismatch {
             root: *root,
             reason: reason.to_string(),
@@ -78,7 +137,6 @@ impl TxInclusionProof {
             return Err(mismatch("too many proof hashes"));
         }
         let proof = MerkleProof::<TxNodeHasher>::new(self.hashes.iter().map(|h| h.0).collect());
-        let leaf = hash(Domain::TxLeaf, &id.0).0;
         let merkle_root = proof
             .root(&[self.index as usize], &[leaf], self.total as usize)
             .map_err(|e| mismatch(&e.to_string()))?;

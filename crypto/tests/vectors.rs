@@ -5,9 +5,10 @@
 //! a format version bump.
 
 use palisade_crypto::{
-    encode, hash, tx_root, BlockInfo, Digest, Domain, Endpoint, Enrollment, Label, LedgerInfo,
-    ProbeKind, ProbeSpec, Registration, Role, SecretKey, Transaction, TxBody, Validator,
-    ValidatorSet,
+    encode, hash, instance_record_hash, receipt_root, state_key_hash, tx_root, BlockInfo, Digest,
+    Domain, Endpoint, Enrollment, Health, InstanceEntry, InstanceRecord, Label, LedgerInfo,
+    ProbeKind, ProbeSpec, Registration, Role, SecretKey, ServiceIndex, StateKey, Transaction,
+    TxBody, TxInclusionProof, Validator, ValidatorSet,
 };
 
 const MSG: &[u8] = b"palisade known answer";
@@ -93,6 +94,19 @@ const DOMAIN_VECTORS: &[(Domain, &str, &str)] = &[
         Domain::KeyId,
         "palisade/v1/key-id",
         "bbce674f8286b1aba9323a81201866d13a601a1d65fb583fdcf555b200c12d22",
+    ),
+    // Computed with the `blake3` crate's derive_key + keyed_hash (no Python
+    // blake3 on the machine that added it); the construction is the one the
+    // vectors above were checked against independently.
+    (
+        Domain::InstanceRecord,
+        "palisade/v1/instance-record",
+        "3e55120f8d5673683bf1cd484c519c18d80152fc07b76c2f4830a54f4de36ba4",
+    ),
+    (
+        Domain::ReceiptLeaf,
+        "palisade/v1/receipt-leaf",
+        "c459b265a37e768ac011fdf5861846636033bc993137f9b6d79309b0af2d8cb5",
     ),
 ];
 
@@ -336,4 +350,86 @@ fn ledger_formats_are_frozen() {
         assert_eq!((*w, h.as_str()), (*ew, *eh));
     }
     assert!(LEDGER_VECTORS.len() == got.len(), "vectors:\n{printed}");
+}
+
+/// The service layout: an instance leaf's key hash, an instance record's
+/// encoding and the hash its service index lists, and an index's encoding.
+const REGISTRY_VECTORS: &[(&str, &str)] = &[
+    ("instance_key", "050400000073686f7003000000776562020000006131"),
+    ("instance_key_hash", "504e6327d079fa8fb4e23c55463b882277c5beebbd4ca7060d1fa970135ac068"),
+    ("instance_record", "0200000061318a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c0100000004000000687474700800000031302e302e302e31901f010001000000040000007a6f6e65010000006103000000312e301e000000e803000000000000187900000000000000010000008139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b39401010a000000"),
+    ("instance_record_hash", "2004610b9433ff9dccecb36bdc30738143e1335c019d52eb50b6501bbe2526a2"),
+    ("service_index", "0400000073686f7003000000776562010000000200000061312004610b9433ff9dccecb36bdc30738143e1335c019d52eb50b6501bbe2526a2"),
+    ("receipt_root", "acc754fa4c3801a30162bb8e2e73a504416103026db558a1a124d06a09587caa"),
+    ("receipt_inclusion", "010000000300000002000000cf8ea42583d35889d6b2d0f5697c71bc75a8efcb8fc3d0a4cdd7d412c7da3f2278140ccc88980734538b62599be3f40a30fe4e0dd9106bd25a249a383f678583"),
+];
+
+#[test]
+fn registry_formats_are_frozen() {
+    let record = InstanceRecord {
+        instance: "a1".into(),
+        owner: k(1).public(),
+        endpoints: vec![Endpoint {
+            protocol: "http".into(),
+            host: "10.0.0.1".into(),
+            port: 8080,
+            weight: 1,
+        }],
+        labels: vec![Label {
+            key: "zone".into(),
+            value: "a".into(),
+        }],
+        version: "1.0".into(),
+        ttl_secs: 30,
+        registered_at_ms: 1_000,
+        lease_expires_at_ms: 31_000,
+        health: Health::Passing,
+        dissenting_reporters: vec![k(2).public()],
+        probe: Some(ProbeSpec {
+            kind: ProbeKind::Tcp,
+            interval_secs: 10,
+        }),
+    };
+    let record_bytes = encode(&record);
+    let index = ServiceIndex {
+        namespace: "shop".into(),
+        service: "web".into(),
+        instances: vec![InstanceEntry {
+            instance: "a1".into(),
+            record_hash: instance_record_hash(&record_bytes),
+        }],
+    };
+    let receipts = vec![
+        (Digest([1; 32]), "applied".to_string()),
+        (Digest([2; 32]), "rejected: bad".to_string()),
+        (Digest([3; 32]), "applied".to_string()),
+    ];
+    let key = StateKey::Instance {
+        namespace: "shop".into(),
+        service: "web".into(),
+        instance: "a1".into(),
+    };
+    let got = [
+        ("instance_key", hex::encode(encode(&key))),
+        ("instance_key_hash", hex::encode(state_key_hash(&key).0)),
+        ("instance_record", hex::encode(&record_bytes)),
+        (
+            "instance_record_hash",
+            instance_record_hash(&record_bytes).to_hex(),
+        ),
+        ("service_index", hex::encode(encode(&index))),
+        ("receipt_root", receipt_root(&receipts).to_hex()),
+        (
+            "receipt_inclusion",
+            hex::encode(encode(&TxInclusionProof::build_receipt(&receipts, 1))),
+        ),
+    ];
+    let printed: String = got
+        .iter()
+        .map(|(w, h)| format!("    (\"{w}\", \"{h}\"),\n"))
+        .collect();
+    assert_eq!(REGISTRY_VECTORS.len(), got.len(), "vectors:\n{printed}");
+    for ((w, h), (ew, eh)) in got.iter().zip(REGISTRY_VECTORS) {
+        assert_eq!((*w, h.as_str()), (*ew, *eh), "vectors:\n{printed}");
+    }
 }

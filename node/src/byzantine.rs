@@ -21,6 +21,15 @@ pub enum ByzantineMode {
     CutWatch,
     /// Keep every watch stream open with keepalives only, never an event.
     StallWatch,
+    /// Answer account queries with a next sequence of `u64::MAX - 1` (the
+    /// proof of the committed sequence stays honest).
+    LieAccounts,
+    /// Answer receipts with the opposite outcome ("applied" for a rejected
+    /// transaction and the reverse), beside the honest inclusion proof.
+    ClaimOutcomes,
+    /// Answer every submission with "pending", never admit or gossip it,
+    /// and answer receipt polls with "pending" too.
+    PendingForever,
 }
 
 impl ByzantineMode {
@@ -30,6 +39,9 @@ impl ByzantineMode {
         ByzantineMode::ReplayWatch,
         ByzantineMode::CutWatch,
         ByzantineMode::StallWatch,
+        ByzantineMode::LieAccounts,
+        ByzantineMode::ClaimOutcomes,
+        ByzantineMode::PendingForever,
     ];
 
     /// The config and CLI name (`forge-lookups`).
@@ -39,6 +51,9 @@ impl ByzantineMode {
             ByzantineMode::ReplayWatch => "replay-watch",
             ByzantineMode::CutWatch => "cut-watch",
             ByzantineMode::StallWatch => "stall-watch",
+            ByzantineMode::LieAccounts => "lie-accounts",
+            ByzantineMode::ClaimOutcomes => "claim-outcomes",
+            ByzantineMode::PendingForever => "pending-forever",
         }
     }
 }

@@ -357,10 +357,17 @@ impl NodeConfig {
         if m.max_txs == 0 {
             return invalid("mempool.max_txs", "must be at least 1".into());
         }
-        if m.max_per_signer == 0 || m.max_per_signer > m.max_txs {
+        if m.max_per_signer == 0
+            || m.max_per_signer > m.max_txs
+            || m.max_per_signer as u64 > palisade_crypto::MAX_SEQUENCE_STEP
+        {
             return invalid(
                 "mempool.max_per_signer",
-                format!("must be in 1..=mempool.max_txs ({})", m.max_txs),
+                format!(
+                    "must be in 1..=mempool.max_txs ({}) and at most the consensus sequence step ({})",
+                    m.max_txs,
+                    palisade_crypto::MAX_SEQUENCE_STEP
+                ),
             );
         }
         let a = &self.api;

@@ -4,8 +4,8 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, RwLock};
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use palisade_consensus::state::StateReader;
-use palisade_crypto::{encode, Digest, PublicKey, SignedTransaction, TxBody, ValidatorSet};
+use palisade_consensus::state::{StateReader, TxRejection};
+use palisade_crypto::{encode, Digest, PublicKey, SignedTransaction, ValidatorSet};
 use tokio::sync::{broadcast, watch, Notify};
 use tracing::debug;
 
@@ -33,6 +33,22 @@ pub(crate) struct Progress {
     pub(crate) epoch: u64,
     /// Leader of the current round.
     pub(crate) leader: Option<PublicKey>,
+}
+
+/// The API code of an admission refusal.
+fn rejection_code(r: &TxRejection) -> &'static str {
+    match r {
+        TxRejection::NotEnrolled(_) => "not_enrolled",
+        TxRejection::Revoked(_) => "revoked",
+        TxRejection::NamespaceNotPermitted { .. } => "unknown_namespace",
+        TxRejection::NotValidator(_) => "not_a_validator",
+        TxRejection::NotAuthority(_) => "not_authority",
+        TxRejection::BelowThreshold { .. } => "below_threshold",
+        TxRejection::TooManyCosignatures { .. } | TxRejection::UnexpectedCosignatures { .. } => {
+            "bad_cosignatures"
+        }
+        _ => "not_permitted",
+    }
 }
 
 /// Everything the API, the driver and the prober share.
@@ -100,46 +116,30 @@ impl Context {
         Ok(id)
     }
 
-    /// Early authorization against committed state: writes need an identity
-    /// enrolled in the namespace, health reports a validator. The state machine
-    /// decides again in the block; this only keeps hopeless transactions out
-    /// of blocks (and answers them with a 403 instead of a rejected receipt).
-    /// Authority acts are left to the state machine.
+    /// The state machine's admission rule ([`StateReader::admissible`]:
+    /// cosignature count and who may sign this) against committed state, so
+    /// that what the state machine would refuse is answered with a 403 and
+    /// never reaches a block (a block carrying it is invalid). Every
+    /// transaction kind goes through it; nothing here is a second copy of
+    /// the rules.
     fn authorize(&self, tx: &SignedTransaction) -> Result<(), AdmitError> {
-        let signer = tx.tx.signer;
-        let namespace = match &tx.tx.body {
-            TxBody::Register(r) => &r.namespace,
-            TxBody::Deregister { namespace, .. } | TxBody::Heartbeat { namespace, .. } => namespace,
-            TxBody::HealthReport { .. } => {
-                let validators = self.validators.read().expect("validators lock poisoned");
-                if validators.index_of(&signer).is_none() {
-                    return Err(AdmitError::NotPermitted {
-                        code: "not_a_validator",
-                        reason: format!(
-                            "{signer} is not a validator; only validators report health"
-                        ),
-                    });
-                }
-                return Ok(());
-            }
-            TxBody::Enroll(_) | TxBody::Revoke { .. } | TxBody::ChangeValidators { .. } => {
-                return Ok(())
-            }
-        };
         let Ok(reader) = StateReader::latest(&self.store) else {
+            // Nothing committed yet (the node is starting): the block's
+            // execution decides.
             return Ok(());
         };
-        match reader.identity(&signer) {
-            Ok(Some(identity)) if identity.may_write(namespace) => Ok(()),
-            Ok(Some(_)) => Err(AdmitError::NotPermitted {
-                code: "unknown_namespace",
-                reason: format!("{signer} is not enrolled in namespace {namespace:?}"),
+        let mut signers = vec![tx.tx.signer];
+        signers.extend(tx.cosignatures.iter().map(|c| c.signer));
+        match reader.admissible(tx, &signers) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(rejection)) => Err(AdmitError::NotPermitted {
+                code: rejection_code(&rejection),
+                reason: rejection.to_string(),
             }),
-            Ok(None) => Err(AdmitError::NotPermitted {
-                code: "not_enrolled",
-                reason: format!("{signer} is not an enrolled identity (enroll it, and wait for the commit, first)"),
-            }),
-            Err(_) => Ok(()),
+            Err(e) => {
+                debug!(error = %e, "admission: committed state unreadable; the block decides");
+                Ok(())
+            }
         }
     }
 

@@ -17,8 +17,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use palisade_consensus::executor::ExecutionError;
 use palisade_consensus::hotstuff::{
-    Block, CommitRequest, CommitResponse, CommittedBlock, Message, Output, QuorumCert, Replica,
+    Block, CommitRequest, CommitResponse, CommittedBlock, ConsensusError, Message, Output,
+    QuorumCert, Replica,
 };
 use palisade_consensus::state::{decode_payload, encode_payload, Params, RegistryExecutor};
 use palisade_crypto::{decode_capped, encode, Digest, PublicKey, SignedTransaction};
@@ -311,13 +313,38 @@ impl Driver {
             keep += 1;
         }
         txs.truncate(keep);
-        let n = txs.len();
-        match self
-            .replica
-            .handle_payload(now_ms(), due.round, encode_payload(&txs))
-        {
-            Ok(()) => debug!(round = due.round, txs = n, "proposed"),
-            Err(e) => debug!(round = due.round, error = %e, "proposal refused"),
+        // Transactions that became inadmissible since admission (e.g. their
+        // signer was revoked in a block not yet committed) make the block
+        // invalid: drop them from the pool and propose again without them.
+        // Execution lists them all at once; bounded for safety.
+        for _ in 0..4 {
+            let n = txs.len();
+            match self
+                .replica
+                .handle_payload(now_ms(), due.round, encode_payload(&txs))
+            {
+                Ok(()) => {
+                    debug!(round = due.round, txs = n, "proposed");
+                    return;
+                }
+                Err(ConsensusError::Execution(ExecutionError::Inadmissible { tx_ids, reason })) => {
+                    warn!(
+                        round = due.round,
+                        dropped = tx_ids.len(),
+                        %reason,
+                        "dropping inadmissible transactions from the proposal"
+                    );
+                    ctx.mempool
+                        .lock()
+                        .expect("mempool lock poisoned")
+                        .remove_committed(&tx_ids);
+                    txs.retain(|t| !tx_ids.contains(&t.id()));
+                }
+                Err(e) => {
+                    debug!(round = due.round, error = %e, "proposal refused");
+                    return;
+                }
+            }
         }
     }
 

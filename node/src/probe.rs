@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use palisade_consensus::state::StateReader;
 use palisade_crypto::{
-    Health, InstanceRecord, NamespaceRecord, ProbeKind, SecretKey, ServiceRecord, StateKey,
-    Transaction, TxBody,
+    Health, InstanceRecord, NamespaceRecord, ProbeKind, SecretKey, StateKey, Transaction, TxBody,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -140,11 +139,7 @@ impl Prober {
         };
         self.scanned_height = Some(latest);
         for (ns, svc) in services {
-            let key = StateKey::Service {
-                namespace: ns.clone(),
-                service: svc.clone(),
-            };
-            let instances: Vec<InstanceRecord> = match reader.get::<ServiceRecord>(&key) {
+            let instances: Vec<InstanceRecord> = match reader.service_record(&ns, &svc) {
                 Ok(Some(service)) => service
                     .instances
                     .into_iter()

@@ -8,10 +8,10 @@ use jmt::mock::MockTreeStore;
 use jmt::JellyfishMerkleTree;
 use palisade_crypto::api::{LookupResponse, NamespaceResponse};
 use palisade_crypto::{
-    encode, state_key_hash, tx_root, BlockInfo, CommitCertificate, Digest, Endpoint, Health, Hex,
-    InstanceRecord, JmtHasher, Label, LedgerInfo, MapProof, NamespaceRecord, NetworkFile,
-    NodeEndpoint, PublicKey, SecretKey, ServiceLookup, ServiceRecord, StateKey, Validator,
-    ValidatorSet,
+    encode, instance_record_hash, state_key_hash, tx_root, BlockInfo, CommitCertificate, Digest,
+    Endpoint, Health, Hex, InstanceEntry, InstanceRecord, JmtHasher, Label, LedgerInfo, MapProof,
+    NamespaceRecord, NetworkFile, NodeEndpoint, PublicKey, SecretKey, ServiceIndex, ServiceLookup,
+    ServiceRecord, StateKey, Validator, ValidatorSet,
 };
 
 pub const CHAIN: &str = "palisade-test";
@@ -169,9 +169,48 @@ impl State {
         self.root
     }
 
+    /// Store a service as the registry does: an index leaf plus one leaf
+    /// per instance.
     pub fn put_record(&mut self, record: &ServiceRecord) -> Digest {
         let key = service_key(&record.namespace, &record.service);
-        self.put(vec![(key, Some(encode(record)))])
+        let mut writes = Vec::new();
+        let mut entries = Vec::new();
+        for i in &record.instances {
+            let bytes = encode(i);
+            entries.push(InstanceEntry {
+                instance: i.instance.clone(),
+                record_hash: instance_record_hash(&bytes),
+            });
+            writes.push((
+                instance_key(&record.namespace, &record.service, &i.instance),
+                Some(bytes),
+            ));
+        }
+        let index = ServiceIndex {
+            namespace: record.namespace.clone(),
+            service: record.service.clone(),
+            instances: entries,
+        };
+        writes.push((key, Some(encode(&index))));
+        self.put(writes)
+    }
+
+    /// The encoded instance records a service's index lists, in order.
+    pub fn instance_bytes(&self, namespace: &str, service: &str) -> Vec<Vec<u8>> {
+        let (value, _) = self.prove(&service_key(namespace, service));
+        let Some(value) = value else {
+            return Vec::new();
+        };
+        let index: ServiceIndex = palisade_crypto::decode(&value).unwrap();
+        index
+            .instances
+            .iter()
+            .map(|e| {
+                self.prove(&instance_key(namespace, service, &e.instance))
+                    .0
+                    .unwrap()
+            })
+            .collect()
     }
 
     /// The value under `key` and its proof at the latest version.
@@ -182,6 +221,14 @@ impl State {
             .get_with_proof(state_key_hash(key), self.version.unwrap())
             .unwrap();
         (value, MapProof(proof))
+    }
+}
+
+pub fn instance_key(namespace: &str, service: &str, instance: &str) -> StateKey {
+    StateKey::Instance {
+        namespace: namespace.into(),
+        service: service.into(),
+        instance: instance.into(),
     }
 }
 
@@ -282,7 +329,8 @@ impl World {
             .chain
             .certify(block(height, self.state.root, timestamp_ms), signers);
         let (value, proof) = self.state.prove(&service_key(namespace, service));
-        lookup_response(cert, namespace, service, value, proof)
+        let instances = self.state.instance_bytes(namespace, service);
+        lookup_response(cert, namespace, service, value, proof, instances)
     }
 }
 
@@ -292,9 +340,17 @@ pub fn lookup_response(
     service: &str,
     value: Option<Vec<u8>>,
     proof: MapProof,
+    instances: Vec<Vec<u8>>,
 ) -> LookupResponse {
     let height = cert.ledger_info.commit.as_ref().map_or(0, |b| b.height);
-    let record = value.as_ref().map(|v| palisade_crypto::decode(v).unwrap());
+    let record = value.as_ref().map(|_| ServiceRecord {
+        namespace: namespace.into(),
+        service: service.into(),
+        instances: instances
+            .iter()
+            .map(|b| palisade_crypto::decode(b).unwrap())
+            .collect(),
+    });
     LookupResponse {
         height,
         certificate: Hex::new(&cert),
@@ -304,21 +360,21 @@ pub fn lookup_response(
             value,
             proof,
         }),
+        instances: instances.into_iter().map(Hex::from_bytes).collect(),
         record,
     }
 }
 
-/// Rewrite the record inside an answer, keeping its proof and certificate.
+/// Rewrite the instance records inside an answer, keeping the index's proof
+/// and the certificate.
 pub fn tamper(response: &LookupResponse, edit: impl FnOnce(&mut ServiceRecord)) -> LookupResponse {
-    let mut lookup = response.lookup.decode().unwrap();
-    let mut record: ServiceRecord =
-        palisade_crypto::decode(lookup.value.as_ref().unwrap()).unwrap();
+    let mut record = response.record.clone().unwrap();
     edit(&mut record);
-    lookup.value = Some(encode(&record));
     LookupResponse {
         height: response.height,
         certificate: response.certificate.clone(),
-        lookup: Hex::new(&lookup),
+        lookup: response.lookup.clone(),
+        instances: record.instances.iter().map(Hex::new).collect(),
         record: Some(record),
     }
 }

@@ -5,20 +5,24 @@ pub mod fixture;
 pub mod server;
 
 use palisade_crypto::api::Receipt;
-use palisade_crypto::{tx_root, BlockInfo, Digest, Hex, TxInclusionProof};
+use palisade_crypto::{receipt_root, tx_root, BlockInfo, Digest, Hex, TxInclusionProof};
 
 use fixture::{now_ms, Chain};
 
 /// A receipt for `tx_id`, included at position 1 of a 3-transaction block at
 /// height 10, followed by `descendants` blocks, the last one certified.
 pub fn receipt(chain: &Chain, tx_id: Digest, descendants: usize, outcome: &str) -> Receipt {
-    let ids = vec![Digest([1; 32]), tx_id, Digest([2; 32])];
+    let leaves = vec![
+        (Digest([1; 32]), "applied".to_string()),
+        (tx_id, outcome.to_string()),
+        (Digest([2; 32]), "rejected: stale".to_string()),
+    ];
     let mut blocks = vec![BlockInfo {
         round: 20,
         height: 10,
         block_id: Digest([10; 32]),
         state_root: Digest([4; 32]),
-        tx_root: tx_root(&ids),
+        tx_root: receipt_root(&leaves),
         timestamp_ms: now_ms(),
         next_validators: None,
         parent_info: Digest([5; 32]),
@@ -39,7 +43,7 @@ pub fn receipt(chain: &Chain, tx_id: Digest, descendants: usize, outcome: &str) 
         tx_id,
         height: 10,
         block: Hex::new(&blocks[0]),
-        inclusion: Hex::new(&TxInclusionProof::build(&ids, 1)),
+        inclusion: Hex::new(&TxInclusionProof::build_receipt(&leaves, 1)),
         descendants: blocks[1..].iter().map(Hex::new).collect(),
         certificate: Hex::new(&certificate),
         outcome: outcome.to_string(),
@@ -64,13 +68,26 @@ pub enum TxBehavior {
     LoseFirst,
     /// Reports every transaction applied, but the state never changes.
     Pretend,
+    /// Commits, but reports the outcome "rejected: ..." beside the proof of
+    /// "applied".
+    FlipOutcome,
+    /// Commits, but the certified state holds every registration with
+    /// another version, TTL and probe than asked for.
+    OtherVersion,
+    /// Commits, but suggests `u64::MAX - 1` as every signer's next sequence
+    /// (beside an honest proof of the committed one).
+    LieAccount,
 }
 
 impl TxBehavior {
     fn applies(self) -> bool {
         matches!(
             self,
-            TxBehavior::Commit | TxBehavior::PendingThenCommit | TxBehavior::LoseFirst
+            TxBehavior::Commit
+                | TxBehavior::PendingThenCommit
+                | TxBehavior::LoseFirst
+                | TxBehavior::LieAccount
+                | TxBehavior::OtherVersion
         )
     }
 }
@@ -114,25 +131,52 @@ fn state_answer(
     instances.sort_by(|a, b| a.instance.cmp(&b.instance));
     let mut state = fixture::State::new();
     let key = fixture::service_key(namespace, service);
-    let value = (!instances.is_empty()).then(|| {
-        palisade_crypto::encode(&ServiceRecord {
+    // An unrelated key keeps the tree non-empty when the service is absent.
+    state.put(vec![(fixture::service_key("zz", "other"), Some(vec![1]))]);
+    if !instances.is_empty() {
+        state.put_record(&ServiceRecord {
             namespace: namespace.into(),
             service: service.into(),
             instances,
-        })
-    });
-    // An unrelated key keeps the tree non-empty when the service is absent.
-    state.put(vec![
-        (fixture::service_key("zz", "other"), Some(vec![1])),
-        (key.clone(), value),
-    ]);
+        });
+    }
     let cert = chain.quorum(fixture::block(11, state.root, now_ms()));
     let (value, proof) = state.prove(&key);
-    fixture::lookup_response(cert, namespace, service, value, proof)
+    let instances = state.instance_bytes(namespace, service);
+    fixture::lookup_response(cert, namespace, service, value, proof, instances)
 }
 
 /// The next sequence number stand-in nodes report for every account.
 pub const NEXT_SEQUENCE: u64 = 3;
+
+/// An account answer whose committed next sequence `proven` is proven
+/// against a state certified by `chain`, with the node suggesting `suggested`.
+pub fn account_answer(
+    chain: &Chain,
+    key: palisade_crypto::PublicKey,
+    proven: u64,
+    suggested: u64,
+) -> AccountResponse {
+    let mut state = fixture::State::new();
+    let account = palisade_crypto::StateKey::Account { key };
+    state.put(vec![
+        (fixture::service_key("zz", "other"), Some(vec![1])),
+        (
+            account.clone(),
+            (proven > 0).then(|| palisade_crypto::encode(&proven)),
+        ),
+    ]);
+    let cert = chain.quorum(fixture::block(11, state.root, now_ms()));
+    let (value, proof) = state.prove(&account);
+    AccountResponse {
+        key,
+        next_sequence: suggested,
+        height: 11,
+        certificate: Hex::new(&cert),
+        value: value.map(Hex::from_bytes),
+        proof: Hex::new(&proof),
+    }
+}
 
 /// A node that accepts transactions and answers with receipts certified by `chain`.
 pub fn tx_node(
@@ -152,10 +196,13 @@ pub fn tx_node(
             receipt: Some(receipt(&chain, id, 1, outcome)),
         };
         if let Some(key) = req.path.strip_prefix("/v1/accounts/") {
-            return Reply::ok(&AccountResponse {
-                key: palisade_crypto::PublicKey::from_hex(key).unwrap(),
-                next_sequence: NEXT_SEQUENCE,
-            });
+            let key = palisade_crypto::PublicKey::from_hex(key).unwrap();
+            let suggested = if behavior == TxBehavior::LieAccount {
+                u64::MAX - 1
+            } else {
+                NEXT_SEQUENCE
+            };
+            return Reply::ok(&account_answer(&chain, key, NEXT_SEQUENCE, suggested));
         }
         if let Some(rest) = req.path.strip_prefix("/v1/services/") {
             let (ns, svc) = rest.split_once('/').unwrap();
@@ -164,6 +211,14 @@ pub fn tx_node(
             } else {
                 Vec::new()
             };
+            let mut txs = txs;
+            if behavior == TxBehavior::OtherVersion {
+                for tx in &mut txs {
+                    if let palisade_crypto::TxBody::Register(r) = &mut tx.tx.body {
+                        r.version = "0.0.0-other".into();
+                    }
+                }
+            }
             return Reply::ok(&state_answer(&chain, &txs, ns, svc));
         }
         if let Some(id) = req.path.strip_prefix("/v1/tx/") {
@@ -191,7 +246,19 @@ pub fn tx_node(
                 receipt: None,
             };
             return match behavior {
-                TxBehavior::Commit | TxBehavior::Pretend => Reply::ok(&committed(id, "applied")),
+                TxBehavior::Commit
+                | TxBehavior::Pretend
+                | TxBehavior::LieAccount
+                | TxBehavior::OtherVersion => Reply::ok(&committed(id, "applied")),
+                TxBehavior::FlipOutcome => {
+                    let mut r = receipt(&chain, id, 1, "applied");
+                    r.outcome = "rejected: forged".into();
+                    Reply::ok(&SubmitResponse {
+                        tx_id: id,
+                        status: TxStatus::Rejected,
+                        receipt: Some(r),
+                    })
+                }
                 TxBehavior::Reject(reason) => Reply::ok(&committed(id, reason)),
                 TxBehavior::PendingThenCommit
                 | TxBehavior::AlwaysPending

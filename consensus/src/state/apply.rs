@@ -5,11 +5,19 @@
 //!    most one per authority member, other transactions none);
 //! 2. chain id and every signature (`SignedTransaction::verify`, i.e.
 //!    `verify_strict` with weak keys refused; never batch verification, whose
-//!    verdict is not the strict one);
-//! 3. sequence: `sequence >= next` for the signer, then `next = sequence + 1`
-//!    (replays and reorderings are refused, gaps are allowed so that a
-//!    rejected transaction does not wedge its signer);
-//! 4. authorization, body validation and limits (per handler);
+//!    verdict is not the strict one); then who may sign it at all
+//!    ([`authorize`], against the state before the transaction).
+//!    **Steps 1 and 2 are the admission rule:** a transaction failing them
+//!    is no receipt's matter but makes its block invalid (voters refuse it,
+//!    the leader drops it and proposes again), so outsiders, bad signatures
+//!    and unauthorized signers never reach the chain; nodes refuse the same
+//!    transactions at admission with the same rule, against committed state;
+//! 3. sequence: `next <= sequence <= next + MAX_SEQUENCE_STEP` for the
+//!    signer, then `next = sequence + 1` (replays and reorderings are
+//!    refused; bounded gaps are allowed so that a rejected transaction does
+//!    not wedge the ones its signer already sent; the bound stops anyone
+//!    steering the account to the end of the sequence space);
+//! 4. body validation, ownership and limits (per handler);
 //! 5. mutation.
 //!
 //! **Atomicity.** Every handler finishes all its checks before its first
@@ -43,7 +51,7 @@
 
 use palisade_crypto::{
     Enrollment, Health, InstanceRecord, PublicKey, Registration, Role, SignedTransaction, TxBody,
-    Validator, ValidatorSet,
+    Validator, ValidatorSet, MAX_SEQUENCE_STEP,
 };
 
 use super::error::{StateError, TxRejection};
@@ -70,7 +78,17 @@ pub(crate) struct BlockEnv<'a> {
 
 enum Fail {
     Reject(TxRejection),
+    /// Fails the admission rule ([`admissible`]): no block may carry it.
+    Inadmissible(TxRejection),
     State(StateError),
+}
+
+/// What became of one transaction of a block.
+pub(crate) enum Verdict {
+    /// Applied.
+    Applied(TxOutcome),
+    /// Breaks the admission rule: the block carrying it is invalid.
+    Inadmissible(TxRejection),
 }
 
 impl From<TxRejection> for Fail {
@@ -92,12 +110,84 @@ pub(crate) fn apply_tx(
     env: &mut BlockEnv<'_>,
     stx: &SignedTransaction,
     size: usize,
-) -> Result<TxOutcome, StateError> {
+) -> Result<Verdict, StateError> {
     match apply_inner(ws, env, stx, size) {
-        Ok(()) => Ok(TxOutcome::Applied),
-        Err(Fail::Reject(r)) => Ok(TxOutcome::Rejected(r)),
+        Ok(()) => Ok(Verdict::Applied(TxOutcome::Applied)),
+        Err(Fail::Reject(r)) => Ok(Verdict::Applied(TxOutcome::Rejected(r))),
+        Err(Fail::Inadmissible(r)) => Ok(Verdict::Inadmissible(r)),
         Err(Fail::State(e)) => Err(e),
     }
+}
+
+/// The cosignature count rule: authority acts take at most one cosignature
+/// per authority member, other transactions none. Checked before any
+/// signature is verified.
+pub(crate) fn cosignature_count(
+    stx: &SignedTransaction,
+    authority: &Authority,
+) -> Result<(), TxRejection> {
+    let cosigs = stx.cosignatures.len() as u64;
+    if is_authority_act(&stx.tx.body) {
+        let members = authority.members.len() as u64;
+        if cosigs > members {
+            return Err(TxRejection::TooManyCosignatures {
+                count: cosigs,
+                members,
+            });
+        }
+    } else if cosigs > 0 {
+        return Err(TxRejection::UnexpectedCosignatures { count: cosigs });
+    }
+    Ok(())
+}
+
+/// Who may sign what, decided by the state before the transaction: authority
+/// acts need `threshold` distinct members among `signers` (all members);
+/// writes (register, deregister, heartbeat) an identity enrolled, unrevoked,
+/// in the namespace; health reports a validator of `validators`. `signers`
+/// are the verified signer and cosigners; `identity` the signer's record.
+///
+/// This is the one authorization rule: the state machine applies it to every
+/// transaction of a block, and node admission to committed state
+/// ([`super::StateReader::admissible`]).
+pub(crate) fn authorize(
+    stx: &SignedTransaction,
+    signers: &[PublicKey],
+    authority: &Authority,
+    validators: &ValidatorSet,
+    identity: Option<&IdentityRecord>,
+) -> Result<(), TxRejection> {
+    let signer = &stx.tx.signer;
+    match &stx.tx.body {
+        TxBody::Enroll(_) | TxBody::Revoke { .. } | TxBody::ChangeValidators { .. } => {
+            check_authority(authority, signers)
+        }
+        TxBody::Register(Registration { namespace, .. })
+        | TxBody::Deregister { namespace, .. }
+        | TxBody::Heartbeat { namespace, .. } => may_write(identity, signer, namespace),
+        TxBody::HealthReport { .. } => match validators.power_of(signer) {
+            Some(_) => Ok(()),
+            None => Err(TxRejection::NotValidator(*signer)),
+        },
+    }
+}
+
+/// Whether the identity `id` of `signer` may write in `namespace`.
+fn may_write(
+    id: Option<&IdentityRecord>,
+    signer: &PublicKey,
+    namespace: &str,
+) -> Result<(), TxRejection> {
+    let id = id.ok_or(TxRejection::NotEnrolled(*signer))?;
+    if id.revoked_at.is_some() {
+        return Err(TxRejection::Revoked(*signer));
+    }
+    if !id.may_write(namespace) {
+        return Err(TxRejection::NamespaceNotPermitted {
+            namespace: namespace.to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn is_authority_act(body: &TxBody) -> bool {
@@ -113,28 +203,27 @@ fn apply_inner(
     stx: &SignedTransaction,
     size: usize,
 ) -> Result<(), Fail> {
+    let inadmissible = Fail::Inadmissible;
     if size > env.params.max_tx_bytes as usize {
-        return Err(TxRejection::TooLarge {
+        return Err(inadmissible(TxRejection::TooLarge {
             size: size as u64,
             max: env.params.max_tx_bytes as u64,
-        }
-        .into());
+        }));
     }
-    let cosigs = stx.cosignatures.len() as u64;
-    if is_authority_act(&stx.tx.body) {
-        let members = env.authority.members.len() as u64;
-        if cosigs > members {
-            return Err(TxRejection::TooManyCosignatures {
-                count: cosigs,
-                members,
-            }
-            .into());
-        }
-    } else if cosigs > 0 {
-        return Err(TxRejection::UnexpectedCosignatures { count: cosigs }.into());
-    }
-    let (_, signers) = stx.verify(env.chain_id).map_err(TxRejection::from)?;
+    cosignature_count(stx, env.authority).map_err(inadmissible)?;
+    let (_, signers) = stx
+        .verify(env.chain_id)
+        .map_err(|e| inadmissible(e.into()))?;
     let signer = stx.tx.signer;
+    let identity = ws.identity(&signer)?.cloned();
+    authorize(
+        stx,
+        &signers,
+        env.authority,
+        &env.validators,
+        identity.as_ref(),
+    )
+    .map_err(inadmissible)?;
     let sequence = stx.tx.sequence;
     if sequence == u64::MAX {
         return Err(TxRejection::SequenceExhausted.into());
@@ -147,8 +236,14 @@ fn apply_inner(
         }
         .into());
     }
-    if is_authority_act(&stx.tx.body) {
-        check_authority(env.authority, &signers)?;
+    let max = next.saturating_add(MAX_SEQUENCE_STEP);
+    if sequence > max {
+        return Err(TxRejection::SequenceTooFar {
+            got: sequence,
+            next,
+            max,
+        }
+        .into());
     }
     match &stx.tx.body {
         TxBody::Enroll(e) => enroll(ws, env, e)?,
@@ -215,31 +310,16 @@ fn writer(
     signer: &PublicKey,
     namespace: &str,
 ) -> Result<IdentityRecord, Fail> {
-    let id = ws
-        .identity(signer)?
-        .ok_or(TxRejection::NotEnrolled(*signer))?;
-    if id.revoked_at.is_some() {
-        return Err(TxRejection::Revoked(*signer).into());
-    }
-    if !id.may_write(namespace) {
-        return Err(TxRejection::NamespaceNotPermitted {
-            namespace: namespace.to_string(),
-        }
-        .into());
-    }
-    Ok(id.clone())
+    let id = ws.identity(signer)?.cloned();
+    may_write(id.as_ref(), signer, namespace)?;
+    Ok(id.expect("may_write refuses a missing identity"))
 }
 
 fn find_instance(
     ws: &mut WorkingSet<'_>,
     r: &InstanceRef,
 ) -> Result<Option<InstanceRecord>, StateError> {
-    Ok(ws.service(&r.namespace, &r.service)?.and_then(|s| {
-        s.instances
-            .binary_search_by(|i| i.instance.as_str().cmp(&r.instance))
-            .ok()
-            .map(|pos| s.instances[pos].clone())
-    }))
+    Ok(ws.instance(r)?.cloned())
 }
 
 fn unknown(r: &InstanceRef) -> TxRejection {
@@ -386,6 +466,16 @@ fn register(
         dissenting_reporters: dissenting,
         probe: reg.probe.clone(),
     };
+    let size = palisade_crypto::encode(&record).len() as u64;
+    let max = env.params.max_instance_record_bytes();
+    if size > max {
+        return Err(TxRejection::RecordTooLarge {
+            record: "instance record".into(),
+            size,
+            max,
+        }
+        .into());
+    }
     put_instance(ws, &r, record)?;
     ws.set_lease(r, Some(deadline));
     Ok(())
@@ -398,38 +488,28 @@ fn health_report(
     r: &InstanceRef,
     passing: bool,
 ) -> Result<(), Fail> {
-    if env.validators.power_of(signer).is_none() {
-        return Err(TxRejection::NotValidator(*signer).into());
-    }
-    if find_instance(ws, r)?.is_none() {
+    let Some(mut inst) = find_instance(ws, r)? else {
         return Err(unknown(r).into());
-    }
+    };
     let set = &env.validators;
-    if let Some(svc) = ws.service_mut(&r.namespace, &r.service)? {
-        if let Ok(pos) = svc
-            .instances
-            .binary_search_by(|i| i.instance.as_str().cmp(&r.instance))
-        {
-            let inst = &mut svc.instances[pos];
-            let reported = if passing {
-                Health::Passing
-            } else {
-                Health::Failing
-            };
-            let dissent = &mut inst.dissenting_reporters;
-            dissent.retain(|k| set.power_of(k).is_some());
-            if reported == inst.health {
-                dissent.retain(|k| k != signer);
-            } else if let Err(pos) = dissent.binary_search(signer) {
-                dissent.insert(pos, *signer);
-            }
-            let power: u64 = dissent.iter().filter_map(|k| set.power_of(k)).sum();
-            if power >= set.validity_power() {
-                inst.health = reported;
-                dissent.clear();
-            }
-        }
+    let reported = if passing {
+        Health::Passing
+    } else {
+        Health::Failing
+    };
+    let dissent = &mut inst.dissenting_reporters;
+    dissent.retain(|k| set.power_of(k).is_some());
+    if reported == inst.health {
+        dissent.retain(|k| k != signer);
+    } else if let Err(pos) = dissent.binary_search(signer) {
+        dissent.insert(pos, *signer);
     }
+    let power: u64 = dissent.iter().filter_map(|k| set.power_of(k)).sum();
+    if power >= set.validity_power() {
+        inst.health = reported;
+        inst.dissenting_reporters.clear();
+    }
+    ws.put_instance_leaf(r, inst)?;
     Ok(())
 }
 

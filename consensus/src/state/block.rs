@@ -14,7 +14,7 @@ use palisade_crypto::{
     encode, state_key_hash, Digest, JmtHasher, SignedTransaction, StateKey, ValidatorSet,
 };
 
-use super::apply::{apply_tx, BlockEnv};
+use super::apply::{apply_tx, BlockEnv, Verdict};
 use super::error::StateError;
 use super::genesis::{Authority, Genesis, Params};
 use super::instances::remove_instance;
@@ -79,12 +79,10 @@ fn expire(
     }
     let mut expired = 0u64;
     for (deadline, r) in due.into_iter().take(remaining) {
-        let owner = ws.service(&r.namespace, &r.service)?.and_then(|s| {
-            s.instances
-                .iter()
-                .find(|i| i.instance == r.instance && i.lease_expires_at_ms == deadline)
-                .map(|i| i.owner)
-        });
+        let owner = ws
+            .instance(&r)?
+            .filter(|i| i.lease_expires_at_ms == deadline)
+            .map(|i| i.owner);
         let owner = owner.ok_or_else(|| StateError::Corrupt {
             key: format!("{}/{}/{}", r.namespace, r.service, r.instance),
             reason: format!("lease index names deadline {deadline} the record does not hold"),
@@ -131,13 +129,26 @@ pub(crate) fn execute_block(
     };
     expire(&mut ws, &env, leases)?;
     let mut receipts = Vec::with_capacity(txs.len());
+    let mut inadmissible = Vec::new();
+    let mut first_reason = None;
     for (index, (stx, size)) in txs.iter().enumerate() {
-        let outcome = apply_tx(&mut ws, &mut env, stx, *size)?;
-        receipts.push(TxReceipt {
-            tx_id: stx.id(),
-            height: env.height,
-            index: index as u32,
-            outcome,
+        match apply_tx(&mut ws, &mut env, stx, *size)? {
+            Verdict::Applied(outcome) => receipts.push(TxReceipt {
+                tx_id: stx.id(),
+                height: env.height,
+                index: index as u32,
+                outcome,
+            }),
+            Verdict::Inadmissible(why) => {
+                inadmissible.push(stx.id());
+                first_reason.get_or_insert(why);
+            }
+        }
+    }
+    if let Some(reason) = first_reason {
+        return Err(StateError::Inadmissible {
+            tx_ids: inadmissible,
+            reason,
         });
     }
     let (writes, lease_delta) = ws.into_writes();

@@ -193,6 +193,29 @@ pub enum TxRejection {
         /// Limit.
         max: u64,
     },
+    /// Sequence number too far past the signer's next one (at most
+    /// `next + MAX_SEQUENCE_STEP`), so no one can steer a signer's account
+    /// towards the end of the sequence space.
+    #[error("sequence {got} is too far ahead, at most {max} accepted (next is {next})")]
+    SequenceTooFar {
+        /// Sequence in the transaction.
+        got: u64,
+        /// The signer's next sequence.
+        next: u64,
+        /// Highest sequence accepted.
+        max: u64,
+    },
+    /// The record the transaction would write is larger than the genesis
+    /// limits allow (`Params::record_bounds`).
+    #[error("{record} would be {size} bytes, at most {max} allowed")]
+    RecordTooLarge {
+        /// Which record.
+        record: String,
+        /// Its encoded size.
+        size: u64,
+        /// The bound.
+        max: u64,
+    },
 }
 
 impl From<SigError> for TxRejection {
@@ -219,6 +242,15 @@ impl From<TxError> for TxRejection {
 /// A failure that is no transaction's fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {
+    /// The block carries transactions that break the admission rule (bad
+    /// signature, or a signer that may not sign them): the block is invalid.
+    #[error("block carries {n} inadmissible transaction(s); the first: {reason}", n = tx_ids.len())]
+    Inadmissible {
+        /// Every inadmissible transaction of the block.
+        tx_ids: Vec<palisade_crypto::Digest>,
+        /// Why the first one is.
+        reason: TxRejection,
+    },
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),

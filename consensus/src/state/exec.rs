@@ -62,7 +62,13 @@ fn fingerprint(payload: &[u8]) -> Digest {
 }
 
 fn storage(e: StateError) -> ExecutionError {
-    ExecutionError::Storage(e.to_string())
+    match e {
+        StateError::Inadmissible { tx_ids, reason } => ExecutionError::Inadmissible {
+            tx_ids,
+            reason: reason.to_string(),
+        },
+        e => ExecutionError::Storage(e.to_string()),
+    }
 }
 
 impl<S: StateStore> RegistryExecutor<S> {

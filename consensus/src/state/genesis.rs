@@ -32,7 +32,8 @@ pub struct Authority {
 pub struct Params {
     /// Largest lease TTL in seconds.
     pub max_ttl_secs: u32,
-    /// Instances per service (the size of one proven leaf).
+    /// Instances per service (bounds the service's index leaf and the size
+    /// of a whole-service lookup answer).
     pub max_instances_per_service: u32,
     /// Services per namespace.
     pub max_services_per_namespace: u32,
@@ -79,7 +80,7 @@ impl Default for Params {
     fn default() -> Self {
         Params {
             max_ttl_secs: 600,
-            max_instances_per_service: 1024,
+            max_instances_per_service: 256,
             max_services_per_namespace: 1024,
             max_instances_per_identity: 1024,
             max_namespaces_per_identity: 32,
@@ -103,7 +104,80 @@ impl Default for Params {
     }
 }
 
+/// The largest canonical encoding of each stored record (and of a whole
+/// service's lookup answer) that the limits allow; see [`Params::record_bounds`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordBounds {
+    /// `Instance` leaf (`InstanceRecord`).
+    pub instance: u64,
+    /// `Service` leaf (`ServiceIndex`).
+    pub service_index: u64,
+    /// A whole service's answer: its index and every instance record.
+    pub service_answer: u64,
+    /// `Namespace` leaf (`NamespaceRecord`).
+    pub namespace: u64,
+    /// `System{"namespaces"}` (the namespace directory).
+    pub directory: u64,
+    /// `Identity` leaf (`IdentityRecord`, with its owner index).
+    pub identity: u64,
+    /// `System{"validators"}` (`ValidatorSet`).
+    pub validator_set: u64,
+}
+
+/// borsh length prefix of strings and vectors.
+const LEN: u64 = 4;
+/// Longest endpoint protocol (see `validate`).
+pub(crate) const MAX_PROTOCOL_LEN: u64 = 16;
+
 impl Params {
+    /// Upper bounds of every stored record's encoding under these limits
+    /// (borsh: 4-byte length prefixes, 32-byte keys and digests).
+    pub fn record_bounds(&self) -> RecordBounds {
+        let name = LEN + self.max_name_len as u64;
+        let text = LEN + self.max_text_len as u64;
+        let endpoint = (LEN + MAX_PROTOCOL_LEN) + (LEN + self.max_host_len as u64) + 2 + 2;
+        let label = (LEN + self.max_label_key_len as u64) + (LEN + self.max_label_value_len as u64);
+        let probe = 1 + (1 + text) + 4;
+        let instance = name
+            + 32
+            + LEN
+            + self.max_endpoints as u64 * endpoint
+            + LEN
+            + self.max_labels as u64 * label
+            + text
+            + 4
+            + 8
+            + 8
+            + 1
+            + LEN
+            + self.max_validators as u64 * 32
+            + probe;
+        let service_index = 2 * name + LEN + self.max_instances_per_service as u64 * (name + 32);
+        let instance_ref = 3 * name;
+        RecordBounds {
+            instance,
+            service_index,
+            service_answer: service_index
+                .saturating_add(self.max_instances_per_service as u64 * instance),
+            namespace: name + LEN + self.max_services_per_namespace as u64 * name,
+            directory: LEN + self.max_namespaces as u64 * name,
+            identity: LEN
+                + self.max_namespaces_per_identity as u64 * name
+                + 1
+                + 8
+                + 9
+                + LEN
+                + self.max_instances_per_identity as u64 * instance_ref,
+            validator_set: 8 + LEN + self.max_validators as u64 * (32 + 8),
+        }
+    }
+
+    /// The largest `InstanceRecord` encoding these limits allow (checked
+    /// again at write time).
+    pub fn max_instance_record_bytes(&self) -> u64 {
+        self.record_bounds().instance
+    }
+
     fn validate(&self) -> Result<(), String> {
         let positive = [
             ("max_ttl_secs", self.max_ttl_secs),
@@ -138,6 +212,27 @@ impl Params {
                 "max_block_bytes {} exceeds the decode cap {MAX_DECODE_BYTES}",
                 self.max_block_bytes
             ));
+        }
+        let b = self.record_bounds();
+        let cap = MAX_DECODE_BYTES as u64;
+        for (record, bound) in [
+            ("instance record", b.instance),
+            ("service index", b.service_index),
+            (
+                "whole-service lookup answer (index and every instance record)",
+                b.service_answer,
+            ),
+            ("namespace record", b.namespace),
+            ("namespace directory", b.directory),
+            ("identity record", b.identity),
+            ("validator set", b.validator_set),
+        ] {
+            if bound > cap {
+                return Err(format!(
+                    "limits allow a {record} of {bound} bytes, over the decode cap of {cap} bytes; \
+                     lower the limits that size it"
+                ));
+            }
         }
         if self.max_tx_bytes > self.max_block_bytes {
             return Err("max_tx_bytes exceeds max_block_bytes".into());

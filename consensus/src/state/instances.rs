@@ -6,7 +6,7 @@
 //! sorted), the namespace directory, the owner index in the identity
 //! record, the live count of the expiry bookkeeping and the lease delta.
 
-use palisade_crypto::{InstanceRecord, NamespaceRecord, PublicKey, ServiceRecord};
+use palisade_crypto::{InstanceRecord, NamespaceRecord, PublicKey};
 
 use super::apply::BlockEnv;
 use super::error::StateError;
@@ -21,50 +21,27 @@ pub(crate) fn put_instance(
     record: InstanceRecord,
 ) -> Result<(), StateError> {
     let owner = record.owner;
-    let is_new = match ws.service_mut(&r.namespace, &r.service)? {
-        Some(svc) => match svc
-            .instances
-            .binary_search_by(|i| i.instance.as_str().cmp(&r.instance))
-        {
-            Ok(pos) => {
-                svc.instances[pos] = record;
-                false
+    let service_existed = ws.service(&r.namespace, &r.service)?.is_some();
+    let is_new = ws.put_instance_leaf(r, record)?;
+    if !service_existed {
+        let mut ns = ws
+            .namespace(&r.namespace)?
+            .cloned()
+            .unwrap_or(NamespaceRecord {
+                namespace: r.namespace.clone(),
+                services: Vec::new(),
+            });
+        if ns.services.is_empty() {
+            let dir = ws.directory_mut()?;
+            if let Err(pos) = dir.binary_search(&r.namespace) {
+                dir.insert(pos, r.namespace.clone());
             }
-            Err(pos) => {
-                svc.instances.insert(pos, record);
-                true
-            }
-        },
-        None => {
-            ws.set_service(
-                &r.namespace,
-                &r.service,
-                Some(ServiceRecord {
-                    namespace: r.namespace.clone(),
-                    service: r.service.clone(),
-                    instances: vec![record],
-                }),
-            );
-            let mut ns = ws
-                .namespace(&r.namespace)?
-                .cloned()
-                .unwrap_or(NamespaceRecord {
-                    namespace: r.namespace.clone(),
-                    services: Vec::new(),
-                });
-            if ns.services.is_empty() {
-                let dir = ws.directory_mut()?;
-                if let Err(pos) = dir.binary_search(&r.namespace) {
-                    dir.insert(pos, r.namespace.clone());
-                }
-            }
-            if let Err(pos) = ns.services.binary_search(&r.service) {
-                ns.services.insert(pos, r.service.clone());
-            }
-            ws.set_namespace(&r.namespace, Some(ns));
-            true
         }
-    };
+        if let Err(pos) = ns.services.binary_search(&r.service) {
+            ns.services.insert(pos, r.service.clone());
+        }
+        ws.set_namespace(&r.namespace, Some(ns));
+    }
     if is_new {
         if let Some(id) = ws.identity_mut(&owner)? {
             if let Err(pos) = id.instances.binary_search(r) {
@@ -87,20 +64,8 @@ pub(crate) fn remove_instance(
     owner: &PublicKey,
     update_owner: bool,
 ) -> Result<(), StateError> {
-    let now_empty = match ws.service_mut(&r.namespace, &r.service)? {
-        Some(svc) => {
-            if let Ok(pos) = svc
-                .instances
-                .binary_search_by(|i| i.instance.as_str().cmp(&r.instance))
-            {
-                svc.instances.remove(pos);
-            }
-            svc.instances.is_empty()
-        }
-        None => false,
-    };
+    let now_empty = ws.remove_instance_leaf(r)?;
     if now_empty {
-        ws.set_service(&r.namespace, &r.service, None);
         if let Some(mut ns) = ws.namespace(&r.namespace)?.cloned() {
             ns.services.retain(|s| s != &r.service);
             if ns.services.is_empty() {
@@ -123,21 +88,22 @@ pub(crate) fn remove_instance(
     Ok(())
 }
 
+/// Renew an instance's lease from block time; returns the new deadline.
 pub(crate) fn renew(
     ws: &mut WorkingSet<'_>,
     env: &BlockEnv<'_>,
     r: &InstanceRef,
 ) -> Result<u64, StateError> {
     let mut deadline = env.now_ms;
-    if let Some(svc) = ws.service_mut(&r.namespace, &r.service)? {
-        if let Ok(pos) = svc
-            .instances
-            .binary_search_by(|i| i.instance.as_str().cmp(&r.instance))
-        {
-            let inst = &mut svc.instances[pos];
-            deadline = env.now_ms.saturating_add(inst.ttl_secs as u64 * 1000);
-            inst.lease_expires_at_ms = deadline;
-        }
+    if let Some(inst) = ws.instance(r)?.cloned() {
+        deadline = env.now_ms.saturating_add(inst.ttl_secs as u64 * 1000);
+        ws.put_instance_leaf(
+            r,
+            InstanceRecord {
+                lease_expires_at_ms: deadline,
+                ..inst
+            },
+        )?;
     }
     Ok(deadline)
 }

@@ -18,8 +18,21 @@
 //!   within `max_block_bytes` / `max_block_txs`, else the block is invalid.
 //!   Every transaction gets a receipt; a rejected one changes nothing.
 //! - **Order of checks** per transaction: size, cosignature count, chain id
-//!   and signatures (`verify_strict`), sequence (`>=` the signer's next; gaps
-//!   allowed, replays and reorderings refused), authorization, body, limits.
+//!   and signatures (`verify_strict`), who may sign it (authority, enrolled
+//!   writer, validator), sequence (from the signer's next up to
+//!   `MAX_SEQUENCE_STEP` past it; replays and reorderings refused), body,
+//!   ownership, limits.
+//! - **Admission rule.** A transaction failing the checks up to "who may
+//!   sign it" makes its block invalid (`ExecutionError::Inadmissible`:
+//!   voters refuse the block, the leader drops it and proposes again); nodes
+//!   refuse it at admission with the same rule ([`StateReader::admissible`]).
+//!   Outsiders and forged signatures therefore never reach the chain; only
+//!   accountable signers' transactions get rejected receipts.
+//! - **Receipts** are bound into the block's transaction root as
+//!   `(id, outcome)` leaves, so a commit certificate covers every outcome.
+//! - **Records** are bounded (see `records`): per-instance leaves under a
+//!   bounded service index; genesis refuses limits under which any record
+//!   could exceed the decode cap.
 //! - **Authority** acts (Enroll, Revoke, ChangeValidators) need `threshold`
 //!   distinct members among signer and cosigners, all of them members.
 //! - **Namespaces and ownership.** Writes only where enrolled and unrevoked;
@@ -87,7 +100,7 @@ mod tests;
 
 pub use error::{StateError, TxRejection};
 pub use exec::RegistryExecutor;
-pub use genesis::{Authority, Genesis, Params};
+pub use genesis::{Authority, Genesis, Params, RecordBounds};
 pub use map::compute_update;
 pub use query::{InstanceFilter, NamespaceLookup, StateReader};
 pub use receipts::{decode_payload, encode_payload, BlockReceipts, TxOutcome, TxReceipt};

@@ -2,8 +2,9 @@
 //! version's state root.
 //!
 //! - a service's instances: [`StateReader::service`] returns crypto's
-//!   [`ServiceLookup`], whose one leaf holds the whole instance set (nothing can
-//!   be hidden or added) or proves the service absent;
+//!   [`ServiceProof`]: the proven index leaf (every instance's id and record
+//!   hash) and the instance records it lists, so nothing can be hidden, added
+//!   or altered; or the index's proven absence;
 //! - a namespace's services: [`StateReader::namespace`];
 //! - any key: [`StateReader::prove`].
 //!
@@ -14,7 +15,8 @@ use borsh::BorshDeserialize;
 use jmt::JellyfishMerkleTree;
 use palisade_crypto::{
     decode, state_key_hash, Digest, Health, InstanceRecord, JmtHasher, Label, MapProof,
-    NamespaceRecord, PublicKey, ServiceLookup, ServiceRecord, StateKey, ValidatorSet,
+    NamespaceRecord, PublicKey, ServiceIndex, ServiceLookup, ServiceProof, ServiceRecord, StateKey,
+    ValidatorSet,
 };
 
 use super::error::StateError;
@@ -116,19 +118,81 @@ impl<'a> StateReader<'a> {
         }
     }
 
-    /// A service's instance set (or its absence) with proof.
-    pub fn service(&self, namespace: &str, service: &str) -> Result<ServiceLookup, StateError> {
+    /// A service's index (or its absence) with proof, and the instance
+    /// records the index lists, in its order.
+    pub fn service(&self, namespace: &str, service: &str) -> Result<ServiceProof, StateError> {
         let key = StateKey::Service {
             namespace: namespace.to_string(),
             service: service.to_string(),
         };
         let (value, proof) = self.prove(&key)?;
-        Ok(ServiceLookup {
+        let mut instances = Vec::new();
+        if let Some(bytes) = &value {
+            let index: ServiceIndex = decode(bytes).map_err(|e| StateError::Corrupt {
+                key: format!("{key:?}"),
+                reason: e.to_string(),
+            })?;
+            instances.reserve(index.instances.len());
+            for entry in index.instances {
+                let key = StateKey::Instance {
+                    namespace: namespace.to_string(),
+                    service: service.to_string(),
+                    instance: entry.instance,
+                };
+                let bytes = self
+                    .store
+                    .value(self.version, state_key_hash(&key))?
+                    .ok_or_else(|| StateError::Corrupt {
+                        key: format!("{key:?}"),
+                        reason: "listed in its service's index but missing".into(),
+                    })?;
+                instances.push(bytes);
+            }
+        }
+        Ok(ServiceProof {
+            lookup: ServiceLookup {
+                namespace: namespace.to_string(),
+                service: service.to_string(),
+                value,
+                proof,
+            },
+            instances,
+        })
+    }
+
+    /// A service's instances, decoded, without proof (`None` when absent).
+    pub fn service_record(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> Result<Option<ServiceRecord>, StateError> {
+        let key = StateKey::Service {
             namespace: namespace.to_string(),
             service: service.to_string(),
-            value,
-            proof,
-        })
+        };
+        let Some(index) = self.get::<ServiceIndex>(&key)? else {
+            return Ok(None);
+        };
+        let mut instances = Vec::with_capacity(index.instances.len());
+        for entry in index.instances {
+            let key = StateKey::Instance {
+                namespace: namespace.to_string(),
+                service: service.to_string(),
+                instance: entry.instance,
+            };
+            let record = self
+                .get::<InstanceRecord>(&key)?
+                .ok_or_else(|| StateError::Corrupt {
+                    key: format!("{key:?}"),
+                    reason: "listed in its service's index but missing".into(),
+                })?;
+            instances.push(record);
+        }
+        Ok(Some(ServiceRecord {
+            namespace: index.namespace,
+            service: index.service,
+            instances,
+        }))
     }
 
     /// A namespace's services (or its absence) with proof.
@@ -147,6 +211,40 @@ impl<'a> StateReader<'a> {
     /// An identity's record.
     pub fn identity(&self, key: &PublicKey) -> Result<Option<IdentityRecord>, StateError> {
         self.get(&StateKey::Identity { key: *key })
+    }
+
+    /// The enrollment authority.
+    pub fn authority(&self) -> Result<super::Authority, StateError> {
+        self.get(&system_key(system::AUTHORITY))?
+            .ok_or_else(|| StateError::Corrupt {
+                key: "System{authority}".into(),
+                reason: "missing".into(),
+            })
+    }
+
+    /// The state machine's admission rule for `stx` against this version:
+    /// the cosignature count and who may sign it (see the `apply` module).
+    /// `signers` are the signer and cosigners whose signatures were verified
+    /// (`SignedTransaction::verify`). `Ok(Err(_))` is a refusal; a block
+    /// carrying the transaction on top of this state would be invalid.
+    pub fn admissible(
+        &self,
+        stx: &palisade_crypto::SignedTransaction,
+        signers: &[PublicKey],
+    ) -> Result<Result<(), super::TxRejection>, StateError> {
+        let authority = self.authority()?;
+        if let Err(r) = super::apply::cosignature_count(stx, &authority) {
+            return Ok(Err(r));
+        }
+        let validators = self.validators()?;
+        let identity = self.identity(&stx.tx.signer)?;
+        Ok(super::apply::authorize(
+            stx,
+            signers,
+            &authority,
+            &validators,
+            identity.as_ref(),
+        ))
     }
 
     /// The lowest sequence number `key` may use next (what a mempool admits).
@@ -191,11 +289,7 @@ impl<'a> StateReader<'a> {
                 continue;
             };
             for svc in record.services {
-                let key = StateKey::Service {
-                    namespace: ns.clone(),
-                    service: svc.clone(),
-                };
-                let Some(service) = self.get::<ServiceRecord>(&key)? else {
+                let Some(service) = self.service_record(&ns, &svc)? else {
                     continue;
                 };
                 for inst in service.instances {

@@ -5,12 +5,13 @@
 //! payload that breaks those bounds or does not decode makes the whole block
 //! invalid (voters refuse it). Inside a valid payload every transaction gets a
 //! receipt, applied or rejected, in payload order; the block's transaction
-//! root is `tx_root` over all their ids, rejected ones included, so a client
-//! can prove that its transaction was in the block whatever the verdict.
+//! root is `receipt_root` over all their `(id, outcome)` pairs, rejected ones
+//! included, so a client can prove that its transaction was in the block and
+//! what became of it, under the block's commit certificate.
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use palisade_crypto::{
-    decode_capped, encode, tx_root, Digest, SignedTransaction, TxInclusionProof,
+    decode_capped, encode, receipt_root, Digest, SignedTransaction, TxInclusionProof,
 };
 
 use super::error::TxRejection;
@@ -26,7 +27,9 @@ pub enum TxOutcome {
 }
 
 impl TxOutcome {
-    /// "applied" or the rejection reason (the API's `outcome` string).
+    /// "applied" or `"rejected: <reason>"`: the API's `outcome` string, and
+    /// what the block's transaction root binds to the transaction's id (so
+    /// the reason's text is part of the hashed format).
     pub fn describe(&self) -> String {
         match self {
             TxOutcome::Applied => "applied".to_string(),
@@ -69,7 +72,17 @@ impl BlockReceipts {
     /// [`BlockReceipts::tx_root`]). Built on demand: building every proof of
     /// a block eagerly would cost a tree per transaction.
     pub fn inclusion_proof(&self, index: usize) -> Option<TxInclusionProof> {
-        (index < self.receipts.len()).then(|| TxInclusionProof::build(&self.tx_ids(), index))
+        (index < self.receipts.len())
+            .then(|| TxInclusionProof::build_receipt(&self.leaves(), index))
+    }
+
+    /// `(tx id, outcome string)` per receipt: the leaves of the block's
+    /// transaction root ([`palisade_crypto::receipt_root`]).
+    pub fn leaves(&self) -> Vec<(Digest, String)> {
+        self.receipts
+            .iter()
+            .map(|r| (r.tx_id, r.outcome.describe()))
+            .collect()
     }
 
     /// The receipt of `tx_id`, if the block holds it.
@@ -78,12 +91,13 @@ impl BlockReceipts {
     }
 
     pub(crate) fn new(height: u64, receipts: Vec<TxReceipt>) -> Self {
-        let ids: Vec<Digest> = receipts.iter().map(|r| r.tx_id).collect();
-        BlockReceipts {
+        let mut block = BlockReceipts {
             height,
-            tx_root: tx_root(&ids),
+            tx_root: Digest::ZERO,
             receipts,
-        }
+        };
+        block.tx_root = receipt_root(&block.leaves());
+        block
     }
 }
 

@@ -1,12 +1,33 @@
 //! Records the state machine defines on top of crypto's key schema.
 //!
 //! Map layout (keys are [`StateKey`], values canonical borsh):
-//! - `Service{ns, svc}` -> `ServiceRecord` (all live instances, sorted by id);
-//!   absent when the service has no instance.
+//! - `Service{ns, svc}` -> `ServiceIndex`: `(instance id, record hash)` of
+//!   every live instance, sorted by id; absent when the service has no
+//!   instance. At most `max_instances_per_service` entries of at most
+//!   `4 + max_name_len + 32` bytes.
+//! - `Instance{ns, svc, id}` -> `InstanceRecord` (endpoints, labels, version,
+//!   lease, health, probe); its hash is its index entry's `record_hash`, so
+//!   one proof of the index plus the records proves the whole service. A
+//!   change of one instance (registration, renewal, health flip) rewrites
+//!   that leaf and one 32-byte hash in the index, never the other records.
+//!   At most [`super::Params::max_instance_record_bytes`] bytes.
 //! - `Namespace{ns}` -> `NamespaceRecord` (services with instances, sorted);
-//!   absent when empty.
-//! - `Identity{key}` -> [`IdentityRecord`].
-//! - `Account{key}` -> `u64`, the lowest sequence number the signer may use next.
+//!   absent when empty; at most `max_services_per_namespace` names.
+//! - `Identity{key}` -> [`IdentityRecord`]; its owner index lists at most
+//!   `max_instances_per_identity` instances.
+//! - `Account{key}` -> `u64`, the sequence number the signer must use next.
+//!
+//! Every record's largest encoding follows from the genesis limits
+//! ([`super::Params::record_bounds`]); genesis refuses limits that would let
+//! any record, or a whole service's lookup answer, exceed
+//! `MAX_DECODE_BYTES`, so no write can create a record that a later block
+//! cannot read. Growth is refused at write time with a typed rejection
+//! (`ServiceFull`, `IdentityFull`, `NamespaceFull`, `RegistryFull`,
+//! `RecordTooLarge`), never by failing a block.
+//!
+//! Planned extensions keep this shape: expiry by validator reports (issue 16)
+//! touches only `Instance` leaves and index entries; a per-height change
+//! index and pruning live outside the map (node storage).
 //! - `System{"chain"}` -> [`ChainRecord`]; `System{"params"}` -> `Params`;
 //!   `System{"authority"}` -> `Authority`; `System{"validators"}` -> the
 //!   `ValidatorSet` signing the next block; `System{"expiry"}` ->
@@ -67,11 +88,20 @@ pub struct InstanceRef {
 }
 
 impl InstanceRef {
-    /// The key of the service leaf holding this instance.
+    /// The key of the service's index leaf.
     pub fn service_key(&self) -> StateKey {
         StateKey::Service {
             namespace: self.namespace.clone(),
             service: self.service.clone(),
+        }
+    }
+
+    /// The key of this instance's leaf.
+    pub fn instance_key(&self) -> StateKey {
+        StateKey::Instance {
+            namespace: self.namespace.clone(),
+            service: self.service.clone(),
+            instance: self.instance.clone(),
         }
     }
 }

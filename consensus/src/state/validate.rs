@@ -10,7 +10,7 @@
 use palisade_crypto::{Enrollment, ProbeKind, Registration, ValidatorSet};
 
 use super::error::TxRejection;
-use super::genesis::Params;
+use super::genesis::{Params, MAX_PROTOCOL_LEN};
 
 fn printable(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_graphic())
@@ -63,7 +63,7 @@ pub(crate) fn registration(reg: &Registration, params: &Params) -> Result<(), Tx
             reason: reason.to_string(),
         };
         let proto_ok = !ep.protocol.is_empty()
-            && ep.protocol.len() <= 16
+            && ep.protocol.len() as u64 <= MAX_PROTOCOL_LEN
             && ep
                 .protocol
                 .chars()

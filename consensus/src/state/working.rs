@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use palisade_crypto::{
-    decode, encode, state_key_hash, NamespaceRecord, PublicKey, ServiceRecord, StateKey,
-    ValidatorSet,
+    decode, encode, instance_record_hash, state_key_hash, InstanceEntry, InstanceRecord,
+    NamespaceRecord, PublicKey, ServiceIndex, StateKey, ValidatorSet,
 };
 
 use super::error::StateError;
@@ -93,7 +93,8 @@ impl Source<'_> {
 /// The typed working set of a block.
 pub(crate) struct WorkingSet<'a> {
     src: Source<'a>,
-    services: Table<ServiceRecord>,
+    services: Table<ServiceIndex>,
+    instances: Table<InstanceRecord>,
     namespaces: Table<NamespaceRecord>,
     identities: Table<IdentityRecord>,
     accounts: Table<u64>,
@@ -117,6 +118,7 @@ impl<'a> WorkingSet<'a> {
         WorkingSet {
             src: Source { reader, version },
             services: Table::default(),
+            instances: Table::default(),
             namespaces: Table::default(),
             identities: Table::default(),
             accounts: Table::default(),
@@ -128,26 +130,88 @@ impl<'a> WorkingSet<'a> {
         }
     }
 
+    /// The service's index (`None` when it has no instance).
     pub(crate) fn service(
         &mut self,
         namespace: &str,
         service: &str,
-    ) -> Result<Option<&ServiceRecord>, StateError> {
+    ) -> Result<Option<&ServiceIndex>, StateError> {
         self.services
             .get(&self.src, &service_key(namespace, service))
     }
 
-    pub(crate) fn service_mut(
+    /// An instance's record.
+    pub(crate) fn instance(
         &mut self,
-        namespace: &str,
-        service: &str,
-    ) -> Result<Option<&mut ServiceRecord>, StateError> {
-        self.services
-            .get_mut(&self.src, &service_key(namespace, service))
+        r: &InstanceRef,
+    ) -> Result<Option<&InstanceRecord>, StateError> {
+        self.instances.get(&self.src, &r.instance_key())
     }
 
-    pub(crate) fn set_service(&mut self, namespace: &str, service: &str, v: Option<ServiceRecord>) {
-        self.services.set(service_key(namespace, service), v);
+    /// Write an instance's leaf and its entry (id, record hash) in the
+    /// service's index, creating the index when needed. Returns whether the
+    /// instance is new to the service.
+    pub(crate) fn put_instance_leaf(
+        &mut self,
+        r: &InstanceRef,
+        record: InstanceRecord,
+    ) -> Result<bool, StateError> {
+        let entry = InstanceEntry {
+            instance: r.instance.clone(),
+            record_hash: instance_record_hash(&encode(&record)),
+        };
+        self.instances.set(r.instance_key(), Some(record));
+        let key = service_key(&r.namespace, &r.service);
+        let is_new = match self.services.get_mut(&self.src, &key)? {
+            Some(index) => match index
+                .instances
+                .binary_search_by(|e| e.instance.as_str().cmp(&r.instance))
+            {
+                Ok(pos) => {
+                    index.instances[pos] = entry;
+                    false
+                }
+                Err(pos) => {
+                    index.instances.insert(pos, entry);
+                    true
+                }
+            },
+            None => {
+                self.services.set(
+                    key,
+                    Some(ServiceIndex {
+                        namespace: r.namespace.clone(),
+                        service: r.service.clone(),
+                        instances: vec![entry],
+                    }),
+                );
+                true
+            }
+        };
+        Ok(is_new)
+    }
+
+    /// Delete an instance's leaf and its index entry, and the index with its
+    /// last entry. Returns whether the service is now empty.
+    pub(crate) fn remove_instance_leaf(&mut self, r: &InstanceRef) -> Result<bool, StateError> {
+        self.instances.set(r.instance_key(), None);
+        let key = service_key(&r.namespace, &r.service);
+        let now_empty = match self.services.get_mut(&self.src, &key)? {
+            Some(index) => {
+                if let Ok(pos) = index
+                    .instances
+                    .binary_search_by(|e| e.instance.as_str().cmp(&r.instance))
+                {
+                    index.instances.remove(pos);
+                }
+                index.instances.is_empty()
+            }
+            None => false,
+        };
+        if now_empty {
+            self.services.set(key, None);
+        }
+        Ok(now_empty)
     }
 
     pub(crate) fn namespace(&mut self, ns: &str) -> Result<Option<&NamespaceRecord>, StateError> {
@@ -250,6 +314,7 @@ impl<'a> WorkingSet<'a> {
     pub(crate) fn into_writes(self) -> (BTreeMap<StateKey, Option<Vec<u8>>>, LeaseDelta) {
         let mut out = self.raw;
         self.services.drain_into(&mut out);
+        self.instances.drain_into(&mut out);
         self.namespaces.drain_into(&mut out);
         self.identities.drain_into(&mut out);
         self.accounts.drain_into(&mut out);

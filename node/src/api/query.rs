@@ -8,7 +8,9 @@ use palisade_consensus::state::StateReader;
 use palisade_crypto::api::{
     BlockResponse, EpochsResponse, LookupResponse, NamespaceResponse, StatusResponse,
 };
-use palisade_crypto::{decode, encode, CommitCertificate, Digest, Hex, ServiceRecord};
+use palisade_crypto::{
+    decode, encode, CommitCertificate, Digest, Hex, InstanceRecord, ServiceRecord,
+};
 use serde::Deserialize;
 
 use super::{check_name, ApiErr};
@@ -37,28 +39,35 @@ pub(crate) fn lookup_at(
     namespace: &str,
     service: &str,
 ) -> Result<LookupResponse, ApiErr> {
-    let mut lookup = StateReader::at(&ctx.store, height)
+    let proof = StateReader::at(&ctx.store, height)
         .service(namespace, service)
         .map_err(state_err)?;
-    let mut record: Option<ServiceRecord> = match &lookup.value {
-        Some(bytes) => Some(decode(bytes).map_err(state_err)?),
-        None => None,
-    };
+    let mut instances: Vec<InstanceRecord> = proof
+        .instances
+        .iter()
+        .map(|bytes| decode(bytes))
+        .collect::<Result<_, _>>()
+        .map_err(state_err)?;
+    let mut encoded = proof.instances;
     if ctx.byzantine.has(crate::ByzantineMode::ForgeLookups) {
         // Byzantine test mode: move every endpoint, keep the honest proof.
-        if let Some(r) = record.as_mut() {
-            for i in &mut r.instances {
-                for e in &mut i.endpoints {
-                    e.port = e.port.wrapping_add(1);
-                }
+        for i in &mut instances {
+            for e in &mut i.endpoints {
+                e.port = e.port.wrapping_add(1);
             }
-            lookup.value = Some(encode(r));
         }
+        encoded = instances.iter().map(encode).collect();
     }
+    let record = proof.lookup.value.as_ref().map(|_| ServiceRecord {
+        namespace: namespace.to_string(),
+        service: service.to_string(),
+        instances,
+    });
     Ok(LookupResponse {
         height,
         certificate: Hex::new(cert),
-        lookup: Hex::new(&lookup),
+        lookup: Hex::new(&proof.lookup),
+        instances: encoded.into_iter().map(Hex::from_bytes).collect(),
         record,
     })
 }

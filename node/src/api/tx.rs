@@ -9,8 +9,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use palisade_consensus::state::StateReader;
 use palisade_crypto::api::{AccountResponse, Receipt, SubmitRequest, SubmitResponse, TxStatus};
-use palisade_crypto::{decode_capped, Digest, Hex, PublicKey, SignedTransaction, TxInclusionProof};
+use palisade_crypto::{
+    decode_capped, Digest, Hex, PublicKey, SignedTransaction, StateKey, TxInclusionProof,
+};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{parse_json, ApiErr};
@@ -42,20 +45,40 @@ pub(crate) fn receipt(ctx: &Context, id: &Digest) -> Result<Option<Receipt>, Sto
         }
     }
     let index = loc.index as usize;
-    if index >= record.tx_ids.len() {
+    if index >= record.tx_ids.len() || record.outcomes.len() != record.tx_ids.len() {
         return Err(StorageError::Corrupt {
             cf: "receipts",
-            reason: format!("index {index} beyond block of {}", record.tx_ids.len()),
+            reason: format!(
+                "index {index} beyond block of {} ids and {} outcomes",
+                record.tx_ids.len(),
+                record.outcomes.len()
+            ),
         });
+    }
+    let leaves: Vec<(Digest, String)> = record
+        .tx_ids
+        .iter()
+        .copied()
+        .zip(record.outcomes.iter().cloned())
+        .collect();
+    let mut outcome = record.outcomes[index].clone();
+    if ctx.byzantine.has(crate::ByzantineMode::ClaimOutcomes) {
+        // Byzantine test mode: claim the opposite outcome (the proof stays
+        // the honest one, which then no longer matches).
+        outcome = if outcome == "applied" {
+            "rejected: forged by a Byzantine node".into()
+        } else {
+            "applied".into()
+        };
     }
     Ok(Some(Receipt {
         tx_id: *id,
         height: loc.height,
         block: Hex::new(&block),
-        inclusion: Hex::new(&TxInclusionProof::build(&record.tx_ids, index)),
+        inclusion: Hex::new(&TxInclusionProof::build_receipt(&leaves, index)),
         descendants,
         certificate: Hex::new(&cert),
-        outcome: record.outcomes.get(index).cloned().unwrap_or_default(),
+        outcome,
     }))
 }
 
@@ -91,6 +114,10 @@ pub(crate) async fn submit(
     let tx: SignedTransaction = decode_capped(req.tx.bytes(), ctx.limits.max_tx_bytes)
         .map_err(|e| ApiErr::bad("malformed_tx", e.to_string()))?;
     let id = tx.id();
+    if ctx.byzantine.has(crate::ByzantineMode::PendingForever) {
+        // Byzantine test mode: swallow the transaction, claim it is pending.
+        return Ok((StatusCode::ACCEPTED, Json(answer(id, None))).into_response());
+    }
     // Subscribe before admission so no commit slips between the two.
     let mut commits = ctx.commits.subscribe();
     let ctx2 = ctx.clone();
@@ -131,6 +158,9 @@ pub(crate) async fn status(
     Path(id): Path<String>,
 ) -> Result<Json<SubmitResponse>, ApiErr> {
     let id = Digest::from_hex(&id).map_err(|e| ApiErr::bad("bad_tx_id", e.to_string()))?;
+    if ctx.byzantine.has(crate::ByzantineMode::PendingForever) {
+        return Ok(Json(answer(id, None)));
+    }
     let current = receipt(&ctx, &id)?;
     if current.is_none() && !ctx.is_pending(&id) && ctx.store.tx_location(&id)?.is_none() {
         return Err(ApiErr::not_found(
@@ -146,14 +176,27 @@ pub(crate) async fn account(
     Path(key): Path<String>,
 ) -> Result<Json<AccountResponse>, ApiErr> {
     let key = PublicKey::from_hex(&key).map_err(|e| ApiErr::bad("bad_key", e.to_string()))?;
+    let (height, cert) = super::query::certified(&ctx)?;
+    let (value, proof) = StateReader::at(&ctx.store, height)
+        .prove(&StateKey::Account { key })
+        .map_err(|e| ApiErr::new(StatusCode::INTERNAL_SERVER_ERROR, "state", e.to_string()))?;
     let committed = ctx.committed_next_sequence(&key);
-    let next = ctx
+    let mut next = ctx
         .mempool
         .lock()
         .expect("mempool lock poisoned")
         .next_sequence(&key, committed);
+    if ctx.byzantine.has(crate::ByzantineMode::LieAccounts) {
+        // Byzantine test mode: steer the signer to the end of the sequence
+        // space; the proof stays honest.
+        next = u64::MAX - 1;
+    }
     Ok(Json(AccountResponse {
         key,
         next_sequence: next,
+        height,
+        certificate: Hex::new(&cert),
+        value: value.map(Hex::from_bytes),
+        proof: Hex::new(&proof),
     }))
 }

@@ -70,11 +70,14 @@ impl StateStore for NodeStore {
                 .changed
                 .iter()
                 .filter_map(|k| match k {
-                    StateKey::Service { namespace, service } => {
-                        Some((namespace.clone(), service.clone()))
-                    }
+                    StateKey::Service { namespace, service }
+                    | StateKey::Instance {
+                        namespace, service, ..
+                    } => Some((namespace.clone(), service.clone())),
                     _ => None,
                 })
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
                 .collect(),
         };
         self.stage_height(&mut batch, commit.meta.height, &record)

@@ -265,8 +265,7 @@ async fn watch_streams_verified_updates_and_resumes_from_a_height() {
         .unwrap();
     let record = update
         .lookup
-        .lookup
-        .decode()
+        .proof()
         .unwrap()
         .verify(&ledger)
         .unwrap()
@@ -287,4 +286,97 @@ async fn watch_streams_verified_updates_and_resumes_from_a_height() {
         .await
         .expect("the node stops with a watch stream open");
     drop(open);
+}
+
+/// Issue 13 item 6: an outsider's transaction of every kind is refused at
+/// admission with 403 and the state machine's reason, and never committed
+/// (so throwaway keys cannot fill mempools or blocks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outsiders_are_refused_for_every_kind_and_never_committed() {
+    use palisade_crypto::{Enrollment, Role, Transaction, TxBody, Validator};
+    let c = Cluster::start(1).await;
+    c.wait_height(0, 1).await;
+    let outsider = SecretKey::from_seed([78; 32]);
+    let by_outsider = |body| {
+        Transaction {
+            chain_id: c.genesis.chain_id.clone(),
+            signer: outsider.public(),
+            sequence: 0,
+            body,
+        }
+        .sign(&outsider)
+    };
+    let cases = vec![
+        (
+            by_outsider(TxBody::Enroll(Enrollment {
+                identity: outsider.public(),
+                namespaces: vec!["prod".into()],
+                role: Role::Admin,
+            })),
+            "not_authority",
+        ),
+        (
+            by_outsider(TxBody::Revoke {
+                identity: c.service.public(),
+            }),
+            "not_authority",
+        ),
+        (
+            by_outsider(TxBody::ChangeValidators {
+                validators: vec![Validator {
+                    key: outsider.public(),
+                    power: 1,
+                }],
+            }),
+            "not_authority",
+        ),
+        (register(&outsider, 0, "api", "o1"), "not_enrolled"),
+        (
+            by_outsider(TxBody::Heartbeat {
+                namespace: "prod".into(),
+                service: "api".into(),
+                instance: "o1".into(),
+            }),
+            "not_enrolled",
+        ),
+        (
+            by_outsider(TxBody::HealthReport {
+                namespace: "prod".into(),
+                service: "api".into(),
+                instance: "o1".into(),
+                passing: false,
+            }),
+            "not_a_validator",
+        ),
+        // The enrolled service identity is an outsider to the authority.
+        (
+            Transaction {
+                chain_id: c.genesis.chain_id.clone(),
+                signer: c.service.public(),
+                sequence: 0,
+                body: TxBody::Revoke {
+                    identity: c.service.public(),
+                },
+            }
+            .sign(&c.service),
+            "not_authority",
+        ),
+    ];
+    for (tx, want) in &cases {
+        let (status, code) = refused(&c, "POST", "/v1/tx", Some(&submit_body(tx))).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (403, *want),
+            "{}",
+            tx.tx.body.kind()
+        );
+    }
+    // Blocks go on; none of them holds any of these transactions.
+    let from = c.status(0).await.height;
+    c.wait_height(0, from + 3).await;
+    for (tx, _) in &cases {
+        let (status, _) = request(c.api(0), "GET", &format!("/v1/tx/{}", tx.id()), None).await;
+        assert_eq!(status, 404, "{} reached the chain", tx.tx.body.kind());
+    }
+    c.shutdown().await;
 }

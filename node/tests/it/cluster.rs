@@ -231,7 +231,7 @@ fn verify_receipt(c: &Cluster, resp: &SubmitResponse) {
     r.inclusion
         .decode()
         .unwrap()
-        .verify(&block.tx_root, &resp.tx_id)
+        .verify_receipt(&block.tx_root, &resp.tx_id, &r.outcome)
         .unwrap();
 }
 
@@ -257,7 +257,7 @@ async fn four_nodes_commit_serve_verified_lookups_and_a_restarted_node_catches_u
         .unwrap()
         .verify(&c.validators(), &c.genesis.chain_id)
         .unwrap();
-    let verified = lookup.lookup.decode().unwrap().verify(&ledger).unwrap();
+    let verified = lookup.proof().unwrap().verify(&ledger).unwrap();
     let record = verified.record.expect("service present");
     assert_eq!(record.instances[0].instance, "i1");
     // The transport counts the bytes it sent to the other validators.
@@ -281,8 +281,7 @@ async fn four_nodes_commit_serve_verified_lookups_and_a_restarted_node_catches_u
         .verify(&c.validators(), &c.genesis.chain_id)
         .unwrap();
     assert!(absent
-        .lookup
-        .decode()
+        .proof()
         .unwrap()
         .verify(&ledger)
         .unwrap()

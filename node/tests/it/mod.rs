@@ -1,4 +1,5 @@
 mod api;
+mod byzantine;
 mod cluster;
 mod config;
 mod example_config;

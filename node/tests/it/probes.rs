@@ -45,8 +45,7 @@ async fn a_failing_probe_is_reported_and_turns_the_instance_unhealthy() {
             .verify(&c.validators(), &c.genesis.chain_id)
             .unwrap();
         let record = lookup
-            .lookup
-            .decode()
+            .proof()
             .unwrap()
             .verify(&ledger)
             .unwrap()

@@ -28,8 +28,9 @@ use palisade_consensus::state::{
     encode_payload, Authority, Genesis, MemStore, RegistryExecutor, StateReader, TxOutcome,
 };
 use palisade_crypto::{
-    encode, Digest, Endpoint, Enrollment, Label, Registration, Role, SecretKey, ServiceRecord,
-    SignedTransaction, StateKey, Transaction, TxBody, Validator,
+    encode, instance_record_hash, Digest, Endpoint, Enrollment, Label, Registration, Role,
+    SecretKey, ServiceIndex, ServiceRecord, SignedTransaction, StateKey, Transaction, TxBody,
+    Validator,
 };
 
 use crate::bench::procfs::rss_bytes;
@@ -244,13 +245,27 @@ pub fn run(
                 service: service.clone(),
             };
             let t1 = Instant::now();
-            answer
+            let index = &answer.lookup;
+            index
                 .proof
-                .verify(&root, &key, answer.value.as_deref())
+                .verify(&root, &key, index.value.as_deref())
                 .map_err(|e| e.to_string())?;
-            let record: ServiceRecord =
-                palisade_crypto::decode(answer.value.as_deref().ok_or("service absent")?)
+            let index: ServiceIndex =
+                palisade_crypto::decode(index.value.as_deref().ok_or("service absent")?)
                     .map_err(|e| e.to_string())?;
+            let mut record = ServiceRecord {
+                namespace: index.namespace.clone(),
+                service: index.service.clone(),
+                instances: Vec::new(),
+            };
+            for (entry, bytes) in index.instances.iter().zip(&answer.instances) {
+                if instance_record_hash(bytes) != entry.record_hash {
+                    return Err(format!("{ns}/{service}: record hash mismatch"));
+                }
+                record
+                    .instances
+                    .push(palisade_crypto::decode(bytes).map_err(|e| e.to_string())?);
+            }
             verify.push(t1.elapsed());
             if record.instances.len() as u64 != PER_SERVICE {
                 return Err(format!(
@@ -259,7 +274,11 @@ pub fn run(
                 ));
             }
             if k == 0 {
-                sizes_seen = (encode(&answer).len(), encode(&answer.proof).len());
+                let records: usize = answer.instances.iter().map(Vec::len).sum();
+                sizes_seen = (
+                    encode(&answer.lookup).len() + records,
+                    encode(&answer.lookup.proof).len(),
+                );
             }
         }
         let (mut execute, mut commit) = (Latencies::new(), Latencies::new());

@@ -1,7 +1,8 @@
 //! The registry state machine as the simulator's executor (issue 4): random
-//! signed workloads (registrations, heartbeats, deregistrations, writes into
-//! a namespace the signer does not hold, overwrites of another identity's
-//! instance, short leases that expire on block time) run on every replica
+//! signed workloads (registrations, heartbeats, deregistrations, overwrites
+//! of another identity's instance, short leases that expire on block time;
+//! writes into a namespace the signer does not hold are inadmissible, so a
+//! leader's payload never carries them) run on every replica
 //! under message loss, duplication, reordering and crashes with restarts.
 //!
 //! Beyond the checker's per-height agreement, each replica's own store is
@@ -98,13 +99,12 @@ impl PayloadSource for RegistryPayloads {
         let txs: Vec<_> = (0..n)
             .map(|_| {
                 let who = self.rng.gen_range(0..IDENTITIES);
-                // Mostly its own namespace; sometimes one it does not hold.
-                let namespace = if self.rng.gen_bool(0.85) {
-                    let own = namespaces_of(who);
-                    own[self.rng.gen_range(0..own.len())].clone()
-                } else {
-                    "ops".to_string()
-                };
+                // Its own namespace: a write elsewhere is inadmissible (the
+                // leader drops it before proposing; a block carrying it is
+                // refused), as node admission refuses it with 403.
+                let _ = self.rng.gen_bool(0.85);
+                let own = namespaces_of(who);
+                let namespace = own[self.rng.gen_range(0..own.len())].clone();
                 // Instances collide across identities, so some writes hit
                 // another identity's instance and must be refused.
                 let instance = format!("i{}", self.rng.gen_range(0..5));

@@ -5,15 +5,16 @@ use std::collections::HashMap;
 
 use palisade_crypto::{
     hash_encoded, Digest, Domain, Endpoint, Enrollment, Label, PublicKey, Registration, Role,
-    SecretKey, ServiceRecord, SignedTransaction, StateKey, Transaction, TxBody, Validator,
+    SecretKey, ServiceRecord, SignedTransaction, Transaction, TxBody, Validator,
 };
 
 use super::{
     encode_payload, Authority, BlockReceipts, Genesis, MemStore, RegistryExecutor, StateReader,
     TxOutcome, TxRejection,
 };
-use crate::executor::{ExecutionContext, ExecutionResult, Executor};
+use crate::executor::{ExecutionContext, ExecutionError, ExecutionResult, Executor};
 
+mod bounds;
 mod exec;
 mod map;
 mod rules;
@@ -191,6 +192,18 @@ impl Chain {
         (result, receipts)
     }
 
+    /// Execute a block and commit it only if it executes; a refused block
+    /// leaves the chain as it was.
+    pub(super) fn try_block(
+        &mut self,
+        dt_ms: u64,
+        txs: &[SignedTransaction],
+    ) -> Result<(ExecutionResult, BlockReceipts), ExecutionError> {
+        let ctx = self.context(dt_ms);
+        self.exec.execute(&ctx, &encode_payload(txs))?;
+        Ok(self.block(dt_ms, txs))
+    }
+
     /// Apply one transaction in its own block; its outcome.
     pub(super) fn one(&mut self, stx: SignedTransaction) -> TxOutcome {
         let (_, receipts) = self.block(1_000, &[stx]);
@@ -202,12 +215,7 @@ impl Chain {
     }
 
     pub(super) fn service(&self, ns: &str, svc: &str) -> Option<ServiceRecord> {
-        self.reader()
-            .get(&StateKey::Service {
-                namespace: ns.into(),
-                service: svc.into(),
-            })
-            .expect("readable")
+        self.reader().service_record(ns, svc).expect("readable")
     }
 
     pub(super) fn instances(&self, ns: &str, svc: &str) -> Vec<String> {

@@ -33,7 +33,7 @@ fn lease_expires_in_the_first_block_past_its_deadline() {
     ));
     // The service and namespace leaves are gone: absence is provable.
     let lookup = c.reader().service("shop", "web").unwrap();
-    assert_eq!(lookup.value, None);
+    assert_eq!(lookup.lookup.value, None);
     let ns = c.reader().namespace("shop").unwrap();
     assert_eq!(ns.verify(&c.root()).unwrap(), None);
     assert_eq!(
@@ -331,8 +331,16 @@ proptest! {
                 _ => TxBody::Deregister { namespace: namespaces[ns].into(), service: "svc".into(), instance: name.clone() },
             };
             let stx = c.tx(k, body);
-            let out = c.one(stx);
             let enrolled = match who { 0..=2 => ns == 0, 3 => ns == 1, _ => false };
+            // Unauthorized writes never reach a receipt: their block is refused.
+            let out = match c.try_block(1_000, std::slice::from_ref(&stx)) {
+                Ok((_, r)) => r.receipts[0].outcome.clone(),
+                Err(crate::executor::ExecutionError::Inadmissible { .. }) => {
+                    prop_assert!(!enrolled, "refused an authorized write by {}", who);
+                    TxOutcome::Rejected(TxRejection::NotEnrolled(k.public()))
+                }
+                Err(e) => return Err(TestCaseError::fail(e.to_string())),
+            };
             let owner = owners.get(&(ns, inst)).copied();
             let may_change = owner.is_none_or(|o| o == who) || who == 2;
             let expect_ok = enrolled && match op {

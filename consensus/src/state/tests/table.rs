@@ -11,11 +11,23 @@ use super::*;
 
 type Build = Box<dyn Fn(&mut Chain) -> SignedTransaction>;
 
-fn ok() -> TxOutcome {
-    TxOutcome::Applied
+/// What a row expects.
+#[derive(Debug, Clone, PartialEq)]
+enum Want {
+    /// A receipt with this outcome.
+    Outcome(TxOutcome),
+    /// The block carrying it is refused (the admission rule).
+    Refused(TxRejection),
 }
-fn no(r: TxRejection) -> TxOutcome {
-    TxOutcome::Rejected(r)
+
+fn ok() -> Want {
+    Want::Outcome(TxOutcome::Applied)
+}
+fn no(r: TxRejection) -> Want {
+    Want::Outcome(TxOutcome::Rejected(r))
+}
+fn refused(r: TxRejection) -> Want {
+    Want::Refused(r)
 }
 
 fn register(k: SecretKey, r: Registration) -> Build {
@@ -61,7 +73,7 @@ fn with_reg(f: impl Fn(&mut Registration)) -> Registration {
     r
 }
 
-fn rows() -> Vec<(&'static str, Build, TxOutcome)> {
+fn rows() -> Vec<(&'static str, Build, Want)> {
     let (a, b, dave, outsider) = (alice(), bob(), key(24), key(30));
     let auth = authority();
     let v0 = validators()[0].clone();
@@ -113,14 +125,14 @@ fn rows() -> Vec<(&'static str, Build, TxOutcome)> {
         (
             "namespace escalation",
             register(carol(), reg("shop", "web", "c1")),
-            no(TxRejection::NamespaceNotPermitted {
+            refused(TxRejection::NamespaceNotPermitted {
                 namespace: "shop".into(),
             }),
         ),
         (
             "not enrolled",
             register(outsider.clone(), reg("shop", "web", "x1")),
-            no(TxRejection::NotEnrolled(outsider.public())),
+            refused(TxRejection::NotEnrolled(outsider.public())),
         ),
         (
             "wrong chain",
@@ -136,7 +148,7 @@ fn rows() -> Vec<(&'static str, Build, TxOutcome)> {
                     .sign(&a)
                 }
             }),
-            no(TxRejection::WrongChain {
+            refused(TxRejection::WrongChain {
                 got: "other".into(),
                 expected: CHAIN.into(),
             }),
@@ -151,7 +163,7 @@ fn rows() -> Vec<(&'static str, Build, TxOutcome)> {
                     stx
                 }
             }),
-            no(TxRejection::BadSignature(a.public())),
+            refused(TxRejection::BadSignature(a.public())),
         ),
         (
             "replay",
@@ -230,7 +242,7 @@ fn rows() -> Vec<(&'static str, Build, TxOutcome)> {
         (
             "oversized transaction",
             register(a.clone(), with_reg(|r| r.version = "v".repeat(20_000))),
-            no(TxRejection::TooLarge {
+            refused(TxRejection::TooLarge {
                 size: 20_201,
                 max: 16_384,
             }),
@@ -245,17 +257,17 @@ fn rows() -> Vec<(&'static str, Build, TxOutcome)> {
                     stx
                 }
             }),
-            no(TxRejection::UnexpectedCosignatures { count: 1 }),
+            refused(TxRejection::UnexpectedCosignatures { count: 1 }),
         ),
         (
             "enroll by a non-member",
             body(a.clone(), enroll(&dave, &["shop"])),
-            no(TxRejection::NotAuthority(a.public())),
+            refused(TxRejection::NotAuthority(a.public())),
         ),
         (
             "enroll below threshold",
             body(auth[0].clone(), enroll(&dave, &["shop"])),
-            no(TxRejection::BelowThreshold { got: 1, needed: 2 }),
+            refused(TxRejection::BelowThreshold { got: 1, needed: 2 }),
         ),
         (
             "enroll cosigned by a non-member",
@@ -268,7 +280,7 @@ fn rows() -> Vec<(&'static str, Build, TxOutcome)> {
                     stx
                 }
             }),
-            no(TxRejection::NotAuthority(a.public())),
+            refused(TxRejection::NotAuthority(a.public())),
         ),
         (
             "enroll with a duplicate cosigner",
@@ -282,7 +294,7 @@ fn rows() -> Vec<(&'static str, Build, TxOutcome)> {
                     stx
                 }
             }),
-            no(TxRejection::DuplicateCosigner(auth[1].public())),
+            refused(TxRejection::DuplicateCosigner(auth[1].public())),
         ),
         (
             "enroll with too many cosignatures",
@@ -297,7 +309,7 @@ fn rows() -> Vec<(&'static str, Build, TxOutcome)> {
                     stx
                 }
             }),
-            no(TxRejection::TooManyCosignatures {
+            refused(TxRejection::TooManyCosignatures {
                 count: 4,
                 members: 3,
             }),
@@ -327,7 +339,7 @@ fn rows() -> Vec<(&'static str, Build, TxOutcome)> {
         (
             "health report by a non-validator",
             body(a.clone(), report("a1", false)),
-            no(TxRejection::NotValidator(a.public())),
+            refused(TxRejection::NotValidator(a.public())),
         ),
         (
             "health report on an unknown instance",
@@ -373,7 +385,7 @@ fn rows() -> Vec<(&'static str, Build, TxOutcome)> {
         (
             "revoked identity registers",
             register(dave.clone(), reg("shop", "web", "d2")),
-            no(TxRejection::Revoked(dave.public())),
+            refused(TxRejection::Revoked(dave.public())),
         ),
         (
             "empty validator set",
@@ -417,6 +429,22 @@ fn every_row_gets_its_exact_outcome() {
     for (name, build, expected) in rows() {
         let stx = build(&mut chain);
         let before = chain.root();
+        let expected = match expected {
+            Want::Refused(reason) => {
+                let got = chain.try_block(1_000, std::slice::from_ref(&stx));
+                assert_eq!(
+                    got.map(|_| ()),
+                    Err(ExecutionError::Inadmissible {
+                        tx_ids: vec![stx.id()],
+                        reason: reason.to_string()
+                    }),
+                    "row {name:?}"
+                );
+                assert_eq!(chain.root(), before, "refused row {name:?} changed state");
+                continue;
+            }
+            Want::Outcome(outcome) => outcome,
+        };
         let got = chain.one(stx.clone());
         assert_eq!(got, expected, "row {name:?}");
         if let Some(reason) = rejected(&got) {
