@@ -50,8 +50,9 @@ enum Command {
         /// Extra processes sharing the keys of validators 0..K (equivocation from unmodified code).
         #[arg(long, default_value_t = 0)]
         twins: usize,
-        /// `I:MODE`: node I lies in that way (repeatable). Modes: forge-lookups
-        /// (altered lookup answers); see palisade-node's `ByzantineMode` for all.
+        /// `I:MODE`: node I lies in that way (repeatable). Modes: forge-lookups,
+        /// replay-watch, cut-watch, stall-watch, lie-accounts, claim-outcomes,
+        /// pending-forever (palisade-node's `ByzantineMode` says what each does).
         #[arg(long, value_name = "I:MODE")]
         byzantine: Vec<String>,
         /// The palisade-node binary (default: next to this one).

@@ -1,6 +1,7 @@
 //! The bounded CI subset of the fault-injection suite, on real
 //! `palisade-node` processes over 127.0.0.1: crash 1 of 4, partition and
-//! heal, a node forging lookups. Each scenario checks replica agreement per
+//! heal, a node forging lookups, a node telling every lie it has a mode for,
+//! an outsider flooding every public endpoint. Each scenario checks replica agreement per
 //! height, that every acknowledged registration is present, and that lookups
 //! verify. The whole suite: `palisade-testnet faults --scenario all`.
 #![allow(clippy::print_stderr)] // the scenario table is the useful failure output

@@ -148,10 +148,22 @@ pub fn scenarios() -> Vec<Scenario> {
 
 /// Every lie one node can tell at once, on node0 (listed first, so clients
 /// meet it first): each client class must reject or route around it.
-const BYZANTINE_NODE: &[(usize, &str)] = &[(0, "forge-lookups"), (0, "replay-watch")];
+const BYZANTINE_NODE: &[(usize, &str)] = &[
+    (0, "forge-lookups"),
+    (0, "replay-watch"),
+    (0, "lie-accounts"),
+    (0, "claim-outcomes"),
+    (0, "pending-forever"),
+];
 
 /// The scenarios CI runs (bounded: about a minute each).
-pub const CI_SUBSET: &[&str] = &["crash-1-of-4", "partition-heal", "forged-lookups"];
+pub const CI_SUBSET: &[&str] = &[
+    "crash-1-of-4",
+    "partition-heal",
+    "forged-lookups",
+    "byzantine-node",
+    "outsider-flood",
+];
 
 /// A scenario in progress.
 pub struct Run<'a> {
