@@ -78,7 +78,8 @@ pub(crate) struct BlockEnv<'a> {
 
 enum Fail {
     Reject(TxRejection),
-    /// Fails the admission rule ([`admissible`]): no block may carry it.
+    /// Fails the admission rule (size, cosignatures, signatures, who may
+    /// sign): no block may carry it.
     Inadmissible(TxRejection),
     State(StateError),
 }
@@ -215,15 +216,8 @@ fn apply_inner(
         .verify(env.chain_id)
         .map_err(|e| inadmissible(e.into()))?;
     let signer = stx.tx.signer;
-    let identity = ws.identity(&signer)?.cloned();
-    authorize(
-        stx,
-        &signers,
-        env.authority,
-        &env.validators,
-        identity.as_ref(),
-    )
-    .map_err(inadmissible)?;
+    let identity = ws.identity(&signer)?;
+    authorize(stx, &signers, env.authority, &env.validators, identity).map_err(inadmissible)?;
     let sequence = stx.tx.sequence;
     if sequence == u64::MAX {
         return Err(TxRejection::SequenceExhausted.into());
@@ -304,15 +298,22 @@ fn check_authority(authority: &Authority, signers: &[PublicKey]) -> Result<(), T
     Ok(())
 }
 
-/// The signer's identity, if it may write in `namespace`.
-fn writer(
-    ws: &mut WorkingSet<'_>,
-    signer: &PublicKey,
-    namespace: &str,
-) -> Result<IdentityRecord, Fail> {
-    let id = ws.identity(signer)?.cloned();
-    may_write(id.as_ref(), signer, namespace)?;
-    Ok(id.expect("may_write refuses a missing identity"))
+/// What a writer's identity says: its role and how many instances it owns.
+struct Writer {
+    role: Role,
+    owned: usize,
+}
+
+/// The signer's role and owned-instance count, if it may write in
+/// `namespace` (no clone of the identity record and its owner index).
+fn writer(ws: &mut WorkingSet<'_>, signer: &PublicKey, namespace: &str) -> Result<Writer, Fail> {
+    let id = ws.identity(signer)?;
+    may_write(id, signer, namespace)?;
+    let id = id.expect("may_write refuses a missing identity");
+    Ok(Writer {
+        role: id.role,
+        owned: id.instances.len(),
+    })
 }
 
 fn find_instance(
@@ -438,7 +439,7 @@ fn register(
                 }
             }
         }
-        if id.instances.len() >= p.max_instances_per_identity as usize {
+        if id.owned >= p.max_instances_per_identity as usize {
             return Err(TxRejection::IdentityFull {
                 max: p.max_instances_per_identity as u64,
             }
