@@ -226,6 +226,23 @@ pub struct NodeConfig {
     pub probes: ProbeConfig,
 }
 
+/// A TOML error in one line ("line 3, column 14: unknown variant ..."),
+/// without the source excerpt and caret the error's Display draws, so a node
+/// that refuses its config says why in one log line.
+fn one_line(text: &str, e: &toml::de::Error) -> String {
+    let at = e.span().map(|span| {
+        let before = text.get(..span.start).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!("line {line}, column {column}: ")
+    });
+    format!(
+        "{}{}",
+        at.unwrap_or_default(),
+        e.message().trim().replace('\n', " ")
+    )
+}
+
 fn default_p2p() -> String {
     "/ip4/127.0.0.1/tcp/7000".into()
 }
@@ -272,7 +289,7 @@ impl NodeConfig {
     /// Parse and validate TOML text (paths stay as written).
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let config: NodeConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+            toml::from_str(text).map_err(|e| ConfigError::Parse(one_line(text, &e)))?;
         config.validate()?;
         Ok(config)
     }

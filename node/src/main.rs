@@ -58,7 +58,9 @@ fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("palisade-node: error: {e:#}");
+            // One line, whatever the cause chain's text holds.
+            let why = format!("{e:#}").replace('\n', " ");
+            eprintln!("palisade-node: error: {why}");
             std::process::ExitCode::FAILURE
         }
     }

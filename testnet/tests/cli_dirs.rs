@@ -190,3 +190,42 @@ fn every_dir_command_works_with_a_relative_dir_from_its_own_working_directory() 
     assert!(cwd.join("fl/faults.log").exists());
     assert!(cwd.join("fl/crash-1-of-4-1/node0/node.log").exists());
 }
+
+#[test]
+fn up_stops_at_once_when_a_node_cannot_start_and_shows_why() {
+    let exe = std::env::current_exe().expect("test binary path");
+    node_binary_for_tests(&exe).expect("palisade-node next to palisade-testnet");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let _down = Down(tmp.path().join("bad"));
+    // A mode the node does not know: its config is refused at start.
+    let out = testnet(
+        tmp.path(),
+        &[
+            "up",
+            "--dir",
+            "bad",
+            "--detach",
+            "--byzantine",
+            "2:no-such-mode",
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Named, with its log's last lines, instead of a 60 s wait for heights.
+    assert!(
+        stderr.contains("node2 exited while the testnet was starting"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("reached height"), "{stderr}");
+    // The node said why in one line, without a backtrace.
+    let log = std::fs::read_to_string(tmp.path().join("bad/node2/node.log")).unwrap();
+    let why: Vec<&str> = log.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(why.len(), 1, "{log}");
+    assert!(why[0].starts_with("palisade-node: error: "), "{log}");
+    assert!(why[0].contains("no-such-mode"), "{log}");
+    assert!(!log.contains("stack backtrace"), "{log}");
+    // Every process up started is gone.
+    for pid in pids(&tmp.path().join("bad")) {
+        assert!(!alive(pid), "pid {pid} still runs");
+    }
+}

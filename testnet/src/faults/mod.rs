@@ -759,7 +759,8 @@ pub fn node_binary_for_tests(exe: &Path) -> Result<PathBuf, String> {
 
 /// Find binary `bin` of workspace package `package` for tests, next to the
 /// running test executable's target directory (`target/<profile>/`),
-/// building it with `$CARGO` when missing.
+/// building it with `$CARGO` first: a no-op when it is fresh, and a test
+/// never runs a binary older than the code it tests.
 pub fn workspace_binary_for_tests(exe: &Path, package: &str, bin: &str) -> Result<PathBuf, String> {
     // target/<profile>/deps/<test-binary> -> target/<profile>/<bin>
     let profile_dir = exe
@@ -767,15 +768,17 @@ pub fn workspace_binary_for_tests(exe: &Path, package: &str, bin: &str) -> Resul
         .and_then(Path::parent)
         .ok_or("cannot locate the target directory")?;
     let path = profile_dir.join(bin);
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-p", package, "--bin", bin])
-            .status()
-            .map_err(|e| format!("running cargo build: {e}"))?;
-        if !status.success() || !path.exists() {
-            return Err(format!("could not build {}", path.display()));
-        }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = std::process::Command::new(cargo);
+    build.args(["build", "-p", package, "--bin", bin]);
+    if profile_dir.file_name().is_some_and(|p| p == "release") {
+        build.arg("--release");
+    }
+    let status = build
+        .status()
+        .map_err(|e| format!("running cargo build: {e}"))?;
+    if !status.success() || !path.exists() {
+        return Err(format!("could not build {}", path.display()));
     }
     Ok(path)
 }
