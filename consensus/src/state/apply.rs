@@ -223,12 +223,17 @@ fn apply_inner(
         return Err(TxRejection::SequenceExhausted.into());
     }
     let next = ws.next_sequence(&signer)?;
+    // A sequence already used (a replay, or a second copy of one
+    // transaction in one block) makes the block invalid, like a bad
+    // signature: as a rejected receipt it would give one transaction id two
+    // certified outcomes (applied, then "stale"), and a client shown the
+    // second would believe an applied act was refused. Decided on the state
+    // the block has built so far, so every replica decides the same.
     if sequence < next {
-        return Err(TxRejection::StaleSequence {
+        return Err(inadmissible(TxRejection::StaleSequence {
             got: sequence,
             next,
-        }
-        .into());
+        }));
     }
     let max = next.saturating_add(MAX_SEQUENCE_STEP);
     if sequence > max {

@@ -287,9 +287,10 @@ fn revocation_removes_every_owned_instance_at_once() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
-    /// Any permutation of one signer's transactions applies exactly those
-    /// whose sequence exceeds every sequence applied before them; replays
-    /// of applied transactions are always refused.
+    /// In any permutation of one signer's transactions, a block carrying one
+    /// whose sequence is at or below one applied before it in the block is
+    /// invalid (naming exactly those); without them the rest apply; and a
+    /// replay of an applied transaction is always refused.
     #[test]
     fn replay_and_reordering_are_refused(order in Just((0..6u64).collect::<Vec<_>>()).prop_shuffle(), replay in 0..6usize) {
         let mut c = Chain::new();
@@ -297,20 +298,56 @@ proptest! {
             .map(|s| sign(&alice(), s, TxBody::Register(reg("shop", "web", &format!("i{s}")))))
             .collect();
         let shuffled: Vec<_> = order.iter().map(|&i| txs[i as usize].clone()).collect();
-        let (_, r) = c.block(1_000, &shuffled);
         let mut high: Option<u64> = None;
-        for (&s, receipt) in order.iter().zip(&r.receipts) {
-            let fresh = high.is_none_or(|h| s > h);
-            if fresh {
-                prop_assert_eq!(&receipt.outcome, &TxOutcome::Applied);
+        let mut fresh = Vec::new();
+        let mut stale = Vec::new();
+        for (&s, stx) in order.iter().zip(&shuffled) {
+            if high.is_none_or(|h| s > h) {
                 high = Some(s);
+                fresh.push(stx.clone());
             } else {
-                prop_assert_eq!(&receipt.outcome, &TxOutcome::Rejected(TxRejection::StaleSequence { got: s, next: high.unwrap() + 1 }));
+                stale.push(stx.id());
             }
         }
-        let (_, r) = c.block(1_000, &[txs[replay].clone()]);
-        let stale = matches!(rejected(&r.receipts[0].outcome), Some(TxRejection::StaleSequence { .. }));
-        prop_assert!(stale);
+        let before = c.root();
+        match c.try_block(1_000, &shuffled) {
+            Err(ExecutionError::Inadmissible { tx_ids, .. }) => {
+                prop_assert_eq!(tx_ids, stale.clone());
+                prop_assert_eq!(c.root(), before);
+            }
+            Ok(_) => prop_assert!(stale.is_empty(), "a block with stale sequences executed"),
+            Err(e) => prop_assert!(false, "unexpected error {:?}", e),
+        }
+        if !stale.is_empty() {
+            let (_, r) = c.block(1_000, &fresh);
+            prop_assert!(r.receipts.iter().all(|r| r.outcome == TxOutcome::Applied));
+        }
+        let replayed = txs[replay].clone();
+        let applied_before = fresh.iter().any(|t| t.id() == replayed.id());
+        let got = c.try_block(1_000, &[replayed]);
+        if applied_before {
+            let refused = matches!(got, Err(ExecutionError::Inadmissible { .. }));
+            prop_assert!(refused, "a replay of an applied transaction executed");
+        }
+    }
+
+    /// One transaction twice in one block: the block is invalid, so no id
+    /// ever has two certified outcomes (review of issue 13 item 7).
+    #[test]
+    fn one_transaction_twice_in_a_block_is_refused(seq in 0..3u64) {
+        let mut c = Chain::new();
+        for s in 0..seq {
+            c.one(sign(&alice(), s, TxBody::Register(reg("shop", "web", &format!("p{s}")))));
+        }
+        let hb = sign(&alice(), seq, TxBody::Register(reg("shop", "web", "twice")));
+        let before = c.root();
+        let got = c.try_block(1_000, &[hb.clone(), hb.clone()]);
+        let refused_ids = match &got {
+            Err(ExecutionError::Inadmissible { tx_ids, .. }) => Some(tx_ids.clone()),
+            _ => None,
+        };
+        prop_assert_eq!(refused_ids, Some(vec![hb.id()]));
+        prop_assert_eq!(c.root(), before);
     }
 
     /// Whatever identity writes to whatever namespace, it succeeds exactly

@@ -171,7 +171,7 @@ fn rows() -> Vec<(&'static str, Build, Want)> {
                 let a = a.clone();
                 move |_c: &mut Chain| sign(&a, 0, TxBody::Register(reg("shop", "web", "a1")))
             }),
-            no(TxRejection::StaleSequence { got: 0, next: 3 }),
+            refused(TxRejection::StaleSequence { got: 0, next: 3 }),
         ),
         (
             "sequence u64::MAX",
