@@ -79,6 +79,9 @@ pub struct SimConfig {
     pub validators: usize,
     /// Validator indices that run two instances with one key (Twins).
     pub twins: Vec<usize>,
+    /// Validator indices whose proposals leave with a false state root,
+    /// re-signed with their key (a Byzantine leader lying about execution).
+    pub liars: Vec<usize>,
     /// Virtual duration (ms).
     pub duration_ms: u64,
     /// Message faults until `heal_at_ms`.
@@ -109,6 +112,7 @@ impl SimConfig {
             seed,
             validators,
             twins: Vec::new(),
+            liars: Vec::new(),
             duration_ms: 20_000,
             faults: NetFaults::healthy(),
             round_partitions: Vec::new(),
