@@ -1,5 +1,9 @@
 //! palisade-audits: independent checks of a Palisade registry.
 //!
+//! - [`audit`]: the auditor behind `palisade-audit --network FILE [--node
+//!   URL]...`: replays a node's whole history from genesis trusting only
+//!   network.json, verifies every certificate and epoch change, re-executes
+//!   every block and compares roots and receipts.
 //! - [`fuzz`]: one target per decoder of untrusted bytes and per verifier,
 //!   each with a seed corpus of real encodings ([`corpus`]); the targets are
 //!   driven by proptest on the stable toolchain (`tests/fuzz.rs`: arbitrary
@@ -14,5 +18,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod corpus;
 pub mod fuzz;
