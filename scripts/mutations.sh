@@ -26,8 +26,8 @@ echo "baseline: $(tail -n 1 /tmp/mutations-baseline.$$)"
 rm -f /tmp/mutations-baseline.$$
 
 survived=0
-printf '%-12s %-8s %-12s %s\n' rule mode first-seed "what broke"
-for rule in lock vote-once timeout tc-high-qc exec-root; do
+printf '%-16s %-8s %-12s %s\n' rule mode first-seed "what broke"
+for rule in lock vote-once timeout tc-high-qc exec-root lock,tc-high-qc; do
     caught=""
     for mode in swarm twins; do
         flag=""
@@ -36,14 +36,14 @@ for rule in lock vote-once timeout tc-high-qc exec-root; do
         seed=$(printf '%s\n' "$out" | sed -n 's/^seed \([0-9]*\) FAILED: \(.*\)$/\1/p' | head -n 1)
         if [ -n "$seed" ]; then
             what=$(printf '%s\n' "$out" | sed -n 's/^seed [0-9]* FAILED: violations: \[\([A-Za-z]*\).*$/\1/p' | head -n 1)
-            printf '%-12s %-8s %-12s %s\n' "$rule" "$mode" "$seed" "${what:-see replay}"
+            printf '%-16s %-8s %-12s %s\n' "$rule" "$mode" "$seed" "${what:-see replay}"
             printf '%s\n' "$out" | grep '^  replay:' | head -n 1
             caught=1
             break
         fi
     done
     if [ -z "$caught" ]; then
-        printf '%-12s %-8s %-12s %s\n' "$rule" both SURVIVED "no violation in $SEEDS swarm + $SEEDS twins seeds"
+        printf '%-16s %-8s %-12s %s\n' "$rule" both SURVIVED "no violation in $SEEDS swarm + $SEEDS twins seeds"
         survived=$((survived + 1))
     fi
 done

@@ -101,6 +101,7 @@ fn swarm_draws_every_fault_kind() {
     assert!(any(&|c| c.faults.drop_percent > 0), "loss");
     assert!(any(&|c| c.faults.duplicate_percent > 0), "duplication");
     assert!(any(&|c| c.faults.corrupt_percent > 0), "bit flips");
+    assert!(any(&|c| c.faults.slow_percent > 0), "slow messages");
     assert!(any(&|c| !c.round_partitions.is_empty()), "round partitions");
     assert!(any(&|c| !c.time_partitions.is_empty()), "time partitions");
     assert!(
@@ -162,6 +163,7 @@ fn restart_after_timing_out_rejoins_the_view_change() {
         min_delay_ms: 1,
         max_delay_ms: 85,
         corrupt_percent: 1,
+        slow_percent: 0,
     };
     c.time_partitions = vec![
         TimePartition {

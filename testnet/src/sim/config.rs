@@ -16,6 +16,9 @@ pub struct NetFaults {
     /// Percent of messages with one random bit flipped in flight (a
     /// Byzantine network: every such message must be refused, never panic).
     pub corrupt_percent: u32,
+    /// Percent of messages held back 300-1,500 ms (a slow link or leader):
+    /// longer than a round timeout, so they arrive after their receiver timed out.
+    pub slow_percent: u32,
 }
 
 impl NetFaults {
@@ -27,6 +30,7 @@ impl NetFaults {
             min_delay_ms: 8,
             max_delay_ms: 12,
             corrupt_percent: 0,
+            slow_percent: 0,
         }
     }
 }

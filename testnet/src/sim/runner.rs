@@ -475,9 +475,15 @@ impl<E: Executor, P: PayloadSource> Simulation<E, P> {
                     bytes[at] ^= 1 << self.rng.gen_range(0..8);
                     self.wire.corrupted += 1;
                 }
-                let delay = self
+                let mut delay = self
                     .rng
                     .gen_range(faults.min_delay_ms..=faults.max_delay_ms.max(faults.min_delay_ms));
+                if !healed
+                    && faults.slow_percent > 0
+                    && self.rng.gen_range(0..100) < faults.slow_percent
+                {
+                    delay += self.rng.gen_range(300..1_500);
+                }
                 let at = self.now + delay;
                 self.schedule(
                     at,

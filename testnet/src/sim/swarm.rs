@@ -10,7 +10,8 @@
 //! - Twins round partitions: for n = 4 with one twin, a scenario sampled by
 //!   index from the enumerated space (80 partition x leader choices per round,
 //!   [`twins_gen`](super::twins_gen)); otherwise random per-round groups;
-//! - loss, duplication, delay/reordering and bit flips in flight; time partitions;
+//! - loss, duplication, delay/reordering, bit flips in flight and slow
+//!   messages (held back past a round timeout); time partitions;
 //! - crashes (of a leader or a fixed node) with restart from disk, and
 //!   wiped disks (amnesia, counted as Byzantine);
 //! - an epoch change at a random height; 0-8 transactions per block;
@@ -51,7 +52,7 @@ impl SwarmPlan {
     pub fn describe(&self) -> String {
         let c = &self.config;
         let mut s = format!(
-            "n={} twins={:?} liars={:?} dur={}ms heal={:?} drop={}% dup={}% delay={}-{}ms flip={}% round-parts={} time-parts={} crashes={} wipes={} epoch_end={:?} txs={}",
+            "n={} twins={:?} liars={:?} dur={}ms heal={:?} drop={}% dup={}% delay={}-{}ms flip={}% slow={}% round-parts={} time-parts={} crashes={} wipes={} epoch_end={:?} txs={}",
             c.validators,
             c.twins,
             c.liars,
@@ -62,6 +63,7 @@ impl SwarmPlan {
             c.faults.min_delay_ms,
             c.faults.max_delay_ms,
             c.faults.corrupt_percent,
+            c.faults.slow_percent,
             c.round_partitions.len(),
             c.time_partitions.len(),
             c.crashes.len(),
@@ -148,6 +150,11 @@ pub fn draw(seed: u64) -> SwarmPlan {
             max_delay_ms: rng.gen_range(15..250),
             corrupt_percent: if rng.gen_bool(0.3) {
                 rng.gen_range(1..=3)
+            } else {
+                0
+            },
+            slow_percent: if rng.gen_bool(0.4) {
+                rng.gen_range(1..=15)
             } else {
                 0
             },
