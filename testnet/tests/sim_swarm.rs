@@ -189,18 +189,7 @@ fn restart_after_timing_out_rejoins_the_view_change() {
     c.heal_at_ms = Some(2_859);
     c.liveness_bound_ms = 12_000;
     c.duration_ms = 15_059;
-    let genesis = palisade_testnet::sim::sim_genesis();
-    let (id, root) = (genesis.block_id, genesis.state_root);
-    let report = Simulation::new(
-        c,
-        genesis,
-        move |_: &palisade_crypto::ValidatorSet| {
-            palisade_consensus::hotstuff::SimExecutor::new(id, root)
-        },
-        SimPayloads::new(6),
-    )
-    .expect("simulation starts")
-    .run();
+    let report = run(c, 6);
     assert!(
         report.violations.is_empty(),
         "height {} round {} errors {:?}: {:?}",
@@ -209,4 +198,60 @@ fn restart_after_timing_out_rejoins_the_view_change() {
         report.errors,
         report.violations
     );
+}
+
+/// Found by swarm seed 209386 (soak): no Byzantine key, a lossy network, and
+/// two validators (the leader, then the next one) crash at the same moment
+/// and restart from disk. A replica that had voted in round r restarted in
+/// the round after its highest QC, below r, so its timeouts were refused as
+/// going backwards and 2 of 4 never joined a TC again. A restarted replica
+/// now resumes in the round it last voted or timed out in, and may time out
+/// there.
+#[test]
+fn restart_after_voting_rejoins_the_view_change() {
+    let mut c = SimConfig::new(209_386, 4);
+    c.faults = NetFaults {
+        drop_percent: 17,
+        duplicate_percent: 20,
+        min_delay_ms: 1,
+        max_delay_ms: 101,
+        corrupt_percent: 0,
+        slow_percent: 0,
+    };
+    for _ in 0..2 {
+        c.crashes.push(Crash {
+            node: 3,
+            leader: true,
+            at_ms: 3_129,
+            restart_at_ms: Some(3_429),
+            lose_state: false,
+        });
+    }
+    c.heal_at_ms = Some(3_729);
+    c.liveness_bound_ms = 12_000;
+    c.duration_ms = 15_929;
+    let report = run(c, 4);
+    assert!(
+        report.violations.is_empty(),
+        "height {} round {} errors {:?}: {:?}",
+        report.height,
+        report.max_round,
+        report.errors,
+        report.violations
+    );
+}
+
+fn run(c: SimConfig, txs: usize) -> palisade_testnet::sim::SimReport {
+    let genesis = palisade_testnet::sim::sim_genesis();
+    let (id, root) = (genesis.block_id, genesis.state_root);
+    Simulation::new(
+        c,
+        genesis,
+        move |_: &palisade_crypto::ValidatorSet| {
+            palisade_consensus::hotstuff::SimExecutor::new(id, root)
+        },
+        SimPayloads::new(txs),
+    )
+    .expect("simulation starts")
+    .run()
 }

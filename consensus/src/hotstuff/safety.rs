@@ -121,13 +121,10 @@ impl SafetyState {
                 one_chain_round: self.one_chain_round,
             });
         }
-        // The round of a timeout already signed was justified then; signing
-        // it again (after a restart that lost the certificate that led
-        // there) is what lets a TC of that round form.
-        if round != qc_round + 1
-            && Some(round) != tc_round.map(|t| t + 1)
-            && round != self.highest_timeout_round
-        {
+        // The round this replica last voted or timed out in was justified
+        // then; timing out there again (after a restart that lost the
+        // certificate that led there) is what lets a TC of that round form.
+        if round != qc_round + 1 && Some(round) != tc_round.map(|t| t + 1) && round != highest {
             return Err(ConsensusError::TimeoutNotJustified {
                 round,
                 qc_round,
@@ -291,6 +288,14 @@ mod tests {
         s.check_timeout(8, 6, None).unwrap();
         assert!(matches!(
             s.check_timeout(9, 6, None),
+            Err(ConsensusError::TimeoutNotJustified { .. })
+        ));
+        // Likewise the round it last voted in, its QC lost with the restart.
+        let mut s = SafetyState::new(0);
+        s.record_vote(&qc(9, 8), &vote(10));
+        s.check_timeout(10, 9, None).unwrap();
+        assert!(matches!(
+            s.check_timeout(11, 9, None),
             Err(ConsensusError::TimeoutNotJustified { .. })
         ));
     }

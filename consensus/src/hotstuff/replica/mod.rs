@@ -257,10 +257,14 @@ impl<E: Executor> Replica<E> {
                 }
             }
         }
-        // Resume in the round last timed out in if that is later: the TC
-        // that led there is not persisted, and below it every timeout would
-        // be refused as going backwards (no TC could form with us).
-        let start = (replica.tree.high_qc().round() + 1).max(replica.safety.highest_timeout_round);
+        // Resume in the round last voted or timed out in if that is later:
+        // the QC or TC that led there is not persisted, and below it every
+        // timeout would be refused as going backwards (no TC could form).
+        let record = replica
+            .safety
+            .last_voted_round
+            .max(replica.safety.highest_timeout_round);
+        let start = (replica.tree.high_qc().round() + 1).max(record);
         replica.enter_round(start);
         replica.pacemaker.rearm(now, replica.tree.root_round());
         Ok(replica)
