@@ -111,6 +111,9 @@ enum Command {
     /// Benchmarks: a running testnet side by side with a 3-member etcd, or
     /// `bench scale` (the state machine in-process).
     Bench(palisade_testnet::bench::BenchArgs),
+    /// The deterministic simulator: `sim swarm --seeds N [--from S]`.
+    #[command(subcommand)]
+    Sim(palisade_testnet::sim::swarm::SimCommand),
     /// Lift every partition.
     Heal {
         /// Testnet directory.
@@ -421,6 +424,12 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(args) => {
             print!("{}", palisade_testnet::bench::run(&args)?);
+            Ok(())
+        }
+        Command::Sim(command) => {
+            if !palisade_testnet::sim::swarm::cli(&command, |line| println!("{line}")) {
+                bail!("the simulator found a violation");
+            }
             Ok(())
         }
         Command::Heal { dir } => {

@@ -249,6 +249,7 @@ fn lossy_network_safe_and_live_after_healing() {
             min_delay_ms: 1,
             max_delay_ms: rng.gen_range(50..300),
             corrupt_percent: 0,
+            slow_percent: 0,
         };
         c.time_partitions = random_time_partitions(&mut rng, n, HEAL_MS);
         c.heal_at_ms = Some(HEAL_MS);

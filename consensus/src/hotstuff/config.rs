@@ -32,6 +32,11 @@ pub struct Config {
     /// leader instead of one. For the 4-10 validators of a registry
     /// datacenter the quadratic vote traffic is a few KB per round.
     pub broadcast_votes: bool,
+    /// Twins scenarios (tests only): the leader of round r in `1..=len` is
+    /// validator `leader_schedule[r - 1]` (index into the set, modulo its
+    /// size) instead of the election's choice; later rounds use the election.
+    #[cfg(any(test, feature = "testing"))]
+    pub leader_schedule: Vec<usize>,
 }
 
 impl Config {
@@ -53,6 +58,8 @@ impl Config {
             sync_batch: 64,
             retain_committed: 1_024,
             broadcast_votes: true,
+            #[cfg(any(test, feature = "testing"))]
+            leader_schedule: Vec::new(),
         }
     }
 }

@@ -136,6 +136,7 @@ mod block_tree;
 mod config;
 mod error;
 mod leader;
+mod mutation;
 mod pacemaker;
 mod replica;
 mod safety;
@@ -146,6 +147,7 @@ mod verifier;
 
 pub use config::Config;
 pub use error::ConsensusError;
+pub use mutation::Mutation;
 pub use replica::{CommittedBlock, Output, Recovery, Replica};
 pub use safety::SafetyState;
 #[cfg(any(test, feature = "testing"))]

@@ -16,6 +16,7 @@
 
 use borsh::{BorshDeserialize, BorshSerialize};
 
+use super::mutation::{active, Mutation};
 use super::{ConsensusError, QuorumCert, Vote};
 
 /// What must be durable before a vote or timeout is sent.
@@ -66,13 +67,13 @@ impl SafetyState {
         qc: &QuorumCert,
         tc: Option<(u64, u64)>,
     ) -> Result<(), ConsensusError> {
-        if round <= self.last_voted_round {
+        if round <= self.last_voted_round && !active(Mutation::VoteOnce) {
             return Err(ConsensusError::AlreadyVoted {
                 round,
                 last_voted: self.last_voted_round,
             });
         }
-        if qc.round() < self.preferred_round {
+        if qc.round() < self.preferred_round && !active(Mutation::Lock) {
             return Err(ConsensusError::BelowPreferredRound {
                 qc_round: qc.round(),
                 preferred: self.preferred_round,
@@ -80,7 +81,7 @@ impl SafetyState {
         }
         let extends_qc = round == qc.round() + 1;
         let justified_by_tc = matches!(tc, Some((tc_round, tc_hqc))
-            if round == tc_round + 1 && qc.round() >= tc_hqc);
+            if round == tc_round + 1 && (qc.round() >= tc_hqc || active(Mutation::TcHighQc)));
         if !(extends_qc || justified_by_tc) {
             return Err(ConsensusError::UnsafeVote {
                 round,
@@ -107,6 +108,9 @@ impl SafetyState {
         qc_round: u64,
         tc_round: Option<u64>,
     ) -> Result<(), ConsensusError> {
+        if active(Mutation::Timeout) {
+            return Ok(());
+        }
         let highest = self.last_voted_round.max(self.highest_timeout_round);
         if round < highest {
             return Err(ConsensusError::TimeoutBackwards { round, highest });
@@ -117,7 +121,10 @@ impl SafetyState {
                 one_chain_round: self.one_chain_round,
             });
         }
-        if round != qc_round + 1 && Some(round) != tc_round.map(|t| t + 1) {
+        // The round this replica last voted or timed out in was justified
+        // then; timing out there again (after a restart that lost the
+        // certificate that led there) is what lets a TC of that round form.
+        if round != qc_round + 1 && Some(round) != tc_round.map(|t| t + 1) && round != highest {
             return Err(ConsensusError::TimeoutNotJustified {
                 round,
                 qc_round,
@@ -130,7 +137,7 @@ impl SafetyState {
     /// Record a timeout (after [`SafetyState::check_timeout`]): no vote in that round any more.
     pub(crate) fn record_timeout(&mut self, round: u64) {
         self.highest_timeout_round = self.highest_timeout_round.max(round);
-        if round > self.last_voted_round {
+        if round > self.last_voted_round && !active(Mutation::Timeout) {
             self.last_voted_round = round;
             self.last_vote = None;
         }
@@ -268,6 +275,27 @@ mod tests {
         s.check_timeout(11, 9, Some(10)).unwrap();
         assert!(matches!(
             s.check_timeout(12, 9, Some(10)),
+            Err(ConsensusError::TimeoutNotJustified { .. })
+        ));
+    }
+
+    #[test]
+    fn a_timed_out_round_may_be_timed_out_again_after_losing_its_tc() {
+        let mut s = SafetyState::new(0);
+        s.check_timeout(8, 6, Some(7)).unwrap();
+        s.record_timeout(8);
+        // Restarted without the TC of round 7: round 8 is still its round.
+        s.check_timeout(8, 6, None).unwrap();
+        assert!(matches!(
+            s.check_timeout(9, 6, None),
+            Err(ConsensusError::TimeoutNotJustified { .. })
+        ));
+        // Likewise the round it last voted in, its QC lost with the restart.
+        let mut s = SafetyState::new(0);
+        s.record_vote(&qc(9, 8), &vote(10));
+        s.check_timeout(10, 9, None).unwrap();
+        assert!(matches!(
+            s.check_timeout(11, 9, None),
             Err(ConsensusError::TimeoutNotJustified { .. })
         ));
     }

@@ -10,6 +10,7 @@
 //! absence (200), which a client can check, rather than a bare 404 it could not.
 
 mod admin;
+mod audit;
 mod limits;
 mod query;
 mod tx;
@@ -156,6 +157,7 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/namespaces/{namespace}", get(query::namespace))
         .route("/v1/epochs", get(query::epochs))
         .route("/v1/blocks/{height}", get(query::block))
+        .route("/v1/audit/blocks/{height}", get(audit::block))
         .route("/v1/status", get(query::status))
         .route("/v1/watch", get(watch::watch))
         .route("/metrics", get(metrics));

@@ -37,6 +37,14 @@ pub enum Violation {
         /// Height committed.
         got: u64,
     },
+    /// An honest instance committed a block whose certified root is not
+    /// what executing it gives (re-executed on a reference executor).
+    WrongExecution {
+        /// The height.
+        height: u64,
+        /// `state_root` or `tx_root`, or `execution` when it failed.
+        field: &'static str,
+    },
     /// No new commit within the bound after the network healed.
     NoProgressAfterHeal {
         /// When the network healed (ms).
@@ -101,6 +109,16 @@ impl Checker {
                 }
             }
         }
+    }
+
+    /// Does instance `node` count as honest?
+    pub fn is_honest(&self, node: usize) -> bool {
+        self.honest[node]
+    }
+
+    /// Record a violation found outside the checker (e.g. by re-execution).
+    pub fn push(&mut self, violation: Violation) {
+        self.violations.push(violation);
     }
 
     /// An instance restarted with no state: its heights start again from 1.

@@ -16,6 +16,9 @@ pub struct NetFaults {
     /// Percent of messages with one random bit flipped in flight (a
     /// Byzantine network: every such message must be refused, never panic).
     pub corrupt_percent: u32,
+    /// Percent of messages held back 300-1,500 ms (a slow link or leader):
+    /// longer than a round timeout, so they arrive after their receiver timed out.
+    pub slow_percent: u32,
 }
 
 impl NetFaults {
@@ -27,6 +30,7 @@ impl NetFaults {
             min_delay_ms: 8,
             max_delay_ms: 12,
             corrupt_percent: 0,
+            slow_percent: 0,
         }
     }
 }
@@ -79,6 +83,9 @@ pub struct SimConfig {
     pub validators: usize,
     /// Validator indices that run two instances with one key (Twins).
     pub twins: Vec<usize>,
+    /// Validator indices whose proposals leave with a false state root,
+    /// re-signed with their key (a Byzantine leader lying about execution).
+    pub liars: Vec<usize>,
     /// Virtual duration (ms).
     pub duration_ms: u64,
     /// Message faults until `heal_at_ms`.
@@ -109,6 +116,7 @@ impl SimConfig {
             seed,
             validators,
             twins: Vec::new(),
+            liars: Vec::new(),
             duration_ms: 20_000,
             faults: NetFaults::healthy(),
             round_partitions: Vec::new(),

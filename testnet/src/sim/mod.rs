@@ -10,8 +10,12 @@
 //! is a second instance sharing a validator's key, so equivocating proposals
 //! and double votes arise from ordinary code. The [`Checker`] watches honest
 //! instances: one block per height, equal state roots, progress after the
-//! network heals. [`for_each_seed`] runs a scenario over seeds and prints a
-//! one-line replay command for a failing one.
+//! network heals; every committed block is re-executed on a reference
+//! executor. [`for_each_seed`] runs a scenario over seeds and prints a
+//! one-line replay command for a failing one. [`swarm`] draws a different
+//! mix of faults per seed, with Twins scenarios enumerated and sampled
+//! ([`twins_gen`]); with the `mutation` feature, `PALISADE_MUTATION` disables
+//! one safety rule of the core to check the swarm catches it.
 //!
 //! The simulator is generic over the [`palisade_consensus::executor::Executor`]
 //! (tests use [`palisade_consensus::hotstuff::SimExecutor`]) and the
@@ -42,6 +46,8 @@ mod node;
 mod payload;
 mod runner;
 mod seeds;
+pub mod swarm;
+pub mod twins_gen;
 mod verdicts;
 
 pub use checker::{Checker, Violation};

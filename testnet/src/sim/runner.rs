@@ -9,7 +9,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
 
-use palisade_consensus::executor::Executor;
+use palisade_consensus::executor::{ExecutionContext, Executor};
 use palisade_consensus::hotstuff::{ConsensusError, Message, Output, Replica};
 use palisade_crypto::{
     hash, BlockInfo, Digest, Domain, PublicKey, SecretKey, Validator, ValidatorSet,
@@ -95,6 +95,10 @@ pub struct Simulation<E: Executor, P: PayloadSource> {
     wire: WireStats,
     errors: BTreeMap<String, u64>,
     recorded: Vec<(usize, Message)>,
+    /// Re-executes the first honest commit of every height (certified roots
+    /// must be what execution gives, whatever the voters checked).
+    reference: E,
+    reference_height: u64,
 }
 
 impl<E: Executor, P: PayloadSource> Simulation<E, P> {
@@ -145,11 +149,14 @@ impl<E: Executor, P: PayloadSource> Simulation<E, P> {
                 } else {
                     config.twins[i - config.validators]
                 };
-                !config.twins.contains(&v)
+                !config.twins.contains(&v) && !config.liars.contains(&v)
             })
             .collect();
         let verdicts = Arc::new(SharedVerdicts::default());
+        let reference = make_executor(&genesis_set);
         let mut sim = Simulation {
+            reference,
+            reference_height: genesis.height,
             rng,
             now: genesis.timestamp_ms,
             seq: 0,
@@ -358,6 +365,9 @@ impl<E: Executor, P: PayloadSource> Simulation<E, P> {
             }
             Output::Committed(c) => {
                 self.checker.on_commit(i, now, &c.info);
+                if self.checker.is_honest(i) && c.info.height == self.reference_height + 1 {
+                    self.re_execute(&c);
+                }
                 let disk = &mut self.nodes[i].disk;
                 disk.blocks.retain(|_, b| b.height > c.info.height);
                 disk.committed.push(c);
@@ -376,7 +386,52 @@ impl<E: Executor, P: PayloadSource> Simulation<E, P> {
         }
     }
 
+    /// Execute committed block `c` on the reference executor and compare.
+    fn re_execute(&mut self, c: &palisade_consensus::hotstuff::CommittedBlock) {
+        self.reference_height = c.info.height;
+        let ctx = ExecutionContext {
+            parent_id: c.block.parent_id(),
+            block_id: c.info.block_id,
+            height: c.info.height,
+            epoch: c.block.epoch,
+            timestamp_ms: c.info.timestamp_ms,
+        };
+        let wrong = match self.reference.execute(&ctx, &c.block.payload) {
+            Ok(r) if r.state_root != c.info.state_root => Some("state_root"),
+            Ok(r) if r.tx_root != c.info.tx_root => Some("tx_root"),
+            Ok(_) => self
+                .reference
+                .commit(&c.info.block_id)
+                .err()
+                .map(|_| "execution"),
+            Err(_) => Some("execution"),
+        };
+        if let Some(field) = wrong {
+            self.checker.push(Violation::WrongExecution {
+                height: c.info.height,
+                field,
+            });
+            // The reference is off the certified chain now: one report is enough.
+            self.reference_height = u64::MAX - 1;
+        }
+    }
+
+    /// A liar's proposal leaves with a false state root, re-signed.
+    fn lie(&self, from: usize, message: Message) -> Message {
+        let Message::Proposal(mut p) = message else {
+            return message;
+        };
+        if from >= self.config.validators || !self.config.liars.contains(&from) {
+            return Message::Proposal(p);
+        }
+        p.block.state_root = hash(Domain::Jmt, &p.block.state_root.0);
+        let digest = p.block.signing_digest(&self.config.consensus.chain_id);
+        p.signature = self.nodes[from].key.sign_digest(&digest);
+        Message::Proposal(p)
+    }
+
     fn send(&mut self, from: usize, targets: &[usize], message: Message) {
+        let message = self.lie(from, message);
         if self.recorded.len() < RECORDED {
             self.recorded.push((from, message.clone()));
         }
@@ -420,9 +475,15 @@ impl<E: Executor, P: PayloadSource> Simulation<E, P> {
                     bytes[at] ^= 1 << self.rng.gen_range(0..8);
                     self.wire.corrupted += 1;
                 }
-                let delay = self
+                let mut delay = self
                     .rng
                     .gen_range(faults.min_delay_ms..=faults.max_delay_ms.max(faults.min_delay_ms));
+                if !healed
+                    && faults.slow_percent > 0
+                    && self.rng.gen_range(0..100) < faults.slow_percent
+                {
+                    delay += self.rng.gen_range(300..1_500);
+                }
                 let at = self.now + delay;
                 self.schedule(
                     at,

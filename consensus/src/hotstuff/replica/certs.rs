@@ -9,6 +9,7 @@ use tracing::debug;
 
 use super::{Output, Replica};
 use crate::executor::Executor;
+use crate::hotstuff::mutation::{active, Mutation};
 use crate::hotstuff::types::timeout_digest;
 use crate::hotstuff::{
     ConsensusError, Message, QuorumCert, SyncInfo, Timeout, TimeoutCert, Vote, VoteData,
@@ -56,7 +57,7 @@ impl VoteCollector {
         let digest = vote.ledger_info.digest();
         let round = self.rounds.entry(number).or_default();
         match round.voters.get(&voter) {
-            Some(first) if *first != digest => {
+            Some(first) if *first != digest && !active(Mutation::VoteOnce) => {
                 return Err(ConsensusError::Equivocation {
                     key: voter,
                     round: number,
@@ -262,10 +263,10 @@ impl<E: Executor> Replica<E> {
         }
         let hqc = self.tree.high_qc();
         let by_qc = hqc.round() + 1 == round;
-        let by_tc = self
-            .high_tc
-            .as_ref()
-            .is_some_and(|tc| tc.round + 1 == round && hqc.round() >= tc.high_qc_round());
+        let by_tc = self.high_tc.as_ref().is_some_and(|tc| {
+            tc.round + 1 == round
+                && (hqc.round() >= tc.high_qc_round() || active(Mutation::TcHighQc))
+        });
         if !(by_qc || by_tc) {
             return;
         }

@@ -14,6 +14,7 @@ use tracing::debug;
 use super::{Output, Replica};
 use crate::executor::{ExecutionContext, Executor};
 use crate::hotstuff::block_tree::TreeBlock;
+use crate::hotstuff::mutation::{active, Mutation};
 use crate::hotstuff::{Block, ConsensusError, Message, Proposal, Vote, VoteData};
 
 /// Bound on proposals waiting for their parent.
@@ -118,7 +119,7 @@ impl<E: Executor> Replica<E> {
         let keep_from = (self.validators.epoch, self.round().saturating_sub(2));
         self.proposals_seen = self.proposals_seen.split_off(&keep_from);
         match self.proposals_seen.get(&slot) {
-            Some(first) if *first != id => {
+            Some(first) if *first != id && !active(Mutation::VoteOnce) => {
                 return Err(ConsensusError::Equivocation {
                     key: from,
                     round: slot.1,
@@ -210,7 +211,7 @@ impl<E: Executor> Replica<E> {
                 };
                 let result = self.executor.execute(&ctx, &block.payload)?;
                 let mismatch = |field| ConsensusError::ExecutionMismatch { block: id, field };
-                if result.state_root != block.state_root {
+                if result.state_root != block.state_root && !active(Mutation::ExecRoot) {
                     return Err(mismatch("state_root"));
                 }
                 if result.tx_root != block.tx_root {
@@ -347,7 +348,11 @@ impl<E: Executor> Replica<E> {
             None
         } else {
             match self.high_tc.clone() {
-                Some(tc) if tc.round + 1 == round && high_qc.round() >= tc.high_qc_round() => {
+                Some(tc)
+                    if tc.round + 1 == round
+                        && (high_qc.round() >= tc.high_qc_round()
+                            || active(Mutation::TcHighQc)) =>
+                {
                     Some(tc)
                 }
                 _ => return Err(not_due),

@@ -1,0 +1,181 @@
+//! Seed corpora: real encodings produced by the real code.
+//!
+//! A one-validator chain runs the consensus core for a few blocks over the
+//! hash-chain executor; its proposals, votes, timeouts and commit
+//! certificates (borsh) are the consensus corpus. Transactions are signed by
+//! a real key; the network file and API bodies are serialised from real
+//! values.
+
+use palisade_consensus::hotstuff::{Config, Output, Replica, SimExecutor};
+use palisade_crypto::api::{BlockResponse, StatusResponse};
+use palisade_crypto::{
+    encode, hash, tx_root, BlockInfo, CommitCertificate, Digest, Domain, Hex, NetworkFile,
+    NodeEndpoint, SecretKey, SignedTransaction, Transaction, TxBody, Validator, ValidatorSet,
+};
+
+/// Chain id of the corpus chain.
+pub const CHAIN_ID: &str = "audit-corpus";
+
+/// Real encodings, by decoder.
+#[derive(Debug, Clone)]
+pub struct Corpus {
+    /// The corpus chain's validator set (one validator).
+    pub validators: ValidatorSet,
+    /// The validator's key (signs everything here).
+    pub key: SecretKey,
+    /// The corpus chain's genesis.
+    pub genesis: BlockInfo,
+    /// Borsh consensus messages (proposals, votes, timeouts).
+    pub messages: Vec<Vec<u8>>,
+    /// Commit certificates, with the value each encodes.
+    pub certificates: Vec<(Vec<u8>, CommitCertificate)>,
+    /// Block infos (borsh).
+    pub block_infos: Vec<Vec<u8>>,
+    /// Signed transactions, with the value each encodes.
+    pub transactions: Vec<(Vec<u8>, SignedTransaction)>,
+    /// A network.json text.
+    pub network_json: String,
+    /// API JSON bodies.
+    pub api_json: Vec<String>,
+}
+
+impl Corpus {
+    /// A fresh replica of the corpus chain at genesis (to feed inputs to).
+    pub fn replica(&self, now: u64) -> Replica<SimExecutor> {
+        Replica::genesis(
+            Config::new(CHAIN_ID),
+            self.key.clone(),
+            SimExecutor::new(self.genesis.block_id, self.genesis.state_root),
+            self.genesis.clone(),
+            self.validators.clone(),
+            now,
+        )
+        .expect("corpus replica starts")
+    }
+
+    /// Run the corpus chain and collect its traffic.
+    pub fn generate() -> Corpus {
+        let key = SecretKey::from_seed([7; 32]);
+        let validators = ValidatorSet {
+            epoch: 0,
+            validators: vec![Validator {
+                key: key.public(),
+                power: 1,
+            }],
+        };
+        let genesis = BlockInfo {
+            round: 0,
+            height: 0,
+            block_id: hash(Domain::Genesis, b"audit corpus"),
+            state_root: Digest::ZERO,
+            tx_root: tx_root(&[]),
+            timestamp_ms: 1_000,
+            next_validators: None,
+            parent_info: Digest::ZERO,
+        };
+        let executor = SimExecutor::new(genesis.block_id, genesis.state_root);
+        let mut corpus = Corpus {
+            validators: validators.clone(),
+            key: key.clone(),
+            genesis: genesis.clone(),
+            messages: Vec::new(),
+            certificates: Vec::new(),
+            block_infos: vec![encode(&genesis)],
+            transactions: Vec::new(),
+            network_json: String::new(),
+            api_json: Vec::new(),
+        };
+        let mut replica = Replica::genesis(
+            Config::new(CHAIN_ID),
+            key.clone(),
+            executor,
+            genesis,
+            validators.clone(),
+            1_000,
+        )
+        .expect("corpus chain starts");
+        let mut now = 1_000;
+        // Bounded: a one-validator chain commits every few steps.
+        for step in 0..200u64 {
+            if corpus.certificates.len() >= 6 {
+                break;
+            }
+            now += 10;
+            let _ = replica.handle_timeout(now);
+            for output in replica.take_outputs() {
+                match output {
+                    Output::Broadcast(m) | Output::Send { message: m, .. } => {
+                        corpus.messages.push(m.encode());
+                    }
+                    Output::NeedPayload { round, .. } => {
+                        let payload = hash(Domain::Transaction, &step.to_le_bytes()).0.to_vec();
+                        let _ = replica.handle_payload(now, round, payload);
+                    }
+                    Output::Committed(c) => {
+                        let cert = c.certificate();
+                        corpus.certificates.push((encode(&cert), cert));
+                        corpus.block_infos.push(encode(&c.info));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Outputs of the last step's payload are messages too.
+        for output in replica.take_outputs() {
+            if let Output::Broadcast(m) = output {
+                corpus.messages.push(m.encode());
+            }
+        }
+        for sequence in 0..3 {
+            let tx = Transaction {
+                chain_id: CHAIN_ID.into(),
+                signer: key.public(),
+                sequence,
+                body: TxBody::Revoke {
+                    identity: SecretKey::from_seed([sequence as u8 + 1; 32]).public(),
+                },
+            }
+            .sign(&key);
+            corpus.transactions.push((encode(&tx), tx));
+        }
+        let network = NetworkFile {
+            chain_id: CHAIN_ID.into(),
+            datacenter: "dc1".into(),
+            genesis_hash: hash(Domain::Genesis, b"audit corpus"),
+            validators: validators.clone(),
+            nodes: vec![NodeEndpoint {
+                name: "node0".into(),
+                public_key: key.public(),
+                api_url: "http://127.0.0.1:7100".into(),
+                p2p_addr: "/ip4/127.0.0.1/tcp/7000".into(),
+            }],
+        };
+        corpus.network_json = serde_json::to_string_pretty(&network).expect("serialises");
+        if let Some((_, cert)) = corpus.certificates.last() {
+            if let Some(info) = &cert.ledger_info.commit {
+                let block = BlockResponse {
+                    height: info.height,
+                    block: Hex::new(info),
+                };
+                corpus
+                    .api_json
+                    .push(serde_json::to_string(&block).expect("serialises"));
+            }
+        }
+        let status = StatusResponse {
+            chain_id: CHAIN_ID.into(),
+            node_key: key.public().to_hex(),
+            height: 6,
+            round: 7,
+            epoch: 0,
+            leader: key.public().to_hex(),
+            peers: 3,
+            mempool: 0,
+            state_root: Digest::ZERO,
+        };
+        corpus
+            .api_json
+            .push(serde_json::to_string(&status).expect("serialises"));
+        corpus
+    }
+}
