@@ -42,7 +42,15 @@ impl Client {
         let path = format!("/v1/accounts/{}", key.to_hex());
         self.with_failover("account query", |node| {
             let account: AccountResponse = node.get(&path)?;
-            let proven = self.verified(node, |t| verify_account(t, key, &account))?;
+            let proven = self.verified(node, |t| {
+                verify_account(
+                    t,
+                    key,
+                    &account,
+                    crate::client::now_ms(),
+                    Some(&self.config().freshness),
+                )
+            })?;
             let proven = proven.next_sequence;
             let suggested = account.next_sequence;
             let within = suggested >= proven && suggested - proven <= MAX_SEQUENCE_STEP;

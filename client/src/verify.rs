@@ -239,6 +239,8 @@ pub fn verify_account(
     trust: &TrustedChain,
     key: &palisade_crypto::PublicKey,
     response: &AccountResponse,
+    now_ms: u64,
+    freshness: Option<&Freshness>,
 ) -> Result<VerifiedAccount, ClientError> {
     if response.key != *key {
         return Err(ClientError::Malformed(format!(
@@ -263,6 +265,11 @@ pub fn verify_account(
             value,
         )
         .map_err(ClientError::ForgedProof)?;
+    // An old certified state proves an old sequence: a node showing one
+    // would have the signer sign a stale sequence that honest nodes refuse.
+    if let Some(f) = freshness {
+        f.check(ledger.block().timestamp_ms, now_ms)?;
+    }
     let next_sequence = match &response.value {
         None => 0,
         Some(hex) => hex

@@ -76,6 +76,37 @@ fn a_node_lying_about_the_account_cannot_steer_the_sequence() {
     ));
 }
 
+/// Review of issue 13 item 2: an account proven against an old certified
+/// state (here two hours old, next sequence 0) is refused like an old
+/// lookup, so a node cannot have the signer sign a stale sequence that
+/// honest nodes then refuse; the client takes an honest node's answer.
+#[test]
+fn an_account_proven_against_an_old_state_is_refused() {
+    let chain = Chain::test();
+    let old_chain = chain.clone();
+    let stale = MockNode::start(move |req| {
+        let key = req.path.trim_start_matches("/v1/accounts/");
+        let key = palisade_crypto::PublicKey::from_hex(key).unwrap();
+        let two_hours_ago = crate::support::fixture::now_ms() - 2 * 3600 * 1000;
+        Reply::ok(&crate::support::account_answer_at(
+            &old_chain,
+            key,
+            0,
+            0,
+            two_hours_ago,
+        ))
+    });
+    let s = signer();
+    let alone = client(&chain, &[stale.url.clone()], config());
+    assert!(
+        alone.next_sequence(&s.public()).is_err(),
+        "an account proven two hours ago was used"
+    );
+    let (honest, _) = tx_node(chain.clone(), TxBehavior::Commit);
+    let both = client(&chain, &[stale.url.clone(), honest.url.clone()], config());
+    assert_eq!(both.next_sequence(&s.public()).unwrap(), NEXT_SEQUENCE);
+}
+
 #[test]
 fn sequence_refusal_makes_the_client_ask_the_nodes_again() {
     let chain = Chain::test();

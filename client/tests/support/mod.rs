@@ -157,6 +157,17 @@ pub fn account_answer(
     proven: u64,
     suggested: u64,
 ) -> AccountResponse {
+    account_answer_at(chain, key, proven, suggested, now_ms())
+}
+
+/// [`account_answer`] for a state certified at `timestamp_ms`.
+pub fn account_answer_at(
+    chain: &Chain,
+    key: palisade_crypto::PublicKey,
+    proven: u64,
+    suggested: u64,
+    timestamp_ms: u64,
+) -> AccountResponse {
     let mut state = fixture::State::new();
     let account = palisade_crypto::StateKey::Account { key };
     state.put(vec![
@@ -166,7 +177,7 @@ pub fn account_answer(
             (proven > 0).then(|| palisade_crypto::encode(&proven)),
         ),
     ]);
-    let cert = chain.quorum(fixture::block(11, state.root, now_ms()));
+    let cert = chain.quorum(fixture::block(11, state.root, timestamp_ms));
     let (value, proof) = state.prove(&account);
     AccountResponse {
         key,
