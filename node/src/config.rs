@@ -234,7 +234,9 @@ fn one_line(text: &str, e: &toml::de::Error) -> String {
         let before = text.get(..span.start).unwrap_or(text);
         let line = before.matches('\n').count() + 1;
         let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-        format!("line {line}, column {column}: ")
+        // The line itself names the field (`interval_secs = "five"`).
+        let source = text.lines().nth(line - 1).unwrap_or("").trim();
+        format!("line {line}, column {column} (`{source}`): ")
     });
     format!(
         "{}{}",

@@ -256,18 +256,19 @@ fn run(c: SimConfig, txs: usize) -> palisade_testnet::sim::SimReport {
     .run()
 }
 
-/// Found by the soak (swarm seed 309452), NOT fixed: validators 0 and 1
-/// entered round 2 through a TC of round 1, timed out in round 2, crashed and
-/// restarted; the TC is not persisted, so they resume in round 2 with nothing
-/// to show for it, while the other keys (2, and 3 with its twin) never saw
-/// the TC and stay in round 1. Round-1 timeouts then come from two keys only
-/// and round-2 timeouts from two others: no TC forms for ever (height 0 after
-/// 13 s). The fix is to persist the highest TC with the safety record (as
-/// Aptos persists `highest_2chain_timeout_cert`) and hand it to lagging peers;
-/// it changes the persisted format, so it is left to the consensus owner.
+/// Found by the soak (swarm seed 309452): validators 0 and 1 entered round 2
+/// through a TC of round 1, timed out in round 2, crashed and restarted; the
+/// TC was not persisted, so they resumed in round 2 with nothing to show for
+/// it, while the other keys (2, and 3 with its twin) never saw the TC and
+/// stayed in round 1. Round-1 timeouts then came from two keys only and
+/// round-2 timeouts from two others: no TC formed for ever (height 0 after
+/// 13 s). The certificate that led them into round 2 lived only in memory
+/// (here a QC of round 1, whose child block was never stored). Fixed by
+/// keeping the highest QC and TC with the safety record (as Aptos keeps its
+/// highest certificates in its consensus store) and restoring them on
+/// recovery, so sync info hands them to lagging peers.
 /// Depends on `draw`: if the swarm's drawing changes, rebuild its config.
 #[test]
-#[ignore = "known liveness bug: a restarted replica cannot show the TC that led to its round"]
 fn restart_after_losing_the_tc_that_led_to_its_round() {
     let plan = draw(309_452);
     let report = run_plan(&plan);

@@ -17,7 +17,7 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 
 use super::mutation::{active, Mutation};
-use super::{ConsensusError, QuorumCert, Vote};
+use super::{ConsensusError, QuorumCert, TimeoutCert, Vote};
 
 /// What must be durable before a vote or timeout is sent.
 #[derive(Debug, Clone, PartialEq, Eq, Default, BorshSerialize, BorshDeserialize)]
@@ -34,6 +34,18 @@ pub struct SafetyState {
     pub highest_timeout_round: u64,
     /// The last vote signed, re-sent as is if asked to vote again in its round.
     pub last_vote: Option<Vote>,
+    /// The highest TC this replica had when it last voted or timed out: the
+    /// certificate that justified entering that round. Kept so that after a
+    /// restart it can still show lagging peers why it is in that round;
+    /// without it, replicas restarted in a round entered through a TC and
+    /// peers that never saw the TC time out in different rounds, and no TC
+    /// forms again (swarm seed 309452). Not a safety rule: liveness only.
+    pub high_tc: Option<TimeoutCert>,
+    /// The highest QC this replica had when it last voted or timed out, for
+    /// the same reason: a QC lives only inside its child block, and a replica
+    /// that entered its round through a QC whose child it never stored would
+    /// come back unable to show it.
+    pub high_qc: Option<QuorumCert>,
 }
 
 impl SafetyState {

@@ -257,14 +257,35 @@ impl<E: Executor> Replica<E> {
                 }
             }
         }
+        // The QC and TC kept with the safety record, if they still verify,
+        // show lagging peers why this replica is in its round (sync info).
+        if let Some(qc) = replica.safety.high_qc.clone() {
+            let usable = qc.epoch() == epoch
+                && replica.tree.contains(&qc.certified_id())
+                && replica.verify_qc(&qc).is_ok();
+            if usable {
+                let me = replica.me;
+                replica.process_qc(me, qc);
+            } else {
+                replica.safety.high_qc = None;
+            }
+        }
+        if let Some(tc) = replica.safety.high_tc.clone() {
+            if tc.epoch == epoch && replica.verify_tc(&tc).is_ok() {
+                replica.high_tc = Some(tc);
+            } else {
+                replica.safety.high_tc = None;
+            }
+        }
         // Resume in the round last voted or timed out in if that is later:
-        // the QC or TC that led there is not persisted, and below it every
+        // the QC that led there is not persisted, and below it every
         // timeout would be refused as going backwards (no TC could form).
         let record = replica
             .safety
             .last_voted_round
             .max(replica.safety.highest_timeout_round);
-        let start = (replica.tree.high_qc().round() + 1).max(record);
+        let by_tc = replica.high_tc.as_ref().map_or(0, |tc| tc.round + 1);
+        let start = (replica.tree.high_qc().round() + 1).max(record).max(by_tc);
         replica.enter_round(start);
         replica.pacemaker.rearm(now, replica.tree.root_round());
         Ok(replica)
@@ -440,6 +461,25 @@ impl<E: Executor> Replica<E> {
     }
 
     fn persist_safety(&mut self) {
+        // The TC that justified this round goes with the vote or timeout.
+        let higher = match (&self.high_tc, &self.safety.high_tc) {
+            (Some(tc), Some(kept)) => tc.round > kept.round,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if higher {
+            self.safety.high_tc = self.high_tc.clone();
+        }
+        let high_qc = self.tree.high_qc();
+        if !high_qc.is_root()
+            && self
+                .safety
+                .high_qc
+                .as_ref()
+                .is_none_or(|kept| high_qc.round() > kept.round())
+        {
+            self.safety.high_qc = Some(high_qc.clone());
+        }
         self.emit(Output::PersistSafety(self.safety.clone()));
     }
 
