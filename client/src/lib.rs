@@ -30,6 +30,7 @@ mod client;
 #[cfg(feature = "dns")]
 pub mod dns;
 mod error;
+mod filter;
 mod heartbeat;
 mod lookup;
 mod node;
@@ -43,6 +44,7 @@ mod watch;
 pub use cache::Cache;
 pub use client::{load_network_file, Client, ClientConfig, LookupAnswer};
 pub use error::ClientError;
+pub use filter::{is_healthy, services_with_prefix, InstanceFilter};
 pub use heartbeat::{HeartbeatReport, HeartbeatTask};
 pub use node::terminal_safe;
 pub use signer::{

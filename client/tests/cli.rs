@@ -119,6 +119,65 @@ fn lookup_json_prints_the_verified_instances() {
     );
 }
 
+/// Filters run on the verified record: `--label` (all must match) and
+/// `--healthy` narrow the instances shown; `services --prefix` the services.
+#[test]
+fn lookup_and_services_filter_the_verified_answer() {
+    let world = World::new();
+    let (api, ns) = (
+        world.answer("prod", "api", 5),
+        namespace_response(&world, "prod", 6),
+    );
+    let node = MockNode::start(move |req| {
+        if req.path.starts_with("/v1/namespaces/") {
+            Reply::ok(&ns)
+        } else {
+            Reply::ok(&api)
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let net = write_network(dir.path(), &world.chain, &[node.url.clone()]);
+    let shown = |extra: &[&str]| -> usize {
+        let mut args = vec![
+            "lookup",
+            "--network",
+            &net,
+            "prod/api",
+            "--json",
+            "--no-cache",
+        ];
+        args.extend_from_slice(extra);
+        let o = palisade(&args);
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(
+            v["height"], 5,
+            "the certified height stays the whole answer's"
+        );
+        v["instances"].as_array().unwrap().len()
+    };
+    assert_eq!(shown(&[]), 2);
+    assert_eq!(shown(&["--label", "zone=a"]), 2);
+    assert_eq!(shown(&["--label", "zone=a", "--label", "zone=b"]), 0);
+    assert_eq!(shown(&["--label", "zone=b"]), 0);
+    assert_eq!(shown(&["--healthy"]), 2);
+    let bad = palisade(&["lookup", "--network", &net, "prod/api", "--label", "zone"]);
+    assert!(!bad.status.success());
+    let o = palisade(&[
+        "services",
+        "--network",
+        &net,
+        "prod",
+        "--prefix",
+        "a",
+        "--json",
+        "--no-cache",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["services"], serde_json::json!(["api"]));
+}
+
 #[test]
 fn lookup_of_a_forged_answer_fails_and_prints_nothing() {
     let world = World::new();

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use hickory_proto::rr::rdata::{A, AAAA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use palisade_crypto::{Endpoint, Health, InstanceRecord};
+use palisade_crypto::{Endpoint, InstanceRecord};
 
 use super::name::{QueryName, ZONE};
 use crate::VerifiedService;
@@ -32,9 +32,10 @@ pub enum Outcome {
 /// An instance is served only when it is passing and its lease is live at
 /// the certified block time (never by the local clock).
 fn passing(service: &VerifiedService) -> impl Iterator<Item = &InstanceRecord> {
-    service.instances().iter().filter(move |i| {
-        i.health == Health::Passing && i.lease_expires_at_ms > service.timestamp_ms
-    })
+    service
+        .instances()
+        .iter()
+        .filter(move |i| crate::is_healthy(i, service.timestamp_ms))
 }
 
 fn ip_of(e: &Endpoint) -> Option<IpAddr> {
@@ -153,7 +154,7 @@ pub fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_crypto::{Digest, SecretKey, ServiceRecord};
+    use palisade_crypto::{Digest, Health, SecretKey, ServiceRecord};
 
     fn inst(id: &str, hosts: &[(&str, u16)], health: Health, lease: u64) -> InstanceRecord {
         InstanceRecord {

@@ -151,6 +151,13 @@ pub(crate) enum Command {
     Lookup {
         #[command(flatten)]
         read: Read,
+        /// Only instances with this label (K=V; repeatable, all must match).
+        /// Filters apply to the verified record: the answer is complete for them.
+        #[arg(long = "label", value_name = "K=V")]
+        labels: Vec<String>,
+        /// Only passing instances whose lease is live at the certified block time.
+        #[arg(long)]
+        healthy: bool,
         /// NAMESPACE/SERVICE.
         target: String,
     },
@@ -158,6 +165,9 @@ pub(crate) enum Command {
     Services {
         #[command(flatten)]
         read: Read,
+        /// Only services whose name starts with P.
+        #[arg(long, value_name = "P")]
+        prefix: Option<String>,
         /// NAMESPACE.
         namespace: String,
     },

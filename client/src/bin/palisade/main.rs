@@ -213,11 +213,34 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             }),
             Some(secs) => heartbeat_forever(&submit, &target, secs),
         },
-        Command::Lookup { read, target } => lookup(&read, &target),
+        Command::Lookup {
+            read,
+            labels,
+            healthy,
+            target,
+        } => {
+            let labels = labels
+                .iter()
+                .map(|l| parse_label(l).map(|l| (l.key, l.value)))
+                .collect::<Result<Vec<_>, _>>()?;
+            lookup(
+                &read,
+                &target,
+                &palisade_client::InstanceFilter { labels, healthy },
+            )
+        }
         Command::Status { net, json } => status(&net, json),
-        Command::Services { read, namespace } => {
+        Command::Services {
+            read,
+            prefix,
+            namespace,
+        } => {
             let client = client(&read.net, Some(&read))?;
             let listing = client.services(&namespace)?;
+            let listing = match &prefix {
+                Some(p) => palisade_client::services_with_prefix(&listing, p),
+                None => listing,
+            };
             if read.json {
                 println!("{}", output::namespace_json(&listing, now_ms()));
             } else {
@@ -369,7 +392,11 @@ fn status(net: &Net, json: bool) -> Result<(), ClientError> {
     Ok(())
 }
 
-fn lookup(read: &Read, target: &str) -> Result<(), ClientError> {
+fn lookup(
+    read: &Read,
+    target: &str,
+    filter: &palisade_client::InstanceFilter,
+) -> Result<(), ClientError> {
     let (namespace, service) = parse_service_path(target)?;
     let client = client(&read.net, Some(read))?;
     let answer = client.lookup(&namespace, &service)?;
@@ -382,10 +409,11 @@ fn lookup(read: &Read, target: &str) -> Result<(), ClientError> {
     }
     let now = now_ms();
     let stale = answer.is_stale();
+    let shown = filter.apply(answer.service());
     if read.json {
-        println!("{}", output::service_json(answer.service(), now, stale));
+        println!("{}", output::service_json(&shown, now, stale));
     } else {
-        print!("{}", output::service_table(answer.service(), now, stale));
+        print!("{}", output::service_table(&shown, now, stale));
     }
     Ok(())
 }
