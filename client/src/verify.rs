@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use palisade_crypto::api::{AccountResponse, LookupResponse, NamespaceResponse, Receipt};
 use palisade_crypto::{
-    BlockInfo, Digest, InstanceRecord, NamespaceRecord, ServiceLookup, ServiceName, ServiceProof,
-    ServiceRecord, StateKey,
+    BlockInfo, CommitCertificate, Digest, Hex, InstanceRecord, MapProof, NamespaceRecord,
+    ServiceLookup, ServiceName, ServiceProof, ServiceRecord, StateKey, VerifiedLedgerInfo,
 };
 
 use crate::{ClientError, TrustedChain};
@@ -180,22 +180,18 @@ pub fn verify_namespace(
             got: response.namespace.clone(),
         });
     }
-    let cert = response
-        .certificate
-        .decode()
-        .map_err(|e| ClientError::Malformed(format!("certificate: {e}")))?;
-    let proof = response
-        .proof
-        .decode()
-        .map_err(|e| ClientError::Malformed(format!("namespace proof: {e}")))?;
-    let ledger = trust.verify(&cert)?;
     let key = StateKey::Namespace {
         namespace: namespace.to_string(),
     };
     let value = response.value.as_ref().map(|v| v.bytes());
-    proof
-        .verify(&ledger.block().state_root, &key, value)
-        .map_err(ClientError::ForgedProof)?;
+    let ledger = verify_leaf(
+        trust,
+        &response.certificate,
+        &response.proof,
+        &key,
+        value,
+        "namespace",
+    )?;
     let services = match &response.value {
         None => Vec::new(),
         Some(hex) => {
@@ -223,6 +219,30 @@ pub fn verify_namespace(
     })
 }
 
+/// One state leaf (or its absence) of an answer: the certificate against the
+/// trusted validator sets, then `value` under `key` against its certified
+/// root. `what` names the proof in a decoding error.
+fn verify_leaf(
+    trust: &TrustedChain,
+    certificate: &Hex<CommitCertificate>,
+    proof: &Hex<MapProof>,
+    key: &StateKey,
+    value: Option<&[u8]>,
+    what: &str,
+) -> Result<VerifiedLedgerInfo, ClientError> {
+    let cert = certificate
+        .decode()
+        .map_err(|e| ClientError::Malformed(format!("certificate: {e}")))?;
+    let proof = proof
+        .decode()
+        .map_err(|e| ClientError::Malformed(format!("{what} proof: {e}")))?;
+    let ledger = trust.verify(&cert)?;
+    proof
+        .verify(&ledger.block().state_root, key, value)
+        .map_err(ClientError::ForgedProof)?;
+    Ok(ledger)
+}
+
 /// A signer's committed next sequence, proven against a certified root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifiedAccount {
@@ -248,23 +268,15 @@ pub fn verify_account(
             response.key
         )));
     }
-    let cert = response
-        .certificate
-        .decode()
-        .map_err(|e| ClientError::Malformed(format!("certificate: {e}")))?;
-    let proof = response
-        .proof
-        .decode()
-        .map_err(|e| ClientError::Malformed(format!("account proof: {e}")))?;
-    let ledger = trust.verify(&cert)?;
     let value = response.value.as_ref().map(|v| v.bytes());
-    proof
-        .verify(
-            &ledger.block().state_root,
-            &StateKey::Account { key: *key },
-            value,
-        )
-        .map_err(ClientError::ForgedProof)?;
+    let ledger = verify_leaf(
+        trust,
+        &response.certificate,
+        &response.proof,
+        &StateKey::Account { key: *key },
+        value,
+        "account",
+    )?;
     // An old certified state proves an old sequence: a node showing one
     // would have the signer sign a stale sequence that honest nodes refuse.
     if let Some(f) = freshness {

@@ -16,10 +16,8 @@ mod registry;
 mod twins;
 
 use palisade_consensus::hotstuff::SimExecutor;
-use palisade_crypto::ValidatorSet;
 use palisade_testnet::sim::{
-    for_each_seed, sim_genesis, Crash, NetFaults, SimConfig, SimPayloads, SimReport, Simulation,
-    TimePartition,
+    for_each_seed, Crash, NetFaults, SimConfig, SimPayloads, SimReport, Simulation, TimePartition,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -28,27 +26,7 @@ pub(crate) type Sim = Simulation<SimExecutor, SimPayloads>;
 
 /// A simulation over the hash-chain executor; `epoch_end` ends epoch 0 at that height.
 pub(crate) fn simulation_with_epoch(config: SimConfig, epoch_end: Option<u64>) -> Sim {
-    let genesis = sim_genesis();
-    let (id, root) = (genesis.block_id, genesis.state_root);
-    Simulation::new(
-        config,
-        genesis,
-        move |set: &ValidatorSet| {
-            let executor = SimExecutor::new(id, root);
-            match epoch_end {
-                Some(height) => executor.with_epoch_change(
-                    height,
-                    ValidatorSet {
-                        epoch: set.epoch + 1,
-                        validators: set.validators.clone(),
-                    },
-                ),
-                None => executor,
-            }
-        },
-        SimPayloads::new(4),
-    )
-    .expect("simulation starts")
+    Simulation::hash_chain_with_epoch(config, 4, epoch_end).expect("simulation starts")
 }
 
 pub(crate) fn simulation(config: SimConfig) -> Sim {

@@ -600,12 +600,34 @@ impl Simulation<palisade_consensus::hotstuff::SimExecutor, super::SimPayloads> {
     /// A run over the hash-chain test executor at [`sim_genesis`], with
     /// `txs` transaction ids per block.
     pub fn hash_chain(config: SimConfig, txs: usize) -> Result<Self, ConsensusError> {
+        Self::hash_chain_with_epoch(config, txs, None)
+    }
+
+    /// [`Simulation::hash_chain`] whose executor ends epoch 0 at height
+    /// `epoch_end` (the next epoch keeps the same validators), if given.
+    pub fn hash_chain_with_epoch(
+        config: SimConfig,
+        txs: usize,
+        epoch_end: Option<u64>,
+    ) -> Result<Self, ConsensusError> {
         let genesis = sim_genesis();
         let (id, root) = (genesis.block_id, genesis.state_root);
         Simulation::new(
             config,
             genesis,
-            move |_: &ValidatorSet| palisade_consensus::hotstuff::SimExecutor::new(id, root),
+            move |set: &ValidatorSet| {
+                let executor = palisade_consensus::hotstuff::SimExecutor::new(id, root);
+                match epoch_end {
+                    Some(height) => executor.with_epoch_change(
+                        height,
+                        ValidatorSet {
+                            epoch: set.epoch + 1,
+                            validators: set.validators.clone(),
+                        },
+                    ),
+                    None => executor,
+                }
+            },
             super::SimPayloads::new(txs),
         )
     }

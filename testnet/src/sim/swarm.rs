@@ -22,17 +22,13 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use palisade_consensus::hotstuff::{ConsensusError, Mutation, SimExecutor};
-use palisade_crypto::ValidatorSet;
+use palisade_consensus::hotstuff::{ConsensusError, Mutation};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::twins_gen::{twins_scenario, twins_space};
-use super::{
-    sim_genesis, Crash, NetFaults, RoundPartition, SimConfig, SimPayloads, SimReport, Simulation,
-    TimePartition,
-};
+use super::{Crash, NetFaults, RoundPartition, SimConfig, SimReport, Simulation, TimePartition};
 
 /// What one seed runs.
 #[derive(Debug, Clone)]
@@ -79,27 +75,7 @@ impl SwarmPlan {
 
     /// Run it.
     pub fn run(&self) -> Result<SimReport, ConsensusError> {
-        let genesis = sim_genesis();
-        let (id, root) = (genesis.block_id, genesis.state_root);
-        let epoch_end = self.epoch_end;
-        let sim = Simulation::new(
-            self.config.clone(),
-            genesis,
-            move |set: &ValidatorSet| {
-                let executor = SimExecutor::new(id, root);
-                match epoch_end {
-                    Some(height) => executor.with_epoch_change(
-                        height,
-                        ValidatorSet {
-                            epoch: set.epoch + 1,
-                            validators: set.validators.clone(),
-                        },
-                    ),
-                    None => executor,
-                }
-            },
-            SimPayloads::new(self.txs),
-        )?;
+        let sim = Simulation::hash_chain_with_epoch(self.config.clone(), self.txs, self.epoch_end)?;
         Ok(sim.run())
     }
 }
