@@ -24,12 +24,23 @@ pub(crate) struct Cluster {
     pub(crate) configs: Vec<NodeConfig>,
 }
 
+/// A port to listen on later, below Linux's ephemeral range (32768+): a
+/// port the OS handed out as free (`bind :0`) can be taken by any outgoing
+/// connection before the node binds it, which failed a CI run here. Ports
+/// under 32768 are never handed to outgoing connections; the start is drawn
+/// per process so concurrent test processes rarely try the same one.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..2_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(13)) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below 32000 on 127.0.0.1")
 }
 
 fn write_genesis(dir: &Path, g: &Genesis) -> PathBuf {

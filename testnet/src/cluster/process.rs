@@ -106,11 +106,24 @@ pub fn stop(pid: u32, grace: Duration) -> Result<(), TestnetError> {
     })
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; a small race is possible).
+/// A free TCP port on 127.0.0.1 for a node to listen on later, below Linux's
+/// ephemeral range (32768+): a port the OS hands out as free (`bind :0`) can
+/// be taken by any outgoing connection before the node binds it. Ports under
+/// 32768 never go to outgoing connections; the sequence starts at a point
+/// drawn from the process id, so concurrent testnets rarely try the same one.
 pub fn free_port() -> Result<u16, TestnetError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| TestnetError::io(Path::new("127.0.0.1:0"), e))?;
-    Ok(l.local_addr()
-        .expect("bound listener has an address")
-        .port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..2_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(13)) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(TestnetError::io(
+        Path::new("127.0.0.1:20000-31999"),
+        std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free port"),
+    ))
 }
