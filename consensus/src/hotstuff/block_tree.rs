@@ -255,6 +255,19 @@ impl BlockTree {
         }
     }
 
+    /// After a restart: the QC that committed the root (verified by the
+    /// caller) is the highest commit QC again.
+    pub(crate) fn restore_high_commit(&mut self, qc: QuorumCert) {
+        if qc.commit_info() == Some(&self.root_info)
+            && self
+                .high_commit
+                .as_ref()
+                .is_none_or(|h| h.round() < qc.round())
+        {
+            self.high_commit = Some(qc);
+        }
+    }
+
     /// `id` and up to `max - 1` ancestors of its epoch, newest first, from
     /// the tree and the committed window.
     pub(crate) fn chain_back(&self, id: &Digest, max: usize) -> Vec<Block> {

@@ -243,6 +243,19 @@ impl<E: Executor> Replica<E> {
             now,
         };
         replica.tree.restore_committed(&committed);
+        // The QC that committed the root, kept with the committed log: without
+        // it a restarted replica shows peers only the root's own QC, and a
+        // peer that never saw the commit QC stays a commit behind, electing
+        // other leaders from its shorter history, for good (swarm seed 323593).
+        if let Some(last) = committed.last() {
+            let qc = &last.commit_qc;
+            if last.info == *replica.tree.root_info()
+                && qc.epoch() == epoch
+                && replica.verify_qc(qc).is_ok()
+            {
+                replica.tree.restore_high_commit(qc.clone());
+            }
+        }
         for c in committed.iter().filter(|c| c.block.epoch == epoch) {
             replica.record_commit(&c.block);
         }
