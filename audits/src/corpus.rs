@@ -156,6 +156,9 @@ impl Corpus {
                 let block = BlockResponse {
                     height: info.height,
                     block: Hex::new(info),
+                    info: Some(info.clone()),
+                    certified: Some(cert.into()),
+                    transactions: Vec::new(),
                 };
                 corpus
                     .api_json

@@ -94,6 +94,7 @@ impl Cache {
         fs::create_dir_all(&self.dir).map_err(err)?;
         let file = EpochsResponse {
             changes: changes.iter().map(Hex::new).collect(),
+            epochs: Vec::new(),
         };
         let text = serde_json::to_vec(&file).map_err(|e| ClientError::Cache(e.to_string()))?;
         let path = self.dir.join("epochs.json");

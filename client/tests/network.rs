@@ -140,6 +140,7 @@ fn lookup_follows_epoch_changes_through_the_node() {
     end.next_validators = Some(epoch1.set.clone());
     let changes = EpochsResponse {
         changes: vec![Hex::new(&world.chain.quorum(end))],
+        epochs: Vec::new(),
     };
     let node = MockNode::start(move |req| {
         if req.path.starts_with("/v1/epochs?from=0") {

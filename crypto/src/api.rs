@@ -29,6 +29,48 @@ use crate::{
     ServiceLookup, ServiceProof, ServiceRecord, SignedTransaction, TxInclusionProof,
 };
 
+/// A commit certificate as plain JSON, for people and scripts (unverified:
+/// the node's word; clients verify the hex `certificate` beside it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateView {
+    /// Chain the signers certify.
+    pub chain_id: String,
+    /// Epoch whose validators signed.
+    pub epoch: u64,
+    /// The committed block (absent for a certificate that commits nothing).
+    pub block: Option<BlockInfo>,
+    /// Keys of the validators whose signatures it carries.
+    pub signers: Vec<crate::PublicKey>,
+}
+
+impl From<&CommitCertificate> for CertificateView {
+    fn from(c: &CommitCertificate) -> Self {
+        CertificateView {
+            chain_id: c.ledger_info.chain_id.clone(),
+            epoch: c.ledger_info.epoch,
+            block: c.ledger_info.commit.clone(),
+            signers: c.signatures.iter().map(|(k, _)| *k).collect(),
+        }
+    }
+}
+
+/// A committed transaction as plain JSON (unverified).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxView {
+    /// Transaction id (its signing digest).
+    pub id: Digest,
+    /// Signer.
+    pub signer: crate::PublicKey,
+    /// Signer's sequence number.
+    pub sequence: u64,
+    /// What it does (`register`, `heartbeat`, ...).
+    pub kind: String,
+    /// What it acts on (`namespace/service/instance`, an identity key, ...).
+    pub target: Option<String>,
+    /// The state machine's verdict, as this node recorded it.
+    pub outcome: Option<String>,
+}
+
 /// Submit a signed transaction.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SubmitRequest {
@@ -69,6 +111,12 @@ pub struct Receipt {
     pub certificate: Hex<CommitCertificate>,
     /// The state machine's verdict ("applied" or the rejection reason; unverified).
     pub outcome: String,
+    /// `block` as plain JSON (unverified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_info: Option<BlockInfo>,
+    /// `certificate` as plain JSON (unverified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certified: Option<CertificateView>,
 }
 
 /// Answer to a submission or a receipt query.
@@ -96,6 +144,9 @@ pub struct LookupResponse {
     pub instances: Vec<Hex<InstanceRecord>>,
     /// The decoded record (unverified).
     pub record: Option<ServiceRecord>,
+    /// `certificate` as plain JSON (unverified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certified: Option<CertificateView>,
 }
 
 impl LookupResponse {
@@ -120,6 +171,12 @@ pub struct NamespaceResponse {
     pub value: Option<Hex<NamespaceRecord>>,
     /// Proof for `StateKey::Namespace`.
     pub proof: Hex<MapProof>,
+    /// `value` decoded (unverified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<NamespaceRecord>,
+    /// `certificate` as plain JSON (unverified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certified: Option<CertificateView>,
 }
 
 /// Epoch-ending certificates from a given epoch on, in order.
@@ -127,6 +184,9 @@ pub struct NamespaceResponse {
 pub struct EpochsResponse {
     /// Certificate of the last block of each epoch, starting at the asked one.
     pub changes: Vec<Hex<CommitCertificate>>,
+    /// `changes` as plain JSON (unverified): each names the next validators.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub epochs: Vec<CertificateView>,
 }
 
 /// One watch event: the new state of a service, provable like a lookup.
@@ -176,6 +236,16 @@ pub struct BlockResponse {
     pub height: u64,
     /// The committed block's info (chained by `parent_info`).
     pub block: Hex<BlockInfo>,
+    /// `block` as plain JSON (unverified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<BlockInfo>,
+    /// The certificate this node keeps for the height, as plain JSON (unverified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certified: Option<CertificateView>,
+    /// The block's transactions, in order, as plain JSON (unverified; the
+    /// audit route serves the block itself).
+    #[serde(default)]
+    pub transactions: Vec<TxView>,
 }
 
 /// Node status.

@@ -131,8 +131,12 @@ pub fn namespace_response(world: &World, namespace: &str, height: u64) -> Namesp
     NamespaceResponse {
         namespace: namespace.into(),
         certificate: Hex::new(&cert),
+        record: value
+            .as_ref()
+            .map(|v| palisade_crypto::decode(v).expect("a namespace record")),
         value: value.map(Hex::from_bytes),
         proof: Hex::new(&proof),
+        certified: Some((&cert).into()),
     }
 }
 
@@ -362,6 +366,7 @@ pub fn lookup_response(
         }),
         instances: instances.into_iter().map(Hex::from_bytes).collect(),
         record,
+        certified: Some((&cert).into()),
     }
 }
 
@@ -376,5 +381,6 @@ pub fn tamper(response: &LookupResponse, edit: impl FnOnce(&mut ServiceRecord)) 
         lookup: response.lookup.clone(),
         instances: record.instances.iter().map(Hex::new).collect(),
         record: Some(record),
+        certified: response.certified.clone(),
     }
 }

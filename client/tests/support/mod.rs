@@ -47,6 +47,8 @@ pub fn receipt(chain: &Chain, tx_id: Digest, descendants: usize, outcome: &str) 
         descendants: blocks[1..].iter().map(Hex::new).collect(),
         certificate: Hex::new(&certificate),
         outcome: outcome.to_string(),
+        block_info: Some(blocks[0].clone()),
+        certified: Some((&certificate).into()),
     }
 }
 

@@ -6,10 +6,12 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use palisade_consensus::state::StateReader;
 use palisade_crypto::api::{
-    BlockResponse, EpochsResponse, LookupResponse, NamespaceResponse, StatusResponse,
+    BlockResponse, CertificateView, EpochsResponse, LookupResponse, NamespaceResponse,
+    StatusResponse, TxView,
 };
 use palisade_crypto::{
-    decode, encode, CommitCertificate, Digest, Hex, InstanceRecord, ServiceRecord,
+    decode, encode, CommitCertificate, Digest, Hex, InstanceRecord, NamespaceRecord, ServiceRecord,
+    SignedTransaction, TxBody,
 };
 use serde::Deserialize;
 
@@ -69,6 +71,7 @@ pub(crate) fn lookup_at(
         lookup: Hex::new(&proof.lookup),
         instances: encoded.into_iter().map(Hex::from_bytes).collect(),
         record,
+        certified: Some(cert.into()),
     })
 }
 
@@ -91,11 +94,17 @@ pub(crate) async fn namespace(
     let lookup = StateReader::at(&ctx.store, height)
         .namespace(&namespace)
         .map_err(state_err)?;
+    let record = match &lookup.value {
+        Some(bytes) => Some(decode::<NamespaceRecord>(bytes).map_err(state_err)?),
+        None => None,
+    };
     Ok(Json(NamespaceResponse {
         namespace,
         certificate: Hex::new(&cert),
         value: lookup.value.map(Hex::from_bytes),
         proof: Hex::new(&lookup.proof),
+        record,
+        certified: Some((&cert).into()),
     }))
 }
 
@@ -113,6 +122,7 @@ pub(crate) async fn epochs(
     let changes = ctx.store.epoch_changes(q.from, 1000)?;
     Ok(Json(EpochsResponse {
         changes: changes.iter().map(Hex::new).collect(),
+        epochs: changes.iter().map(CertificateView::from).collect(),
     }))
 }
 
@@ -129,10 +139,73 @@ pub(crate) async fn block(
             format!("height {height} is not committed here"),
         )
     })?;
+    let certified = ctx
+        .store
+        .cert_at(height)?
+        .map(|c| CertificateView::from(&c));
+    let transactions = match ctx.store.committed_block(height)? {
+        Some(committed) => transactions(&ctx, height, &committed.block.payload)?,
+        None => Vec::new(), // before the first commit of a restored node
+    };
     Ok(Json(BlockResponse {
         height,
         block: Hex::new(&info),
+        info: Some(info),
+        certified,
+        transactions,
     }))
+}
+
+/// A committed block's transactions as plain JSON, with this node's outcomes.
+fn transactions(ctx: &Context, height: u64, payload: &[u8]) -> Result<Vec<TxView>, ApiErr> {
+    if payload.is_empty() {
+        return Ok(Vec::new());
+    }
+    let txs: Vec<SignedTransaction> = decode(payload).map_err(state_err)?;
+    let outcomes = ctx
+        .store
+        .height_record(height)?
+        .map(|r| r.outcomes)
+        .unwrap_or_default();
+    Ok(txs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| TxView {
+            id: t.id(),
+            signer: t.tx.signer,
+            sequence: t.tx.sequence,
+            kind: t.tx.body.kind().to_string(),
+            target: target(&t.tx.body),
+            outcome: outcomes.get(i).cloned(),
+        })
+        .collect())
+}
+
+/// What a transaction acts on, for people reading a block.
+fn target(body: &TxBody) -> Option<String> {
+    match body {
+        TxBody::Enroll(e) => Some(e.identity.to_string()),
+        TxBody::Revoke { identity } => Some(identity.to_string()),
+        TxBody::Register(r) => Some(format!("{}/{}/{}", r.namespace, r.service, r.instance)),
+        TxBody::Deregister {
+            namespace,
+            service,
+            instance,
+        }
+        | TxBody::Heartbeat {
+            namespace,
+            service,
+            instance,
+        }
+        | TxBody::HealthReport {
+            namespace,
+            service,
+            instance,
+            ..
+        } => Some(format!("{namespace}/{service}/{instance}")),
+        #[allow(unreachable_patterns)] // bodies added later read as their kind alone
+        _ => None,
+    }
 }
 
 pub(crate) async fn status(

@@ -79,6 +79,8 @@ pub(crate) fn receipt(ctx: &Context, id: &Digest) -> Result<Option<Receipt>, Sto
         descendants,
         certificate: Hex::new(&cert),
         outcome,
+        block_info: Some(block),
+        certified: Some((&cert).into()),
     }))
 }
 

@@ -1,4 +1,5 @@
 mod api;
+mod api_doc;
 mod byzantine;
 mod cluster;
 mod config;
