@@ -1,9 +1,13 @@
-//! `palisade-audit --network FILE [--genesis FILE] [--node URL]... [--follow]`:
+//! `palisade-audit --network FILE [--genesis FILE] [--node URL]... [--follow [--follow-secs N]]`:
 //! replay a chain's whole history from genesis and check everything (see
 //! `palisade_audits::audit`). With several `--node`s every height is fetched
 //! from each and two different blocks at one height are reported. The last
 //! line is `audit: H heights, T transactions, M mismatches`; the exit code is
-//! non-zero when M > 0, and the findings go to the evidence file.
+//! non-zero when M > 0, and the findings go to the evidence file. With
+//! `--follow` it keeps auditing heights as they commit, riding out a node
+//! that does not answer for a while, and stops at the first mismatch (a
+//! monitor's alarm: findings, evidence file, non-zero exit) or after
+//! `--follow-secs`.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a CLI prints
 
 use std::path::PathBuf;
@@ -35,9 +39,13 @@ struct Cli {
     /// Node API URL to read from (repeatable; default: network.json's first node).
     #[arg(long)]
     node: Vec<String>,
-    /// Keep auditing new heights as they commit (until interrupted).
+    /// Keep auditing new heights as they commit, until a mismatch, until
+    /// interrupted, or for `--follow-secs`.
     #[arg(long)]
     follow: bool,
+    /// With `--follow`: stop (exit 0 if nothing was found) after this many seconds.
+    #[arg(long, requires = "follow")]
+    follow_secs: Option<u64>,
     /// Where findings are written (JSON lines).
     #[arg(long, default_value = "audit-evidence.jsonl")]
     evidence: PathBuf,
@@ -165,17 +173,32 @@ fn run(cli: Cli) -> Result<u64> {
     let mut auditor = Auditor::new(&network, &genesis)?;
     let mut evidence = Vec::new();
     let start = Instant::now();
+    let deadline = cli.follow_secs.map(|s| start + Duration::from_secs(s));
     loop {
-        let head = nodes
-            .iter()
-            .filter_map(|n| n.head().ok())
-            .max()
-            .context("no node answered its status")?;
+        let head = match nodes.iter().filter_map(|n| n.head().ok()).max() {
+            Some(head) => head,
+            // A follower outlives a node restart; a one-shot audit cannot.
+            None if cli.follow && auditor.height() > 0 => {
+                eprintln!("  no node answered its status; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+            None => bail!("no node answered its status"),
+        };
         while auditor.height() < head {
             let height = auditor.height() + 1;
             let mut served: Vec<(String, Box<UntrustedHeight>, String)> = Vec::new();
             for n in &nodes {
-                match n.fetch(height)? {
+                let fetched = match n.fetch(height) {
+                    Ok(f) => f,
+                    // Unreachable for now: a follower tries again later.
+                    Err(e) if cli.follow => {
+                        eprintln!("  {e:#}; trying again later");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                match fetched {
                     Fetch::Height(h, body) => served.push((n.url.clone(), h, body)),
                     Fetch::Absent(reason) => {
                         let f = Finding::MissingBlock { height, reason };
@@ -213,6 +236,16 @@ fn run(cli: Cli) -> Result<u64> {
             }
         }
         if !cli.follow {
+            break;
+        }
+        if !auditor.findings().is_empty() {
+            println!(
+                "follow: stopped at the first mismatch, height {}",
+                auditor.height()
+            );
+            break;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));

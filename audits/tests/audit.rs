@@ -159,6 +159,10 @@ fn answer(agent: &ureq::Agent, upstream: &str, path: &str, tamper: Tamper) -> (u
 }
 
 fn audit(net: &Testnet, nodes: &[&str]) -> (i32, String) {
+    audit_with(net, nodes, &[])
+}
+
+fn audit_with(net: &Testnet, nodes: &[&str], extra: &[&str]) -> (i32, String) {
     let layout = net.layout();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade-audit"));
     cmd.arg("--network")
@@ -168,6 +172,7 @@ fn audit(net: &Testnet, nodes: &[&str]) -> (i32, String) {
     for n in nodes {
         cmd.arg("--node").arg(n);
     }
+    cmd.args(extra);
     let out = cmd.output().expect("run palisade-audit");
     let text = format!(
         "{}{}",
@@ -257,6 +262,25 @@ fn audit_passes_an_honest_history_and_names_each_tampering() {
             "{tamper:?}: {text}"
         );
     }
+
+    // A follower: keeps auditing as heights commit, exits 0 at its bound ...
+    let (code, text) = audit_with(&net.0, &[&node0], &["--follow", "--follow-secs", "3"]);
+    eprintln!("follow honest:\n{text}");
+    assert!(
+        code == 0 && last_line(&text).ends_with(" 0 mismatches"),
+        "follow, honest: exit {code}\n{text}"
+    );
+    // ... and stops at the first mismatch (bound far away) with its evidence.
+    let p = proxy(node0.clone(), Tamper::AlterBlock);
+    let (code, text) = audit_with(&net.0, &[&p.url], &["--follow", "--follow-secs", "600"]);
+    eprintln!("follow tampered:\n{text}");
+    assert_ne!(code, 0, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("follow: stopped at the first mismatch")),
+        "{text}"
+    );
+    drop(p);
 
     // Two nodes serving different blocks at one height.
     let p = proxy(node0.clone(), Tamper::Fork);
