@@ -385,11 +385,22 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             let base_dir = cluster::absolute(&dir);
+            // Histories are audited when palisade-audit was built beside the node.
+            let audit_binary =
+                Some(node_binary.with_file_name("palisade-audit")).filter(|p| p.is_file());
+            if audit_binary.is_none() {
+                println!(
+                    "note: no palisade-audit beside {}: histories are not audited \
+                     (cargo build --release -p palisade-audits)",
+                    node_binary.display()
+                );
+            }
             let opts = faults::SuiteOptions {
                 base_dir: base_dir.clone(),
                 node_binary,
                 seed,
                 writers,
+                audit_binary,
             };
             let mut outcomes = Vec::new();
             // A bar on a terminal; plain lines in logs.

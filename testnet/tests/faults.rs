@@ -7,7 +7,8 @@
 #![allow(clippy::print_stderr)] // the scenario table is the useful failure output
 
 use palisade_testnet::faults::{
-    node_binary_for_tests, run_scenario, scenarios, table, SuiteOptions, CI_SUBSET,
+    node_binary_for_tests, run_scenario, scenarios, table, workspace_binary_for_tests,
+    SuiteOptions, CI_SUBSET,
 };
 
 #[test]
@@ -24,6 +25,10 @@ fn ci_fault_scenarios_on_real_processes() {
         node_binary,
         seed,
         writers: 2,
+        audit_binary: Some(
+            workspace_binary_for_tests(&exe, "palisade-audits", "palisade-audit")
+                .expect("palisade-audit binary"),
+        ),
     };
     let outcomes: Vec<_> = scenarios()
         .iter()

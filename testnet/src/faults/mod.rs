@@ -638,6 +638,9 @@ pub struct SuiteOptions {
     pub seed: u64,
     /// Load writers per scenario.
     pub writers: usize,
+    /// `palisade-audit`: when given, every scenario ends by replaying the
+    /// honest nodes' whole history from genesis (a mismatch is a violation).
+    pub audit_binary: Option<PathBuf>,
 }
 
 /// Run one scenario end to end; the testnet is always stopped afterwards.
@@ -725,7 +728,79 @@ fn drive(
     std::thread::sleep(Duration::from_secs(2));
     outcome.violations.extend(check(&run, &honest, &acked));
     outcome.commits = run.height(&honest);
+    if let Some(bin) = &opts.audit_binary {
+        let (note, violations) = audit_history(bin, run.net, &honest);
+        outcome.faults += &format!("; {note}");
+        outcome.violations.extend(violations);
+    }
     Ok(())
+}
+
+/// Replay the honest nodes' history with `palisade-audit` (bounded: killed
+/// by PID after two minutes). Returns a note for the table and violations.
+fn audit_history(bin: &Path, net: &Testnet, honest: &[usize]) -> (String, Vec<String>) {
+    let layout = net.layout();
+    let evidence = layout.network_file().with_file_name("audit-evidence.jsonl");
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("--network")
+        .arg(layout.network_file())
+        .arg("--evidence")
+        .arg(&evidence)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    for &i in honest {
+        if net.node_status(i).is_ok() {
+            cmd.arg("--node").arg(&net.record().nodes[i].api_url);
+        }
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                String::new(),
+                vec![format!("audit: {}: {e}", bin.display())],
+            )
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let mut stdout = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut out, &mut stdout);
+    }
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("audit: "))
+        .unwrap_or("")
+        .to_string();
+    match status {
+        Some(s) if s.success() && last.ends_with(" 0 mismatches") => (last, Vec::new()),
+        Some(s) => {
+            let mut v: Vec<String> = stdout
+                .lines()
+                .filter(|l| !l.starts_with("audit: ") && !l.trim().is_empty())
+                .map(|l| format!("audit: {l}"))
+                .collect();
+            v.push(format!(
+                "audit exited {:?}: {last} (evidence: {})",
+                s.code(),
+                evidence.display()
+            ));
+            (last, v)
+        }
+        None => (String::new(), vec!["audit: no answer within 120 s".into()]),
+    }
 }
 
 /// Print the table of outcomes.
