@@ -77,6 +77,43 @@ pub(crate) struct Driver {
     pending_on_disk: BTreeMap<u64, Vec<Digest>>,
     timed_out_round: Option<u64>,
     retain_committed: usize,
+    /// Heights whose ledger entry recovery rebuilt from stored blocks after
+    /// a crash (oldest first): their commit QC died with the process, so the
+    /// committed log (history, sync, audits) lacks them until the next commit
+    /// batch, whose QC commits a descendant and proves them through the
+    /// parent links.
+    unlogged: Vec<(
+        palisade_consensus::hotstuff::Block,
+        palisade_crypto::BlockInfo,
+    )>,
+}
+
+/// Committed heights just below the ledger's top with a block info but no
+/// committed-log entry (a crash between the state commit and the ledger
+/// write), with their stored blocks, oldest first.
+fn unlogged_heights(
+    store: &crate::storage::NodeStore,
+) -> Result<
+    Vec<(
+        palisade_consensus::hotstuff::Block,
+        palisade_crypto::BlockInfo,
+    )>,
+    NodeError,
+> {
+    let mut out = Vec::new();
+    let mut h = store.committed_height()?;
+    while h > 0 && store.committed_block(h)?.is_none() {
+        let Some(info) = store.block_info(h)? else {
+            break;
+        };
+        let Some(block) = store.pending_block(&info.block_id)? else {
+            break;
+        };
+        out.push((block, info));
+        h -= 1;
+    }
+    out.reverse();
+    Ok(out)
 }
 
 impl Driver {
@@ -88,6 +125,7 @@ impl Driver {
     ) -> Self {
         let params = replica.executor().params().clone();
         let retain_committed = config.retain_committed;
+        let ctx_store = ctx.store.clone();
         // One scan at start: also catches blocks left by an earlier run.
         let mut pending_on_disk: BTreeMap<u64, Vec<Digest>> = BTreeMap::new();
         match ctx.store.pending_blocks() {
@@ -109,6 +147,10 @@ impl Driver {
             pending_on_disk,
             timed_out_round: None,
             retain_committed,
+            unlogged: unlogged_heights(&ctx_store).unwrap_or_else(|e| {
+                warn!(error = %e, "reading the committed log's tail failed");
+                Vec::new()
+            }),
         }
     }
 
@@ -459,6 +501,31 @@ impl Driver {
 
     fn on_committed(&mut self, blocks: Vec<CommittedBlock>) -> Result<(), NodeError> {
         let store = &self.ctx.store;
+        let linked = match (self.unlogged.last(), blocks.first()) {
+            (Some((_, info)), Some(first)) => first.block.parent_id() == info.block_id,
+            _ => false,
+        };
+        if linked {
+            let qc = blocks
+                .last()
+                .expect("non-empty commit batch")
+                .commit_qc
+                .clone();
+            let earlier: Vec<CommittedBlock> = std::mem::take(&mut self.unlogged)
+                .into_iter()
+                .map(|(block, info)| CommittedBlock {
+                    block,
+                    info,
+                    commit_qc: qc.clone(),
+                })
+                .collect();
+            info!(
+                from = earlier[0].info.height,
+                to = earlier[earlier.len() - 1].info.height,
+                "committed log completed after a crash"
+            );
+            store.put_committed_blocks(&earlier)?;
+        }
         store.put_committed_blocks(&blocks)?;
         let last = blocks.last().expect("non-empty commit batch");
         let top = last.info.height;

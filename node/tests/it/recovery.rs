@@ -1,6 +1,7 @@
 //! Restart after a crash between the state commit and the ledger write: the
 //! state machine holds heights the ledger index does not; start-up rebuilds
-//! them from the stored blocks and the chain goes on, receipts included.
+//! them from the stored blocks and the chain goes on, receipts included, and
+//! the committed log gets the rebuilt heights back with the next commit.
 
 use palisade_crypto::api::{SubmitResponse, TxStatus};
 use palisade_crypto::encode;
@@ -34,6 +35,9 @@ async fn a_node_killed_between_state_and_ledger_writes_rebuilds_its_ledger() {
             store.put_pending_block(&logged.block).unwrap();
             batch.delete(Cf::Infos, height.to_be_bytes().to_vec());
             batch.delete(Cf::Certs, height.to_be_bytes().to_vec());
+            // The committed log is written unsynced just before the ledger:
+            // it died with it.
+            batch.delete(Cf::Log, height.to_be_bytes().to_vec());
         }
         // And a leftover of an old round: a stored block far below the root,
         // which recovery does not hand to the replica.
@@ -65,6 +69,15 @@ async fn a_node_killed_between_state_and_ledger_writes_rebuilds_its_ledger() {
         assert!(
             stale.is_empty(),
             "committed heights still stored as pending: {stale:?}"
+        );
+        // The committed log (history for sync and audits) has every height
+        // again: the rebuilt ones got the next batch's commit QC.
+        let missing: Vec<u64> = (1..=committed)
+            .filter(|h| store.committed_block(*h).unwrap().is_none())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "committed log lacks heights {missing:?}"
         );
     }
     c.shutdown().await;
