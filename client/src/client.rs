@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use palisade_crypto::api::{EpochsResponse, NamespaceResponse, StatusResponse};
-use palisade_crypto::NetworkFile;
+use palisade_crypto::{NetworkFile, ValidatorSet};
 
 use crate::cache::Cache;
 use crate::node::{self, encode_component, NodeApi};
@@ -313,6 +313,31 @@ impl Client {
             }
         }
         followed
+    }
+
+    /// The newest epoch's validator set, verified from genesis through every
+    /// certified epoch change. Every node is asked: a node that withholds a
+    /// change cannot hide it while one other node serves it (each change is
+    /// checked against the set before it, so answers only add what is proven).
+    pub fn validators(&self) -> Result<ValidatorSet, ClientError> {
+        let mut answered = 0;
+        let mut last_error = None;
+        for node in self.nodes() {
+            match self.follow_epochs(node) {
+                Ok(()) => answered += 1,
+                Err(e) => last_error = Some(e),
+            }
+        }
+        if answered == 0 {
+            return Err(last_error.unwrap_or_else(|| {
+                ClientError::Network("no node served its epoch changes".into())
+            }));
+        }
+        let trust = self.trust_lock();
+        trust
+            .validators(trust.latest_epoch())
+            .cloned()
+            .ok_or_else(|| ClientError::Malformed("no validator set for the newest epoch".into()))
     }
 
     /// Verified list of the services of a namespace (with failover).

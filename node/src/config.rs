@@ -20,6 +20,7 @@
 //! max_block_txs = 500
 //! proposal_delay_ms = 0                     # leader waits this long for more txs when the mempool is non-empty
 //! retain_committed = 1024                   # committed blocks kept in memory for sync; older ones come from RocksDB
+//! learner = false                           # start with a key in no known validator set: follow the chain, vote once an epoch names it
 //!
 //! [mempool]
 //! max_txs = 20000
@@ -78,6 +79,11 @@ pub struct ConsensusConfig {
     /// Committed blocks the core keeps in memory for sync (default 1024);
     /// older history is served from RocksDB.
     pub retain_committed: usize,
+    /// Start even though the key is in no validator set this node knows
+    /// (genesis or a later epoch it followed): the node follows the chain as
+    /// a non-voting learner and votes once an epoch names its key (default
+    /// false, so that a wrong key file is an error, not a silent learner).
+    pub learner: bool,
 }
 
 impl Default for ConsensusConfig {
@@ -87,6 +93,7 @@ impl Default for ConsensusConfig {
             max_block_txs: 500,
             proposal_delay_ms: 0,
             retain_committed: 1024,
+            learner: false,
         }
     }
 }
@@ -464,7 +471,10 @@ impl NodeConfig {
         })
     }
 
-    /// Every peer: those listed directly plus the network file's nodes, less `me`.
+    /// Every peer: those listed directly plus the network file's nodes, less
+    /// `me`. The node reads it again at each epoch change, so that nodes an
+    /// operator added to the network file since are dialled (validators
+    /// joining, learners following).
     pub fn resolve_peers(&self, me: &PublicKey) -> Result<Vec<PeerConfig>, ConfigError> {
         let mut peers = self.peers.clone();
         if let Some(path) = &self.network_file {

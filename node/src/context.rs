@@ -70,8 +70,11 @@ pub(crate) struct Context {
     pub(crate) tx_ready: Notify,
     pub(crate) validators: RwLock<ValidatorSet>,
     pub(crate) watch_streams: AtomicUsize,
-    /// Every configured peer (the transport keeps those of the current set).
+    /// Every configured peer, as resolved at start.
     pub(crate) peers: Vec<crate::config::PeerConfig>,
+    /// The config the peers come from (its network file is read again at
+    /// each epoch change).
+    pub(crate) peer_source: crate::config::NodeConfig,
     /// Ends long-lived requests (watch streams) when the node stops.
     pub(crate) shutdown: crate::shutdown::Shutdown,
 }
@@ -187,6 +190,11 @@ impl Context {
             }),
             watch_streams: AtomicUsize::new(0),
             peers: vec![],
+            peer_source: crate::config::NodeConfig::new(
+                "data".into(),
+                "node.key".into(),
+                "genesis.json".into(),
+            ),
             shutdown,
         };
         (std::sync::Arc::new(ctx), trigger)

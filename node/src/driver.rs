@@ -451,13 +451,15 @@ impl Driver {
                         validators = set.validators.len(),
                         "new epoch"
                     );
-                    let peers = self
-                        .ctx
-                        .peers
-                        .iter()
-                        .filter(|p| set.index_of(&p.public_key).is_some())
-                        .cloned()
-                        .collect();
+                    // The network file again: nodes added to it since start
+                    // (validators this epoch names, learners) are dialled.
+                    let peers = match self.ctx.peer_source.resolve_peers(&self.ctx.key) {
+                        Ok(peers) => peers,
+                        Err(e) => {
+                            warn!(error = %e, "network file unreadable at the epoch change; keeping the peers of start");
+                            self.ctx.peers.clone()
+                        }
+                    };
                     self.ctx.net.set_peers(peers);
                     *self
                         .ctx

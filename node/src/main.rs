@@ -92,8 +92,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let genesis = palisade_node::load_genesis(&config.genesis_file)?;
             let peers = config.resolve_peers(&key.public())?;
             anyhow::ensure!(
-                genesis.validators.index_of(&key.public()).is_some(),
-                "key {} is not a genesis validator",
+                genesis.validators.index_of(&key.public()).is_some() || config.consensus.learner,
+                "key {} is not a genesis validator (a node that joins later sets consensus.learner = true)",
                 key.public()
             );
             init_tracing("info");

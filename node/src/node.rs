@@ -148,12 +148,6 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let key: SecretKey = palisade_keys::load_key_file(&config.key_file)?;
     let me = key.public();
     let genesis = load_genesis(&config.genesis_file)?;
-    if genesis.validators.index_of(&me).is_none() {
-        return Err(setup(
-            &config.key_file,
-            format!("key {me} is not a genesis validator"),
-        ));
-    }
     std::fs::create_dir_all(&config.data_dir).map_err(|e| setup(&config.data_dir, e))?;
     let store = NodeStore::open_rocks(&config.data_dir.join("db"))?;
     let executor = RegistryExecutor::open(store.clone(), &genesis)
@@ -161,6 +155,20 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let meta = executor.committed_meta().clone();
     let recovery = recovery(&store, &meta)?;
     let validators = recovery.validators.clone();
+    let member = validators.index_of(&me).is_some() || genesis.validators.index_of(&me).is_some();
+    if !member && !config.consensus.learner {
+        return Err(setup(
+            &config.key_file,
+            format!(
+                "key {me} is in no validator set this node knows (genesis, epoch {}); \
+                 set consensus.learner = true to follow the chain until an epoch names it",
+                validators.epoch
+            ),
+        ));
+    }
+    if !member {
+        info!(key = %me.short(), epoch = validators.epoch, "not a validator yet: following as a learner");
+    }
     let mut core = CoreConfig::new(genesis.chain_id.clone());
     core.base_timeout_ms = config.consensus.round_timeout_ms;
     core.max_clock_drift_ms = genesis.params.max_timestamp_drift_ms;
@@ -207,6 +215,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         validators: RwLock::new(validators),
         watch_streams: AtomicUsize::new(0),
         peers,
+        peer_source: config.clone(),
         shutdown: shutdown.clone(),
     });
     let api_addr = config.api_socket_addr()?;

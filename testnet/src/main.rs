@@ -120,6 +120,17 @@ enum Command {
         #[arg(long, default_value = "testnet-data")]
         dir: PathBuf,
     },
+    /// Add a node to a running testnet: it starts as a learner, catches up,
+    /// and becomes a validator at the next epoch (the authority's
+    /// ChangeValidators); network.json lists it.
+    AddNode {
+        /// Testnet directory.
+        #[arg(long, default_value = "testnet-data")]
+        dir: PathBuf,
+    },
+    /// Remove a validator from a running testnet at the next epoch, then stop
+    /// it and drop it from network.json.
+    RemoveNode(Target),
 }
 
 fn default_node_binary() -> Result<PathBuf> {
@@ -446,6 +457,27 @@ fn run(cli: Cli) -> Result<()> {
         Command::Heal { dir } => {
             Testnet::open(&dir)?.heal()?;
             println!("healed");
+            Ok(())
+        }
+        Command::AddNode { dir } => {
+            let mut net = Testnet::open(&dir)?;
+            let index = net.add_node()?;
+            let epoch = net.node_status(index)?.epoch;
+            println!(
+                "added node{index} ({}): a validator from epoch {epoch}, {} validators",
+                net.record().nodes[index].api_url,
+                net.members().len()
+            );
+            Ok(())
+        }
+        Command::RemoveNode(t) => {
+            let mut net = Testnet::open(&t.dir)?;
+            net.remove_node(t.node)?;
+            println!(
+                "removed node{} from the validators and stopped it; {} validators",
+                t.node,
+                net.members().len()
+            );
             Ok(())
         }
     }

@@ -130,6 +130,7 @@ pub fn generate(opts: &UpOptions) -> Result<Testnet, TestnetError> {
             p2p_addr: p2p,
             pid: None,
             twin_of,
+            removed: false,
         });
     }
     let network = NetworkFile {

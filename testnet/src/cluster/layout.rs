@@ -43,6 +43,9 @@ pub struct NodeRecord {
     /// True for an extra process sharing another validator's key (Twins).
     #[serde(default)]
     pub twin_of: Option<usize>,
+    /// Removed from the validators by `remove-node` (never started again).
+    #[serde(default)]
+    pub removed: bool,
 }
 
 /// The whole `testnet.json`.
@@ -142,10 +145,17 @@ impl Layout {
 
     /// Write `testnet.json` atomically (write then rename).
     pub fn save(&self, record: &TestnetRecord) -> Result<(), TestnetError> {
-        let path = self.record_file();
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(record).expect("record encodes");
-        fs::write(&tmp, text).map_err(|e| TestnetError::io(&tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| TestnetError::io(&path, e))
+        write_atomic(&self.record_file(), &text)
     }
+}
+
+/// Write `text` to `path` atomically (a temporary file beside it, then a
+/// rename), so a reader (a node re-reading `network.json`) never sees half.
+pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<(), TestnetError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, text).map_err(|e| TestnetError::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| TestnetError::io(path, e))
 }

@@ -9,6 +9,7 @@
 
 mod bootstrap;
 mod layout;
+mod membership;
 mod process;
 
 use std::path::{Path, PathBuf};
@@ -193,7 +194,7 @@ impl Testnet {
     pub fn start_all(&mut self) -> Result<(), TestnetError> {
         for i in 0..self.record.nodes.len() {
             let running = self.record.nodes[i].pid.is_some_and(alive);
-            if !running {
+            if !running && !self.record.nodes[i].removed {
                 self.start(i)?;
             }
         }

@@ -96,6 +96,14 @@ pub fn scenarios() -> Vec<Scenario> {
             honest: all,
         },
         Scenario {
+            name: "membership",
+            twins: 0,
+            byzantine: &[],
+            watch: true,
+            inject: membership,
+            honest: all,
+        },
+        Scenario {
             name: "restart-all",
             twins: 0,
             byzantine: &[],
@@ -163,6 +171,7 @@ pub const CI_SUBSET: &[&str] = &[
     "forged-lookups",
     "byzantine-node",
     "outsider-flood",
+    "membership",
 ];
 
 /// A scenario in progress.
@@ -312,6 +321,76 @@ fn partition_heal(run: &mut Run<'_>) -> Result<String, TestnetError> {
     run.net.heal()?;
     run.expect_progress(&[0, 1, 2, 3], 3, Duration::from_secs(45), "after heal");
     Ok("partition 0,1/2,3 for 6 s; heal".into())
+}
+
+/// Grow the validators from 4 to 5 under load and shrink them back: the new
+/// node must catch up as a learner, then vote as a validator (with node 3
+/// down, 4 of the 5 are a quorum only with its votes); clients (the load, the
+/// verified watch) follow both epoch changes.
+fn membership(run: &mut Run<'_>) -> Result<String, TestnetError> {
+    let added = run.net.add_node()?;
+    let joined = run.net.node_status(added)?;
+    run.expect_progress(
+        &[0, 1, 2, 3, added],
+        3,
+        Duration::from_secs(45),
+        "with 5 validators",
+    );
+    run.net.kill(3)?;
+    let from = run.net.node_status(0)?.height + 1;
+    run.expect_progress(
+        &[0, 1, 2, added],
+        3,
+        Duration::from_secs(45),
+        "with node3 down (a quorum needs the new node's votes)",
+    );
+    let key = run.net.record().nodes[added].public_key.clone();
+    let head = run.net.node_status(0)?.height;
+    let signed = (from..=head)
+        .filter(|h| signers(run.net, 0, *h).contains(&key))
+        .count();
+    if signed == 0 {
+        run.violations.push(format!(
+            "node{added} signed none of the certificates of heights {from}..={head}, made while node3 was down"
+        ));
+    }
+    run.net.restart(3)?;
+    run.net.remove_node(added)?;
+    let left = run.net.node_status(0)?.epoch;
+    run.expect_progress(
+        &[0, 1, 2, 3],
+        3,
+        Duration::from_secs(45),
+        "after removing it",
+    );
+    Ok(format!(
+        "node{added} added under load (learner, then validator of epoch {}; with node3 down it signed {signed} of {} certificates); removed at epoch {left}",
+        joined.epoch,
+        (head + 1).saturating_sub(from)
+    ))
+}
+
+/// Keys (hex) that signed the certificate node `i` keeps for `height`.
+fn signers(net: &Testnet, i: usize, height: u64) -> Vec<String> {
+    let url = format!("{}/v1/blocks/{height}", net.record().nodes[i].api_url);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let Ok(resp) = agent.get(&url).call() else {
+        return Vec::new();
+    };
+    let Ok(json) = resp.into_body().read_json::<serde_json::Value>() else {
+        return Vec::new();
+    };
+    json["certified"]["signers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn restart_all(run: &mut Run<'_>) -> Result<String, TestnetError> {

@@ -70,10 +70,51 @@ pub(crate) enum KeysCommand {
 }
 
 #[derive(Subcommand)]
+pub(crate) enum ValidatorsCommand {
+    /// Print the newest epoch's validators, verified from genesis through
+    /// every certified epoch change.
+    List {
+        #[command(flatten)]
+        net: Net,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a validator from the next epoch on (enrollment authority; M-of-N
+    /// with --cosign). Its node should already run as a learner.
+    Add {
+        #[command(flatten)]
+        submit: Submit,
+        /// Key files of cosigning authority members.
+        #[arg(long, value_name = "KEY")]
+        cosign: Vec<PathBuf>,
+        /// The validator's public key (hex), with its voting power after a
+        /// colon (default: the lowest power in the current set).
+        #[arg(value_name = "KEY[:POWER]")]
+        validator: String,
+    },
+    /// Remove a validator from the next epoch on (enrollment authority;
+    /// M-of-N with --cosign).
+    Remove {
+        #[command(flatten)]
+        submit: Submit,
+        /// Key files of cosigning authority members.
+        #[arg(long, value_name = "KEY")]
+        cosign: Vec<PathBuf>,
+        /// The validator's public key (hex).
+        #[arg(value_name = "KEY")]
+        validator: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub(crate) enum Command {
     /// Key files.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The validator set: list it, or change it from the next epoch on.
+    #[command(subcommand)]
+    Validators(ValidatorsCommand),
     /// Enroll an identity in namespaces (enrollment authority; M-of-N with --cosign).
     Enroll {
         #[command(flatten)]

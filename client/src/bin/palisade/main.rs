@@ -15,14 +15,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use args::{Cli, Command, KeysCommand, Net, Read, RoleArg, Submit, Target};
+use args::{Cli, Command, KeysCommand, Net, Read, RoleArg, Submit, Target, ValidatorsCommand};
 use clap::Parser;
 use palisade_client::{
     enrollment, load_network_file, parse_endpoint, parse_label, parse_service_path, registration,
     terminal_safe, Client, ClientConfig, ClientError, Freshness, InstanceRef, LookupAnswer, Signer,
     VerifiedReceipt,
 };
-use palisade_crypto::{ProbeKind, ProbeSpec, PublicKey, Role, TxBody};
+use palisade_crypto::{ProbeKind, ProbeSpec, PublicKey, Role, TxBody, Validator, ValidatorSet};
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -128,8 +128,103 @@ fn instance(target: &Target) -> InstanceRef {
     }
 }
 
+/// The set the next epoch should have: the newest verified set with
+/// `validator` added (`KEY[:POWER]`) or removed.
+fn changed_set(
+    current: &ValidatorSet,
+    validator: &str,
+    add: bool,
+) -> Result<Vec<Validator>, ClientError> {
+    let (key, power) = match validator.split_once(':') {
+        Some((k, p)) => {
+            let power: u64 = p.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                ClientError::Invalid(format!("power {p:?} is not a positive integer"))
+            })?;
+            (k, Some(power))
+        }
+        None => (validator, None),
+    };
+    let key = PublicKey::from_hex(key)
+        .map_err(|e| ClientError::Invalid(format!("validator key: {e}")))?;
+    let mut set = current.validators.clone();
+    let present = set.iter().any(|v| v.key == key);
+    if add {
+        if present {
+            return Err(ClientError::Invalid(format!(
+                "{key} is already a validator of epoch {}",
+                current.epoch
+            )));
+        }
+        let power = power.unwrap_or_else(|| set.iter().map(|v| v.power).min().unwrap_or(1));
+        set.push(Validator { key, power });
+    } else {
+        if power.is_some() {
+            return Err(ClientError::Invalid(
+                "remove takes a key without a power".into(),
+            ));
+        }
+        if !present {
+            return Err(ClientError::Invalid(format!(
+                "{key} is not a validator of epoch {}",
+                current.epoch
+            )));
+        }
+        set.retain(|v| v.key != key);
+        if set.is_empty() {
+            return Err(ClientError::Invalid(
+                "the last validator cannot be removed".into(),
+            ));
+        }
+    }
+    Ok(set)
+}
+
+fn change_validators(
+    submit: &Submit,
+    cosign: &[PathBuf],
+    validator: &str,
+    add: bool,
+) -> Result<(), ClientError> {
+    let what = if add {
+        "validator addition"
+    } else {
+        "validator removal"
+    };
+    submit_with(submit, cosign, what, |c, s| {
+        let current = c.validators()?;
+        let validators = changed_set(&current, validator, add)?;
+        c.execute(s, TxBody::ChangeValidators { validators })
+    })
+}
+
 fn run(cli: Cli) -> Result<(), ClientError> {
     match cli.command {
+        Command::Validators(ValidatorsCommand::List { net, json }) => {
+            let set = client(&net, None)?.validators()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&set)
+                        .map_err(|e| ClientError::Malformed(e.to_string()))?
+                );
+            } else {
+                println!("epoch {}: {} validators", set.epoch, set.validators.len());
+                for v in &set.validators {
+                    println!("  {} power {}", v.key.to_hex(), v.power);
+                }
+            }
+            Ok(())
+        }
+        Command::Validators(ValidatorsCommand::Add {
+            submit,
+            cosign,
+            validator,
+        }) => change_validators(&submit, &cosign, &validator, true),
+        Command::Validators(ValidatorsCommand::Remove {
+            submit,
+            cosign,
+            validator,
+        }) => change_validators(&submit, &cosign, &validator, false),
         Command::Keys(KeysCommand::Gen { out }) => {
             let key = palisade_keys::generate_key_file(&out)?;
             println!("{}", key.public().to_hex());
@@ -471,5 +566,55 @@ fn main() -> ExitCode {
             eprintln!("palisade: {}", terminal_safe(&e.to_string()));
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+#[cfg(test)]
+mod validator_changes {
+    use palisade_crypto::SecretKey;
+
+    use super::*;
+
+    fn set(powers: &[u64]) -> ValidatorSet {
+        ValidatorSet {
+            epoch: 3,
+            validators: powers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| Validator {
+                    key: SecretKey::from_seed([i as u8 + 1; 32]).public(),
+                    power: *p,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn add_appends_with_the_lowest_power_unless_given() {
+        let current = set(&[5, 2, 7]);
+        let new = SecretKey::from_seed([9; 32]).public();
+        let next = changed_set(&current, &new.to_hex(), true).unwrap();
+        assert_eq!(next.len(), 4);
+        assert_eq!(next[3], Validator { key: new, power: 2 });
+        let next = changed_set(&current, &format!("{}:11", new.to_hex()), true).unwrap();
+        assert_eq!(next[3].power, 11);
+        for bad in ["0", "x", "-1", ""] {
+            assert!(changed_set(&current, &format!("{}:{bad}", new.to_hex()), true).is_err());
+        }
+    }
+
+    #[test]
+    fn add_of_a_member_and_remove_of_a_stranger_or_the_last_are_refused() {
+        let current = set(&[1, 1]);
+        let member = current.validators[0].key.to_hex();
+        assert!(changed_set(&current, &member, true).is_err());
+        let stranger = SecretKey::from_seed([9; 32]).public().to_hex();
+        assert!(changed_set(&current, &stranger, false).is_err());
+        let next = changed_set(&current, &member, false).unwrap();
+        assert_eq!(next, vec![current.validators[1].clone()]);
+        let last = set(&[1]);
+        assert!(changed_set(&last, &last.validators[0].key.to_hex(), false).is_err());
+        assert!(changed_set(&current, &format!("{member}:3"), false).is_err());
+        assert!(changed_set(&current, "not-hex", true).is_err());
     }
 }
