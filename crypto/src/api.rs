@@ -67,8 +67,12 @@ pub struct Receipt {
     pub descendants: Vec<Hex<BlockInfo>>,
     /// A commit certificate for the last block of the chain.
     pub certificate: Hex<CommitCertificate>,
-    /// The state machine's verdict ("applied" or the rejection reason; unverified).
+    /// The state machine's verdict as text ("applied" or the rejection
+    /// reason; unverified, for people).
     pub outcome: String,
+    /// The verdict's stable code ([`crate::OUTCOME_APPLIED`] or a rejection
+    /// code): what the inclusion proof binds, so the client verifies it.
+    pub outcome_code: u16,
 }
 
 /// Answer to a submission or a receipt query.

@@ -360,8 +360,8 @@ const REGISTRY_VECTORS: &[(&str, &str)] = &[
     ("instance_record", "0200000061318a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c0100000004000000687474700800000031302e302e302e31901f010001000000040000007a6f6e65010000006103000000312e301e000000e803000000000000187900000000000000010000008139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b39401010a000000"),
     ("instance_record_hash", "2004610b9433ff9dccecb36bdc30738143e1335c019d52eb50b6501bbe2526a2"),
     ("service_index", "0400000073686f7003000000776562010000000200000061312004610b9433ff9dccecb36bdc30738143e1335c019d52eb50b6501bbe2526a2"),
-    ("receipt_root", "acc754fa4c3801a30162bb8e2e73a504416103026db558a1a124d06a09587caa"),
-    ("receipt_inclusion", "010000000300000002000000cf8ea42583d35889d6b2d0f5697c71bc75a8efcb8fc3d0a4cdd7d412c7da3f2278140ccc88980734538b62599be3f40a30fe4e0dd9106bd25a249a383f678583"),
+    ("receipt_root", "c9f3c8a3bc196bd977876678d3e59431ae88410c06d6e5ba614fa69f3a189489"),
+    ("receipt_inclusion", "01000000030000000200000054aaa15fcb22b67c05c2bcaac65c97ab64b495da0db3337d4bf1cd105fb94b9fea33e6cf115c9dd8119592982ecd2a1e9e4519464664606d604aab0ba7c373e6"),
 ];
 
 #[test]
@@ -400,9 +400,9 @@ fn registry_formats_are_frozen() {
         }],
     };
     let receipts = vec![
-        (Digest([1; 32]), "applied".to_string()),
-        (Digest([2; 32]), "rejected: bad".to_string()),
-        (Digest([3; 32]), "applied".to_string()),
+        (Digest([1; 32]), 0u16),
+        (Digest([2; 32]), 16u16),
+        (Digest([3; 32]), 0u16),
     ];
     let key = StateKey::Instance {
         namespace: "shop".into(),

@@ -165,6 +165,7 @@ fn record(ids: &[u8]) -> HeightRecord {
     HeightRecord {
         tx_ids: ids.iter().map(|i| Digest([*i; 32])).collect(),
         outcomes: ids.iter().map(|_| "applied".to_string()).collect(),
+        codes: ids.iter().map(|_| 0).collect(),
         changed: vec![("ns".into(), "svc".into())],
     }
 }
