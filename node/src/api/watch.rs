@@ -19,9 +19,16 @@
 //! blocks the runtime nor costs more memory than a live stream (the changed
 //! services of one namespace). Each stream is produced by its own task into
 //! a small channel; a consumer that takes nothing for
-//! `api.watch_idle_timeout_ms` is dropped and its slot freed. Streams are
-//! capped globally (`api.max_watch_streams`) and per remote IP address
-//! (`api.max_watch_streams_per_client`).
+//! `api.watch_idle_timeout_ms` is dropped and its slot freed. So that this
+//! holds on a quiet namespace too, the task sends a heartbeat event every
+//! `api.watch_heartbeat_ms`, which must drain like any event; and since
+//! socket buffers can absorb heartbeats for a long time, every stream ends
+//! after `api.watch_max_stream_ms` (the client resumes from its last
+//! `synced` height): no reader, reading or not, holds a slot longer.
+//! Streams are capped globally (`api.max_watch_streams`), per remote IP
+//! address (`api.max_watch_streams_per_client`) and per IPv4 /24 or IPv6 /48
+//! (`api.max_watch_streams_per_subnet`), so a few addresses cannot take
+//! every slot (issue-13 review).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
@@ -29,6 +36,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -60,14 +69,36 @@ pub(crate) struct WatchQuery {
     from_height: Option<u64>,
 }
 
-/// Open watch streams per remote IP address (one per API router).
+/// Open watch streams per remote IP address and per subnet (one per API
+/// router).
 #[derive(Debug, Default)]
 pub(crate) struct WatchLimits {
-    per_client: Mutex<HashMap<Option<IpAddr>, usize>>,
+    /// Keyed by `(subnet, address)`: entries with the address `None` count
+    /// the whole subnet.
+    open: Mutex<HashMap<(Option<IpAddr>, Option<IpAddr>), usize>>,
 }
 
-/// Counts an open stream, globally and for its client; both counts drop
-/// when the stream (its producing task) ends.
+/// The subnet an address counts in: its IPv4 /24 or IPv6 /48 (an
+/// IPv4-mapped IPv6 address counts as IPv4).
+fn subnet(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => subnet(IpAddr::V4(v4)),
+            None => {
+                let mut o = v6.octets();
+                o[6..].fill(0);
+                IpAddr::from(o)
+            }
+        },
+    }
+}
+
+/// Counts an open stream, globally, for its client and for its subnet; the
+/// counts drop when the stream (its producing task) ends.
 struct StreamGuard {
     ctx: Arc<Context>,
     limits: Arc<WatchLimits>,
@@ -75,25 +106,42 @@ struct StreamGuard {
 }
 
 impl StreamGuard {
-    /// Open a stream for `client`, or refuse it over either cap.
+    fn keys(client: Option<IpAddr>) -> [(Option<IpAddr>, Option<IpAddr>); 2] {
+        let net = client.map(subnet);
+        [(net, client), (net, None)]
+    }
+
+    /// Open a stream for `client`, or refuse it over any cap.
     fn open(
         ctx: Arc<Context>,
         limits: Arc<WatchLimits>,
         client: Option<IpAddr>,
     ) -> Result<Self, ApiErr> {
         {
-            let mut per = limits.per_client.lock().unwrap_or_else(|e| e.into_inner());
-            let mine = per.entry(client).or_insert(0);
-            if *mine >= ctx.api.max_watch_streams_per_client {
+            let [mine, net] = Self::keys(client);
+            let mut open = limits.open.lock().unwrap_or_else(|e| e.into_inner());
+            let count = |k| open.get(&k).copied().unwrap_or(0);
+            let api = &ctx.api;
+            if count(mine) >= api.max_watch_streams_per_client {
                 return Err(ApiErr::unavailable(
                     "too_many_watchers",
                     format!(
                         "at most {} watch streams per client",
-                        ctx.api.max_watch_streams_per_client
+                        api.max_watch_streams_per_client
                     ),
                 ));
             }
-            *mine += 1;
+            if count(net) >= api.max_watch_streams_per_subnet {
+                return Err(ApiErr::unavailable(
+                    "too_many_watchers",
+                    format!(
+                        "at most {} watch streams per subnet (IPv4 /24, IPv6 /48)",
+                        api.max_watch_streams_per_subnet
+                    ),
+                ));
+            }
+            *open.entry(mine).or_insert(0) += 1;
+            *open.entry(net).or_insert(0) += 1;
         }
         let open = ctx.watch_streams.fetch_add(1, Ordering::Relaxed) + 1;
         ctx.metrics.watch_streams.set(open as i64);
@@ -116,15 +164,13 @@ impl Drop for StreamGuard {
     fn drop(&mut self) {
         let n = self.ctx.watch_streams.fetch_sub(1, Ordering::Relaxed) - 1;
         self.ctx.metrics.watch_streams.set(n as i64);
-        let mut per = self
-            .limits
-            .per_client
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(mine) = per.get_mut(&self.client) {
-            *mine -= 1;
-            if *mine == 0 {
-                per.remove(&self.client);
+        let mut open = self.limits.open.lock().unwrap_or_else(|e| e.into_inner());
+        for key in Self::keys(self.client) {
+            if let Some(n) = open.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&key);
+                }
             }
         }
     }
@@ -221,6 +267,9 @@ struct WatchState {
     live: broadcast::Receiver<u64>,
     pending: VecDeque<Event>,
     done: bool,
+    /// When the stream ends whatever its consumer does.
+    ends_at: Instant,
+    heartbeat: Duration,
 }
 
 impl WatchState {
@@ -228,7 +277,11 @@ impl WatchState {
     fn new(guard: StreamGuard, namespace: String, service: Option<String>, next: u64) -> Self {
         let ctx = guard.ctx.clone();
         let live = ctx.commits.subscribe();
+        let ends_at = Instant::now() + Duration::from_millis(ctx.api.watch_max_stream_ms);
+        let heartbeat = Duration::from_millis(ctx.api.watch_heartbeat_ms);
         WatchState {
+            ends_at,
+            heartbeat,
             _guard: guard,
             scanner: Some(Scanner {
                 ctx: ctx.clone(),
@@ -267,6 +320,12 @@ impl WatchState {
             if self.done {
                 return None;
             }
+            if Instant::now() >= self.ends_at {
+                // The stream's lifetime: end it (after a whole batch, so the
+                // client resumes from its last `synced` height).
+                tracing::debug!("watch stream reached its lifetime; closed");
+                return None;
+            }
             match self.scan().await {
                 Ok(true) => continue,
                 Ok(false) => {}
@@ -279,6 +338,11 @@ impl WatchState {
             let received = tokio::select! {
                 r = self.live.recv() => r,
                 _ = stop.wait() => return None,
+                _ = tokio::time::sleep(self.heartbeat) => {
+                    // Must drain like any event (see `produce`).
+                    return Some(Event::default().comment("heartbeat"));
+                }
+                _ = tokio::time::sleep_until(self.ends_at) => continue,
             };
             match received {
                 Ok(_) => {}
@@ -330,6 +394,7 @@ pub(crate) async fn watch(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let guard = StreamGuard::open(ctx.clone(), limits, client)?;
+    // Byzantine modes only; honest streams carry their own heartbeat.
     let keepalive = KeepAlive::default();
     if ctx.byzantine.has(ByzantineMode::CutWatch) {
         // Byzantine test mode: every stream ends at once with a cutoff.
@@ -362,7 +427,7 @@ pub(crate) async fn watch(
     let stream: EventStream = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|e| (Ok(e), rx))
     }));
-    Ok(Sse::new(stream).keep_alive(keepalive).into_response())
+    Ok(Sse::new(stream).into_response())
 }
 
 #[cfg(test)]
