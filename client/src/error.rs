@@ -18,6 +18,15 @@ pub enum ClientError {
         /// Chain id of the trusted network file.
         expected: String,
     },
+    /// A certificate names another genesis than the trusted network file's
+    /// (the same chain id re-genesised, signed by the old chain's keys).
+    #[error("certificate is for genesis {got}, the trusted network's genesis is {expected}")]
+    WrongGenesis {
+        /// Genesis hash in the certificate.
+        got: palisade_crypto::Digest,
+        /// Genesis hash of the trusted network file.
+        expected: palisade_crypto::Digest,
+    },
     /// A certificate signer is not a validator of the certificate's epoch.
     #[error("certificate signer {0} is not a validator of its epoch")]
     UnknownSigner(PublicKey),
@@ -187,6 +196,7 @@ impl ClientError {
         matches!(
             self,
             ClientError::WrongChain { .. }
+                | ClientError::WrongGenesis { .. }
                 | ClientError::UnknownSigner(_)
                 | ClientError::DuplicateSigner(_)
                 | ClientError::InsufficientQuorum { .. }

@@ -8,10 +8,16 @@
 //! only for heights up to the end of its epoch: a retired set's certificate
 //! for a later height is refused ([`ClientError::RetiredEpoch`]), since
 //! retired validators may no longer guard their keys.
+//!
+//! A chain is named by its chain id and its genesis hash: every certificate
+//! signs both (`LedgerInfo::genesis_hash`), and a chain trusted from a
+//! network file refuses a certificate naming another genesis
+//! ([`ClientError::WrongGenesis`]), so the keys of an old chain cannot
+//! certify a re-genesised chain that kept its chain id.
 
 use std::collections::BTreeMap;
 
-use palisade_crypto::{CommitCertificate, NetworkFile, ValidatorSet, VerifiedLedgerInfo};
+use palisade_crypto::{CommitCertificate, Digest, NetworkFile, ValidatorSet, VerifiedLedgerInfo};
 
 use crate::ClientError;
 
@@ -19,6 +25,8 @@ use crate::ClientError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustedChain {
     chain_id: String,
+    /// The genesis every certificate must name, when known.
+    genesis_hash: Option<Digest>,
     sets: BTreeMap<u64, ValidatorSet>,
     /// Last height of each retired epoch.
     ends: BTreeMap<u64, u64>,
@@ -26,22 +34,57 @@ pub struct TrustedChain {
 }
 
 impl TrustedChain {
-    /// Trust `genesis` for `chain_id`. The set must be well formed.
+    /// Trust `genesis` for `chain_id`. The set must be well formed. This
+    /// binds no genesis hash (certificates of any genesis with this chain id
+    /// and these keys verify): clients build theirs with
+    /// [`TrustedChain::from_network`], or add it with
+    /// [`TrustedChain::with_genesis_hash`].
     pub fn new(chain_id: &str, genesis: ValidatorSet) -> Result<Self, ClientError> {
         genesis.validate()?;
         let mut sets = BTreeMap::new();
         sets.insert(genesis.epoch, genesis);
         Ok(TrustedChain {
             chain_id: chain_id.to_string(),
+            genesis_hash: None,
             sets,
             ends: BTreeMap::new(),
             changes: Vec::new(),
         })
     }
 
-    /// Trust a network file's genesis set.
+    /// Trust a network file's genesis set, for its chain id and genesis hash.
     pub fn from_network(network: &NetworkFile) -> Result<Self, ClientError> {
-        Self::new(&network.chain_id, network.validators.clone())
+        Ok(Self::new(&network.chain_id, network.validators.clone())?
+            .with_genesis_hash(network.genesis_hash))
+    }
+
+    /// Require every certificate to name `genesis_hash`.
+    pub fn with_genesis_hash(mut self, genesis_hash: Digest) -> Self {
+        self.genesis_hash = Some(genesis_hash);
+        self
+    }
+
+    /// The genesis hash certificates must name, if bound.
+    pub fn genesis_hash(&self) -> Option<Digest> {
+        self.genesis_hash
+    }
+
+    /// Chain id and genesis hash of a certificate against the trusted ones.
+    fn check_chain(&self, cert: &CommitCertificate) -> Result<(), ClientError> {
+        let li = &cert.ledger_info;
+        if li.chain_id != self.chain_id {
+            return Err(ClientError::WrongChain {
+                got: li.chain_id.clone(),
+                expected: self.chain_id.clone(),
+            });
+        }
+        match self.genesis_hash {
+            Some(expected) if li.genesis_hash != expected => Err(ClientError::WrongGenesis {
+                got: li.genesis_hash,
+                expected,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The chain id.
@@ -72,12 +115,7 @@ impl TrustedChain {
     /// Verify a commit certificate against the trusted set of its epoch.
     pub fn verify(&self, cert: &CommitCertificate) -> Result<VerifiedLedgerInfo, ClientError> {
         let li = &cert.ledger_info;
-        if li.chain_id != self.chain_id {
-            return Err(ClientError::WrongChain {
-                got: li.chain_id.clone(),
-                expected: self.chain_id.clone(),
-            });
-        }
+        self.check_chain(cert)?;
         let set = self.sets.get(&li.epoch).ok_or(ClientError::UnknownEpoch {
             got: li.epoch,
             trusted: self.latest_epoch(),
@@ -110,12 +148,7 @@ impl TrustedChain {
                     "epoch change signed in epoch {epoch}, but the latest trusted epoch is {latest}"
                 )));
             }
-            if cert.ledger_info.chain_id != self.chain_id {
-                return Err(ClientError::WrongChain {
-                    got: cert.ledger_info.chain_id.clone(),
-                    expected: self.chain_id.clone(),
-                });
-            }
+            self.check_chain(cert)?;
             let next = cert.next_epoch(&self.sets[&latest], &self.chain_id)?;
             tracing::info!(
                 epoch = next.epoch,

@@ -162,6 +162,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let recovery = recovery(&store, &meta)?;
     let validators = recovery.validators.clone();
     let mut core = CoreConfig::new(genesis.chain_id.clone());
+    core.genesis_hash = genesis.hash();
     core.base_timeout_ms = config.consensus.round_timeout_ms;
     core.max_clock_drift_ms = genesis.params.max_timestamp_drift_ms;
     core.retain_committed = config.consensus.retain_committed;

@@ -153,6 +153,7 @@ fn cert(info: &BlockInfo) -> CommitCertificate {
     CommitCertificate {
         ledger_info: LedgerInfo {
             chain_id: "test".into(),
+            genesis_hash: Digest::ZERO,
             epoch: 0,
             commit: Some(info.clone()),
             consensus_data_hash: Digest::ZERO,

@@ -192,6 +192,7 @@ fn receipts_prove_inclusion_and_lookups_verify_under_a_certificate() {
     let set = genesis().validators;
     let li = LedgerInfo {
         chain_id: CHAIN.into(),
+        genesis_hash: genesis().hash(),
         epoch: 0,
         commit: Some(BlockInfo {
             round: 1,
