@@ -236,7 +236,10 @@ fn watch_resumes_from_the_last_synced_height_not_from_an_update() {
         update_of("api", world.answer("prod", "api", 7)),
     );
     let synced5 = synced(&world, 5);
-    let node = MockNode::start(move |_| {
+    let node = MockNode::start(move |req| {
+        if req.path.starts_with("/v1/epochs") {
+            return Reply::error(404, "not_found");
+        }
         let events = match seen.fetch_add(1, Ordering::SeqCst) {
             // The batch of heights 3..=5 is cut after its first update.
             0 => vec![api5.clone()],
