@@ -144,6 +144,22 @@ pub struct WatchUpdate {
     pub lookup: LookupResponse,
 }
 
+/// The data of a watch `synced` event: the certificate of the height `c` the
+/// stream has sent every change up to, and, for a service watch, the
+/// service's state proven at `c`, so that a node cannot move the watcher's
+/// resume point past a change it did not send (the client compares the
+/// proven state with what it last delivered).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchSynced {
+    /// Commit certificate of `c`.
+    pub certificate: Hex<CommitCertificate>,
+    /// A service watch's service, looked up at `c`; `None` for a namespace
+    /// watch, or when the lookup would not fit in an event (the client then
+    /// looks it up, at `c` or later).
+    pub service: Option<LookupResponse>,
+}
+
 /// A signer's account: its committed next sequence number, proven against
 /// a certified state root, and the node's (unverified) suggestion for the
 /// next transaction.

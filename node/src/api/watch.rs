@@ -3,9 +3,11 @@
 //! A stream walks certified heights from its `from_height`. A batch covers
 //! every height from where the stream stands up to the latest certified
 //! height `c`: for each watched service that changed in it, an `update`
-//! whose lookup is proven at `c`, then `synced` (the hex commit certificate
-//! of `c`, as a JSON string): every change up to `c` was sent, and a client
-//! resumes with `from_height = c + 1`. A client that loses the stream before
+//! whose lookup is proven at `c`, then `synced` (a `WatchSynced`: the commit
+//! certificate of `c` and, for a service watch, the service's lookup proven
+//! at `c`): every change up to `c` was sent, and a client resumes with
+//! `from_height = c + 1`. The proven state lets the client check that claim
+//! against what it was sent (issue-13 review). A client that loses the stream before
 //! `synced` resumes from the batch's start, so no change is lost. An update
 //! whose JSON would exceed `api.watch_inline_max_bytes` is announced as `changed` (data
 //! `namespace/service`) and the client looks it up, so a large service never
@@ -44,7 +46,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Extension;
 use futures::{Stream, StreamExt};
-use palisade_crypto::api::{ApiError, WatchUpdate};
+use palisade_crypto::api::{ApiError, WatchSynced, WatchUpdate};
 use palisade_crypto::Hex;
 use serde::Deserialize;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -239,7 +241,22 @@ impl Scanner {
                     .data(format!("{}/{}", update.namespace, update.service))
             });
         }
-        let synced = serde_json::to_string(&Hex::new(&cert)).expect("certificate encodes");
+        // The watched service's state at `certified`, proven under the same
+        // certificate (omitted when too large: the client looks it up).
+        let subject = match &self.service {
+            Some(svc) => {
+                Some(lookup_at(&ctx, certified, &cert, &self.namespace, svc)?).filter(|l| {
+                    serde_json::to_string(l).map_or(0, |s| s.len())
+                        <= ctx.api.watch_inline_max_bytes
+                })
+            }
+            None => None,
+        };
+        let synced = WatchSynced {
+            certificate: Hex::new(&cert),
+            service: subject,
+        };
+        let synced = serde_json::to_string(&synced).expect("WatchSynced encodes");
         events.push(Event::default().event("synced").data(synced));
         Ok((true, events))
     }

@@ -382,3 +382,40 @@ async fn watch_streams_are_capped_per_subnet_on_a_real_node() {
     drop((held, other));
     c.shutdown().await;
 }
+
+/// Issue-13 review: a real node's `synced` proves the watched service at its
+/// height, so a service watch started after the service's last change
+/// receives the proven state at its first `synced` (and the change below
+/// the watch's start that no update carries is still seen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_watch_gets_the_state_proven_by_its_first_synced() {
+    let c = Cluster::start(1).await;
+    c.wait_height(0, 1).await;
+    let (_, api) = c
+        .submit(0, &register(&c.service, 0, "api", "a1"), true)
+        .await;
+    let at = api.receipt.unwrap().height;
+    c.wait_height(0, at + 2).await;
+    // From a height above the change: no update carries it.
+    let client = client(&c, &[url(&c, 0)]);
+    let rx = watch_thread(
+        client,
+        Some("api"),
+        Some(at + 1),
+        Duration::from_secs(20),
+        1,
+    );
+    let (item, _) = recv(rx, Duration::from_secs(30)).await;
+    let v = item
+        .expect("the first synced delivers the proven state")
+        .unwrap();
+    assert!(v.height > at, "{}", v.height);
+    assert_eq!(
+        v.instances()
+            .iter()
+            .map(|i| i.instance.as_str())
+            .collect::<Vec<_>>(),
+        ["a1"]
+    );
+    c.shutdown().await;
+}
