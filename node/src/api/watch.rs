@@ -77,8 +77,11 @@ pub(crate) struct WatchQuery {
 pub(crate) struct WatchLimits {
     /// Keyed by `(subnet, address)`: entries with the address `None` count
     /// the whole subnet.
-    open: Mutex<HashMap<(Option<IpAddr>, Option<IpAddr>), usize>>,
+    open: Mutex<HashMap<SlotKey, usize>>,
 }
+
+/// `(subnet, address)`; the address `None` counts the whole subnet.
+type SlotKey = (Option<IpAddr>, Option<IpAddr>);
 
 /// The subnet an address counts in: its IPv4 /24 or IPv6 /48 (an
 /// IPv4-mapped IPv6 address counts as IPv4).
@@ -108,7 +111,7 @@ struct StreamGuard {
 }
 
 impl StreamGuard {
-    fn keys(client: Option<IpAddr>) -> [(Option<IpAddr>, Option<IpAddr>); 2] {
+    fn keys(client: Option<IpAddr>) -> [SlotKey; 2] {
         let net = client.map(subnet);
         [(net, client), (net, None)]
     }

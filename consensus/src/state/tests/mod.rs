@@ -231,12 +231,7 @@ impl Chain {
     /// Everything the registry holds but accounts (sequences): every
     /// namespace's listing and service records, and the identity record of
     /// every key this chain has signed with.
-    pub(super) fn services_and_identities(
-        &self,
-    ) -> (
-        Vec<(String, Vec<Option<ServiceRecord>>)>,
-        Vec<Option<IdentityRecord>>,
-    ) {
+    pub(super) fn services_and_identities(&self) -> RegistryContent {
         let reader = self.reader();
         let mut services = Vec::new();
         for ns in reader.namespaces().expect("readable") {
@@ -262,6 +257,13 @@ impl Chain {
         (services, identities)
     }
 }
+
+/// Every namespace's service records, and the identity records of known
+/// keys ([`Chain::services_and_identities`]).
+pub(super) type RegistryContent = (
+    Vec<(String, Vec<Option<ServiceRecord>>)>,
+    Vec<Option<IdentityRecord>>,
+);
 
 pub(super) fn rejected(outcome: &TxOutcome) -> Option<&TxRejection> {
     match outcome {
