@@ -325,11 +325,19 @@ impl Client {
         }
         let n = self.nodes.len();
         let wanted = (n - 1) / 3 + 1;
+        // Every node is asked from the same epoch, so two different ends of
+        // it (a fork signed by its keys) meet in the trust chain.
+        let from = self.trust_lock().latest_epoch();
         let others = self.node_order().filter(|n| n.url() != node.url());
         let mut answered = 0;
         for candidate in std::iter::once(node).chain(others) {
-            match self.follow_epochs(candidate) {
+            match self.follow_epochs_from(candidate, from) {
                 Ok(()) => answered += 1,
+                Err(e @ ClientError::ConflictingEpochChange { .. }) => {
+                    // The trust chain now refuses everything; say so once.
+                    tracing::error!(node = candidate.url(), error = %e, "epoch check");
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(node = candidate.url(), error = %e, "epoch check failed");
                 }
@@ -344,6 +352,10 @@ impl Client {
 
     fn follow_epochs(&self, node: &NodeApi) -> Result<(), ClientError> {
         let from = self.trust_lock().latest_epoch();
+        self.follow_epochs_from(node, from)
+    }
+
+    fn follow_epochs_from(&self, node: &NodeApi, from: u64) -> Result<(), ClientError> {
         let response: EpochsResponse = node.get(&format!("/v1/epochs?from={from}"))?;
         let changes = response
             .changes

@@ -71,6 +71,15 @@ pub enum ClientError {
     /// An epoch change does not lead from a trusted set to its successor.
     #[error("bad epoch change: {0}")]
     BadEpochChange(String),
+    /// Two different, validly signed ends of one epoch were seen: its keys
+    /// signed a fork (retired keys forging a successor set). The trust chain
+    /// refuses every certificate from then on; both certificates are
+    /// evidence.
+    #[error("two different certified ends of epoch {epoch}: the chain of validator sets forked")]
+    ConflictingEpochChange {
+        /// The epoch with two ends.
+        epoch: u64,
+    },
     /// A proof does not connect the answer to the certified state root.
     #[error("forged proof: {0}")]
     ForgedProof(ProofError),
@@ -205,6 +214,7 @@ impl ClientError {
                 | ClientError::UnknownEpoch { .. }
                 | ClientError::RetiredEpoch { .. }
                 | ClientError::BadEpochChange(_)
+                | ClientError::ConflictingEpochChange { .. }
                 | ClientError::ForgedProof(_)
                 | ClientError::WrongService { .. }
                 | ClientError::Stale { .. }

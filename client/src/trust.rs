@@ -14,6 +14,11 @@
 //! network file refuses a certificate naming another genesis
 //! ([`ClientError::WrongGenesis`]), so the keys of an old chain cannot
 //! certify a re-genesised chain that kept its chain id.
+//!
+//! Two different certified ends of one epoch (its keys signed a fork, as
+//! retired keys can) stop the chain: from then on every certificate is
+//! refused ([`ClientError::ConflictingEpochChange`]); nothing is trusted
+//! again without an operator.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +36,8 @@ pub struct TrustedChain {
     /// Last height of each retired epoch.
     ends: BTreeMap<u64, u64>,
     changes: Vec<CommitCertificate>,
+    /// Set once two different ends of this epoch were seen.
+    forked: Option<u64>,
 }
 
 impl TrustedChain {
@@ -49,6 +56,7 @@ impl TrustedChain {
             sets,
             ends: BTreeMap::new(),
             changes: Vec::new(),
+            forked: None,
         })
     }
 
@@ -114,6 +122,9 @@ impl TrustedChain {
 
     /// Verify a commit certificate against the trusted set of its epoch.
     pub fn verify(&self, cert: &CommitCertificate) -> Result<VerifiedLedgerInfo, ClientError> {
+        if let Some(epoch) = self.forked {
+            return Err(ClientError::ConflictingEpochChange { epoch });
+        }
         let li = &cert.ledger_info;
         self.check_chain(cert)?;
         let set = self.sets.get(&li.epoch).ok_or(ClientError::UnknownEpoch {
@@ -132,6 +143,25 @@ impl TrustedChain {
         Ok(cert.verify(set, &self.chain_id)?)
     }
 
+    /// A certificate of an epoch already followed must end it where the
+    /// followed one did; a different, validly signed end is a fork.
+    fn check_same_end(&mut self, cert: &CommitCertificate) -> Result<(), ClientError> {
+        let epoch = cert.ledger_info.epoch;
+        let Some(known) = self.changes.iter().find(|c| c.ledger_info.epoch == epoch) else {
+            return Ok(());
+        };
+        if known.ledger_info.commit == cert.ledger_info.commit {
+            return Ok(());
+        }
+        let set = &self.sets[&epoch];
+        if self.check_chain(cert).is_ok() && cert.next_epoch(set, &self.chain_id).is_ok() {
+            tracing::error!(epoch, "two different certified ends of one epoch");
+            self.forked = Some(epoch);
+            return Err(ClientError::ConflictingEpochChange { epoch });
+        }
+        Ok(())
+    }
+
     /// Follow epoch-ending certificates, in order, from the latest trusted
     /// epoch on. Certificates of epochs already passed are skipped; a gap or
     /// a certificate that does not verify stops with an error, keeping the
@@ -141,6 +171,7 @@ impl TrustedChain {
             let latest = self.latest_epoch();
             let epoch = cert.ledger_info.epoch;
             if epoch < latest {
+                self.check_same_end(cert)?;
                 continue;
             }
             if epoch > latest {

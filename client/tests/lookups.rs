@@ -470,6 +470,33 @@ fn epoch_changes_skip_the_past_and_refuse_gaps() {
     ));
 }
 
+/// Issue-13 review: retired keys can sign a second, different end of their
+/// epoch (naming a set they control). Two certified ends of one epoch are a
+/// fork: the trust chain refuses every certificate from then on.
+#[test]
+fn two_different_ends_of_one_epoch_stop_the_trust_chain() {
+    let world = World::new();
+    let real = Chain::new(CHAIN, 1, 4, 50);
+    let forged = Chain::new(CHAIN, 1, 4, 90);
+    let mut trust = TrustedChain::new(CHAIN, world.chain.set.clone()).unwrap();
+    let end = epoch_end(&world.chain, &real.set, 8);
+    trust.follow(std::slice::from_ref(&end)).unwrap();
+    // The same end again, signed by another quorum, is no fork.
+    let again = world
+        .chain
+        .certify(end.ledger_info.commit.clone().unwrap(), &[1, 2, 3]);
+    trust.follow(&[again]).unwrap();
+    assert_eq!(
+        trust.follow(&[epoch_end(&world.chain, &forged.set, 8)]),
+        Err(ClientError::ConflictingEpochChange { epoch: 0 })
+    );
+    let answer = world.answer("prod", "api", 5);
+    assert_eq!(
+        verify_lookup(&trust, "prod", "api", &answer, now_ms(), None),
+        Err(ClientError::ConflictingEpochChange { epoch: 0 })
+    );
+}
+
 #[test]
 fn a_retired_epoch_is_refused_for_heights_past_its_end() {
     let world = World::new();

@@ -242,6 +242,69 @@ fn retired_epoch_keys_are_refused_by_a_client_that_never_followed() {
         .any(|p| p.starts_with("GET /v1/services")));
 }
 
+/// Issue-13 review: the liar (asked first) shows an end of epoch 0 forged
+/// with the retired keys, naming a set it controls, and answers under that
+/// set. The client asks f+1 nodes from the same epoch; the honest node's
+/// real end conflicts with the forged one, and the client refuses rather
+/// than believe either.
+#[test]
+fn a_forged_end_of_a_retired_epoch_is_caught_by_the_epoch_check() {
+    let world = World::new();
+    let real = Chain::new(CHAIN, 1, 4, 50);
+    let forged = Chain::new(CHAIN, 1, 4, 90);
+    let (value, proof) = world.state.prove(&service_key("prod", "api"));
+    let forged_answer = lookup_response(
+        forged.quorum(block(20, world.state.root, now_ms())),
+        "prod",
+        "api",
+        value,
+        proof,
+        world.state.instance_bytes("prod", "api"),
+    );
+    let end_to = |set: &palisade_crypto::ValidatorSet| {
+        let mut end: BlockInfo = block(8, world.state.root, now_ms());
+        end.next_validators = Some(set.clone());
+        EpochsResponse {
+            changes: vec![Hex::new(&world.chain.quorum(end))],
+        }
+    };
+    let (fake_end, real_end) = (end_to(&forged.set), end_to(&real.set));
+    let liar = MockNode::start(move |req| {
+        if req.path.starts_with("/v1/epochs") {
+            Reply::ok(&fake_end)
+        } else {
+            Reply::ok(&forged_answer)
+        }
+    });
+    let honest = MockNode::start(move |req| {
+        if req.path.starts_with("/v1/epochs") {
+            Reply::ok(&real_end)
+        } else {
+            Reply::error(503, "overloaded")
+        }
+    });
+    let urls = [liar.url.clone(), honest.url.clone(), dead_url(), dead_url()];
+    let c = client(
+        &world.chain,
+        &urls,
+        ClientConfig {
+            retries: 0,
+            ..config()
+        },
+    );
+    let got = c.lookup("prod", "api");
+    assert!(
+        got.is_err(),
+        "the forged set's answer was believed: {got:?}"
+    );
+    // The trust chain saw both ends and now refuses everything.
+    let any = world.answer("prod", "api", 5);
+    assert_eq!(
+        palisade_client::verify_lookup(&c.trusted(), "prod", "api", &any, now_ms(), None),
+        Err(ClientError::ConflictingEpochChange { epoch: 0 })
+    );
+}
+
 #[test]
 fn a_halted_chain_serves_its_newest_verified_state_marked_stale() {
     let world = World::new();
