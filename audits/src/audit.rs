@@ -146,6 +146,7 @@ pub enum AuditError {
 /// Replays one chain; see the module docs.
 pub struct Auditor {
     chain_id: String,
+    genesis_hash: Digest,
     validators: ValidatorSet,
     executor: RegistryExecutor<MemStore>,
     executing: bool,
@@ -169,6 +170,7 @@ impl Auditor {
         let prev = executor.committed_meta().genesis_info();
         Ok(Auditor {
             chain_id: network.chain_id.clone(),
+            genesis_hash: network.genesis_hash,
             validators: network.validators.clone(),
             executor,
             executing: true,
@@ -254,6 +256,17 @@ impl Auditor {
     }
 
     fn check_certificate(&mut self, height: u64, c: &CommittedBlock) {
+        let named = c.certificate().ledger_info.genesis_hash;
+        if named != self.genesis_hash {
+            self.findings.push(Finding::BadCertificate {
+                height,
+                reason: format!(
+                    "names genesis {named}, the network's is {}",
+                    self.genesis_hash
+                ),
+            });
+            return;
+        }
         match c.certificate().verify(&self.validators, &self.chain_id) {
             Err(e) => self.findings.push(Finding::BadCertificate {
                 height,

@@ -42,8 +42,11 @@ pub struct Corpus {
 impl Corpus {
     /// A fresh replica of the corpus chain at genesis (to feed inputs to).
     pub fn replica(&self, now: u64) -> Replica<SimExecutor> {
+        let mut config = Config::new(CHAIN_ID);
+        // The corpus network file's genesis hash (the genesis block's id).
+        config.genesis_hash = self.genesis.block_id;
         Replica::genesis(
-            Config::new(CHAIN_ID),
+            config,
             self.key.clone(),
             SimExecutor::new(self.genesis.block_id, self.genesis.state_root),
             self.genesis.clone(),

@@ -9,9 +9,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use palisade_crypto::api::{EpochsResponse, NamespaceResponse, StatusResponse};
 use palisade_crypto::{NetworkFile, ValidatorSet};
@@ -120,10 +120,17 @@ pub struct Client {
     network: NetworkFile,
     nodes: Vec<NodeApi>,
     trust: RwLock<TrustedChain>,
+    /// When f+1 nodes last answered which epoch changes follow the latest
+    /// trusted epoch (see [`Client::verified`]).
+    epochs_checked: Mutex<Option<Instant>>,
     preferred: AtomicUsize,
     config: ClientConfig,
     pub(crate) cache: Option<Cache>,
 }
+
+/// How long an epoch check (f+1 nodes asked which epoch changes follow the
+/// latest trusted epoch) stands before a verification asks again.
+pub const EPOCH_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Milliseconds since the Unix epoch by the local clock.
 pub(crate) fn now_ms() -> u64 {
@@ -173,6 +180,7 @@ impl Client {
             network,
             nodes,
             trust: RwLock::new(trust),
+            epochs_checked: Mutex::new(None),
             preferred: AtomicUsize::new(0),
             config,
             cache,
@@ -278,11 +286,20 @@ impl Client {
 
     /// Run a verification; when it names an epoch the client has not followed
     /// yet, follow the epoch changes through `node` and try again.
+    ///
+    /// Before it, the client makes sure it knows the epochs (issue-13
+    /// review): a certificate of the latest epoch it trusts is accepted only
+    /// once f+1 nodes (one of them honest) were asked, within the last
+    /// [`EPOCH_CHECK_INTERVAL`], which epoch changes follow it; a change one
+    /// of them shows is followed, and the trust chain then refuses the
+    /// retired epoch's certificates past its end. So retired keys cannot
+    /// certify later heights to a client that started from genesis.
     pub(crate) fn verified<T>(
         &self,
         node: &NodeApi,
         check: impl Fn(&TrustedChain) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
+        self.check_epochs(node);
         let result = check(&self.trust_lock());
         match result {
             Err(ClientError::UnknownEpoch { got, trusted }) if got > trusted => {
@@ -293,8 +310,52 @@ impl Client {
         }
     }
 
+    /// Ask `node`, then the others, until f+1 answered which epoch changes
+    /// follow the latest trusted epoch (following the ones that verify), at
+    /// most once per [`EPOCH_CHECK_INTERVAL`]. Nodes that fail are skipped;
+    /// when fewer than f+1 answer, the check is retried at the next
+    /// verification.
+    fn check_epochs(&self, node: &NodeApi) {
+        let mut checked = self
+            .epochs_checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if checked.is_some_and(|t| t.elapsed() < EPOCH_CHECK_INTERVAL) {
+            return;
+        }
+        let n = self.nodes.len();
+        let wanted = (n - 1) / 3 + 1;
+        // Every node is asked from the same epoch, so two different ends of
+        // it (a fork signed by its keys) meet in the trust chain.
+        let from = self.trust_lock().latest_epoch();
+        let others = self.node_order().filter(|n| n.url() != node.url());
+        let mut answered = 0;
+        for candidate in std::iter::once(node).chain(others) {
+            match self.follow_epochs_from(candidate, from) {
+                Ok(()) => answered += 1,
+                Err(e @ ClientError::ConflictingEpochChange { .. }) => {
+                    // The trust chain now refuses everything; say so once.
+                    tracing::error!(node = candidate.url(), error = %e, "epoch check");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(node = candidate.url(), error = %e, "epoch check failed");
+                }
+            }
+            if answered >= wanted {
+                *checked = Some(Instant::now());
+                return;
+            }
+        }
+        tracing::warn!(answered, wanted, "too few nodes answered the epoch check");
+    }
+
     fn follow_epochs(&self, node: &NodeApi) -> Result<(), ClientError> {
         let from = self.trust_lock().latest_epoch();
+        self.follow_epochs_from(node, from)
+    }
+
+    fn follow_epochs_from(&self, node: &NodeApi, from: u64) -> Result<(), ClientError> {
         let response: EpochsResponse = node.get(&format!("/v1/epochs?from={from}"))?;
         let changes = response
             .changes

@@ -18,6 +18,15 @@ pub enum ClientError {
         /// Chain id of the trusted network file.
         expected: String,
     },
+    /// A certificate names another genesis than the trusted network file's
+    /// (the same chain id re-genesised, signed by the old chain's keys).
+    #[error("certificate is for genesis {got}, the trusted network's genesis is {expected}")]
+    WrongGenesis {
+        /// Genesis hash in the certificate.
+        got: palisade_crypto::Digest,
+        /// Genesis hash of the trusted network file.
+        expected: palisade_crypto::Digest,
+    },
     /// A certificate signer is not a validator of the certificate's epoch.
     #[error("certificate signer {0} is not a validator of its epoch")]
     UnknownSigner(PublicKey),
@@ -62,6 +71,15 @@ pub enum ClientError {
     /// An epoch change does not lead from a trusted set to its successor.
     #[error("bad epoch change: {0}")]
     BadEpochChange(String),
+    /// Two different, validly signed ends of one epoch were seen: its keys
+    /// signed a fork (retired keys forging a successor set). The trust chain
+    /// refuses every certificate from then on; both certificates are
+    /// evidence.
+    #[error("two different certified ends of epoch {epoch}: the chain of validator sets forked")]
+    ConflictingEpochChange {
+        /// The epoch with two ends.
+        epoch: u64,
+    },
     /// A proof does not connect the answer to the certified state root.
     #[error("forged proof: {0}")]
     ForgedProof(ProofError),
@@ -187,6 +205,7 @@ impl ClientError {
         matches!(
             self,
             ClientError::WrongChain { .. }
+                | ClientError::WrongGenesis { .. }
                 | ClientError::UnknownSigner(_)
                 | ClientError::DuplicateSigner(_)
                 | ClientError::InsufficientQuorum { .. }
@@ -195,6 +214,7 @@ impl ClientError {
                 | ClientError::UnknownEpoch { .. }
                 | ClientError::RetiredEpoch { .. }
                 | ClientError::BadEpochChange(_)
+                | ClientError::ConflictingEpochChange { .. }
                 | ClientError::ForgedProof(_)
                 | ClientError::WrongService { .. }
                 | ClientError::Stale { .. }

@@ -42,7 +42,7 @@ mod verify;
 mod watch;
 
 pub use cache::Cache;
-pub use client::{load_network_file, Client, ClientConfig, LookupAnswer};
+pub use client::{load_network_file, Client, ClientConfig, LookupAnswer, EPOCH_CHECK_INTERVAL};
 pub use error::ClientError;
 pub use filter::{is_healthy, services_with_prefix, InstanceFilter};
 pub use heartbeat::{HeartbeatReport, HeartbeatTask};

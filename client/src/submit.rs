@@ -101,10 +101,13 @@ impl Client {
                     signer.advance(sequence);
                     return Ok(receipt);
                 }
-                // A refused transaction leaves the signer's sequence unchanged
-                // (the state machine mutates nothing on rejection), so the
-                // number is used again next time.
-                Err(e @ ClientError::Rejected { .. }) => return Err(e),
+                // A certified rejection consumed the sequence (the state
+                // machine gives every transaction in the chain its slot), so
+                // the next transaction takes the one after it.
+                Err(e @ ClientError::Rejected { .. }) => {
+                    signer.advance(sequence);
+                    return Err(e);
+                }
                 Err(ClientError::Api { code, .. }) if code.contains("sequence") && !refreshed => {
                     tracing::info!(sequence, %code, "sequence refused; asking the nodes again");
                     refreshed = true;

@@ -8,10 +8,21 @@
 //! only for heights up to the end of its epoch: a retired set's certificate
 //! for a later height is refused ([`ClientError::RetiredEpoch`]), since
 //! retired validators may no longer guard their keys.
+//!
+//! A chain is named by its chain id and its genesis hash: every certificate
+//! signs both (`LedgerInfo::genesis_hash`), and a chain trusted from a
+//! network file refuses a certificate naming another genesis
+//! ([`ClientError::WrongGenesis`]), so the keys of an old chain cannot
+//! certify a re-genesised chain that kept its chain id.
+//!
+//! Two different certified ends of one epoch (its keys signed a fork, as
+//! retired keys can) stop the chain: from then on every certificate is
+//! refused ([`ClientError::ConflictingEpochChange`]); nothing is trusted
+//! again without an operator.
 
 use std::collections::BTreeMap;
 
-use palisade_crypto::{CommitCertificate, NetworkFile, ValidatorSet, VerifiedLedgerInfo};
+use palisade_crypto::{CommitCertificate, Digest, NetworkFile, ValidatorSet, VerifiedLedgerInfo};
 
 use crate::ClientError;
 
@@ -19,29 +30,69 @@ use crate::ClientError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustedChain {
     chain_id: String,
+    /// The genesis every certificate must name, when known.
+    genesis_hash: Option<Digest>,
     sets: BTreeMap<u64, ValidatorSet>,
     /// Last height of each retired epoch.
     ends: BTreeMap<u64, u64>,
     changes: Vec<CommitCertificate>,
+    /// Set once two different ends of this epoch were seen.
+    forked: Option<u64>,
 }
 
 impl TrustedChain {
-    /// Trust `genesis` for `chain_id`. The set must be well formed.
+    /// Trust `genesis` for `chain_id`. The set must be well formed. This
+    /// binds no genesis hash (certificates of any genesis with this chain id
+    /// and these keys verify): clients build theirs with
+    /// [`TrustedChain::from_network`], or add it with
+    /// [`TrustedChain::with_genesis_hash`].
     pub fn new(chain_id: &str, genesis: ValidatorSet) -> Result<Self, ClientError> {
         genesis.validate()?;
         let mut sets = BTreeMap::new();
         sets.insert(genesis.epoch, genesis);
         Ok(TrustedChain {
             chain_id: chain_id.to_string(),
+            genesis_hash: None,
             sets,
             ends: BTreeMap::new(),
             changes: Vec::new(),
+            forked: None,
         })
     }
 
-    /// Trust a network file's genesis set.
+    /// Trust a network file's genesis set, for its chain id and genesis hash.
     pub fn from_network(network: &NetworkFile) -> Result<Self, ClientError> {
-        Self::new(&network.chain_id, network.validators.clone())
+        Ok(Self::new(&network.chain_id, network.validators.clone())?
+            .with_genesis_hash(network.genesis_hash))
+    }
+
+    /// Require every certificate to name `genesis_hash`.
+    pub fn with_genesis_hash(mut self, genesis_hash: Digest) -> Self {
+        self.genesis_hash = Some(genesis_hash);
+        self
+    }
+
+    /// The genesis hash certificates must name, if bound.
+    pub fn genesis_hash(&self) -> Option<Digest> {
+        self.genesis_hash
+    }
+
+    /// Chain id and genesis hash of a certificate against the trusted ones.
+    fn check_chain(&self, cert: &CommitCertificate) -> Result<(), ClientError> {
+        let li = &cert.ledger_info;
+        if li.chain_id != self.chain_id {
+            return Err(ClientError::WrongChain {
+                got: li.chain_id.clone(),
+                expected: self.chain_id.clone(),
+            });
+        }
+        match self.genesis_hash {
+            Some(expected) if li.genesis_hash != expected => Err(ClientError::WrongGenesis {
+                got: li.genesis_hash,
+                expected,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The chain id.
@@ -71,13 +122,11 @@ impl TrustedChain {
 
     /// Verify a commit certificate against the trusted set of its epoch.
     pub fn verify(&self, cert: &CommitCertificate) -> Result<VerifiedLedgerInfo, ClientError> {
-        let li = &cert.ledger_info;
-        if li.chain_id != self.chain_id {
-            return Err(ClientError::WrongChain {
-                got: li.chain_id.clone(),
-                expected: self.chain_id.clone(),
-            });
+        if let Some(epoch) = self.forked {
+            return Err(ClientError::ConflictingEpochChange { epoch });
         }
+        let li = &cert.ledger_info;
+        self.check_chain(cert)?;
         let set = self.sets.get(&li.epoch).ok_or(ClientError::UnknownEpoch {
             got: li.epoch,
             trusted: self.latest_epoch(),
@@ -94,6 +143,25 @@ impl TrustedChain {
         Ok(cert.verify(set, &self.chain_id)?)
     }
 
+    /// A certificate of an epoch already followed must end it where the
+    /// followed one did; a different, validly signed end is a fork.
+    fn check_same_end(&mut self, cert: &CommitCertificate) -> Result<(), ClientError> {
+        let epoch = cert.ledger_info.epoch;
+        let Some(known) = self.changes.iter().find(|c| c.ledger_info.epoch == epoch) else {
+            return Ok(());
+        };
+        if known.ledger_info.commit == cert.ledger_info.commit {
+            return Ok(());
+        }
+        let set = &self.sets[&epoch];
+        if self.check_chain(cert).is_ok() && cert.next_epoch(set, &self.chain_id).is_ok() {
+            tracing::error!(epoch, "two different certified ends of one epoch");
+            self.forked = Some(epoch);
+            return Err(ClientError::ConflictingEpochChange { epoch });
+        }
+        Ok(())
+    }
+
     /// Follow epoch-ending certificates, in order, from the latest trusted
     /// epoch on. Certificates of epochs already passed are skipped; a gap or
     /// a certificate that does not verify stops with an error, keeping the
@@ -103,6 +171,7 @@ impl TrustedChain {
             let latest = self.latest_epoch();
             let epoch = cert.ledger_info.epoch;
             if epoch < latest {
+                self.check_same_end(cert)?;
                 continue;
             }
             if epoch > latest {
@@ -110,12 +179,7 @@ impl TrustedChain {
                     "epoch change signed in epoch {epoch}, but the latest trusted epoch is {latest}"
                 )));
             }
-            if cert.ledger_info.chain_id != self.chain_id {
-                return Err(ClientError::WrongChain {
-                    got: cert.ledger_info.chain_id.clone(),
-                    expected: self.chain_id.clone(),
-                });
-            }
+            self.check_chain(cert)?;
             let next = cert.next_epoch(&self.sets[&latest], &self.chain_id)?;
             tracing::info!(
                 epoch = next.epoch,

@@ -10,6 +10,7 @@ use palisade_crypto::api::{AccountResponse, LookupResponse, NamespaceResponse, R
 use palisade_crypto::{
     BlockInfo, CommitCertificate, Digest, Hex, InstanceRecord, MapProof, NamespaceRecord,
     ServiceLookup, ServiceName, ServiceProof, ServiceRecord, StateKey, VerifiedLedgerInfo,
+    OUTCOME_APPLIED,
 };
 
 use crate::{ClientError, TrustedChain};
@@ -303,16 +304,19 @@ pub struct VerifiedReceipt {
     pub block: BlockInfo,
     /// Height of the certified block (at or above `block.height`).
     pub certified_height: u64,
-    /// The state machine's verdict ("applied" or `"rejected: <reason>"`),
-    /// covered by the certificate: the block's transaction root binds it to
-    /// the transaction id.
+    /// The state machine's verdict as text ("applied" or `"rejected:
+    /// <reason>"`): the node's wording, checked only to agree with
+    /// `outcome_code` on applied versus rejected.
     pub outcome: String,
+    /// The verdict's stable code, covered by the certificate: the block's
+    /// transaction root binds it to the transaction id.
+    pub outcome_code: u16,
 }
 
 impl VerifiedReceipt {
-    /// Whether the node reported the transaction applied.
+    /// Whether the certified outcome is "applied".
     pub fn applied(&self) -> bool {
-        self.outcome == "applied"
+        self.outcome_code == OUTCOME_APPLIED
     }
 }
 
@@ -348,13 +352,19 @@ pub fn verify_receipt(
         .decode()
         .map_err(|e| ClientError::Malformed(format!("inclusion proof: {e}")))?;
     inclusion
-        .verify_receipt(&block.tx_root, tx_id, &receipt.outcome)
+        .verify_receipt(&block.tx_root, tx_id, receipt.outcome_code)
         .map_err(|e| {
             forged(format!(
-                "inclusion proof with outcome {:?}: {e}",
-                receipt.outcome
+                "inclusion proof with outcome code {}: {e}",
+                receipt.outcome_code
             ))
         })?;
+    if (receipt.outcome == "applied") != (receipt.outcome_code == OUTCOME_APPLIED) {
+        return Err(forged(format!(
+            "outcome text {:?} contradicts the certified code {}",
+            receipt.outcome, receipt.outcome_code
+        )));
+    }
     if receipt.descendants.len() > MAX_RECEIPT_DESCENDANTS {
         return Err(forged(format!(
             "{} descendant blocks, at most {MAX_RECEIPT_DESCENDANTS} accepted",
@@ -392,5 +402,6 @@ pub fn verify_receipt(
         certified_height: tip.height,
         block,
         outcome: receipt.outcome.clone(),
+        outcome_code: receipt.outcome_code,
     })
 }

@@ -21,6 +21,18 @@
 //! fresh and above what was seen, so a node cannot move the resume point
 //! into the future or the past.
 //!
+//! `synced` proves the subject (issue-13 review): for a service watch it
+//! carries the service's lookup proven at the synced height `c` (or, when
+//! that would not fit in an event, the client looks the service up, at `c`
+//! or later). If the proven state differs from the last state this watch
+//! delivered, it is delivered now (at `c`): a node that sends `synced`
+//! without the updates below it cannot move the resume point past a change,
+//! since the change shows in the proof. A service watch therefore also
+//! delivers the service's state at its first `synced` unless an update
+//! already did. A `synced` without a proof of a watched service is refused.
+//! Namespace watches check the certificate only (**gap**: a namespace's
+//! services are not proven at `c`).
+//!
 //! Failover: a cutoff, an end of stream, an oversized event, a refused
 //! update, or a stream that makes no verified progress for
 //! [`WATCH_STALL`] (keepalives only) moves the watch to the next node.
@@ -30,8 +42,8 @@ use std::io::BufRead;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use palisade_crypto::api::{ApiError, LookupResponse, WatchUpdate};
-use palisade_crypto::{CommitCertificate, Hex};
+use palisade_crypto::api::{ApiError, LookupResponse, WatchSynced, WatchUpdate};
+use palisade_crypto::ServiceRecord;
 
 use crate::client::now_ms;
 use crate::node::{encode_component, NodeApi};
@@ -63,6 +75,8 @@ pub struct Watch<'a> {
     /// Highest verified height seen (update or `synced`).
     seen: u64,
     delivered: HashMap<String, u64>,
+    /// A service watch's last delivered state (`None` inside: proven absent).
+    last_state: Option<Option<ServiceRecord>>,
     stream: Option<SseReader<Box<dyn BufRead + Send>>>,
     node: usize,
     failures: u32,
@@ -103,6 +117,7 @@ impl Client {
             resume: from_height,
             seen: 0,
             delivered: HashMap::new(),
+            last_state: None,
             stream: None,
             node: 0,
             failures: 0,
@@ -239,6 +254,9 @@ impl Watch<'_> {
         if verified.height > self.seen {
             self.seen = verified.height;
         }
+        if self.service.is_some() {
+            self.last_state = Some(verified.record.clone());
+        }
         self.made_progress();
         Ok(Step::Deliver(verified))
     }
@@ -260,11 +278,17 @@ impl Watch<'_> {
         self.accept_lookup(&namespace, &service, &response)
     }
 
-    /// A `synced` certificate: every change up to its height was sent.
-    fn accept_synced(&mut self, data: &str) -> Result<(), ClientError> {
-        let hex: Hex<CommitCertificate> = serde_json::from_str(data)
-            .map_err(|e| ClientError::Malformed(format!("watch `synced` event: {e}")))?;
-        let cert = hex
+    /// A `synced` event: every change up to its height was sent. For a
+    /// service watch, the service's proven state at that height is checked
+    /// against what was delivered; a difference is delivered now.
+    fn accept_synced(&mut self, data: &str) -> Result<Step, ClientError> {
+        let synced: WatchSynced = serde_json::from_str(data).map_err(|e| {
+            ClientError::Malformed(format!(
+                "watch `synced` event (certificate and subject proof expected): {e}"
+            ))
+        })?;
+        let cert = synced
+            .certificate
             .decode()
             .map_err(|e| ClientError::Malformed(format!("watch `synced` certificate: {e}")))?;
         let node = self.current_node().clone();
@@ -275,15 +299,66 @@ impl Watch<'_> {
             .freshness
             .check(block.timestamp_ms, now_ms())?;
         self.check_not_older(&self.asked(), block.height)?;
-        if block.height > self.seen {
-            self.seen = block.height;
+        let height = block.height;
+        // Prove the subject before the resume point moves.
+        let step = match self.service.clone() {
+            Some(service) => self.check_synced_subject(&service, height, synced.service)?,
+            None => Step::Continue,
+        };
+        if height > self.seen {
+            self.seen = height;
             self.made_progress();
         }
-        let next = block.height.saturating_add(1);
+        let next = height.saturating_add(1);
         if self.resume.is_none_or(|r| next > r) {
             self.resume = Some(next);
         }
-        Ok(())
+        Ok(step)
+    }
+
+    /// The watched service's state at the synced height `height`: from the
+    /// event (proven at exactly `height`) or, when the node left it out,
+    /// looked up from the node (at `height` or later). Delivered when it
+    /// differs from the last state this watch delivered.
+    fn check_synced_subject(
+        &mut self,
+        service: &str,
+        height: u64,
+        inline: Option<LookupResponse>,
+    ) -> Result<Step, ClientError> {
+        let exact = inline.is_some();
+        let response = match inline {
+            Some(r) => r,
+            None => self.current_node().get(&format!(
+                "/v1/services/{}/{}",
+                encode_component(&self.namespace),
+                encode_component(service)
+            ))?,
+        };
+        let node = self.current_node().clone();
+        let fresh = self.client.config().freshness;
+        let namespace = self.namespace.clone();
+        let verified = self.client.verified(&node, |t| {
+            verify_lookup(t, &namespace, service, &response, now_ms(), Some(&fresh))
+        })?;
+        if verified.height < height || (exact && verified.height != height) {
+            return Err(ClientError::Malformed(format!(
+                "watch `synced` at height {height} proves {} at height {}",
+                verified.name(),
+                verified.height
+            )));
+        }
+        if self.last_state.as_ref() == Some(&verified.record) {
+            return Ok(Step::Continue);
+        }
+        tracing::info!(
+            service = %verified.name(),
+            height = verified.height,
+            "synced proves a state the stream did not send; delivering it"
+        );
+        self.delivered.insert(verified.name(), verified.height);
+        self.last_state = Some(verified.record.clone());
+        Ok(Step::Deliver(verified))
     }
 
     /// Handle one event of the current stream.
@@ -295,7 +370,7 @@ impl Watch<'_> {
                 self.accept_lookup(&update.namespace, &update.service, &update.lookup)
             }
             "changed" => self.accept_changed(data),
-            "synced" => self.accept_synced(data).map(|()| Step::Continue),
+            "synced" => self.accept_synced(data),
             _ => Ok(Step::Continue),
         }
     }

@@ -29,20 +29,20 @@ fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// `palisade-testnet` and `palisade-node`, built next to `palisade` when missing.
+/// `palisade-testnet` and `palisade-node`, built next to `palisade` (always:
+/// cargo does nothing when they are fresh, and a binary left from older
+/// sources would speak an older wire format).
 fn testnet_binary() -> PathBuf {
     let dir = bin_dir();
-    if !dir.join("palisade-testnet").exists() || !dir.join("palisade-node").exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "palisade-testnet", "-p", "palisade-node"])
-            .status()
-            .expect("running cargo build");
-        assert!(
-            status.success(),
-            "building palisade-testnet and palisade-node"
-        );
-    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-p", "palisade-testnet", "-p", "palisade-node"])
+        .status()
+        .expect("running cargo build");
+    assert!(
+        status.success(),
+        "building palisade-testnet and palisade-node"
+    );
     dir.join("palisade-testnet")
 }
 

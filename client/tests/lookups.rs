@@ -171,6 +171,46 @@ fn certificate_from_another_chain_is_refused() {
     );
 }
 
+/// Issue-13 review: a chain is named by (chain id, genesis hash). The keys
+/// of an old chain, signing for a re-genesised chain that kept the chain
+/// id, are refused by a client trusting the new network file; the same
+/// answer under the trusted genesis verifies.
+#[test]
+fn certificate_of_another_genesis_with_the_same_chain_id_and_keys_is_refused() {
+    let world = World::new();
+    let network = world.chain.network(&["http://127.0.0.1:1".into()]);
+    let trust = TrustedChain::from_network(&network).unwrap();
+    let mut old = Chain::new(CHAIN, 0, 4, 1);
+    old.genesis_hash = palisade_crypto::Digest([66; 32]);
+    let (value, proof) = world.state.prove(&service_key("prod", "api"));
+    let answer = |chain: &Chain| {
+        lookup_response(
+            chain.quorum(block(5, world.state.root, now_ms())),
+            "prod",
+            "api",
+            value.clone(),
+            proof.clone(),
+            world.state.instance_bytes("prod", "api"),
+        )
+    };
+    assert_eq!(
+        verify_lookup(&trust, "prod", "api", &answer(&old), now_ms(), None),
+        Err(ClientError::WrongGenesis {
+            got: old.genesis_hash,
+            expected: network.genesis_hash
+        })
+    );
+    assert!(verify_lookup(&trust, "prod", "api", &answer(&world.chain), now_ms(), None).is_ok());
+    // Nor can the old chain's keys move the new chain's epochs.
+    let mut followed = trust.clone();
+    let next = Chain::new(CHAIN, 1, 4, 50);
+    assert!(matches!(
+        followed.follow(&[epoch_end(&old, &next.set, 8)]),
+        Err(ClientError::WrongGenesis { .. })
+    ));
+    assert_eq!(followed.latest_epoch(), 0);
+}
+
 #[test]
 fn too_few_signers_are_refused() {
     let world = World::new();
@@ -428,6 +468,33 @@ fn epoch_changes_skip_the_past_and_refuse_gaps() {
         trust.follow(&[foreign]),
         Err(ClientError::WrongChain { .. })
     ));
+}
+
+/// Issue-13 review: retired keys can sign a second, different end of their
+/// epoch (naming a set they control). Two certified ends of one epoch are a
+/// fork: the trust chain refuses every certificate from then on.
+#[test]
+fn two_different_ends_of_one_epoch_stop_the_trust_chain() {
+    let world = World::new();
+    let real = Chain::new(CHAIN, 1, 4, 50);
+    let forged = Chain::new(CHAIN, 1, 4, 90);
+    let mut trust = TrustedChain::new(CHAIN, world.chain.set.clone()).unwrap();
+    let end = epoch_end(&world.chain, &real.set, 8);
+    trust.follow(std::slice::from_ref(&end)).unwrap();
+    // The same end again, signed by another quorum, is no fork.
+    let again = world
+        .chain
+        .certify(end.ledger_info.commit.clone().unwrap(), &[1, 2, 3]);
+    trust.follow(&[again]).unwrap();
+    assert_eq!(
+        trust.follow(&[epoch_end(&world.chain, &forged.set, 8)]),
+        Err(ClientError::ConflictingEpochChange { epoch: 0 })
+    );
+    let answer = world.answer("prod", "api", 5);
+    assert_eq!(
+        verify_lookup(&trust, "prod", "api", &answer, now_ms(), None),
+        Err(ClientError::ConflictingEpochChange { epoch: 0 })
+    );
 }
 
 #[test]

@@ -78,7 +78,13 @@ fn unavailable_node_is_retried_with_backoff() {
     let honest = world.answer("prod", "api", 5);
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = calls.clone();
-    let flaky = MockNode::start(move |_| {
+    let flaky = MockNode::start(move |req| {
+        if req.path.starts_with("/v1/epochs") {
+            return Reply::ok(&EpochsResponse {
+                changes: vec![],
+                epochs: vec![],
+            });
+        }
         if seen.fetch_add(1, Ordering::SeqCst) < 2 {
             Reply::error(503, "overloaded")
         } else {
@@ -167,7 +173,148 @@ fn lookup_follows_epoch_changes_through_the_node() {
     let later = client(&world.chain, &[answer_only.url.clone()], cached);
     assert_eq!(later.trusted().latest_epoch(), 1);
     assert_eq!(later.lookup("prod", "api").unwrap().service().epoch, 1);
-    assert!(answer_only.paths().iter().all(|p| !p.contains("epochs")));
+    // It asked which changes follow epoch 1 (this node answers nothing
+    // usable, and the cached epochs stand).
+    assert!(answer_only.epoch_checks() >= 1);
+}
+
+/// Issue-13 review: a client that trusts only genesis and never followed
+/// the epoch change must not accept retired epoch-0 keys for a later
+/// height. A lying node serves a well-signed epoch-0 answer at height 20
+/// (epoch 0 ended at height 8) and claims no epoch change; before accepting,
+/// the client asks f+1 = 2 nodes which changes follow epoch 0, learns the
+/// end from the honest one, refuses the retired certificate and takes the
+/// honest node's epoch-1 answer.
+#[test]
+fn retired_epoch_keys_are_refused_by_a_client_that_never_followed() {
+    let world = World::new();
+    let epoch1 = Chain::new(CHAIN, 1, 4, 50);
+    let (value, proof) = world.state.prove(&service_key("prod", "api"));
+    let answer = |chain: &Chain, height: u64| {
+        lookup_response(
+            chain.quorum(block(height, world.state.root, now_ms())),
+            "prod",
+            "api",
+            value.clone(),
+            proof.clone(),
+            world.state.instance_bytes("prod", "api"),
+        )
+    };
+    let retired = answer(&world.chain, 20);
+    let retired_copy = retired.clone();
+    let honest_answer = answer(&epoch1, 21);
+    let mut end: BlockInfo = block(8, world.state.root, now_ms());
+    end.next_validators = Some(epoch1.set.clone());
+    let changes = EpochsResponse {
+        changes: vec![Hex::new(&world.chain.quorum(end))],
+        epochs: vec![],
+    };
+    let liar = MockNode::start(move |req| {
+        if req.path.starts_with("/v1/epochs") {
+            Reply::ok(&EpochsResponse {
+                changes: vec![],
+                epochs: vec![],
+            })
+        } else {
+            Reply::ok(&retired)
+        }
+    });
+    let honest = MockNode::start(move |req| {
+        if req.path.starts_with("/v1/epochs?from=0") {
+            Reply::ok(&changes)
+        } else if req.path.starts_with("/v1/epochs") {
+            Reply::ok(&EpochsResponse {
+                changes: vec![],
+                epochs: vec![],
+            })
+        } else {
+            Reply::ok(&honest_answer)
+        }
+    });
+    let urls = [liar.url.clone(), honest.url.clone(), dead_url(), dead_url()];
+    let c = client(&world.chain, &urls, config());
+    assert_eq!(c.trusted().latest_epoch(), 0);
+    let v = c.lookup("prod", "api").unwrap();
+    assert_eq!((v.service().height, v.service().epoch), (21, 1));
+    assert_eq!(c.trusted().latest_epoch(), 1);
+    assert!(honest.epoch_checks() >= 1);
+    // The liar's answer was refused as retired, not merely out-raced.
+    assert!(matches!(
+        palisade_client::verify_lookup(&c.trusted(), "prod", "api", &retired_copy, now_ms(), None),
+        Err(ClientError::RetiredEpoch {
+            epoch: 0,
+            height: 20,
+            ended_at: 8
+        })
+    ));
+    assert!(liar
+        .paths()
+        .iter()
+        .any(|p| p.starts_with("GET /v1/services")));
+}
+
+/// Issue-13 review: the liar (asked first) shows an end of epoch 0 forged
+/// with the retired keys, naming a set it controls, and answers under that
+/// set. The client asks f+1 nodes from the same epoch; the honest node's
+/// real end conflicts with the forged one, and the client refuses rather
+/// than believe either.
+#[test]
+fn a_forged_end_of_a_retired_epoch_is_caught_by_the_epoch_check() {
+    let world = World::new();
+    let real = Chain::new(CHAIN, 1, 4, 50);
+    let forged = Chain::new(CHAIN, 1, 4, 90);
+    let (value, proof) = world.state.prove(&service_key("prod", "api"));
+    let forged_answer = lookup_response(
+        forged.quorum(block(20, world.state.root, now_ms())),
+        "prod",
+        "api",
+        value,
+        proof,
+        world.state.instance_bytes("prod", "api"),
+    );
+    let end_to = |set: &palisade_crypto::ValidatorSet| {
+        let mut end: BlockInfo = block(8, world.state.root, now_ms());
+        end.next_validators = Some(set.clone());
+        EpochsResponse {
+            changes: vec![Hex::new(&world.chain.quorum(end))],
+            epochs: vec![],
+        }
+    };
+    let (fake_end, real_end) = (end_to(&forged.set), end_to(&real.set));
+    let liar = MockNode::start(move |req| {
+        if req.path.starts_with("/v1/epochs") {
+            Reply::ok(&fake_end)
+        } else {
+            Reply::ok(&forged_answer)
+        }
+    });
+    let honest = MockNode::start(move |req| {
+        if req.path.starts_with("/v1/epochs") {
+            Reply::ok(&real_end)
+        } else {
+            Reply::error(503, "overloaded")
+        }
+    });
+    let urls = [liar.url.clone(), honest.url.clone(), dead_url(), dead_url()];
+    let c = client(
+        &world.chain,
+        &urls,
+        ClientConfig {
+            retries: 0,
+            ..config()
+        },
+    );
+    let got = c.lookup("prod", "api");
+    assert!(
+        got.is_err(),
+        "the forged set's answer was believed: {got:?}"
+    );
+    // The trust chain saw both ends and now refuses everything.
+    let any = world.answer("prod", "api", 5);
+    assert_eq!(
+        palisade_client::verify_lookup(&c.trusted(), "prod", "api", &any, now_ms(), None),
+        Err(ClientError::ConflictingEpochChange { epoch: 0 })
+    );
 }
 
 #[test]

@@ -117,11 +117,18 @@ fn a_forged_outcome_is_refused_in_either_direction() {
         verify_receipt(&trust(&chain), &TX, &forged),
         Err(ClientError::ForgedReceipt(m)) if m.contains("outcome")
     ));
+    // Text and code both flipped: the certified code does not match.
+    forged.outcome_code = crate::support::outcome_code("rejected: not enrolled");
+    assert!(matches!(
+        verify_receipt(&trust(&chain), &TX, &forged),
+        Err(ClientError::ForgedReceipt(m)) if m.contains("outcome code")
+    ));
     let honest = receipt(&chain, TX, 0, "rejected: service is full (256 instances)");
     let v = verify_receipt(&trust(&chain), &TX, &honest).unwrap();
     assert!(!v.applied());
     let mut forged = honest;
     forged.outcome = "applied".into();
+    forged.outcome_code = palisade_crypto::OUTCOME_APPLIED;
     assert!(matches!(
         verify_receipt(&trust(&chain), &TX, &forged),
         Err(ClientError::ForgedReceipt(_))

@@ -177,10 +177,11 @@ fn rejection_is_reported_with_its_reason() {
             Err(ClientError::Rejected { reason, .. }) if reason == "not enrolled in prod"
         ));
     }
-    // A rejected transaction consumes no sequence number.
+    // A certified rejection consumed its sequence number (issue-13
+    // review): the next transaction takes the one after it.
     let sequences: Vec<u64> = seen.lock().unwrap().iter().map(|t| t.tx.sequence).collect();
-    assert_eq!(sequences, vec![NEXT_SEQUENCE, NEXT_SEQUENCE]);
-    assert_eq!(s.known_next_sequence(), None);
+    assert_eq!(sequences, vec![NEXT_SEQUENCE, NEXT_SEQUENCE + 1]);
+    assert_eq!(s.known_next_sequence(), Some(NEXT_SEQUENCE + 2));
 }
 
 /// Issue 13 item 8: a node that answers "pending" to everything must not

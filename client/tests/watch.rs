@@ -6,15 +6,27 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use palisade_client::{Client, ClientError, VerifiedService};
-use palisade_crypto::api::{LookupResponse, WatchUpdate};
+use palisade_crypto::api::{LookupResponse, WatchSynced, WatchUpdate};
 use palisade_crypto::Hex;
 
 use crate::network::{client, config};
 use crate::support::fixture::{block, now_ms, tamper, World};
 use crate::support::server::{sse_event, MockNode, Reply};
 
-/// `synced` with a fresh certificate of `height`.
+/// `synced` with a fresh certificate of `height` and `prod/api` proven at
+/// it (what an honest node sends for a watch of `prod/api`).
 fn synced(world: &World, height: u64) -> String {
+    let subject = world.answer("prod", "api", height);
+    let synced = WatchSynced {
+        certificate: subject.certificate.clone(),
+        service: Some(subject),
+    };
+    sse_event("synced", &serde_json::to_string(&synced).unwrap())
+}
+
+/// `synced` as nodes sent it before the issue-13 review: the certificate
+/// alone, proving nothing about the subject.
+fn bare_synced(world: &World, height: u64) -> String {
     let cert = world
         .chain
         .quorum(block(height, world.state.root, now_ms()));
@@ -236,7 +248,10 @@ fn watch_resumes_from_the_last_synced_height_not_from_an_update() {
         update_of("api", world.answer("prod", "api", 7)),
     );
     let synced5 = synced(&world, 5);
-    let node = MockNode::start(move |_| {
+    let node = MockNode::start(move |req| {
+        if req.path.starts_with("/v1/epochs") {
+            return Reply::error(404, "not_found");
+        }
         let events = match seen.fetch_add(1, Ordering::SeqCst) {
             // The batch of heights 3..=5 is cut after its first update.
             0 => vec![api5.clone()],
@@ -333,4 +348,113 @@ fn a_change_too_large_for_an_event_is_fetched_with_a_verified_lookup() {
     let v = c.watch("prod", Some("api"), None).next().unwrap().unwrap();
     assert_eq!((v.height, v.instances().len()), (9, 2));
     assert_eq!(node.paths()[1], "GET /v1/services/prod/api");
+}
+
+/// The world after `prod/api` changed: api-2 moved to another host.
+fn changed_world() -> World {
+    let mut world = World::new();
+    world.api = crate::support::fixture::record(
+        "prod",
+        "api",
+        vec![
+            crate::support::fixture::instance("api-1", "10.0.0.1", 8080),
+            crate::support::fixture::instance("api-2", "10.0.9.9", 8080),
+        ],
+    );
+    world.state.put_record(&world.api);
+    world
+}
+
+/// Issue-13 review (the reviewer's attack): a lying node sends a fresh,
+/// valid `synced` certificate without the updates below it. As nodes sent
+/// it before, the certificate alone, it proves nothing about the service
+/// and is refused: the resume point does not move past changes never sent.
+#[test]
+fn a_synced_without_a_subject_proof_does_not_move_the_resume_point() {
+    let world = World::new();
+    let bare = bare_synced(&world, 9);
+    let node = MockNode::start(move |_| Reply::Sse(vec![bare.clone()]));
+    let c = client(&world.chain, &[node.url.clone()], config());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut watch = c.watch("prod", Some("api"), Some(3));
+        let first = watch.next();
+        let _ = tx.send((first, watch.resume_height()));
+    });
+    let (first, resume) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the watch reports the unproven synced within 20 s");
+    assert!(
+        matches!(&first, Some(Err(ClientError::Malformed(m))) if m.contains("synced")),
+        "{first:?}"
+    );
+    assert_eq!(
+        resume,
+        Some(3),
+        "the resume point moved on an unproven synced"
+    );
+}
+
+/// Issue-13 review: a node that sends only `synced` events (no update) for
+/// a stretch in which the service changed cannot hide the change: the
+/// subject proof shows it and the watch delivers it at the synced height.
+#[test]
+fn a_synced_without_the_updates_below_it_delivers_the_change_it_proves() {
+    let before = World::new();
+    let after = changed_world();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = connections.clone();
+    let (a3, s3) = (update(before.answer("prod", "api", 3)), synced(&before, 3));
+    let s6 = synced(&after, 6);
+    let node = MockNode::start(move |req| {
+        if req.path.starts_with("/v1/epochs") {
+            return Reply::error(404, "not_found");
+        }
+        match seen.fetch_add(1, Ordering::SeqCst) {
+            0 => Reply::Sse(vec![a3.clone(), s3.clone()]),
+            // Heights 4..=6 held a change; only `synced` is sent.
+            _ => Reply::Sse(vec![s6.clone()]),
+        }
+    });
+    let c = client(&before.chain, &[node.url.clone()], config());
+    let got: Vec<VerifiedService> = c
+        .watch("prod", Some("api"), Some(3))
+        .take(2)
+        .map(|u| u.unwrap())
+        .collect();
+    assert_eq!(got[0].height, 3);
+    assert_eq!(got[0].record.as_ref(), Some(&before.api));
+    assert_eq!(got[1].height, 6, "the change proven at 6 is delivered");
+    assert_eq!(got[1].record.as_ref(), Some(&after.api));
+}
+
+/// An honest `synced` whose proven state is what was delivered delivers
+/// nothing more: a quiet service's synced-only stream is just progress.
+#[test]
+fn a_synced_proving_the_delivered_state_delivers_nothing() {
+    let world = World::new();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = connections.clone();
+    let (a3, s3, s5) = (
+        update(world.answer("prod", "api", 3)),
+        synced(&world, 3),
+        synced(&world, 5),
+    );
+    let a7 = update(changed_world().answer("prod", "api", 7));
+    let node = MockNode::start(move |req| {
+        if req.path.starts_with("/v1/epochs") {
+            return Reply::error(404, "not_found");
+        }
+        match seen.fetch_add(1, Ordering::SeqCst) {
+            0 => Reply::Sse(vec![a3.clone(), s3.clone(), s5.clone()]),
+            _ => Reply::Sse(vec![a7.clone()]),
+        }
+    });
+    let c = client(&world.chain, &[node.url.clone()], config());
+    let heights: Vec<u64> = c
+        .watch("prod", Some("api"), Some(3))
+        .take(2)
+        .map(|u| u.unwrap().height)
+        .collect();
+    assert_eq!(heights, vec![3, 7]);
 }

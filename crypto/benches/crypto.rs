@@ -71,6 +71,7 @@ fn certificates(c: &mut Criterion) {
         };
         let li = LedgerInfo {
             chain_id: "bench".into(),
+            genesis_hash: Digest::ZERO,
             epoch: 0,
             commit: Some(BlockInfo {
                 round: 1,

@@ -35,6 +35,8 @@ use crate::{
 pub struct CertificateView {
     /// Chain the signers certify.
     pub chain_id: String,
+    /// The genesis the chain grew from (network.json's `genesis_hash`).
+    pub genesis_hash: Digest,
     /// Epoch whose validators signed.
     pub epoch: u64,
     /// The committed block (absent for a certificate that commits nothing).
@@ -47,6 +49,7 @@ impl From<&CommitCertificate> for CertificateView {
     fn from(c: &CommitCertificate) -> Self {
         CertificateView {
             chain_id: c.ledger_info.chain_id.clone(),
+            genesis_hash: c.ledger_info.genesis_hash,
             epoch: c.ledger_info.epoch,
             block: c.ledger_info.commit.clone(),
             signers: c.signatures.iter().map(|(k, _)| *k).collect(),
@@ -109,8 +112,12 @@ pub struct Receipt {
     pub descendants: Vec<Hex<BlockInfo>>,
     /// A commit certificate for the last block of the chain.
     pub certificate: Hex<CommitCertificate>,
-    /// The state machine's verdict ("applied" or the rejection reason; unverified).
+    /// The state machine's verdict as text ("applied" or the rejection
+    /// reason; unverified, for people).
     pub outcome: String,
+    /// The verdict's stable code ([`crate::OUTCOME_APPLIED`] or a rejection
+    /// code): what the inclusion proof binds, so the client verifies it.
+    pub outcome_code: u16,
     /// `block` as plain JSON (unverified).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_info: Option<BlockInfo>,
@@ -198,6 +205,22 @@ pub struct WatchUpdate {
     pub service: String,
     /// The lookup at the height of the change.
     pub lookup: LookupResponse,
+}
+
+/// The data of a watch `synced` event: the certificate of the height `c` the
+/// stream has sent every change up to, and, for a service watch, the
+/// service's state proven at `c`, so that a node cannot move the watcher's
+/// resume point past a change it did not send (the client compares the
+/// proven state with what it last delivered).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchSynced {
+    /// Commit certificate of `c`.
+    pub certificate: Hex<CommitCertificate>,
+    /// A service watch's service, looked up at `c`; `None` for a namespace
+    /// watch, or when the lookup would not fit in an event (the client then
+    /// looks it up, at `c` or later).
+    pub service: Option<LookupResponse>,
 }
 
 /// A signer's account: its committed next sequence number, proven against

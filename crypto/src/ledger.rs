@@ -173,6 +173,11 @@ impl BlockInfo {
 pub struct LedgerInfo {
     /// Chain id.
     pub chain_id: String,
+    /// Hash of the chain's genesis document (`network.json`'s
+    /// `genesis_hash`): a chain is named by (chain id, genesis hash), so the
+    /// keys of an old chain cannot certify a re-genesised one with the same
+    /// chain id to a client that trusts the new genesis.
+    pub genesis_hash: Digest,
     /// The epoch of the signing validators.
     pub epoch: u64,
     /// The block this vote commits (2-chain rule), if any.
@@ -201,6 +206,7 @@ pub struct CommitCertificate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedLedgerInfo {
     chain_id: String,
+    genesis_hash: Digest,
     epoch: u64,
     block: BlockInfo,
 }
@@ -218,12 +224,18 @@ impl VerifiedLedgerInfo {
     pub fn chain_id(&self) -> &str {
         &self.chain_id
     }
+    /// Genesis hash the signers named.
+    pub fn genesis_hash(&self) -> Digest {
+        self.genesis_hash
+    }
 }
 
 impl CommitCertificate {
     /// Accept exactly when distinct members of `set`, holding more than 2/3 of
     /// its power, signed this ledger info for `chain_id` and `set.epoch`, and
-    /// the ledger info commits a block.
+    /// the ledger info commits a block. The genesis hash is signed but not
+    /// compared here: the trust anchor that knows it does
+    /// (`TrustedChain` in the client, which is built from `network.json`).
     pub fn verify(
         &self,
         set: &ValidatorSet,
@@ -246,6 +258,7 @@ impl CommitCertificate {
         set.verify_quorum(&li.digest(), &self.signatures)?;
         Ok(VerifiedLedgerInfo {
             chain_id: li.chain_id.clone(),
+            genesis_hash: li.genesis_hash,
             epoch: li.epoch,
             block,
         })

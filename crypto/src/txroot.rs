@@ -2,10 +2,14 @@
 //!
 //! Two leaf forms share the tree shape: [`tx_root`] (leaves `hash(TxLeaf,
 //! id)`: ids only, for executors without outcomes) and [`receipt_root`], the
-//! registry's, whose leaves `hash(ReceiptLeaf, borsh((id, outcome)))` bind
-//! each transaction's outcome ("applied" or `"rejected: <reason>"`), so a
-//! commit certificate covers what became of every transaction and a client
-//! verifies the outcome it reports ([`TxInclusionProof::verify_receipt`]).
+//! registry's, whose leaves `hash(ReceiptLeaf, borsh((id, code as u16)))` bind
+//! each transaction's outcome code ([`OUTCOME_APPLIED`], or the stable number
+//! of a rejection reason from the state machine's code table), so a commit
+//! certificate covers what became of every transaction and a client verifies
+//! the outcome it reports ([`TxInclusionProof::verify_receipt`]). Only the
+//! code is hashed, never human text: the text of a reason (which quotes user
+//! data through `Debug`/`Display`) may differ between builds, and validators
+//! built with different toolchains must agree on every root.
 //! Inner nodes are `hash(TxNode, left || right)`
 //! (rs_merkle promotes an odd last node unchanged), and the root binds the
 //! count: `hash(TxNode, borsh((count as u64, merkle_root)))`, 40 bytes, which no
@@ -31,15 +35,19 @@ fn leaves(ids: &[Digest]) -> Vec<[u8; 32]> {
     ids.iter().map(|id| hash(Domain::TxLeaf, &id.0).0).collect()
 }
 
-/// A receipt leaf: a transaction id and its outcome string.
-fn receipt_leaf(id: &Digest, outcome: &str) -> [u8; 32] {
-    hash_encoded(Domain::ReceiptLeaf, &(id, outcome)).0
+/// The outcome code of an applied transaction; every other code names a
+/// rejection reason.
+pub const OUTCOME_APPLIED: u16 = 0;
+
+/// A receipt leaf: a transaction id and its outcome code.
+fn receipt_leaf(id: &Digest, code: u16) -> [u8; 32] {
+    hash_encoded(Domain::ReceiptLeaf, &(id, code)).0
 }
 
-fn receipt_leaves(receipts: &[(Digest, String)]) -> Vec<[u8; 32]> {
+fn receipt_leaves(receipts: &[(Digest, u16)]) -> Vec<[u8; 32]> {
     receipts
         .iter()
-        .map(|(id, outcome)| receipt_leaf(id, outcome))
+        .map(|(id, code)| receipt_leaf(id, *code))
         .collect()
 }
 
@@ -54,9 +62,9 @@ fn root_of(leaves: &[[u8; 32]]) -> Digest {
     )
 }
 
-/// The transaction root of a block whose receipts are `(id, outcome)`, in
-/// order (the empty block's root equals `tx_root(&[])`).
-pub fn receipt_root(receipts: &[(Digest, String)]) -> Digest {
+/// The transaction root of a block whose receipts are `(id, outcome code)`,
+/// in order (the empty block's root equals `tx_root(&[])`).
+pub fn receipt_root(receipts: &[(Digest, u16)]) -> Digest {
     root_of(&receipt_leaves(receipts))
 }
 
@@ -89,7 +97,7 @@ impl TxInclusionProof {
 
     /// Build the proof for `receipts[index]` (a [`receipt_root`]). Panics if
     /// `index` is out of range.
-    pub fn build_receipt(receipts: &[(Digest, String)], index: usize) -> Self {
+    pub fn build_receipt(receipts: &[(Digest, u16)], index: usize) -> Self {
         Self::build_over(&receipt_leaves(receipts), index)
     }
 
@@ -113,16 +121,11 @@ impl TxInclusionProof {
         self.verify_leaf(root, hash(Domain::TxLeaf, &id.0).0)
     }
 
-    /// Check that `id`, with exactly `outcome`, is at `self.index` of a block
-    /// whose [`receipt_root`] is `root`: the certificate over the block then
-    /// covers the outcome.
-    pub fn verify_receipt(
-        &self,
-        root: &Digest,
-        id: &Digest,
-        outcome: &str,
-    ) -> Result<(), ProofError> {
-        self.verify_leaf(root, receipt_leaf(id, outcome))
+    /// Check that `id`, with exactly outcome `code`, is at `self.index` of a
+    /// block whose [`receipt_root`] is `root`: the certificate over the block
+    /// then covers the outcome.
+    pub fn verify_receipt(&self, root: &Digest, id: &Digest, code: u16) -> Result<(), ProofError> {
+        self.verify_leaf(root, receipt_leaf(id, code))
     }
 
     fn verify_leaf(&self, root: &Digest, leaf: [u8; 32]) -> Result<(), ProofError> {

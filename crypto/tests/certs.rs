@@ -26,6 +26,7 @@ fn set(keys: &[SecretKey], powers: &[u64], epoch: u64) -> ValidatorSet {
 fn ledger(epoch: u64, next: Option<ValidatorSet>) -> LedgerInfo {
     LedgerInfo {
         chain_id: "dc1".into(),
+        genesis_hash: Digest([7; 32]),
         epoch,
         commit: Some(BlockInfo {
             round: 9,

@@ -31,8 +31,11 @@
 //! wait_timeout_ms = 10000                   # bound on POST /v1/tx with wait = true
 //! watch_buffer = 256                        # events buffered per watch stream before cut-off
 //! max_watch_streams = 1024
-//! max_watch_streams_per_client = 64         # per remote IP address
+//! max_watch_streams_per_client = 16         # per remote IP address (at most max_watch_streams_per_subnet)
+//! max_watch_streams_per_subnet = 64         # per IPv4 /24 or IPv6 /48 (at most max_watch_streams)
 //! watch_idle_timeout_ms = 30000             # a stream whose consumer reads nothing this long is closed
+//! watch_heartbeat_ms = 5000                 # heartbeat events that must drain within watch_idle_timeout_ms
+//! watch_max_stream_ms = 300000              # a stream ends after this long; the client resumes from its last synced height
 //! max_concurrent_requests = 512             # requests in their handlers at once; more get 503 overloaded
 //! watch_inline_max_bytes = 1048576          # larger watch updates are sent as `changed` (the client looks them up)
 //!
@@ -129,11 +132,25 @@ pub struct ApiConfig {
     pub watch_buffer: usize,
     /// Most concurrent watch streams (default 1024).
     pub max_watch_streams: usize,
-    /// Most concurrent watch streams from one remote IP address (default 64).
+    /// Most concurrent watch streams from one remote IP address (default
+    /// 16, a 64th of the default global cap).
     pub max_watch_streams_per_client: usize,
+    /// Most concurrent watch streams from one IPv4 /24 or IPv6 /48
+    /// (default 64), so that a few neighbouring addresses cannot take every
+    /// slot either.
+    pub max_watch_streams_per_subnet: usize,
     /// A watch stream whose consumer takes no event for this long is closed
     /// and its slot freed (default 30 s).
     pub watch_idle_timeout_ms: u64,
+    /// Every stream carries a heartbeat event this often (default 5 s); like
+    /// every event it must be taken within `watch_idle_timeout_ms`, so a
+    /// consumer that stopped reading is found even on a quiet namespace.
+    pub watch_heartbeat_ms: u64,
+    /// A stream ends after this long whatever its consumer does (default
+    /// 5 min); the client resumes from its last `synced` height. This bounds
+    /// how long any reader, reading or not, holds a slot (socket buffers can
+    /// absorb heartbeats for a long time).
+    pub watch_max_stream_ms: u64,
     /// Most requests inside their handlers at once (a stream counts only
     /// until its first byte); more are refused with 503 `overloaded` (default 512).
     pub max_concurrent_requests: usize,
@@ -150,8 +167,11 @@ impl Default for ApiConfig {
             wait_timeout_ms: 10_000,
             watch_buffer: 256,
             max_watch_streams: 1024,
-            max_watch_streams_per_client: 64,
+            max_watch_streams_per_client: 16,
+            max_watch_streams_per_subnet: 64,
             watch_idle_timeout_ms: 30_000,
+            watch_heartbeat_ms: 5_000,
+            watch_max_stream_ms: 300_000,
             max_concurrent_requests: 512,
             watch_inline_max_bytes: 1 << 20,
         }
@@ -418,10 +438,38 @@ impl NodeConfig {
                 "must be at least 1".into(),
             );
         }
+        if a.max_watch_streams_per_subnet < a.max_watch_streams_per_client
+            || a.max_watch_streams_per_subnet > a.max_watch_streams.max(1)
+        {
+            return invalid(
+                "api.max_watch_streams_per_subnet",
+                format!(
+                    "{} is outside max_watch_streams_per_client..=max_watch_streams ({}..={})",
+                    a.max_watch_streams_per_subnet,
+                    a.max_watch_streams_per_client,
+                    a.max_watch_streams
+                ),
+            );
+        }
         if !(100..=3_600_000).contains(&a.watch_idle_timeout_ms) {
             return invalid(
                 "api.watch_idle_timeout_ms",
                 format!("{} is outside 100..=3600000", a.watch_idle_timeout_ms),
+            );
+        }
+        if !(50..=a.watch_idle_timeout_ms).contains(&a.watch_heartbeat_ms) {
+            return invalid(
+                "api.watch_heartbeat_ms",
+                format!(
+                    "{} is outside 50..=watch_idle_timeout_ms ({})",
+                    a.watch_heartbeat_ms, a.watch_idle_timeout_ms
+                ),
+            );
+        }
+        if !(500..=86_400_000).contains(&a.watch_max_stream_ms) {
+            return invalid(
+                "api.watch_max_stream_ms",
+                format!("{} is outside 500..=86400000", a.watch_max_stream_ms),
             );
         }
         if !(256..=4 << 20).contains(&a.watch_inline_max_bytes) {

@@ -170,6 +170,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         info!(key = %me.short(), epoch = validators.epoch, "not a validator yet: following as a learner");
     }
     let mut core = CoreConfig::new(genesis.chain_id.clone());
+    core.genesis_hash = genesis.hash();
     core.base_timeout_ms = config.consensus.round_timeout_ms;
     core.max_clock_drift_ms = genesis.params.max_timestamp_drift_ms;
     core.retain_committed = config.consensus.retain_committed;

@@ -27,6 +27,8 @@ pub fn now_ms() -> u64 {
 #[derive(Clone)]
 pub struct Chain {
     pub chain_id: String,
+    /// The genesis hash its certificates name (and its network file says).
+    pub genesis_hash: Digest,
     pub keys: Vec<SecretKey>,
     pub set: ValidatorSet,
 }
@@ -49,6 +51,7 @@ impl Chain {
         };
         Chain {
             chain_id: chain_id.to_string(),
+            genesis_hash: Digest([9; 32]),
             keys,
             set,
         }
@@ -63,7 +66,7 @@ impl Chain {
         NetworkFile {
             chain_id: self.chain_id.clone(),
             datacenter: "dc1".into(),
-            genesis_hash: Digest([9; 32]),
+            genesis_hash: self.genesis_hash,
             validators: self.set.clone(),
             nodes: urls
                 .iter()
@@ -81,6 +84,7 @@ impl Chain {
     pub fn ledger_info(&self, block: BlockInfo) -> LedgerInfo {
         LedgerInfo {
             chain_id: self.chain_id.clone(),
+            genesis_hash: self.genesis_hash,
             epoch: self.set.epoch,
             commit: Some(block),
             consensus_data_hash: Digest([7; 32]),

@@ -9,13 +9,23 @@ use palisade_crypto::{receipt_root, tx_root, BlockInfo, Digest, Hex, TxInclusion
 
 use fixture::{now_ms, Chain};
 
+/// The outcome code the test receipts use for `outcome`: applied, or the
+/// state machine's "stale sequence" code for any rejection.
+pub fn outcome_code(outcome: &str) -> u16 {
+    if outcome == "applied" {
+        palisade_crypto::OUTCOME_APPLIED
+    } else {
+        10
+    }
+}
+
 /// A receipt for `tx_id`, included at position 1 of a 3-transaction block at
 /// height 10, followed by `descendants` blocks, the last one certified.
 pub fn receipt(chain: &Chain, tx_id: Digest, descendants: usize, outcome: &str) -> Receipt {
     let leaves = vec![
-        (Digest([1; 32]), "applied".to_string()),
-        (tx_id, outcome.to_string()),
-        (Digest([2; 32]), "rejected: stale".to_string()),
+        (Digest([1; 32]), outcome_code("applied")),
+        (tx_id, outcome_code(outcome)),
+        (Digest([2; 32]), outcome_code("rejected: stale")),
     ];
     let mut blocks = vec![BlockInfo {
         round: 20,
@@ -47,6 +57,7 @@ pub fn receipt(chain: &Chain, tx_id: Digest, descendants: usize, outcome: &str) 
         descendants: blocks[1..].iter().map(Hex::new).collect(),
         certificate: Hex::new(&certificate),
         outcome: outcome.to_string(),
+        outcome_code: outcome_code(outcome),
         block_info: Some(blocks[0].clone()),
         certified: Some((&certificate).into()),
     }

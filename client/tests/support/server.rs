@@ -71,12 +71,26 @@ impl MockNode {
         }
     }
 
+    /// Requests served, epoch checks (`GET /v1/epochs`, which every
+    /// client makes before trusting its latest epoch) excepted.
     pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+        self.hits.load(Ordering::SeqCst) - self.epoch_checks()
     }
 
+    /// Paths requested, epoch checks excepted (see [`MockNode::hits`]).
     pub fn paths(&self) -> Vec<String> {
-        self.requests.lock().unwrap().clone()
+        let all = self.requests.lock().unwrap().clone();
+        all.into_iter()
+            .filter(|p| !p.starts_with("GET /v1/epochs"))
+            .collect()
+    }
+
+    /// How many epoch checks were made.
+    pub fn epoch_checks(&self) -> usize {
+        let all = self.requests.lock().unwrap();
+        all.iter()
+            .filter(|p| p.starts_with("GET /v1/epochs"))
+            .count()
     }
 }
 

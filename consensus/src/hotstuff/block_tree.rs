@@ -204,6 +204,7 @@ impl BlockTree {
                 // certificate until the real one arrives (see insert_qc).
                 None => QuorumCert::root(
                     &self.root_qc.ledger_info.chain_id,
+                    self.root_qc.ledger_info.genesis_hash,
                     self.root_qc.epoch(),
                     &self.root_info,
                     self.root_info.round,

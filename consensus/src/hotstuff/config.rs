@@ -6,6 +6,11 @@
 pub struct Config {
     /// Chain id signed into every ledger info, timeout and proposal.
     pub chain_id: String,
+    /// Hash of the genesis document, signed into every ledger info (and so
+    /// every certificate) with the chain id; a certificate naming another
+    /// genesis is refused. [`Config::new`] leaves it zero: shells running a
+    /// real genesis set it.
+    pub genesis_hash: palisade_crypto::Digest,
     /// Round timeout while the chain commits (ms).
     pub base_timeout_ms: u64,
     /// Growth of the timeout per round without commit, in percent (150 = x1.5).
@@ -48,6 +53,7 @@ impl Config {
     pub fn new(chain_id: impl Into<String>) -> Self {
         Config {
             chain_id: chain_id.into(),
+            genesis_hash: palisade_crypto::Digest::ZERO,
             base_timeout_ms: 1_000,
             backoff_percent: 120,
             max_backoff_exponent: 6,

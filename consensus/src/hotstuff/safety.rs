@@ -175,6 +175,7 @@ mod tests {
         };
         let ledger_info = LedgerInfo {
             chain_id: "t".into(),
+            genesis_hash: Digest::ZERO,
             epoch: 0,
             commit: None,
             consensus_data_hash: vote_data.hash(),

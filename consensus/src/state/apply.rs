@@ -12,17 +12,21 @@
 //!    the leader drops it and proposes again), so outsiders, bad signatures
 //!    and unauthorized signers never reach the chain; nodes refuse the same
 //!    transactions at admission with the same rule, against committed state;
-//! 3. sequence: `next <= sequence <= next + MAX_SEQUENCE_STEP` for the
+//! 3. sequence (a block breaking it is invalid, like one breaking
+//!    admission): `next <= sequence <= next + MAX_SEQUENCE_STEP` for the
 //!    signer, then `next = sequence + 1` (replays and reorderings are
-//!    refused; bounded gaps are allowed so that a rejected transaction does
-//!    not wedge the ones its signer already sent; the bound stops anyone
-//!    steering the account to the end of the sequence space);
+//!    refused; bounded gaps are allowed so that a transaction lost before
+//!    its block does not wedge the ones its signer already sent; the bound
+//!    stops anyone steering the account to the end of the sequence space).
+//!    From here on the transaction **consumes its sequence** whether its body
+//!    is applied or rejected, so a signer has at most one transaction per
+//!    sequence in the chain (issue 13: rejections are not free);
 //! 4. body validation, ownership and limits (per handler);
 //! 5. mutation.
 //!
 //! **Atomicity.** Every handler finishes all its checks before its first
-//! mutation of the working set; a rejection therefore changes nothing, not
-//! even the signer's sequence. Only storage failures can interrupt a
+//! mutation of the working set; a rejection therefore changes nothing but
+//! the signer's sequence (step 3). Only storage failures can interrupt a
 //! mutation, and they abort the whole block.
 //!
 //! **Authority.** Enroll, Revoke and ChangeValidators need the enrollment
@@ -219,8 +223,12 @@ fn apply_inner(
     let identity = ws.identity(&signer)?;
     authorize(stx, &signers, env.authority, &env.validators, identity).map_err(inadmissible)?;
     let sequence = stx.tx.sequence;
+    // Every sequence rule makes the block invalid rather than earning a
+    // rejected receipt: a transaction in the chain always consumes its
+    // sequence (below), so one that could not consume it may not be there,
+    // or a signer could fill blocks with such rejections for free.
     if sequence == u64::MAX {
-        return Err(TxRejection::SequenceExhausted.into());
+        return Err(inadmissible(TxRejection::SequenceExhausted));
     }
     let next = ws.next_sequence(&signer)?;
     // A sequence already used (a replay, or a second copy of one
@@ -237,24 +245,43 @@ fn apply_inner(
     }
     let max = next.saturating_add(MAX_SEQUENCE_STEP);
     if sequence > max {
-        return Err(TxRejection::SequenceTooFar {
+        return Err(inadmissible(TxRejection::SequenceTooFar {
             got: sequence,
             next,
             max,
-        }
-        .into());
+        }));
     }
-    match &stx.tx.body {
+    // A signature-valid, correctly sequenced transaction consumes its
+    // sequence whatever its body's verdict: a rejection still takes a slot
+    // in the chain, so one signer puts at most one transaction per sequence
+    // into it and cannot fill blocks with rejections of one sequence forever.
+    // Handlers check everything before their first mutation, so a rejected
+    // body changed nothing before this.
+    let verdict = apply_body(ws, env, &signer, &stx.tx.body);
+    if matches!(verdict, Ok(()) | Err(Fail::Reject(_))) {
+        ws.set_next_sequence(&signer, sequence + 1);
+    }
+    verdict
+}
+
+/// Step 4 and 5: the body's own checks, then its mutation.
+fn apply_body(
+    ws: &mut WorkingSet<'_>,
+    env: &mut BlockEnv<'_>,
+    signer: &PublicKey,
+    body: &TxBody,
+) -> Result<(), Fail> {
+    match body {
         TxBody::Enroll(e) => enroll(ws, env, e)?,
         TxBody::Revoke { identity } => revoke(ws, env, identity)?,
-        TxBody::Register(reg) => register(ws, env, &signer, reg)?,
+        TxBody::Register(reg) => register(ws, env, signer, reg)?,
         TxBody::Deregister {
             namespace,
             service,
             instance,
         } => {
             let r = instance_ref(namespace, service, instance);
-            let rec = owned_instance(ws, &signer, &r)?;
+            let rec = owned_instance(ws, signer, &r)?;
             remove_instance(ws, &r, &rec.owner, true)?;
         }
         TxBody::Heartbeat {
@@ -263,7 +290,7 @@ fn apply_inner(
             instance,
         } => {
             let r = instance_ref(namespace, service, instance);
-            owned_instance(ws, &signer, &r)?;
+            owned_instance(ws, signer, &r)?;
             let deadline = renew(ws, env, &r)?;
             ws.set_lease(r, Some(deadline));
         }
@@ -274,11 +301,10 @@ fn apply_inner(
             passing,
         } => {
             let r = instance_ref(namespace, service, instance);
-            health_report(ws, env, &signer, &r, *passing)?;
+            health_report(ws, env, signer, &r, *passing)?;
         }
         TxBody::ChangeValidators { validators } => change_validators(ws, env, validators)?,
     }
-    ws.set_next_sequence(&signer, sequence + 1);
     Ok(())
 }
 

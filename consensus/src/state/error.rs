@@ -218,6 +218,53 @@ pub enum TxRejection {
     },
 }
 
+impl TxRejection {
+    /// The reason's stable code: what a receipt leaf hashes
+    /// ([`palisade_crypto::receipt_root`]), so that the transaction root
+    /// never depends on how a reason is printed. Codes are append-only and
+    /// never reused; 0 is [`palisade_crypto::OUTCOME_APPLIED`]. The table is
+    /// pinned by the known-answer test `rejection_code_table`.
+    pub fn code(&self) -> u16 {
+        match self {
+            TxRejection::TooLarge { .. } => 1,
+            TxRejection::WrongChain { .. } => 2,
+            TxRejection::InvalidKey(_) => 3,
+            TxRejection::WeakKey(_) => 4,
+            TxRejection::BadSignature(_) => 5,
+            TxRejection::Malformed(_) => 6,
+            TxRejection::DuplicateCosigner(_) => 7,
+            TxRejection::UnexpectedCosignatures { .. } => 8,
+            TxRejection::TooManyCosignatures { .. } => 9,
+            TxRejection::StaleSequence { .. } => 10,
+            TxRejection::SequenceExhausted => 11,
+            TxRejection::NotAuthority(_) => 12,
+            TxRejection::BelowThreshold { .. } => 13,
+            TxRejection::NotEnrolled(_) => 14,
+            TxRejection::Revoked(_) => 15,
+            TxRejection::NamespaceNotPermitted { .. } => 16,
+            TxRejection::NotOwner { .. } => 17,
+            TxRejection::UnknownInstance { .. } => 18,
+            TxRejection::NotValidator(_) => 19,
+            TxRejection::UnknownIdentity(_) => 20,
+            TxRejection::InvalidName { .. } => 21,
+            TxRejection::InvalidEndpoint { .. } => 22,
+            TxRejection::InvalidLabel { .. } => 23,
+            TxRejection::InvalidVersion(_) => 24,
+            TxRejection::InvalidTtl { .. } => 25,
+            TxRejection::InvalidProbe(_) => 26,
+            TxRejection::ServiceFull { .. } => 27,
+            TxRejection::NamespaceFull { .. } => 28,
+            TxRejection::IdentityFull { .. } => 29,
+            TxRejection::InvalidEnrollment(_) => 30,
+            TxRejection::InvalidValidatorSet(_) => 31,
+            TxRejection::EpochChangePending { .. } => 32,
+            TxRejection::RegistryFull { .. } => 33,
+            TxRejection::SequenceTooFar { .. } => 34,
+            TxRejection::RecordTooLarge { .. } => 35,
+        }
+    }
+}
+
 impl From<SigError> for TxRejection {
     fn from(e: SigError) -> Self {
         match e {

@@ -5,13 +5,16 @@
 //! payload that breaks those bounds or does not decode makes the whole block
 //! invalid (voters refuse it). Inside a valid payload every transaction gets a
 //! receipt, applied or rejected, in payload order; the block's transaction
-//! root is `receipt_root` over all their `(id, outcome)` pairs, rejected ones
-//! included, so a client can prove that its transaction was in the block and
-//! what became of it, under the block's commit certificate.
+//! root is `receipt_root` over all their `(id, outcome code)` pairs, rejected
+//! ones included, so a client can prove that its transaction was in the block
+//! and what became of it, under the block's commit certificate. Only the code
+//! ([`TxOutcome::code`]) is hashed; the text ([`TxOutcome::describe`]) is for
+//! people and may change between builds.
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use palisade_crypto::{
     decode_capped, encode, receipt_root, Digest, SignedTransaction, TxInclusionProof,
+    OUTCOME_APPLIED,
 };
 
 use super::error::TxRejection;
@@ -27,9 +30,17 @@ pub enum TxOutcome {
 }
 
 impl TxOutcome {
-    /// "applied" or `"rejected: <reason>"`: the API's `outcome` string, and
-    /// what the block's transaction root binds to the transaction's id (so
-    /// the reason's text is part of the hashed format).
+    /// The outcome's stable code, what the block's transaction root binds to
+    /// the transaction's id: [`OUTCOME_APPLIED`] or [`TxRejection::code`].
+    pub fn code(&self) -> u16 {
+        match self {
+            TxOutcome::Applied => OUTCOME_APPLIED,
+            TxOutcome::Rejected(r) => r.code(),
+        }
+    }
+
+    /// "applied" or `"rejected: <reason>"`: the API's `outcome` text, for
+    /// people; it is hashed nowhere.
     pub fn describe(&self) -> String {
         match self {
             TxOutcome::Applied => "applied".to_string(),
@@ -76,12 +87,12 @@ impl BlockReceipts {
             .then(|| TxInclusionProof::build_receipt(&self.leaves(), index))
     }
 
-    /// `(tx id, outcome string)` per receipt: the leaves of the block's
+    /// `(tx id, outcome code)` per receipt: the leaves of the block's
     /// transaction root ([`palisade_crypto::receipt_root`]).
-    pub fn leaves(&self) -> Vec<(Digest, String)> {
+    pub fn leaves(&self) -> Vec<(Digest, u16)> {
         self.receipts
             .iter()
-            .map(|r| (r.tx_id, r.outcome.describe()))
+            .map(|r| (r.tx_id, r.outcome.code()))
             .collect()
     }
 

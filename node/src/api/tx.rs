@@ -13,6 +13,7 @@ use palisade_consensus::state::StateReader;
 use palisade_crypto::api::{AccountResponse, Receipt, SubmitRequest, SubmitResponse, TxStatus};
 use palisade_crypto::{
     decode_capped, Digest, Hex, PublicKey, SignedTransaction, StateKey, TxInclusionProof,
+    OUTCOME_APPLIED,
 };
 use tokio::sync::broadcast::error::RecvError;
 
@@ -45,30 +46,35 @@ pub(crate) fn receipt(ctx: &Context, id: &Digest) -> Result<Option<Receipt>, Sto
         }
     }
     let index = loc.index as usize;
-    if index >= record.tx_ids.len() || record.outcomes.len() != record.tx_ids.len() {
+    if index >= record.tx_ids.len()
+        || record.outcomes.len() != record.tx_ids.len()
+        || record.codes.len() != record.tx_ids.len()
+    {
         return Err(StorageError::Corrupt {
             cf: "receipts",
             reason: format!(
-                "index {index} beyond block of {} ids and {} outcomes",
+                "index {index} beyond block of {} ids, {} outcomes and {} codes",
                 record.tx_ids.len(),
-                record.outcomes.len()
+                record.outcomes.len(),
+                record.codes.len()
             ),
         });
     }
-    let leaves: Vec<(Digest, String)> = record
+    let leaves: Vec<(Digest, u16)> = record
         .tx_ids
         .iter()
         .copied()
-        .zip(record.outcomes.iter().cloned())
+        .zip(record.codes.iter().copied())
         .collect();
     let mut outcome = record.outcomes[index].clone();
+    let mut outcome_code = record.codes[index];
     if ctx.byzantine.has(crate::ByzantineMode::ClaimOutcomes) {
         // Byzantine test mode: claim the opposite outcome (the proof stays
         // the honest one, which then no longer matches).
-        outcome = if outcome == "applied" {
-            "rejected: forged by a Byzantine node".into()
+        (outcome, outcome_code) = if outcome_code == OUTCOME_APPLIED {
+            ("rejected: forged by a Byzantine node".into(), 14)
         } else {
-            "applied".into()
+            ("applied".into(), OUTCOME_APPLIED)
         };
     }
     Ok(Some(Receipt {
@@ -79,6 +85,7 @@ pub(crate) fn receipt(ctx: &Context, id: &Digest) -> Result<Option<Receipt>, Sto
         descendants,
         certificate: Hex::new(&cert),
         outcome,
+        outcome_code,
         block_info: Some(block),
         certified: Some((&cert).into()),
     }))
@@ -87,7 +94,7 @@ pub(crate) fn receipt(ctx: &Context, id: &Digest) -> Result<Option<Receipt>, Sto
 fn answer(id: Digest, receipt: Option<Receipt>) -> SubmitResponse {
     let status = match &receipt {
         None => TxStatus::Pending,
-        Some(r) if r.outcome == "applied" => TxStatus::Committed,
+        Some(r) if r.outcome_code == OUTCOME_APPLIED => TxStatus::Committed,
         Some(_) => TxStatus::Rejected,
     };
     SubmitResponse {

@@ -3,9 +3,11 @@
 //! A stream walks certified heights from its `from_height`. A batch covers
 //! every height from where the stream stands up to the latest certified
 //! height `c`: for each watched service that changed in it, an `update`
-//! whose lookup is proven at `c`, then `synced` (the hex commit certificate
-//! of `c`, as a JSON string): every change up to `c` was sent, and a client
-//! resumes with `from_height = c + 1`. A client that loses the stream before
+//! whose lookup is proven at `c`, then `synced` (a `WatchSynced`: the commit
+//! certificate of `c` and, for a service watch, the service's lookup proven
+//! at `c`): every change up to `c` was sent, and a client resumes with
+//! `from_height = c + 1`. The proven state lets the client check that claim
+//! against what it was sent (issue-13 review). A client that loses the stream before
 //! `synced` resumes from the batch's start, so no change is lost. An update
 //! whose JSON would exceed `api.watch_inline_max_bytes` is announced as `changed` (data
 //! `namespace/service`) and the client looks it up, so a large service never
@@ -19,9 +21,16 @@
 //! blocks the runtime nor costs more memory than a live stream (the changed
 //! services of one namespace). Each stream is produced by its own task into
 //! a small channel; a consumer that takes nothing for
-//! `api.watch_idle_timeout_ms` is dropped and its slot freed. Streams are
-//! capped globally (`api.max_watch_streams`) and per remote IP address
-//! (`api.max_watch_streams_per_client`).
+//! `api.watch_idle_timeout_ms` is dropped and its slot freed. So that this
+//! holds on a quiet namespace too, the task sends a heartbeat event every
+//! `api.watch_heartbeat_ms`, which must drain like any event; and since
+//! socket buffers can absorb heartbeats for a long time, every stream ends
+//! after `api.watch_max_stream_ms` (the client resumes from its last
+//! `synced` height): no reader, reading or not, holds a slot longer.
+//! Streams are capped globally (`api.max_watch_streams`), per remote IP
+//! address (`api.max_watch_streams_per_client`) and per IPv4 /24 or IPv6 /48
+//! (`api.max_watch_streams_per_subnet`), so a few addresses cannot take
+//! every slot (issue-13 review).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
@@ -30,12 +39,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Extension;
 use futures::{Stream, StreamExt};
-use palisade_crypto::api::{ApiError, WatchUpdate};
+use palisade_crypto::api::{ApiError, WatchSynced, WatchUpdate};
 use palisade_crypto::Hex;
 use serde::Deserialize;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -60,14 +71,39 @@ pub(crate) struct WatchQuery {
     from_height: Option<u64>,
 }
 
-/// Open watch streams per remote IP address (one per API router).
+/// Open watch streams per remote IP address and per subnet (one per API
+/// router).
 #[derive(Debug, Default)]
 pub(crate) struct WatchLimits {
-    per_client: Mutex<HashMap<Option<IpAddr>, usize>>,
+    /// Keyed by `(subnet, address)`: entries with the address `None` count
+    /// the whole subnet.
+    open: Mutex<HashMap<SlotKey, usize>>,
 }
 
-/// Counts an open stream, globally and for its client; both counts drop
-/// when the stream (its producing task) ends.
+/// `(subnet, address)`; the address `None` counts the whole subnet.
+type SlotKey = (Option<IpAddr>, Option<IpAddr>);
+
+/// The subnet an address counts in: its IPv4 /24 or IPv6 /48 (an
+/// IPv4-mapped IPv6 address counts as IPv4).
+fn subnet(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => subnet(IpAddr::V4(v4)),
+            None => {
+                let mut o = v6.octets();
+                o[6..].fill(0);
+                IpAddr::from(o)
+            }
+        },
+    }
+}
+
+/// Counts an open stream, globally, for its client and for its subnet; the
+/// counts drop when the stream (its producing task) ends.
 struct StreamGuard {
     ctx: Arc<Context>,
     limits: Arc<WatchLimits>,
@@ -75,25 +111,42 @@ struct StreamGuard {
 }
 
 impl StreamGuard {
-    /// Open a stream for `client`, or refuse it over either cap.
+    fn keys(client: Option<IpAddr>) -> [SlotKey; 2] {
+        let net = client.map(subnet);
+        [(net, client), (net, None)]
+    }
+
+    /// Open a stream for `client`, or refuse it over any cap.
     fn open(
         ctx: Arc<Context>,
         limits: Arc<WatchLimits>,
         client: Option<IpAddr>,
     ) -> Result<Self, ApiErr> {
         {
-            let mut per = limits.per_client.lock().unwrap_or_else(|e| e.into_inner());
-            let mine = per.entry(client).or_insert(0);
-            if *mine >= ctx.api.max_watch_streams_per_client {
+            let [mine, net] = Self::keys(client);
+            let mut open = limits.open.lock().unwrap_or_else(|e| e.into_inner());
+            let count = |k| open.get(&k).copied().unwrap_or(0);
+            let api = &ctx.api;
+            if count(mine) >= api.max_watch_streams_per_client {
                 return Err(ApiErr::unavailable(
                     "too_many_watchers",
                     format!(
                         "at most {} watch streams per client",
-                        ctx.api.max_watch_streams_per_client
+                        api.max_watch_streams_per_client
                     ),
                 ));
             }
-            *mine += 1;
+            if count(net) >= api.max_watch_streams_per_subnet {
+                return Err(ApiErr::unavailable(
+                    "too_many_watchers",
+                    format!(
+                        "at most {} watch streams per subnet (IPv4 /24, IPv6 /48)",
+                        api.max_watch_streams_per_subnet
+                    ),
+                ));
+            }
+            *open.entry(mine).or_insert(0) += 1;
+            *open.entry(net).or_insert(0) += 1;
         }
         let open = ctx.watch_streams.fetch_add(1, Ordering::Relaxed) + 1;
         ctx.metrics.watch_streams.set(open as i64);
@@ -116,15 +169,13 @@ impl Drop for StreamGuard {
     fn drop(&mut self) {
         let n = self.ctx.watch_streams.fetch_sub(1, Ordering::Relaxed) - 1;
         self.ctx.metrics.watch_streams.set(n as i64);
-        let mut per = self
-            .limits
-            .per_client
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(mine) = per.get_mut(&self.client) {
-            *mine -= 1;
-            if *mine == 0 {
-                per.remove(&self.client);
+        let mut open = self.limits.open.lock().unwrap_or_else(|e| e.into_inner());
+        for key in Self::keys(self.client) {
+            if let Some(n) = open.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&key);
+                }
             }
         }
     }
@@ -193,7 +244,22 @@ impl Scanner {
                     .data(format!("{}/{}", update.namespace, update.service))
             });
         }
-        let synced = serde_json::to_string(&Hex::new(&cert)).expect("certificate encodes");
+        // The watched service's state at `certified`, proven under the same
+        // certificate (omitted when too large: the client looks it up).
+        let subject = match &self.service {
+            Some(svc) => {
+                Some(lookup_at(&ctx, certified, &cert, &self.namespace, svc)?).filter(|l| {
+                    serde_json::to_string(l).map_or(0, |s| s.len())
+                        <= ctx.api.watch_inline_max_bytes
+                })
+            }
+            None => None,
+        };
+        let synced = WatchSynced {
+            certificate: Hex::new(&cert),
+            service: subject,
+        };
+        let synced = serde_json::to_string(&synced).expect("WatchSynced encodes");
         events.push(Event::default().event("synced").data(synced));
         Ok((true, events))
     }
@@ -221,6 +287,9 @@ struct WatchState {
     live: broadcast::Receiver<u64>,
     pending: VecDeque<Event>,
     done: bool,
+    /// When the stream ends whatever its consumer does.
+    ends_at: Instant,
+    heartbeat: Duration,
 }
 
 impl WatchState {
@@ -228,7 +297,11 @@ impl WatchState {
     fn new(guard: StreamGuard, namespace: String, service: Option<String>, next: u64) -> Self {
         let ctx = guard.ctx.clone();
         let live = ctx.commits.subscribe();
+        let ends_at = Instant::now() + Duration::from_millis(ctx.api.watch_max_stream_ms);
+        let heartbeat = Duration::from_millis(ctx.api.watch_heartbeat_ms);
         WatchState {
+            ends_at,
+            heartbeat,
             _guard: guard,
             scanner: Some(Scanner {
                 ctx: ctx.clone(),
@@ -267,6 +340,12 @@ impl WatchState {
             if self.done {
                 return None;
             }
+            if Instant::now() >= self.ends_at {
+                // The stream's lifetime: end it (after a whole batch, so the
+                // client resumes from its last `synced` height).
+                tracing::debug!("watch stream reached its lifetime; closed");
+                return None;
+            }
             match self.scan().await {
                 Ok(true) => continue,
                 Ok(false) => {}
@@ -279,6 +358,11 @@ impl WatchState {
             let received = tokio::select! {
                 r = self.live.recv() => r,
                 _ = stop.wait() => return None,
+                _ = tokio::time::sleep(self.heartbeat) => {
+                    // Must drain like any event (see `produce`).
+                    return Some(Event::default().comment("heartbeat"));
+                }
+                _ = tokio::time::sleep_until(self.ends_at) => continue,
             };
             match received {
                 Ok(_) => {}
@@ -330,6 +414,7 @@ pub(crate) async fn watch(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let guard = StreamGuard::open(ctx.clone(), limits, client)?;
+    // Byzantine modes only; honest streams carry their own heartbeat.
     let keepalive = KeepAlive::default();
     if ctx.byzantine.has(ByzantineMode::CutWatch) {
         // Byzantine test mode: every stream ends at once with a cutoff.
@@ -362,7 +447,7 @@ pub(crate) async fn watch(
     let stream: EventStream = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|e| (Ok(e), rx))
     }));
-    Ok(Sse::new(stream).keep_alive(keepalive).into_response())
+    Ok(Sse::new(stream).into_response())
 }
 
 #[cfg(test)]

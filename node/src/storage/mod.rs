@@ -34,8 +34,12 @@ const META_EPOCH_PREFIX: &[u8] = b"epoch_end/";
 pub struct HeightRecord {
     /// Transaction ids, in block order.
     pub tx_ids: Vec<Digest>,
-    /// The state machine's verdict per transaction ("applied" or a reason).
+    /// The state machine's verdict per transaction ("applied" or a reason),
+    /// as text for people.
     pub outcomes: Vec<String>,
+    /// The verdict's stable code per transaction (what the transaction root
+    /// hashes: `TxOutcome::code`).
+    pub codes: Vec<u16>,
     /// Services whose record changed at this height, `(namespace, service)`.
     pub changed: Vec<(String, String)>,
 }

@@ -66,6 +66,12 @@ impl StateStore for NodeStore {
                 .iter()
                 .map(|r| r.outcome.describe())
                 .collect(),
+            codes: commit
+                .receipts
+                .receipts
+                .iter()
+                .map(|r| r.outcome.code())
+                .collect(),
             changed: commit
                 .changed
                 .iter()

@@ -242,7 +242,7 @@ fn verify_receipt(c: &Cluster, resp: &SubmitResponse) {
     r.inclusion
         .decode()
         .unwrap()
-        .verify_receipt(&block.tx_root, &resp.tx_id, &r.outcome)
+        .verify_receipt(&block.tx_root, &resp.tx_id, r.outcome_code)
         .unwrap();
 }
 

@@ -167,6 +167,7 @@ fn verified_ledger(info: BlockInfo) -> VerifiedLedgerInfo {
     };
     let li = LedgerInfo {
         chain_id: "c".into(),
+        genesis_hash: Digest::ZERO,
         epoch: 0,
         commit: Some(info),
         consensus_data_hash: Digest::ZERO,

@@ -153,6 +153,7 @@ fn cert(info: &BlockInfo) -> CommitCertificate {
     CommitCertificate {
         ledger_info: LedgerInfo {
             chain_id: "test".into(),
+            genesis_hash: Digest::ZERO,
             epoch: 0,
             commit: Some(info.clone()),
             consensus_data_hash: Digest::ZERO,
@@ -165,6 +166,7 @@ fn record(ids: &[u8]) -> HeightRecord {
     HeightRecord {
         tx_ids: ids.iter().map(|i| Digest([*i; 32])).collect(),
         outcomes: ids.iter().map(|_| "applied".to_string()).collect(),
+        codes: ids.iter().map(|_| 0).collect(),
         changed: vec![("ns".into(), "svc".into())],
     }
 }

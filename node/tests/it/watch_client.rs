@@ -319,3 +319,103 @@ async fn an_update_too_large_for_an_event_is_announced_and_looked_up() {
     assert_eq!(v.instances()[0].instance, "a1");
     c.shutdown().await;
 }
+
+/// Issue-13 review: a reader that never reads loses its stream slot within
+/// a bounded time, even on a quiet namespace whose events would never fill
+/// its buffers (before, the idle timeout fired only once the buffers were
+/// full, so such a reader kept its slot for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_never_reads_loses_its_slot_in_bounded_time() {
+    let c = Cluster::start_with(1, |cfg| {
+        cfg.api.max_watch_streams_per_client = 1;
+        cfg.api.watch_max_stream_ms = 1_500;
+    })
+    .await;
+    let node = c.api(0);
+    let (status, _never_read) = open_watch(node, "127.0.0.1").await;
+    assert!(status.contains(" 200 "), "{status}");
+    let (status, _) = open_watch(node, "127.0.0.1").await;
+    assert!(status.contains(" 503 "), "the slot is taken: {status}");
+    // The reader keeps its connection open and reads nothing; its slot is
+    // freed within the stream lifetime (polled, bounded).
+    let mut freed = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (status, conn) = open_watch(node, "127.0.0.1").await;
+        if status.contains(" 200 ") {
+            freed = true;
+            drop(conn);
+            break;
+        }
+    }
+    assert!(
+        freed,
+        "a reader that never reads still holds its slot after 10 s"
+    );
+    c.shutdown().await;
+}
+
+/// Issue-13 review: streams are capped per IPv4 /24 as well as per address,
+/// so neighbouring addresses cannot take every slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_are_capped_per_subnet_on_a_real_node() {
+    let c = Cluster::start_with(1, |cfg| {
+        cfg.api.max_watch_streams_per_client = 1;
+        cfg.api.max_watch_streams_per_subnet = 2;
+    })
+    .await;
+    let node = c.api(0);
+    let mut held = Vec::new();
+    for from in ["127.0.0.1", "127.0.0.2"] {
+        let (status, conn) = open_watch(node, from).await;
+        assert!(status.contains(" 200 "), "{from}: {status}");
+        held.push(conn);
+    }
+    let (status, _) = open_watch(node, "127.0.0.3").await;
+    assert!(
+        status.contains(" 503 "),
+        "a third address of one /24: {status}"
+    );
+    // Another /24 is another subnet.
+    let (status, other) = open_watch(node, "127.0.1.1").await;
+    assert!(status.contains(" 200 "), "{status}");
+    drop((held, other));
+    c.shutdown().await;
+}
+
+/// Issue-13 review: a real node's `synced` proves the watched service at its
+/// height, so a service watch started after the service's last change
+/// receives the proven state at its first `synced` (and the change below
+/// the watch's start that no update carries is still seen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_watch_gets_the_state_proven_by_its_first_synced() {
+    let c = Cluster::start(1).await;
+    c.wait_height(0, 1).await;
+    let (_, api) = c
+        .submit(0, &register(&c.service, 0, "api", "a1"), true)
+        .await;
+    let at = api.receipt.unwrap().height;
+    c.wait_height(0, at + 2).await;
+    // From a height above the change: no update carries it.
+    let client = client(&c, &[url(&c, 0)]);
+    let rx = watch_thread(
+        client,
+        Some("api"),
+        Some(at + 1),
+        Duration::from_secs(20),
+        1,
+    );
+    let (item, _) = recv(rx, Duration::from_secs(30)).await;
+    let v = item
+        .expect("the first synced delivers the proven state")
+        .unwrap();
+    assert!(v.height > at, "{}", v.height);
+    assert_eq!(
+        v.instances()
+            .iter()
+            .map(|i| i.instance.as_str())
+            .collect::<Vec<_>>(),
+        ["a1"]
+    );
+    c.shutdown().await;
+}

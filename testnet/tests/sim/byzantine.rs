@@ -397,6 +397,7 @@ fn vote_for(sim: &Sim, voter: usize, round: u64, id: u8) -> Vote {
     };
     let ledger_info = LedgerInfo {
         chain_id: "sim-chain".into(),
+        genesis_hash: Digest::ZERO,
         epoch: 0,
         commit: None,
         consensus_data_hash: vote_data.hash(),

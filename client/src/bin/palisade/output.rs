@@ -51,6 +51,7 @@ pub(crate) fn receipt_json(r: &VerifiedReceipt) -> Value {
         "height": r.block.height,
         "certified_height": r.certified_height,
         "outcome": r.outcome,
+        "outcome_code": r.outcome_code,
     })
 }
 

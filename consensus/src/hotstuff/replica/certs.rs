@@ -159,7 +159,11 @@ impl<E: Executor> Replica<E> {
     /// Verify a QC of the current epoch (unsigned only if it is our root's),
     /// remembering the verdict so each certificate is checked once.
     pub(super) fn verify_qc(&mut self, qc: &QuorumCert) -> Result<(), ConsensusError> {
-        qc.check_shape(&self.config.chain_id, self.validators.epoch)?;
+        qc.check_shape(
+            &self.config.chain_id,
+            self.config.genesis_hash,
+            self.validators.epoch,
+        )?;
         if qc.is_root() {
             return if qc == self.tree.root_qc() {
                 Ok(())
@@ -171,7 +175,12 @@ impl<E: Executor> Replica<E> {
         if self.verified.contains(&key) {
             return Ok(());
         }
-        qc.verify_with(&self.config.chain_id, &self.validators, &*self.verifier)?;
+        qc.verify_with(
+            &self.config.chain_id,
+            self.config.genesis_hash,
+            &self.validators,
+            &*self.verifier,
+        )?;
         if self.verified.len() >= VERIFIED_CACHE {
             self.verified.clear();
         }
@@ -297,7 +306,11 @@ impl<E: Executor> Replica<E> {
             signatures: vec![(from, vote.signature)],
         };
         as_qc
-            .check_shape(&self.config.chain_id, self.validators.epoch)
+            .check_shape(
+                &self.config.chain_id,
+                self.config.genesis_hash,
+                self.validators.epoch,
+            )
             .map_err(|e| match e {
                 ConsensusError::MalformedCertificate(_) => {
                     ConsensusError::InconsistentVote(vote.vote_data.block_id)

@@ -82,7 +82,13 @@ impl<E: Executor> Replica<E> {
     /// Switch to the next epoch on top of the committed root.
     fn start_epoch(&mut self, next: ValidatorSet) {
         let root = self.tree.root_info().clone();
-        let root_qc = QuorumCert::root(&self.config.chain_id, next.epoch, &root, 0);
+        let root_qc = QuorumCert::root(
+            &self.config.chain_id,
+            self.config.genesis_hash,
+            next.epoch,
+            &root,
+            0,
+        );
         info!(me = %self.me.short(), epoch = next.epoch, "new epoch");
         self.tree.reset_epoch(root, root_qc);
         self.validators = next.clone();

@@ -198,11 +198,19 @@ impl<E: Executor> Replica<E> {
         let epoch_starts_here = root.height == 0 || root.next_validators.is_some();
         let root_qc = match root_qc {
             Some(qc) if !epoch_starts_here && qc.certified_id() == root.block_id => {
-                qc.verify(&config.chain_id, &validators)?;
+                qc.verify(&config.chain_id, config.genesis_hash, &validators)?;
                 qc
             }
-            _ if epoch_starts_here => QuorumCert::root(&config.chain_id, epoch, &root, 0),
-            _ => QuorumCert::root(&config.chain_id, epoch, &root, root.round),
+            _ if epoch_starts_here => {
+                QuorumCert::root(&config.chain_id, config.genesis_hash, epoch, &root, 0)
+            }
+            _ => QuorumCert::root(
+                &config.chain_id,
+                config.genesis_hash,
+                epoch,
+                &root,
+                root.round,
+            ),
         };
         let safety = if safety.epoch == epoch {
             safety

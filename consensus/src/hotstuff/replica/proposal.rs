@@ -292,6 +292,7 @@ impl<E: Executor> Replica<E> {
         };
         let ledger_info = LedgerInfo {
             chain_id: self.config.chain_id.clone(),
+            genesis_hash: self.config.genesis_hash,
             epoch: block.epoch,
             commit,
             consensus_data_hash: vote_data.hash(),

@@ -366,3 +366,46 @@ fn a_replica_whose_executor_cannot_commit_halts_and_stays_silent() {
     // The other three go on committing.
     assert!(net.committed[1].len() >= 20, "{}", net.committed[1].len());
 }
+
+/// Issue-13 review: every ledger info names the genesis hash, and a replica
+/// refuses votes and certificates naming another genesis, so the keys of an
+/// old chain (here validator 3, running the old genesis with the same chain
+/// id and keys) cannot help certify the new chain.
+#[test]
+fn a_replica_of_another_genesis_with_the_same_keys_is_refused() {
+    let mut c = config();
+    c.genesis_hash = Digest([1; 32]);
+    let mut net = Net::with_config(4, c.clone());
+    let mut old = c.clone();
+    old.genesis_hash = Digest([66; 32]);
+    let keys = keys(4);
+    let g = genesis();
+    net.replicas[3] = Replica::genesis(
+        old,
+        keys[3].clone(),
+        SimExecutor::new(g.block_id, g.state_root),
+        g.clone(),
+        set(&keys, 0),
+        1_000,
+    )
+    .unwrap();
+    net.run(300);
+    assert!(
+        net.errors.iter().any(|e| matches!(
+            e,
+            ConsensusError::WrongChain { got, .. } if got.contains("genesis")
+        )),
+        "no certificate or vote of the other genesis was refused: {:?}",
+        net.errors
+    );
+    assert!(!net.committed[0].is_empty(), "the three others commit");
+    for b in &net.committed[0] {
+        let cert = b.certificate();
+        assert_eq!(cert.ledger_info.genesis_hash, Digest([1; 32]));
+        assert!(cert.signatures.iter().all(|(k, _)| *k != keys[3].public()));
+    }
+    assert!(
+        net.committed[3].is_empty(),
+        "the old genesis commits nothing"
+    );
+}

@@ -34,7 +34,13 @@ impl QuorumCert {
     /// The unsigned certificate of an epoch's root block (genesis or the
     /// previous epoch's last block), identical on every replica. `round` is
     /// the round the epoch's first block must exceed.
-    pub fn root(chain_id: &str, epoch: u64, root: &BlockInfo, round: u64) -> Self {
+    pub fn root(
+        chain_id: &str,
+        genesis_hash: Digest,
+        epoch: u64,
+        root: &BlockInfo,
+        round: u64,
+    ) -> Self {
         let vote_data = VoteData {
             epoch,
             block_id: root.block_id,
@@ -46,6 +52,7 @@ impl QuorumCert {
         };
         let ledger_info = LedgerInfo {
             chain_id: chain_id.to_string(),
+            genesis_hash,
             epoch,
             commit: None,
             consensus_data_hash: vote_data.hash(),
@@ -91,13 +98,25 @@ impl QuorumCert {
         })
     }
 
-    /// Internal consistency, chain and epoch; no signature is checked here.
-    pub(crate) fn check_shape(&self, chain_id: &str, epoch: u64) -> Result<(), ConsensusError> {
+    /// Internal consistency, chain (id and genesis) and epoch; no
+    /// signature is checked here.
+    pub(crate) fn check_shape(
+        &self,
+        chain_id: &str,
+        genesis_hash: Digest,
+        epoch: u64,
+    ) -> Result<(), ConsensusError> {
         let li = &self.ledger_info;
         if li.chain_id != chain_id {
             return Err(ConsensusError::WrongChain {
                 got: li.chain_id.clone(),
                 expected: chain_id.to_string(),
+            });
+        }
+        if li.genesis_hash != genesis_hash {
+            return Err(ConsensusError::WrongChain {
+                got: format!("{} with genesis {}", li.chain_id, li.genesis_hash),
+                expected: format!("{chain_id} with genesis {genesis_hash}"),
             });
         }
         if li.epoch != epoch {
@@ -140,18 +159,24 @@ impl QuorumCert {
     }
 
     /// Full verification against the epoch's validator set (strict signatures).
-    pub fn verify(&self, chain_id: &str, set: &ValidatorSet) -> Result<(), ConsensusError> {
-        self.verify_with(chain_id, set, &StrictVerifier)
+    pub fn verify(
+        &self,
+        chain_id: &str,
+        genesis_hash: Digest,
+        set: &ValidatorSet,
+    ) -> Result<(), ConsensusError> {
+        self.verify_with(chain_id, genesis_hash, set, &StrictVerifier)
     }
 
     /// Full verification, signatures checked by `verifier`.
     pub fn verify_with(
         &self,
         chain_id: &str,
+        genesis_hash: Digest,
         set: &ValidatorSet,
         verifier: &dyn SignatureVerifier,
     ) -> Result<(), ConsensusError> {
-        self.check_shape(chain_id, set.epoch)?;
+        self.check_shape(chain_id, genesis_hash, set.epoch)?;
         if self.is_root() {
             return Err(ConsensusError::UnknownRootCertificate(self.certified_id()));
         }

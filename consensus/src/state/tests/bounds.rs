@@ -5,6 +5,7 @@ use palisade_crypto::{Endpoint, Label, ProbeKind, ProbeSpec, MAX_DECODE_BYTES};
 
 use super::super::{Params, StateError};
 use super::*;
+use crate::executor::ExecutionError;
 
 /// A registration with every field at its genesis maximum.
 fn maximal(p: &Params, i: usize) -> Registration {
@@ -141,21 +142,35 @@ fn genesis_refuses_limits_that_allow_a_record_over_the_decode_cap() {
 /// Issue 13 item 2: a lying node that tells a signer its next sequence is
 /// `u64::MAX - 1` can no longer make the signer's next transaction exhaust
 /// the account: a sequence more than `MAX_SEQUENCE_STEP` past the signer's
-/// next is refused (changing nothing), and the signer carries on.
+/// next makes its block invalid (changing nothing), and the signer carries
+/// on. (Invalid rather than rejected since the issue-13 review: a rejected
+/// transaction consumes its sequence, and this one cannot.)
 #[test]
 fn a_sequence_far_ahead_is_refused_and_cannot_exhaust_the_account() {
     use palisade_crypto::MAX_SEQUENCE_STEP;
     let mut c = Chain::new();
     let first = sign(&alice(), 0, TxBody::Register(reg("shop", "web", "a1")));
     assert_eq!(c.one(first), TxOutcome::Applied);
+    let inadmissible = |got: Result<_, ExecutionError>| match got {
+        Err(ExecutionError::Inadmissible { reason, .. }) => Some(reason),
+        _ => None,
+    };
     let lured = sign(&alice(), u64::MAX - 1, heartbeat("shop", "web", "a1"));
     assert_eq!(
-        c.one(lured),
-        TxOutcome::Rejected(TxRejection::SequenceTooFar {
-            got: u64::MAX - 1,
-            next: 1,
-            max: 1 + MAX_SEQUENCE_STEP,
-        })
+        inadmissible(c.try_block(1_000, &[lured])),
+        Some(
+            TxRejection::SequenceTooFar {
+                got: u64::MAX - 1,
+                next: 1,
+                max: 1 + MAX_SEQUENCE_STEP,
+            }
+            .to_string()
+        )
+    );
+    let exhausted = sign(&alice(), u64::MAX, heartbeat("shop", "web", "a1"));
+    assert_eq!(
+        inadmissible(c.try_block(1_000, &[exhausted])),
+        Some(TxRejection::SequenceExhausted.to_string())
     );
     assert_eq!(c.reader().next_sequence(&alice().public()).unwrap(), 1);
     // Just past the step is refused, the step itself is a valid gap.
@@ -164,10 +179,7 @@ fn a_sequence_far_ahead_is_refused_and_cannot_exhaust_the_account() {
         2 + MAX_SEQUENCE_STEP,
         heartbeat("shop", "web", "a1"),
     );
-    assert!(matches!(
-        rejected(&c.one(past)),
-        Some(TxRejection::SequenceTooFar { .. })
-    ));
+    assert!(inadmissible(c.try_block(1_000, &[past])).is_some_and(|r| r.contains("too far ahead")));
     let gap = sign(
         &alice(),
         1 + MAX_SEQUENCE_STEP,
@@ -180,4 +192,42 @@ fn a_sequence_far_ahead_is_refused_and_cannot_exhaust_the_account() {
         heartbeat("shop", "web", "a1"),
     );
     assert_eq!(c.one(next), TxOutcome::Applied);
+}
+
+/// Issue-13 review: a rejection is not free. A signature-valid, correctly
+/// sequenced transaction that execution rejects consumes its sequence (its
+/// receipt says rejected), so the same sequence cannot be rejected again in
+/// a later block: one signer puts at most one transaction per sequence into
+/// the chain.
+#[test]
+fn a_rejected_transaction_consumes_its_sequence() {
+    let mut c = Chain::new();
+    // A heartbeat for an instance that does not exist: rejected.
+    let refused = sign(&alice(), 0, heartbeat("shop", "web", "nothing"));
+    assert!(matches!(
+        rejected(&c.one(refused)),
+        Some(TxRejection::UnknownInstance { .. })
+    ));
+    assert_eq!(c.reader().next_sequence(&alice().public()).unwrap(), 1);
+    // Another rejected body at the same sequence: the block is invalid.
+    let again = sign(&alice(), 0, heartbeat("shop", "web", "other"));
+    let before = c.root();
+    assert!(matches!(
+        c.try_block(1_000, &[again]),
+        Err(ExecutionError::Inadmissible { reason, .. })
+            if reason == TxRejection::StaleSequence { got: 0, next: 1 }.to_string()
+    ));
+    assert_eq!(c.root(), before);
+    // In one block, too: the second rejection at one sequence is refused.
+    let r1 = sign(&alice(), 1, heartbeat("shop", "web", "x1"));
+    let r2 = sign(&alice(), 1, heartbeat("shop", "web", "x2"));
+    assert!(matches!(
+        c.try_block(1_000, &[r1.clone(), r2]),
+        Err(ExecutionError::Inadmissible { .. })
+    ));
+    // The signer carries on from the next sequence.
+    assert!(rejected(&c.one(r1)).is_some());
+    let ok = sign(&alice(), 2, TxBody::Register(reg("shop", "web", "a1")));
+    assert_eq!(c.one(ok), TxOutcome::Applied);
+    assert_eq!(c.reader().next_sequence(&alice().public()).unwrap(), 3);
 }

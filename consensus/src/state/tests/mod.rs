@@ -9,8 +9,8 @@ use palisade_crypto::{
 };
 
 use super::{
-    encode_payload, Authority, BlockReceipts, Genesis, MemStore, RegistryExecutor, StateReader,
-    TxOutcome, TxRejection,
+    encode_payload, Authority, BlockReceipts, Genesis, IdentityRecord, MemStore, RegistryExecutor,
+    StateKey, StateReader, TxOutcome, TxRejection,
 };
 use crate::executor::{ExecutionContext, ExecutionError, ExecutionResult, Executor};
 
@@ -227,7 +227,43 @@ impl Chain {
     pub(super) fn root(&self) -> Digest {
         self.exec.committed().1
     }
+
+    /// Everything the registry holds but accounts (sequences): every
+    /// namespace's listing and service records, and the identity record of
+    /// every key this chain has signed with.
+    pub(super) fn services_and_identities(&self) -> RegistryContent {
+        let reader = self.reader();
+        let mut services = Vec::new();
+        for ns in reader.namespaces().expect("readable") {
+            let listing: Option<palisade_crypto::NamespaceRecord> = reader
+                .get(&StateKey::Namespace {
+                    namespace: ns.clone(),
+                })
+                .expect("readable");
+            let records = listing
+                .map(|l| l.services)
+                .unwrap_or_default()
+                .iter()
+                .map(|svc| reader.service_record(&ns, svc).expect("readable"))
+                .collect();
+            services.push((ns, records));
+        }
+        let mut keys: Vec<_> = self.seqs.keys().copied().collect();
+        keys.sort_by_key(|k| k.to_string());
+        let identities = keys
+            .iter()
+            .map(|k| reader.identity(k).expect("readable"))
+            .collect();
+        (services, identities)
+    }
 }
+
+/// Every namespace's service records, and the identity records of known
+/// keys ([`Chain::services_and_identities`]).
+pub(super) type RegistryContent = (
+    Vec<(String, Vec<Option<ServiceRecord>>)>,
+    Vec<Option<IdentityRecord>>,
+);
 
 pub(super) fn rejected(outcome: &TxOutcome) -> Option<&TxRejection> {
     match outcome {

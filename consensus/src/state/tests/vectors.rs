@@ -270,3 +270,150 @@ fn state_roots_after_a_fixed_sequence() {
         check.0.join("\n")
     );
 }
+
+/// The rejection code table: what receipt leaves hash. A code is never
+/// changed or reused (stored receipts and certified transaction roots name
+/// it); new reasons take the next number.
+#[test]
+fn rejection_code_table() {
+    let k = alice().public();
+    let s = || "x".to_string();
+    let table: Vec<(u16, TxRejection)> = vec![
+        (1, TxRejection::TooLarge { size: 1, max: 0 }),
+        (
+            2,
+            TxRejection::WrongChain {
+                got: s(),
+                expected: s(),
+            },
+        ),
+        (3, TxRejection::InvalidKey(k)),
+        (4, TxRejection::WeakKey(k)),
+        (5, TxRejection::BadSignature(k)),
+        (6, TxRejection::Malformed(s())),
+        (7, TxRejection::DuplicateCosigner(k)),
+        (8, TxRejection::UnexpectedCosignatures { count: 1 }),
+        (
+            9,
+            TxRejection::TooManyCosignatures {
+                count: 2,
+                members: 1,
+            },
+        ),
+        (10, TxRejection::StaleSequence { got: 0, next: 1 }),
+        (11, TxRejection::SequenceExhausted),
+        (12, TxRejection::NotAuthority(k)),
+        (13, TxRejection::BelowThreshold { got: 1, needed: 2 }),
+        (14, TxRejection::NotEnrolled(k)),
+        (15, TxRejection::Revoked(k)),
+        (16, TxRejection::NamespaceNotPermitted { namespace: s() }),
+        (
+            17,
+            TxRejection::NotOwner {
+                instance: s(),
+                owner: k,
+            },
+        ),
+        (
+            18,
+            TxRejection::UnknownInstance {
+                namespace: s(),
+                service: s(),
+                instance: s(),
+            },
+        ),
+        (19, TxRejection::NotValidator(k)),
+        (20, TxRejection::UnknownIdentity(k)),
+        (
+            21,
+            TxRejection::InvalidName {
+                field: s(),
+                reason: s(),
+            },
+        ),
+        (
+            22,
+            TxRejection::InvalidEndpoint {
+                index: 0,
+                reason: s(),
+            },
+        ),
+        (
+            23,
+            TxRejection::InvalidLabel {
+                key: s(),
+                reason: s(),
+            },
+        ),
+        (24, TxRejection::InvalidVersion(s())),
+        (25, TxRejection::InvalidTtl { got: 0, max: 1 }),
+        (26, TxRejection::InvalidProbe(s())),
+        (27, TxRejection::ServiceFull { max: 1 }),
+        (28, TxRejection::NamespaceFull { max: 1 }),
+        (29, TxRejection::IdentityFull { max: 1 }),
+        (30, TxRejection::InvalidEnrollment(s())),
+        (31, TxRejection::InvalidValidatorSet(s())),
+        (32, TxRejection::EpochChangePending { pending: 1 }),
+        (33, TxRejection::RegistryFull { max: 1 }),
+        (
+            34,
+            TxRejection::SequenceTooFar {
+                got: 9,
+                next: 0,
+                max: 1,
+            },
+        ),
+        (
+            35,
+            TxRejection::RecordTooLarge {
+                record: s(),
+                size: 2,
+                max: 1,
+            },
+        ),
+    ];
+    for (code, reason) in &table {
+        assert_eq!(reason.code(), *code, "{reason:?}");
+        // The code is the reason's borsh tag plus one: the table follows the
+        // declaration order, which is append-only.
+        assert_eq!(encode(reason)[0] as u16 + 1, *code, "{reason:?}");
+        assert_eq!(TxOutcome::Rejected(reason.clone()).code(), *code);
+    }
+    assert_eq!(TxOutcome::Applied.code(), palisade_crypto::OUTCOME_APPLIED);
+    assert_eq!(palisade_crypto::OUTCOME_APPLIED, 0);
+}
+
+/// Issue-13 review: the transaction root hashes reason codes, never reason
+/// text, so two receipts whose reasons differ only in what `Display` prints
+/// of user data give one root (and applied still differs from rejected).
+#[test]
+fn the_transaction_root_hashes_no_reason_text() {
+    use super::super::receipts::TxReceipt;
+    let block = |outcome: TxOutcome| {
+        BlockReceipts::new(
+            1,
+            vec![TxReceipt {
+                tx_id: Digest([1; 32]),
+                height: 1,
+                index: 0,
+                outcome,
+            }],
+        )
+        .tx_root
+    };
+    let bad_name = |reason: &str| {
+        TxOutcome::Rejected(TxRejection::InvalidName {
+            field: "service".into(),
+            reason: reason.into(),
+        })
+    };
+    assert_eq!(
+        block(bad_name("must start with a lowercase letter")),
+        block(bad_name("länge 64 außerhalb 1..=63 \u{1F980}"))
+    );
+    assert_ne!(block(bad_name("x")), block(TxOutcome::Applied));
+    assert_ne!(
+        block(bad_name("x")),
+        block(TxOutcome::Rejected(TxRejection::InvalidVersion("x".into())))
+    );
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""Re-derive, outside Rust, the known-answer vectors the issue-13 review
+changed (crypto/tests/vectors.rs): the ledger info digest and its signature
+(LedgerInfo now signs the genesis hash) and the receipt root (leaves hash
+reason codes, not text). Needs `pip install blake3 pynacl`. Run from the
+repository root; prints `name hex` lines to compare with the vectors."""
+import re
+import struct
+
+import blake3
+import nacl.signing
+
+VECTORS = open("crypto/tests/vectors.rs").read()
+
+
+def tag(name):
+    return re.search(name + r' = "([^"]+)"', open("crypto/src/hash.rs").read()).group(1)
+
+
+def h(domain, data):
+    key = blake3.blake3(tag(domain).encode(), derive_key_context="palisade v1 domain").digest()
+    return blake3.blake3(data, key=key).digest()
+
+
+# LedgerInfo { chain_id, genesis_hash, epoch, commit: Some(block_info), consensus_data_hash }
+block_info = bytes.fromhex(re.search(r'\("block_info", "([0-9a-f]+)"\)', VECTORS).group(1))
+chain = b"palisade-test"
+li = struct.pack("<I", len(chain)) + chain + bytes([9]) * 32 + struct.pack("<Q", 0)
+li += b"\x01" + block_info + h("VoteData", b"vote")
+digest = h("LedgerInfo", li)
+print("ledger_info_digest", digest.hex())
+print("ledger_info_sig_key1", nacl.signing.SigningKey(bytes([1]) * 32).sign(digest).signature.hex())
+
+# receipt_root of [(1..., applied=0), (2..., code 16), (3..., applied=0)]:
+# rs_merkle over 3 leaves promotes the odd last one; the root binds the count.
+leaves = [h("ReceiptLeaf", bytes([i]) * 32 + struct.pack("<H", c)) for i, c in [(1, 0), (2, 16), (3, 0)]]
+root = h("TxNode", h("TxNode", leaves[0] + leaves[1]) + leaves[2])
+print("receipt_root", h("TxNode", struct.pack("<Q", 3) + root).hex())
