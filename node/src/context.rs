@@ -74,6 +74,8 @@ pub(crate) struct Context {
     pub(crate) peers: Vec<crate::config::PeerConfig>,
     /// Ends long-lived requests (watch streams) when the node stops.
     pub(crate) shutdown: crate::shutdown::Shutdown,
+    /// Other datacenters this node imports (`[[links]]`).
+    pub(crate) links: crate::links::Links,
 }
 
 impl Context {
@@ -188,6 +190,7 @@ impl Context {
             watch_streams: AtomicUsize::new(0),
             peers: vec![],
             shutdown,
+            links: Default::default(),
         };
         (std::sync::Arc::new(ctx), trigger)
     }

@@ -1,0 +1,442 @@
+//! Cross-DC import over real stores: a remote chain executed by the real
+//! registry state machine and certified by its validator keys, exported by
+//! the real export code, imported into a mirror, looked up and verified by
+//! the SDK against the remote genesis set. Lying sources, equivocation and
+//! the mirror's root property.
+
+use std::sync::{Arc, Mutex};
+
+use palisade_client::{verify_lookup, TrustedChain};
+use palisade_consensus::executor::{ExecutionContext, Executor};
+use palisade_consensus::state::{Genesis, RegistryExecutor};
+use palisade_crypto::dc::{
+    EquivocationEvidence, ExportChanges, ExportHead, ExportSnapshot, LeafChange,
+};
+use palisade_crypto::{
+    decode, BlockInfo, CommitCertificate, Digest, Hex, LedgerInfo, SecretKey, ValidatorSet,
+};
+use palisade_node::links::export::{export_changes, export_head, export_snapshot};
+use palisade_node::links::mirror::Mirror;
+use palisade_node::links::{Importer, LinkError, RoundOutcome, Source};
+use palisade_node::NodeStore;
+
+use super::state_store::{genesis, register};
+
+/// A remote datacenter in one process: its validators' keys, its executor
+/// and its node store, committing one certified block per call.
+struct RemoteChain {
+    keys: Vec<SecretKey>,
+    service: SecretKey,
+    exec: RegistryExecutor<NodeStore>,
+    validators: ValidatorSet,
+    store: NodeStore,
+    last: BlockInfo,
+    seq: u64,
+}
+
+impl RemoteChain {
+    fn new() -> Self {
+        let keys: Vec<SecretKey> = (1..=4).map(|i| SecretKey::from_seed([i; 32])).collect();
+        let service = SecretKey::from_seed([9; 32]);
+        let g: Genesis = genesis(&keys, &service);
+        let store = NodeStore::in_memory();
+        let exec = RegistryExecutor::open(store.clone(), &g).unwrap();
+        let last = exec.committed_meta().genesis_info();
+        store
+            .commit_ledger(std::slice::from_ref(&last), None)
+            .unwrap();
+        RemoteChain {
+            validators: g.validators.clone(),
+            keys,
+            service,
+            exec,
+            store,
+            last,
+            seq: 0,
+        }
+    }
+
+    fn trust(&self) -> TrustedChain {
+        TrustedChain::new("test-chain", self.validators.clone()).unwrap()
+    }
+
+    fn certify(&self, info: &BlockInfo) -> CommitCertificate {
+        let li = LedgerInfo {
+            chain_id: "test-chain".into(),
+            epoch: 0,
+            commit: Some(info.clone()),
+            consensus_data_hash: Digest([7; 32]),
+        };
+        let digest = li.digest();
+        CommitCertificate {
+            signatures: self.keys[..3]
+                .iter()
+                .map(|k| (k.public(), k.sign_digest(&digest)))
+                .collect(),
+            ledger_info: li,
+        }
+    }
+
+    /// Register `instance` of `service` in one block; certify it when `cert`.
+    fn register(&mut self, service: &str, instance: &str, cert: bool) -> BlockInfo {
+        let h = self.last.height + 1;
+        let ctx = ExecutionContext {
+            parent_id: self.exec.committed().0,
+            block_id: Digest([h as u8; 32]),
+            height: h,
+            epoch: 0,
+            timestamp_ms: 1_000_000 + h * 1000,
+        };
+        let tx = register(&self.service, self.seq, service, instance);
+        self.seq += 1;
+        let payload = palisade_consensus::state::encode_payload(&[tx]);
+        let result = self.exec.execute(&ctx, &payload).unwrap();
+        self.exec.commit(&ctx.block_id).unwrap();
+        let info = BlockInfo {
+            round: h,
+            height: h,
+            block_id: ctx.block_id,
+            state_root: result.state_root,
+            tx_root: result.tx_root,
+            timestamp_ms: ctx.timestamp_ms,
+            next_validators: None,
+            parent_info: self.last.hash(),
+        };
+        let c = cert.then(|| self.certify(&info));
+        self.store
+            .commit_ledger(std::slice::from_ref(&info), c.as_ref())
+            .unwrap();
+        self.last = info.clone();
+        info
+    }
+}
+
+/// How a test source lies.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Lie {
+    Honest,
+    OmitChange,
+    AlterValue,
+    Silent,
+}
+
+/// A remote node: the real export code over a remote store, possibly lying.
+struct StoreSource {
+    store: NodeStore,
+    lie: Arc<Mutex<Lie>>,
+}
+
+impl Source for StoreSource {
+    fn name(&self) -> String {
+        format!("store({:?})", self.lie.lock().unwrap())
+    }
+    fn head(&self) -> Result<ExportHead, LinkError> {
+        if *self.lie.lock().unwrap() == Lie::Silent {
+            return Err(LinkError::Remote {
+                node: self.name(),
+                reason: "silent".into(),
+            });
+        }
+        Ok(export_head(&self.store).unwrap())
+    }
+    fn changes(&self, from: u64) -> Result<ExportChanges, LinkError> {
+        let mut page = export_changes(&self.store, from).unwrap();
+        let mut changes: Vec<LeafChange> = page.changes.decode().unwrap();
+        match *self.lie.lock().unwrap() {
+            Lie::OmitChange => {
+                changes.pop();
+            }
+            Lie::AlterValue => {
+                if let Some(c) = changes.iter_mut().find(|c| c.value.is_some()) {
+                    c.value.as_mut().unwrap().push(0);
+                }
+            }
+            _ => {}
+        }
+        page.changes = Hex::new(&changes);
+        Ok(page)
+    }
+    fn snapshot(&self, height: u64, after: Option<Digest>) -> Result<ExportSnapshot, LinkError> {
+        Ok(export_snapshot(&self.store, height, after).unwrap())
+    }
+    fn epochs(&self, _from: u64) -> Result<Vec<CommitCertificate>, LinkError> {
+        Ok(vec![])
+    }
+}
+
+fn source(store: &NodeStore, lie: Lie) -> (Box<dyn Source>, Arc<Mutex<Lie>>) {
+    let lie = Arc::new(Mutex::new(lie));
+    (
+        Box::new(StoreSource {
+            store: store.clone(),
+            lie: lie.clone(),
+        }),
+        lie,
+    )
+}
+
+fn verified_instances(mirror: &Mirror, trust: &TrustedChain, service: &str) -> (u64, usize) {
+    let answer = mirror.lookup("prod", service).unwrap().expect("imported");
+    let v =
+        verify_lookup(trust, "prod", service, &answer, 0, None).expect("remote answer verifies");
+    (v.height, v.record.map_or(0, |r| r.instances.len()))
+}
+
+#[test]
+fn import_snapshot_then_deltas_and_serve_verified_remote_lookups() {
+    let mut remote = RemoteChain::new();
+    remote.register("api", "i1", true);
+    let (honest, _) = source(&remote.store, Lie::Honest);
+    let mut imp = Importer::new(remote.trust(), Mirror::in_memory(), vec![honest]);
+    assert_eq!(
+        imp.round(1),
+        RoundOutcome::Imported(1),
+        "first import from a snapshot"
+    );
+    // Heights 2 and 3 uncertified, 4 certified: one coalesced delta to 4.
+    remote.register("api", "i2", false);
+    remote.register("web", "w1", false);
+    remote.register("api", "i3", true);
+    assert_eq!(imp.round(2), RoundOutcome::Imported(4));
+    assert_eq!(imp.round(3), RoundOutcome::UpToDate);
+    let trust = remote.trust();
+    assert_eq!(verified_instances(imp.mirror(), &trust, "api"), (4, 3));
+    assert_eq!(verified_instances(imp.mirror(), &trust, "web"), (4, 1));
+    // A service the remote never had: a verified absence.
+    assert_eq!(verified_instances(imp.mirror(), &trust, "none"), (4, 0));
+    // Against another datacenter's validators the remote answer fails.
+    let other: Vec<SecretKey> = (11..=14).map(|i| SecretKey::from_seed([i; 32])).collect();
+    let other_trust = TrustedChain::new(
+        "test-chain",
+        genesis(&other, &remote.service).validators.clone(),
+    )
+    .unwrap();
+    let answer = imp.mirror().lookup("prod", "api").unwrap().unwrap();
+    assert!(verify_lookup(&other_trust, "prod", "api", &answer, 0, None).is_err());
+}
+
+#[test]
+fn a_delta_that_omits_or_alters_a_change_is_refused_and_another_node_is_used() {
+    for lie in [Lie::OmitChange, Lie::AlterValue] {
+        let mut remote = RemoteChain::new();
+        remote.register("api", "i1", true);
+        let (liar, _) = source(&remote.store, lie);
+        let (honest, _) = source(&remote.store, Lie::Honest);
+        // The liar is asked first for the head and the first import is a
+        // snapshot (honest in both), so let the first round import.
+        let mut imp = Importer::new(remote.trust(), Mirror::in_memory(), vec![liar, honest]);
+        assert_eq!(imp.round(1), RoundOutcome::Imported(1));
+        remote.register("api", "i2", true);
+        assert_eq!(
+            imp.round(2),
+            RoundOutcome::Refused("root_mismatch"),
+            "{lie:?}"
+        );
+        assert_eq!(
+            imp.mirror().record().unwrap().unwrap().info.height,
+            1,
+            "nothing applied"
+        );
+        assert_eq!(
+            imp.round(3),
+            RoundOutcome::Imported(2),
+            "{lie:?}: the honest node serves"
+        );
+        assert_eq!(imp.refusals.get("root_mismatch"), Some(&1));
+        let (h, n) = verified_instances(imp.mirror(), &remote.trust(), "api");
+        assert_eq!((h, n), (2, 2));
+    }
+}
+
+#[test]
+fn silence_from_every_node_is_unreachable_and_keeps_the_imported_state() {
+    let mut remote = RemoteChain::new();
+    remote.register("api", "i1", true);
+    let (src, lie) = source(&remote.store, Lie::Honest);
+    let mut imp = Importer::new(remote.trust(), Mirror::in_memory(), vec![src]);
+    assert_eq!(imp.round(0), RoundOutcome::Imported(1));
+    *lie.lock().unwrap() = Lie::Silent;
+    assert_eq!(imp.round(1_000), RoundOutcome::Unreachable);
+    let timing = palisade_node::links::ImportTiming::default();
+    assert_eq!(imp.status("dc-b", 1_000, &timing).state, "live");
+    let status = imp.status("dc-b", 1_000 + timing.partition_after_ms + 1, &timing);
+    assert_eq!(status.state, "partitioned");
+    assert_eq!(status.imported_height, 1);
+    assert_eq!(
+        verified_instances(imp.mirror(), &remote.trust(), "api"),
+        (1, 1)
+    );
+}
+
+#[test]
+fn two_certified_blocks_at_one_height_freeze_the_link_with_evidence() {
+    // Twin datacenter: the same validator keys and genesis certify two
+    // different blocks at height 2.
+    let mut a = RemoteChain::new();
+    let mut b = RemoteChain::new();
+    a.register("api", "i1", true);
+    b.register("api", "i1", true);
+    a.register("api", "left", true);
+    b.register("api", "right", true);
+    // Four remote nodes, f + 1 = 2 asked per round: one of each history.
+    let sources = vec![
+        source(&a.store, Lie::Honest).0,
+        source(&b.store, Lie::Honest).0,
+        source(&a.store, Lie::Honest).0,
+        source(&b.store, Lie::Honest).0,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut imp = Importer::new(a.trust(), Mirror::in_memory(), sources)
+        .with_evidence_dir(dir.path().to_path_buf());
+    assert_eq!(imp.round(1), RoundOutcome::Frozen);
+    assert_eq!(imp.round(2), RoundOutcome::Frozen, "stays frozen");
+    assert!(imp.mirror().record().unwrap().is_none(), "nothing imported");
+    assert!(imp.mirror().frozen().unwrap().is_some());
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    let bytes = std::fs::read(files[0].as_ref().unwrap().path()).unwrap();
+    let ev: EquivocationEvidence = decode(&bytes).unwrap();
+    assert_ne!(ev.first.ledger_info.commit, ev.second.ledger_info.commit);
+}
+
+#[test]
+fn a_certified_chain_that_does_not_reach_the_imported_block_freezes_the_link() {
+    let mut a = RemoteChain::new();
+    let mut b = RemoteChain::new();
+    a.register("api", "i1", true);
+    b.register("api", "i1", true);
+    a.register("api", "left", true);
+    b.register("api", "right", false);
+    b.register("api", "more", true);
+    let (sa, switch_a) = source(&a.store, Lie::Honest);
+    let (sb, _) = source(&b.store, Lie::Honest);
+    let dir = tempfile::tempdir().unwrap();
+    // Only A answers at first: import A's height 2.
+    *switch_a.lock().unwrap() = Lie::Honest;
+    let mut imp = Importer::new(a.trust(), Mirror::in_memory(), vec![sa])
+        .with_evidence_dir(dir.path().to_path_buf());
+    assert_eq!(imp.round(1), RoundOutcome::Imported(2));
+    // Then B's fork (height 3, certified) arrives from another node.
+    let mirror = imp.mirror().clone();
+    let mut imp =
+        Importer::new(a.trust(), mirror, vec![sb]).with_evidence_dir(dir.path().to_path_buf());
+    assert_eq!(imp.round(2), RoundOutcome::Frozen);
+    let record = imp.mirror().record().unwrap().unwrap();
+    assert!(imp.mirror().frozen().unwrap().is_some());
+    assert_eq!(
+        record.info.height, 2,
+        "the imported state stays served, frozen"
+    );
+    assert_eq!(imp.round(3), RoundOutcome::Frozen, "no import once frozen");
+}
+
+mod root_property {
+    use std::collections::BTreeMap;
+
+    use jmt::storage::TreeWriter;
+    use jmt::{JellyfishMerkleTree, KeyHash};
+    use palisade_crypto::{state_key_hash, JmtHasher, StateKey};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn key(k: u8) -> Digest {
+        Digest(
+            state_key_hash(&StateKey::System {
+                name: k.to_string(),
+            })
+            .0,
+        )
+    }
+
+    fn info(root: Digest, height: u64) -> BlockInfo {
+        BlockInfo {
+            round: height,
+            height,
+            block_id: Digest([height as u8; 32]),
+            state_root: root,
+            tx_root: Digest::ZERO,
+            timestamp_ms: 0,
+            next_validators: None,
+            parent_info: Digest::ZERO,
+        }
+    }
+
+    fn cert() -> CommitCertificate {
+        CommitCertificate {
+            ledger_info: LedgerInfo {
+                chain_id: "test-chain".into(),
+                epoch: 0,
+                commit: None,
+                consensus_data_hash: Digest::ZERO,
+            },
+            signatures: vec![],
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+        /// The mirror accepts a delta exactly when it is the complete and
+        /// correct net change: omitting, altering or adding one change
+        /// always gives another root.
+        #[test]
+        fn mirror_root_matches_iff_the_delta_is_complete_and_correct(
+            base in proptest::collection::btree_map(0u8..24, proptest::collection::vec(any::<u8>(), 1..6), 1..16),
+            writes in proptest::collection::btree_map(0u8..24, proptest::option::of(proptest::collection::vec(any::<u8>(), 1..6)), 1..10),
+            mutation in 0u8..4,
+            pick in any::<prop::sample::Index>(),
+        ) {
+            // The truth: the remote tree at versions 0 and 1.
+            let truth = NodeStore::in_memory();
+            let tree = JellyfishMerkleTree::<_, JmtHasher>::new(truth.tree());
+            let (root0, b0) = tree
+                .put_value_set(base.iter().map(|(k, v)| (KeyHash(key(*k).0), Some(v.clone()))), 0)
+                .unwrap();
+            truth.tree().write_node_batch(&b0.node_batch).unwrap();
+            // The net delta: only keys whose value really changes.
+            let delta: BTreeMap<u8, Option<Vec<u8>>> = writes
+                .into_iter()
+                .filter(|(k, v)| base.get(k) != v.as_ref())
+                .collect();
+            let (root1, _) = tree
+                .put_value_set(delta.iter().map(|(k, v)| (KeyHash(key(*k).0), v.clone())), 1)
+                .unwrap();
+            let mirror = Mirror::in_memory();
+            let snapshot: Vec<LeafChange> = base
+                .iter()
+                .map(|(k, v)| LeafChange { key_hash: key(*k), value: Some(v.clone()) })
+                .collect();
+            mirror.apply(&snapshot, &info(Digest(root0.0), 1), &cert()).unwrap();
+            let mut changes: Vec<LeafChange> = delta
+                .iter()
+                .map(|(k, v)| LeafChange { key_hash: key(*k), value: v.clone() })
+                .collect();
+            let mutated = match mutation {
+                1 if !changes.is_empty() => {
+                    changes.remove(pick.index(changes.len()));
+                    true
+                }
+                2 if !changes.is_empty() => {
+                    let i = pick.index(changes.len());
+                    changes[i].value = match changes[i].value.take() {
+                        Some(mut v) => { v.push(1); Some(v) }
+                        None => Some(vec![0xee]),
+                    };
+                    true
+                }
+                3 => {
+                    // A change the remote did not make: a key outside the
+                    // delta set to a value it never had.
+                    let k = (24u8..).find(|k| !delta.contains_key(k)).unwrap();
+                    changes.push(LeafChange { key_hash: key(k), value: Some(vec![0xab; 7]) });
+                    true
+                }
+                _ => false,
+            };
+            let result = mirror.apply(&changes, &info(Digest(root1.0), 2), &cert());
+            prop_assert_eq!(result.is_ok(), !mutated, "{:?}", result);
+            let height = mirror.record().unwrap().unwrap().info.height;
+            prop_assert_eq!(height, if mutated { 1 } else { 2 });
+        }
+    }
+}
