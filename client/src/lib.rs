@@ -34,6 +34,7 @@ mod filter;
 mod heartbeat;
 mod lookup;
 mod node;
+mod remote;
 mod signer;
 mod sse;
 mod submit;
@@ -47,6 +48,7 @@ pub use error::ClientError;
 pub use filter::{is_healthy, services_with_prefix, InstanceFilter};
 pub use heartbeat::{HeartbeatReport, HeartbeatTask};
 pub use node::terminal_safe;
+pub use remote::{RemoteAnswer, RemoteDatacenter};
 pub use signer::{
     enrollment, parse_endpoint, parse_label, parse_service_path, registration, InstanceRef, Signer,
 };

@@ -33,6 +33,12 @@ struct Target {
     node: usize,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum WanAction {
+    Cut,
+    Heal,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Generate and start a testnet, run the demo, and stay in the foreground
@@ -61,6 +67,48 @@ enum Command {
         /// Base round timeout in milliseconds.
         #[arg(long, default_value_t = 1000)]
         round_timeout_ms: u64,
+        /// Datacenter name; the chain id becomes `palisade-NAME` (default:
+        /// datacenter `local`, chain `palisade-local`).
+        #[arg(long, value_name = "NAME")]
+        datacenter: Option<String>,
+    },
+    /// Make testnet --dir import testnet --to (another datacenter) through a
+    /// TCP delay proxy per remote node; restarts --dir's nodes.
+    Link {
+        /// The importing testnet.
+        #[arg(long, default_value = "testnet-data")]
+        dir: PathBuf,
+        /// The imported testnet.
+        #[arg(long)]
+        to: PathBuf,
+        /// Held in each direction by the proxies.
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        delay_ms: u64,
+    },
+    /// Cut or heal the link from --dir to --to.
+    Wan {
+        /// The importing testnet.
+        #[arg(long, default_value = "testnet-data")]
+        dir: PathBuf,
+        /// The imported testnet.
+        #[arg(long)]
+        to: PathBuf,
+        /// `cut` or `heal`.
+        action: WanAction,
+    },
+    /// One link proxy (started by `link`).
+    #[command(hide = true)]
+    LinkProxy {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        upstream: String,
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        #[arg(long)]
+        cut_flag: PathBuf,
+        #[arg(long)]
+        stats_file: PathBuf,
     },
     /// Stop every process of the testnet.
     Down {
@@ -281,6 +329,7 @@ fn run(cli: Cli) -> Result<()> {
             byzantine,
             node_bin,
             round_timeout_ms,
+            datacenter,
         } => {
             let node_binary = match node_bin {
                 Some(p) => cluster::absolute(&p),
@@ -291,9 +340,60 @@ fn run(cli: Cli) -> Result<()> {
             opts.twins = twins;
             opts.byzantine = parse_byzantine(&byzantine, nodes)?;
             opts.round_timeout_ms = round_timeout_ms;
+            if let Some(name) = datacenter {
+                if name.is_empty()
+                    || name.len() > 63
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                {
+                    bail!("--datacenter {name:?}: use 1-63 lowercase letters, digits and '-'");
+                }
+                opts.chain_id = format!("palisade-{name}");
+                opts.datacenter = name;
+            }
             up(opts, detach)
         }
+        Command::Link { dir, to, delay_ms } => {
+            let me = std::env::current_exe().context("locating this executable")?;
+            let link_dir = palisade_testnet::link::link(&dir, &to, delay_ms, &me)?;
+            println!(
+                "{} imports {} through delay proxies ({delay_ms} ms each way); files in {}",
+                dir.display(),
+                to.display(),
+                link_dir.display()
+            );
+            Ok(())
+        }
+        Command::Wan { dir, to, action } => {
+            let cut = matches!(action, WanAction::Cut);
+            palisade_testnet::link::wan(&dir, &to, cut)?;
+            println!(
+                "link {} -> {} {}",
+                dir.display(),
+                to.display(),
+                if cut { "cut" } else { "healed" }
+            );
+            Ok(())
+        }
+        Command::LinkProxy {
+            listen,
+            upstream,
+            delay_ms,
+            cut_flag,
+            stats_file,
+        } => {
+            palisade_testnet::link::proxy::run(palisade_testnet::link::proxy::ProxyConfig {
+                listen,
+                upstream,
+                delay: Duration::from_millis(delay_ms),
+                cut_flag,
+                stats_file,
+            })?;
+            Ok(())
+        }
         Command::Down { dir } => {
+            palisade_testnet::link::stop_proxies(&dir)?;
             let stopped = Testnet::open(&dir)?.down()?;
             println!("stopped {} processes", stopped.len());
             Ok(())

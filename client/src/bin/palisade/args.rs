@@ -158,6 +158,18 @@ pub(crate) enum Command {
         /// Only passing instances whose lease is live at the certified block time.
         #[arg(long)]
         healthy: bool,
+        /// Another datacenter's network file: read its records through the
+        /// --network nodes and verify them against its validators (with --dc).
+        #[arg(long, value_name = "FILE", requires = "dc")]
+        remote: Vec<PathBuf>,
+        /// The datacenter to read (one of the --remote files' datacenters).
+        #[arg(long, value_name = "NAME", requires = "remote")]
+        dc: Vec<String>,
+        /// `local-first`: the local answer when it has a passing instance,
+        /// else the --dc datacenters in order (default: the one --dc named,
+        /// or the local datacenter without --dc).
+        #[arg(long, value_name = "POLICY")]
+        policy: Option<String>,
         /// NAMESPACE/SERVICE.
         target: String,
     },

@@ -9,6 +9,7 @@ mod args;
 #[cfg(feature = "genesis")]
 mod genesis;
 mod output;
+mod remote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -217,17 +218,26 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             read,
             labels,
             healthy,
+            remote,
+            dc,
+            policy,
             target,
         } => {
             let labels = labels
                 .iter()
                 .map(|l| parse_label(l).map(|l| (l.key, l.value)))
                 .collect::<Result<Vec<_>, _>>()?;
-            lookup(
-                &read,
-                &target,
-                &palisade_client::InstanceFilter { labels, healthy },
-            )
+            let filter = palisade_client::InstanceFilter { labels, healthy };
+            match policy.as_deref() {
+                None if dc.is_empty() => lookup(&read, &target, &filter),
+                None | Some("local-first") => {
+                    let plan = remote::Plan::new(&remote, &dc, policy.is_some())?;
+                    remote::lookup(&read, &target, &filter, &plan)
+                }
+                Some(other) => Err(ClientError::Invalid(format!(
+                    "--policy {other:?}: the only policy is local-first"
+                ))),
+            }
         }
         Command::Status { net, json } => status(&net, json),
         Command::Services {
