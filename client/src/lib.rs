@@ -30,6 +30,7 @@ mod client;
 #[cfg(feature = "dns")]
 pub mod dns;
 mod error;
+mod evidence;
 mod filter;
 mod heartbeat;
 mod lookup;
@@ -45,6 +46,7 @@ mod watch;
 pub use cache::Cache;
 pub use client::{load_network_file, Client, ClientConfig, LookupAnswer};
 pub use error::ClientError;
+pub use evidence::{verify_evidence, Equivocation};
 pub use filter::{is_healthy, services_with_prefix, InstanceFilter};
 pub use heartbeat::{HeartbeatReport, HeartbeatTask};
 pub use node::terminal_safe;

@@ -183,6 +183,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         metrics.p2p_registry(),
     )
     .await?;
+    let link_metrics = crate::links::LinkMetrics::register(metrics.links_registry());
     let limits = MempoolLimits {
         chain_id: genesis.chain_id.clone(),
         max_txs: config.mempool.max_txs,
@@ -248,6 +249,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         tasks.push(tokio::spawn(crate::links::run_link(
             link.clone(),
             crate::links::ImportTiming::default(),
+            link_metrics.clone(),
             shutdown.clone(),
         )));
     }

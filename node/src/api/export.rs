@@ -42,8 +42,59 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Re
         .map_err(|e| ApiErr::bad("bad_query", e.body_text()))
 }
 
-pub(crate) async fn head(State(ctx): State<Arc<Context>>) -> Result<Json<ExportHead>, ApiErr> {
-    Ok(Json(export_head(&ctx.store)?))
+/// Longest a head request may be held.
+const MAX_HEAD_WAIT_MS: u64 = 5_000;
+
+#[derive(Deserialize)]
+pub(crate) struct HeadQuery {
+    after: Option<u64>,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// Whether `head` carries news for an importer at `after`: a certified height
+/// above it whose state root differs from the root at `after` (blocks that
+/// change nothing are reported at the next heartbeat, not one by one).
+fn news(ctx: &Context, head: &ExportHead, after: u64) -> Result<bool, ApiErr> {
+    if head.height <= after {
+        return Ok(false);
+    }
+    let old = ctx.store.block_info(after)?.map(|i| i.state_root);
+    let new = ctx.store.block_info(head.height)?.map(|i| i.state_root);
+    Ok(old.is_none() || old != new)
+}
+
+/// `GET /v1/export/head[?after=H&wait_ms=W]`: the newest certificate; with
+/// `after`, held (at most `W` ≤ 5 s) until a certified height above `H`
+/// changed the state, so an idle link costs one answer per `W` (its
+/// heartbeat) and a change travels as soon as it is certified.
+pub(crate) async fn head(
+    State(ctx): State<Arc<Context>>,
+    q: Result<Query<HeadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ExportHead>, ApiErr> {
+    let q = query(q)?;
+    let mut commits = ctx.commits.subscribe();
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(q.wait_ms.min(MAX_HEAD_WAIT_MS));
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let head = export_head(&ctx.store)?;
+        let Some(after) = q.after else {
+            return Ok(Json(head));
+        };
+        if news(&ctx, &head, after)? || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(head));
+        }
+        tokio::select! {
+            r = commits.recv() => {
+                if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    return Ok(Json(head));
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = shutdown.wait() => return Ok(Json(head)),
+        }
+    }
 }
 
 #[derive(Deserialize)]

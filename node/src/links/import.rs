@@ -43,6 +43,9 @@ pub struct ImportTiming {
     pub poll: Duration,
     /// Per-request bound.
     pub request_timeout: Duration,
+    /// How long a remote node may hold a head request when nothing changed
+    /// (the idle link's heartbeat).
+    pub head_wait: Duration,
     /// No verified head from any remote node this long: partitioned.
     pub partition_after_ms: u64,
     /// Heads verified but the remote height not advancing this long: remote stalled.
@@ -52,8 +55,9 @@ pub struct ImportTiming {
 impl Default for ImportTiming {
     fn default() -> Self {
         ImportTiming {
-            poll: Duration::from_millis(100),
+            poll: Duration::from_millis(20),
             request_timeout: Duration::from_secs(2),
+            head_wait: Duration::from_secs(2),
             partition_after_ms: 6_000,
             stall_after_ms: 6_000,
         }
@@ -64,8 +68,9 @@ impl Default for ImportTiming {
 pub trait Source: Send + Sync {
     /// Its name in logs.
     fn name(&self) -> String;
-    /// `GET /v1/export/head`.
-    fn head(&self) -> Result<ExportHead, LinkError>;
+    /// `GET /v1/export/head?after=H`: may be held until a certified height
+    /// above `H` changed the state, or a heartbeat time passed.
+    fn head(&self, after: Option<u64>) -> Result<ExportHead, LinkError>;
     /// `GET /v1/export/changes?from_height=H`.
     fn changes(&self, from: u64) -> Result<ExportChanges, LinkError>;
     /// `GET /v1/export/snapshot?height=C&after=K`.
@@ -78,21 +83,25 @@ pub trait Source: Send + Sync {
 pub struct HttpSource {
     url: String,
     agent: ureq::Agent,
+    head_wait_ms: u64,
     bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl HttpSource {
-    /// A source at `url`, counting the bytes it reads into `bytes`.
-    pub fn new(url: &str, timeout: Duration, bytes: Arc<std::sync::atomic::AtomicU64>) -> Self {
+    /// A source at `url`, counting the bytes it reads into `bytes`; a head
+    /// request is held at most `timing.head_wait`, every request is bounded
+    /// by that plus `timing.request_timeout`.
+    pub fn new(url: &str, timing: &ImportTiming, bytes: Arc<std::sync::atomic::AtomicU64>) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_connect(Some(timeout))
-            .timeout_global(Some(timeout))
+            .timeout_connect(Some(timing.request_timeout))
+            .timeout_global(Some(timing.request_timeout + timing.head_wait))
             .build()
             .into();
         HttpSource {
             url: url.trim_end_matches('/').to_string(),
             agent,
+            head_wait_ms: timing.head_wait.as_millis() as u64,
             bytes,
         }
     }
@@ -132,8 +141,14 @@ impl Source for HttpSource {
     fn name(&self) -> String {
         self.url.clone()
     }
-    fn head(&self) -> Result<ExportHead, LinkError> {
-        self.get("/v1/export/head")
+    fn head(&self, after: Option<u64>) -> Result<ExportHead, LinkError> {
+        match after {
+            None => self.get("/v1/export/head"),
+            Some(h) => self.get(&format!(
+                "/v1/export/head?after={h}&wait_ms={}",
+                self.head_wait_ms
+            )),
+        }
     }
     fn changes(&self, from: u64) -> Result<ExportChanges, LinkError> {
         self.get(&format!("/v1/export/changes?from_height={from}"))
@@ -257,13 +272,14 @@ impl Importer {
         }
     }
 
-    /// Ask up to f+1 usable sources for their head, starting at the primary.
-    fn heads(&mut self) -> Vec<Head> {
+    /// Ask up to f+1 usable sources for their head, starting at the
+    /// primary, in parallel (a head request may be held until news).
+    fn heads(&mut self, after: Option<u64>) -> Vec<Head> {
         let n = self.sources.len();
         let mut heads = Vec::new();
-        let mut asked = 0;
+        let mut chosen = Vec::new();
         for step in 0..n {
-            if asked == self.sample {
+            if chosen.len() == self.sample {
                 break;
             }
             let i = (self.primary + step) % n;
@@ -271,8 +287,26 @@ impl Importer {
                 self.penalties[i] -= 1;
                 continue;
             }
-            asked += 1;
-            let head = self.sources[i].head().and_then(|h| {
+            chosen.push(i);
+        }
+        let sources = &self.sources;
+        let answers: Vec<(usize, Result<ExportHead, LinkError>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = chosen
+                .iter()
+                .map(|&i| (i, scope.spawn(move || sources[i].head(after))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|(i, h)| {
+                    let r = h.join().unwrap_or_else(|_| {
+                        Err(LinkError::BadDelta("head request panicked".into()))
+                    });
+                    (i, r)
+                })
+                .collect()
+        });
+        for (i, answer) in answers {
+            let head = answer.and_then(|h| {
                 let cert = h
                     .certificate
                     .decode()
@@ -481,7 +515,7 @@ impl Importer {
         if !matches!(self.mirror.frozen(), Ok(None)) {
             return RoundOutcome::Frozen;
         }
-        let heads = self.heads();
+        let heads = self.heads(record.as_ref().map(|r| r.info.height));
         let Some(best) = heads.iter().max_by_key(|h| h.block.height).cloned() else {
             return RoundOutcome::Unreachable;
         };
@@ -574,6 +608,7 @@ fn now_ms() -> u64 {
 pub(crate) async fn run_link(
     link: Arc<Link>,
     timing: ImportTiming,
+    metrics: super::LinkMetrics,
     mut shutdown: crate::shutdown::Shutdown,
 ) {
     let trust = match TrustedChain::from_network(&link.network) {
@@ -588,11 +623,7 @@ pub(crate) async fn run_link(
         .nodes
         .iter()
         .map(|n| {
-            Box::new(HttpSource::new(
-                &n.api_url,
-                timing.request_timeout,
-                link.bytes_in.clone(),
-            )) as Box<dyn Source>
+            Box::new(HttpSource::new(&n.api_url, &timing, link.bytes_in.clone())) as Box<dyn Source>
         })
         .collect();
     let importer = Importer::new(trust, link.mirror.clone(), sources)
@@ -600,16 +631,45 @@ pub(crate) async fn run_link(
     let importer = Arc::new(std::sync::Mutex::new(importer));
     let datacenter = link.network.datacenter.clone();
     info!(%datacenter, chain_id = %link.network.chain_id, "link import started");
+    let mut seen_refusals = std::collections::BTreeMap::new();
+    let mut seen_bytes = 0u64;
     loop {
-        let (imp, l, dc) = (importer.clone(), link.clone(), datacenter.clone());
+        let (imp, l, dc, m) = (
+            importer.clone(),
+            link.clone(),
+            datacenter.clone(),
+            metrics.clone(),
+        );
+        let mut last = (seen_refusals.clone(), seen_bytes);
         let round = tokio::task::spawn_blocking(move || {
             let mut imp = imp.lock().expect("importer lock");
             let outcome = imp.round(now_ms());
-            *l.status.lock().expect("link status lock") = imp.status(&dc, now_ms(), &timing);
-            outcome
+            let now = now_ms();
+            let status = imp.status(&dc, now, &timing);
+            let delta: std::collections::BTreeMap<&'static str, u64> = imp
+                .refusals
+                .iter()
+                .map(|(k, v)| (*k, v - last.0.get(k).copied().unwrap_or(0)))
+                .filter(|(_, d)| *d > 0)
+                .collect();
+            let bytes = l.bytes_in.load(std::sync::atomic::Ordering::Relaxed);
+            let imported = match outcome {
+                RoundOutcome::Imported(h) => Some(h),
+                _ => None,
+            };
+            m.observe(&dc, &status, now, imported, bytes - last.1, &delta);
+            last = (imp.refusals.clone(), bytes);
+            *l.status.lock().expect("link status lock") = status;
+            (outcome, last)
         });
         tokio::select! {
-            r = round => if let Err(e) = r { error!(%datacenter, error = %e, "import round failed") },
+            r = round => match r {
+                Ok((_, (refusals, bytes))) => {
+                    seen_refusals = refusals;
+                    seen_bytes = bytes;
+                }
+                Err(e) => error!(%datacenter, error = %e, "import round failed"),
+            },
             _ = shutdown.wait() => return,
         }
         tokio::select! {

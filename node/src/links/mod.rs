@@ -12,6 +12,7 @@
 
 pub mod export;
 mod import;
+mod metrics;
 pub mod mirror;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ use mirror::Mirror;
 
 pub(crate) use import::run_link;
 pub use import::{HttpSource, ImportTiming, Importer, RoundOutcome, Source};
+pub(crate) use metrics::LinkMetrics;
 
 /// Why a link could not be set up, or an import step was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

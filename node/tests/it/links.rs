@@ -130,7 +130,7 @@ impl Source for StoreSource {
     fn name(&self) -> String {
         format!("store({:?})", self.lie.lock().unwrap())
     }
-    fn head(&self) -> Result<ExportHead, LinkError> {
+    fn head(&self, _after: Option<u64>) -> Result<ExportHead, LinkError> {
         if *self.lie.lock().unwrap() == Lie::Silent {
             return Err(LinkError::Remote {
                 node: self.name(),
@@ -297,7 +297,94 @@ fn two_certified_blocks_at_one_height_freeze_the_link_with_evidence() {
     let bytes = std::fs::read(files[0].as_ref().unwrap().path()).unwrap();
     let ev: EquivocationEvidence = decode(&bytes).unwrap();
     assert_ne!(ev.first.ledger_info.commit, ev.second.ledger_info.commit);
+    // Anyone with B's network file confirms it offline...
+    let network = network_of(&a);
+    assert!(matches!(
+        palisade_client::verify_evidence(&network, &ev),
+        Ok(palisade_client::Equivocation::SameHeight { height: 2, .. })
+    ));
+    // ...and a doctored file is refused: one certificate twice, or a
+    // certificate its validators did not sign.
+    let mut same = ev.clone();
+    same.second = same.first.clone();
+    assert!(palisade_client::verify_evidence(&network, &same).is_err());
+    let mut forged = ev.clone();
+    forged.second.signatures.truncate(2);
+    assert!(palisade_client::verify_evidence(&network, &forged).is_err());
+    let other = palisade_crypto::NetworkFile {
+        chain_id: "other-chain".into(),
+        ..network
+    };
+    assert!(palisade_client::verify_evidence(&other, &ev).is_err());
 }
+
+fn network_of(chain: &RemoteChain) -> palisade_crypto::NetworkFile {
+    palisade_crypto::NetworkFile {
+        chain_id: "test-chain".into(),
+        datacenter: "dc-b".into(),
+        genesis_hash: Digest::ZERO,
+        validators: chain.validators.clone(),
+        nodes: vec![],
+    }
+}
+
+#[test]
+fn evidence_file_format_known_answer() {
+    // borsh layout of EquivocationEvidence: changing it breaks every
+    // evidence file already written.
+    let info = BlockInfo {
+        round: 1,
+        height: 2,
+        block_id: Digest([3; 32]),
+        state_root: Digest([4; 32]),
+        tx_root: Digest([5; 32]),
+        timestamp_ms: 6,
+        next_validators: None,
+        parent_info: Digest([7; 32]),
+    };
+    let cert = |id: u8| CommitCertificate {
+        ledger_info: LedgerInfo {
+            chain_id: "kat".into(),
+            epoch: 0,
+            commit: Some(BlockInfo {
+                block_id: Digest([id; 32]),
+                ..info.clone()
+            }),
+            consensus_data_hash: Digest([8; 32]),
+        },
+        signatures: vec![],
+    };
+    let ev = EquivocationEvidence {
+        chain_id: "kat".into(),
+        epoch_changes: vec![],
+        first: cert(0xa1),
+        second: cert(0xb2),
+        chain: vec![info],
+    };
+    let bytes = palisade_crypto::encode(&ev);
+    assert_eq!(hex::encode(&bytes), EVIDENCE_KAT);
+    assert_eq!(decode::<EquivocationEvidence>(&bytes).unwrap(), ev);
+}
+
+/// borsh(EquivocationEvidence) of the vector above: chain id, no epoch
+/// changes, two certificates (ledger info, no signatures), one block info.
+const EVIDENCE_KAT: &str = concat!(
+    "030000006b617400000000030000006b617400000000000000000101000000000000000200000000",
+    "000000a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a10404040404",
+    "04040404040404040404040404040404040404040404040404040405050505050505050505050505",
+    "05050505050505050505050505050505050505060000000000000000070707070707070707070707",
+    "07070707070707070707070707070707070707070808080808080808080808080808080808080808",
+    "08080808080808080808080800000000030000006b61740000000000000000010100000000000000",
+    "0200000000000000b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2",
+    "04040404040404040404040404040404040404040404040404040404040404040505050505050505",
+    "05050505050505050505050505050505050505050505050506000000000000000007070707070707",
+    "07070707070707070707070707070707070707070707070707080808080808080808080808080808",
+    "08080808080808080808080808080808080000000001000000010000000000000002000000000000",
+    "00030303030303030303030303030303030303030303030303030303030303030304040404040404",
+    "04040404040404040404040404040404040404040404040404050505050505050505050505050505",
+    "05050505050505050505050505050505050600000000000000000707070707070707070707070707",
+    "070707070707070707070707070707070707",
+);
 
 #[test]
 fn a_certified_chain_that_does_not_reach_the_imported_block_freezes_the_link() {

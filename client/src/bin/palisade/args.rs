@@ -60,6 +60,19 @@ pub(crate) enum RoleArg {
 }
 
 #[derive(Subcommand)]
+pub(crate) enum EvidenceCommand {
+    /// Check an equivocation evidence file (written by a node whose link
+    /// froze) against the equivocating datacenter's network file alone.
+    Verify {
+        /// That datacenter's network.json.
+        #[arg(long, value_name = "FILE")]
+        network: PathBuf,
+        /// The evidence file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 pub(crate) enum KeysCommand {
     /// Generate a key file (mode 0600) and print its public key.
     Gen {
@@ -74,6 +87,9 @@ pub(crate) enum Command {
     /// Key files.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Check evidence files offline.
+    #[command(subcommand)]
+    Evidence(EvidenceCommand),
     /// Enroll an identity in namespaces (enrollment authority; M-of-N with --cosign).
     Enroll {
         #[command(flatten)]

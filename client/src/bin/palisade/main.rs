@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use args::{Cli, Command, KeysCommand, Net, Read, RoleArg, Submit, Target};
+use args::{Cli, Command, EvidenceCommand, KeysCommand, Net, Read, RoleArg, Submit, Target};
 use clap::Parser;
 use palisade_client::{
     enrollment, load_network_file, parse_endpoint, parse_label, parse_service_path, registration,
@@ -131,6 +131,30 @@ fn instance(target: &Target) -> InstanceRef {
 
 fn run(cli: Cli) -> Result<(), ClientError> {
     match cli.command {
+        Command::Evidence(EvidenceCommand::Verify { network, file }) => {
+            let network = load_network_file(&network)?;
+            let bytes = std::fs::read(&file)
+                .map_err(|e| ClientError::Invalid(format!("{}: {e}", file.display())))?;
+            let evidence: palisade_crypto::dc::EquivocationEvidence =
+                palisade_crypto::decode(&bytes).map_err(|e| {
+                    ClientError::Malformed(format!("{}: not an evidence file: {e}", file.display()))
+                })?;
+            match palisade_client::verify_evidence(&network, &evidence)? {
+                palisade_client::Equivocation::SameHeight { height, blocks } => println!(
+                    "evidence verified: {} ({}) certified two blocks at height {height}: {} and {}",
+                    terminal_safe(&network.datacenter),
+                    terminal_safe(&network.chain_id),
+                    blocks.0,
+                    blocks.1
+                ),
+                palisade_client::Equivocation::BrokenChain { first, second } => println!(
+                    "evidence verified: {} ({}) certified a block at height {second} whose chain does not reach its certified block at height {first}",
+                    terminal_safe(&network.datacenter),
+                    terminal_safe(&network.chain_id)
+                ),
+            }
+            Ok(())
+        }
         Command::Keys(KeysCommand::Gen { out }) => {
             let key = palisade_keys::generate_key_file(&out)?;
             println!("{}", key.public().to_hex());
