@@ -96,6 +96,25 @@ enum Command {
         /// `cut` or `heal`.
         action: WanAction,
     },
+    /// Cross-DC figures on two linked running testnets: lag p50/p99,
+    /// bytes per registration, heartbeat and idle second, partition detection.
+    DcBench {
+        /// The importing testnet.
+        #[arg(long, default_value = "testnet-data")]
+        dir: PathBuf,
+        /// The imported testnet.
+        #[arg(long)]
+        to: PathBuf,
+        /// Registrations and heartbeats measured.
+        #[arg(long, default_value_t = 50)]
+        samples: usize,
+        /// Idle seconds measured.
+        #[arg(long, default_value_t = 10)]
+        idle_secs: u64,
+        /// Partition trials.
+        #[arg(long, default_value_t = 3)]
+        cuts: usize,
+    },
     /// One link proxy (started by `link`).
     #[command(hide = true)]
     LinkProxy {
@@ -374,6 +393,30 @@ fn run(cli: Cli) -> Result<()> {
                 to.display(),
                 if cut { "cut" } else { "healed" }
             );
+            Ok(())
+        }
+        Command::DcBench {
+            dir,
+            to,
+            samples,
+            idle_secs,
+            cuts,
+        } => {
+            let delay = std::fs::read_to_string(
+                palisade_testnet::link::link_dir(
+                    &dir,
+                    &palisade_testnet::link::network_of(&to)?.datacenter,
+                )
+                .join("proxies.json"),
+            )
+            .ok()
+            .and_then(|t| serde_json::from_str::<palisade_testnet::link::ProxyRecord>(&t).ok())
+            .map_or(0, |r| r.delay_ms);
+            let figures = palisade_testnet::link::bench::run(&dir, &to, samples, idle_secs, cuts)
+                .map_err(anyhow::Error::msg)?;
+            println!("| one-way delay ms | samples | registration lag p50 / p99 ms | heartbeat lag p50 / p99 ms | bytes per registration | bytes per heartbeat | idle bytes/s | partition detected after s |");
+            println!("|---|---|---|---|---|---|---|---|");
+            println!("{}", figures.row(delay));
             Ok(())
         }
         Command::LinkProxy {

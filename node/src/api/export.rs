@@ -64,6 +64,30 @@ fn news(ctx: &Context, head: &ExportHead, after: u64) -> Result<bool, ApiErr> {
     Ok(old.is_none() || old != new)
 }
 
+/// Wait (at most `wait_ms` ≤ 5 s) until a certified height above `after`
+/// changed the state; the newest head either way.
+async fn wait_for_news(ctx: &Context, after: u64, wait_ms: u64) -> Result<ExportHead, ApiErr> {
+    let mut commits = ctx.commits.subscribe();
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(wait_ms.min(MAX_HEAD_WAIT_MS));
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let head = export_head(&ctx.store)?;
+        if news(ctx, &head, after)? || tokio::time::Instant::now() >= deadline {
+            return Ok(head);
+        }
+        tokio::select! {
+            r = commits.recv() => {
+                if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    return Ok(head);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = shutdown.wait() => return Ok(head),
+        }
+    }
+}
+
 /// `GET /v1/export/head[?after=H&wait_ms=W]`: the newest certificate; with
 /// `after`, held (at most `W` ≤ 5 s) until a certified height above `H`
 /// changed the state, so an idle link costs one answer per `W` (its
@@ -73,33 +97,20 @@ pub(crate) async fn head(
     q: Result<Query<HeadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ExportHead>, ApiErr> {
     let q = query(q)?;
-    let mut commits = ctx.commits.subscribe();
-    let deadline = tokio::time::Instant::now()
-        + std::time::Duration::from_millis(q.wait_ms.min(MAX_HEAD_WAIT_MS));
-    let mut shutdown = ctx.shutdown.clone();
-    loop {
-        let head = export_head(&ctx.store)?;
-        let Some(after) = q.after else {
-            return Ok(Json(head));
-        };
-        if news(&ctx, &head, after)? || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(head));
-        }
-        tokio::select! {
-            r = commits.recv() => {
-                if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                    return Ok(Json(head));
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => {}
-            _ = shutdown.wait() => return Ok(Json(head)),
-        }
+    match q.after {
+        None => Ok(Json(export_head(&ctx.store)?)),
+        Some(after) => Ok(Json(wait_for_news(&ctx, after, q.wait_ms).await?)),
     }
 }
 
 #[derive(Deserialize)]
 pub(crate) struct ChangesQuery {
     from_height: u64,
+    /// Hold the request (≤ 5 s) until there is news after `from_height`,
+    /// like a head request, and answer with the delta itself (saves the
+    /// importer a round trip per change).
+    #[serde(default)]
+    wait_ms: u64,
 }
 
 pub(crate) async fn changes(
@@ -107,6 +118,9 @@ pub(crate) async fn changes(
     q: Result<Query<ChangesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ExportChanges>, ApiErr> {
     let q = query(q)?;
+    if q.wait_ms > 0 {
+        wait_for_news(&ctx, q.from_height, q.wait_ms).await?;
+    }
     let store = ctx.store.clone();
     let page = tokio::task::spawn_blocking(move || export_changes(&store, q.from_height))
         .await

@@ -73,6 +73,11 @@ pub trait Source: Send + Sync {
     fn head(&self, after: Option<u64>) -> Result<ExportHead, LinkError>;
     /// `GET /v1/export/changes?from_height=H`.
     fn changes(&self, from: u64) -> Result<ExportChanges, LinkError>;
+    /// `GET /v1/export/changes?from_height=H&wait_ms=W`: held like a head
+    /// request, answered with the delta (default: [`Source::changes`]).
+    fn changes_wait(&self, from: u64) -> Result<ExportChanges, LinkError> {
+        self.changes(from)
+    }
     /// `GET /v1/export/snapshot?height=C&after=K`.
     fn snapshot(&self, height: u64, after: Option<Digest>) -> Result<ExportSnapshot, LinkError>;
     /// `GET /v1/epochs?from=E`.
@@ -153,6 +158,12 @@ impl Source for HttpSource {
     fn changes(&self, from: u64) -> Result<ExportChanges, LinkError> {
         self.get(&format!("/v1/export/changes?from_height={from}"))
     }
+    fn changes_wait(&self, from: u64) -> Result<ExportChanges, LinkError> {
+        self.get(&format!(
+            "/v1/export/changes?from_height={from}&wait_ms={}",
+            self.head_wait_ms
+        ))
+    }
     fn snapshot(&self, height: u64, after: Option<Digest>) -> Result<ExportSnapshot, LinkError> {
         let after = after.map_or(String::new(), |a| format!("&after={}", a.to_hex()));
         self.get(&format!("/v1/export/snapshot?height={height}{after}"))
@@ -200,6 +211,8 @@ pub struct Importer {
     sources: Vec<Box<dyn Source>>,
     sample: usize,
     primary: usize,
+    /// A delta the primary sent with its head this round.
+    prefetched: Option<(usize, ExportChanges)>,
     penalties: Vec<u32>,
     evidence_dir: Option<std::path::PathBuf>,
     /// Refusals by reason, since start.
@@ -220,6 +233,7 @@ impl Importer {
             mirror,
             sample: (n.saturating_sub(1) / 3 + 1).min(n),
             primary: 0,
+            prefetched: None,
             penalties: vec![0; n],
             evidence_dir: None,
             refusals: Default::default(),
@@ -289,11 +303,26 @@ impl Importer {
             }
             chosen.push(i);
         }
+        // The first node asked sends its delta with its head (one round trip
+        // per change); the other f only their heads, to reveal a withheld one.
         let sources = &self.sources;
+        let lead = chosen.first().copied();
         let answers: Vec<(usize, Result<ExportHead, LinkError>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = chosen
                 .iter()
-                .map(|&i| (i, scope.spawn(move || sources[i].head(after))))
+                .map(|&i| {
+                    let job = move || match after {
+                        Some(h) if Some(i) == lead => sources[i].changes_wait(h).map(|page| {
+                            let head = ExportHead {
+                                height: page.height,
+                                certificate: page.certificate.clone(),
+                            };
+                            (head, Some(page))
+                        }),
+                        _ => sources[i].head(after).map(|h| (h, None)),
+                    };
+                    (i, scope.spawn(job))
+                })
                 .collect();
             handles
                 .into_iter()
@@ -303,8 +332,19 @@ impl Importer {
                     });
                     (i, r)
                 })
-                .collect()
-        });
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .map(|(i, r)| match r {
+            Ok((head, page)) => {
+                if let Some(page) = page {
+                    self.prefetched = Some((i, page));
+                }
+                (i, Ok(head))
+            }
+            Err(e) => (i, Err(e)),
+        })
+        .collect();
         for (i, answer) in answers {
             let head = answer.and_then(|h| {
                 let cert = h
@@ -515,6 +555,7 @@ impl Importer {
         if !matches!(self.mirror.frozen(), Ok(None)) {
             return RoundOutcome::Frozen;
         }
+        self.prefetched = None;
         let heads = self.heads(record.as_ref().map(|r| r.info.height));
         let Some(best) = heads.iter().max_by_key(|h| h.block.height).cloned() else {
             return RoundOutcome::Unreachable;
@@ -544,9 +585,18 @@ impl Importer {
         }
         let mut imported = None;
         for _ in 0..MAX_PAGES_PER_ROUND {
-            let result = self.sources[best.source]
-                .changes(record.info.height)
-                .and_then(|page| self.apply_page(best.source, &record, page));
+            // The lead's delta, when it reaches the best head, saves a request.
+            let prefetched = self.prefetched.take().filter(|(_, p)| {
+                p.height >= best.block.height && p.from_height == record.info.height
+            });
+            let (source, page) = match prefetched {
+                Some((i, page)) => (i, Ok(page)),
+                None => (
+                    best.source,
+                    self.sources[best.source].changes(record.info.height),
+                ),
+            };
+            let result = page.and_then(|page| self.apply_page(source, &record, page));
             match result {
                 Ok(h) => {
                     imported = Some(h);
@@ -561,8 +611,8 @@ impl Importer {
                 }
                 Err(LinkError::Equivocation(_)) => return RoundOutcome::Frozen,
                 Err(e) => {
-                    self.refuse(best.source, &e);
-                    self.primary = (best.source + 1) % self.sources.len();
+                    self.refuse(source, &e);
+                    self.primary = (source + 1) % self.sources.len();
                     return imported
                         .map_or(RoundOutcome::Refused(e.reason()), RoundOutcome::Imported);
                 }

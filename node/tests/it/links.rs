@@ -140,6 +140,12 @@ impl Source for StoreSource {
         Ok(export_head(&self.store).unwrap())
     }
     fn changes(&self, from: u64) -> Result<ExportChanges, LinkError> {
+        if *self.lie.lock().unwrap() == Lie::Silent {
+            return Err(LinkError::Remote {
+                node: self.name(),
+                reason: "silent".into(),
+            });
+        }
         let mut page = export_changes(&self.store, from).unwrap();
         let mut changes: Vec<LeafChange> = page.changes.decode().unwrap();
         match *self.lie.lock().unwrap() {

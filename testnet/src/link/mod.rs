@@ -16,6 +16,7 @@
 //! A/links/<dc>/proxyI.log     proxy I's output
 //! ```
 
+pub mod bench;
 pub mod proxy;
 
 use std::fs;
