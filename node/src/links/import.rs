@@ -56,7 +56,9 @@ impl Default for ImportTiming {
     fn default() -> Self {
         ImportTiming {
             poll: Duration::from_millis(20),
-            request_timeout: Duration::from_secs(2),
+            // A black-holed request ends after head_wait + this; two such
+            // rounds past partition_after_ms must stay under the 10 s bound.
+            request_timeout: Duration::from_millis(1500),
             head_wait: Duration::from_secs(2),
             partition_after_ms: 6_000,
             stall_after_ms: 6_000,

@@ -124,10 +124,16 @@ pub fn run(
     let a_client = Client::new(a_net.clone(), cfg).map_err(e)?;
     let mut signer = Signer::load(&Layout::new(b).demo_key()).map_err(e)?;
     let mut out = DcFigures::default();
+    // A fresh service per run: earlier runs' instances neither count as
+    // visible nor grow the record each change ships.
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() % 1_000_000);
+    let service = format!("bench-{run_id}");
     let visible = |f: &dyn Fn(&palisade_client::RemoteAnswer) -> bool| {
         until(Duration::from_secs(20), Duration::from_millis(2), || {
             a_client
-                .lookup_remote(&remote, "demo", "bench")
+                .lookup_remote(&remote, "demo", &service)
                 .is_ok_and(|r| f(&r))
         })
     };
@@ -138,19 +144,15 @@ pub fn run(
     std::thread::sleep(Duration::from_secs(idle_secs));
     out.idle_bytes_per_sec = (total_bytes(a, &dc)? - b0) as f64 / idle_secs as f64;
 
-    // Fresh instance names per run: a name registered before is visible at once.
-    let run_id = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() % 1_000_000);
     let start_bytes = total_bytes(a, &dc)?;
     let started = Instant::now();
     let mut first = None;
     for i in 0..samples {
-        let name = format!("inst-{run_id}-{i}");
+        let name = format!("inst-{i}");
         first.get_or_insert_with(|| name.clone());
         let reg = registration(
             "demo",
-            "bench",
+            &service,
             &name,
             vec![parse_endpoint(&format!("10.0.0.{}:80", i % 250 + 1)).map_err(e)?],
             vec![],
@@ -172,7 +174,7 @@ pub fn run(
 
     let target = InstanceRef {
         namespace: "demo".into(),
-        service: "bench".into(),
+        service: service.clone(),
         instance: first.unwrap_or_default(),
     };
     let start_bytes = total_bytes(a, &dc)?;
