@@ -314,13 +314,21 @@ impl Importer {
                 .iter()
                 .map(|&i| {
                     let job = move || match after {
-                        Some(h) if Some(i) == lead => sources[i].changes_wait(h).map(|page| {
-                            let head = ExportHead {
-                                height: page.height,
-                                certificate: page.certificate.clone(),
-                            };
-                            (head, Some(page))
-                        }),
+                        Some(h) if Some(i) == lead => match sources[i].changes_wait(h) {
+                            Ok(page) => {
+                                let head = ExportHead {
+                                    height: page.height,
+                                    certificate: page.certificate.clone(),
+                                };
+                                Ok((head, Some(page)))
+                            }
+                            // No delta from here: still a head (the round
+                            // then imports a snapshot).
+                            Err(e) if Self::needs_snapshot(&e) => {
+                                sources[i].head(None).map(|h| (h, None))
+                            }
+                            Err(e) => Err(e),
+                        },
                         _ => sources[i].head(after).map(|h| (h, None)),
                     };
                     (i, scope.spawn(job))
@@ -501,6 +509,14 @@ impl Importer {
         Ok(block.height)
     }
 
+    /// Whether a remote refusal says the delta cannot be served (the change
+    /// index no longer reaches the imported height, or one certified step is
+    /// too large): then a snapshot is imported instead.
+    fn needs_snapshot(e: &LinkError) -> bool {
+        matches!(e, LinkError::Remote { reason, .. }
+            if reason.contains("snapshot_required") || reason.contains("delta_too_large"))
+    }
+
     fn first_import(&mut self, head: &Head) -> Result<u64, LinkError> {
         let source = head.source;
         let height = head.block.height;
@@ -539,8 +555,25 @@ impl Importer {
                 }
             }
         }
+        // Over an existing mirror the snapshot becomes a net delta: every
+        // leaf the mirror has and the snapshot lacks is deleted. The root
+        // check still decides.
+        let existing = self
+            .mirror
+            .leaf_hashes(MAX_SNAPSHOT_LEAVES)?
+            .ok_or_else(|| LinkError::Mirror("mirror above its leaf bound".into()))?;
+        let present: std::collections::BTreeSet<Digest> =
+            leaves.iter().map(|l| l.key_hash).collect();
+        for key_hash in existing {
+            if !present.contains(&key_hash) {
+                leaves.push(LeafChange {
+                    key_hash,
+                    value: None,
+                });
+            }
+        }
         self.mirror.apply(&leaves, &head.block, &head.certificate)?;
-        info!(chain_id = %self.trust.chain_id(), height, leaves = leaves.len(), "first import from a snapshot");
+        info!(chain_id = %self.trust.chain_id(), height, leaves = leaves.len(), "imported a snapshot");
         Ok(height)
     }
 
@@ -612,6 +645,16 @@ impl Importer {
                     }
                 }
                 Err(LinkError::Equivocation(_)) => return RoundOutcome::Frozen,
+                Err(e) if Self::needs_snapshot(&e) && imported.is_none() => {
+                    warn!(chain_id = %self.trust.chain_id(), error = %e, "delta unavailable: importing a snapshot");
+                    return match self.first_import(&best) {
+                        Ok(h) => RoundOutcome::Imported(h),
+                        Err(e) => {
+                            self.refuse(best.source, &e);
+                            RoundOutcome::Refused(e.reason())
+                        }
+                    };
+                }
                 Err(e) => {
                     self.refuse(source, &e);
                     self.primary = (source + 1) % self.sources.len();

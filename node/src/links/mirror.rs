@@ -141,6 +141,26 @@ impl Mirror {
         Ok(())
     }
 
+    /// Every leaf of the imported tree (key hashes only), at most `limit`;
+    /// `None` when there are more.
+    pub fn leaf_hashes(&self, limit: usize) -> Result<Option<Vec<Digest>>, LinkError> {
+        let Some(record) = self.record()? else {
+            return Ok(Some(Vec::new()));
+        };
+        let reader = std::sync::Arc::new(self.store.tree().clone());
+        let iter = jmt::JellyfishMerkleIterator::new(reader, record.version, KeyHash([0; 32]))
+            .map_err(|e| LinkError::Mirror(format!("{e:#}")))?;
+        let mut out = Vec::new();
+        for item in iter {
+            let (hash, _) = item.map_err(|e| LinkError::Mirror(format!("{e:#}")))?;
+            if out.len() == limit {
+                return Ok(None);
+            }
+            out.push(Digest(hash.0));
+        }
+        Ok(Some(out))
+    }
+
     /// Why importing is stopped, if it is (evidence of equivocation).
     pub fn frozen(&self) -> Result<Option<String>, LinkError> {
         match self.store.kv().get(Cf::Meta, FROZEN)? {

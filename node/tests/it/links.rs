@@ -146,7 +146,16 @@ impl Source for StoreSource {
                 reason: "silent".into(),
             });
         }
-        let mut page = export_changes(&self.store, from).unwrap();
+        // The export's refusal, as the HTTP source reports a 410/409.
+        let mut page = export_changes(&self.store, from).map_err(|e| LinkError::Remote {
+            node: self.name(),
+            reason: match e {
+                palisade_node::links::export::ExportError::SnapshotRequired { .. } => {
+                    format!("status 410: snapshot_required: {e}")
+                }
+                other => other.to_string(),
+            },
+        })?;
         let mut changes: Vec<LeafChange> = page.changes.decode().unwrap();
         match *self.lie.lock().unwrap() {
             Lie::OmitChange => {
@@ -252,6 +261,69 @@ fn a_delta_that_omits_or_alters_a_change_is_refused_and_another_node_is_used() {
         let (h, n) = verified_instances(imp.mirror(), &remote.trust(), "api");
         assert_eq!((h, n), (2, 2));
     }
+}
+
+#[test]
+fn a_pruned_change_index_falls_back_to_a_snapshot_that_deletes_what_is_gone() {
+    let mut remote = RemoteChain::new();
+    remote.register("api", "i1", true);
+    remote.register("api", "i2", true);
+    let (src, _) = source(&remote.store, Lie::Honest);
+    let mut imp = Importer::new(remote.trust(), Mirror::in_memory(), vec![src]);
+    assert_eq!(imp.round(1), RoundOutcome::Imported(2));
+    // B deregisters i1 (a leaf disappears), registers i3, and prunes its
+    // change index below height 5.
+    let h = remote.last.height + 1;
+    let ctx = ExecutionContext {
+        parent_id: remote.exec.committed().0,
+        block_id: Digest([h as u8; 32]),
+        height: h,
+        epoch: 0,
+        timestamp_ms: 1_000_000 + h * 1000,
+    };
+    let tx = palisade_crypto::Transaction {
+        chain_id: "test-chain".into(),
+        signer: remote.service.public(),
+        sequence: remote.seq,
+        body: palisade_crypto::TxBody::Deregister {
+            namespace: "prod".into(),
+            service: "api".into(),
+            instance: "i1".into(),
+        },
+    }
+    .sign(&remote.service);
+    remote.seq += 1;
+    let result = remote
+        .exec
+        .execute(&ctx, &palisade_consensus::state::encode_payload(&[tx]))
+        .unwrap();
+    remote.exec.commit(&ctx.block_id).unwrap();
+    let info = BlockInfo {
+        round: h,
+        height: h,
+        block_id: ctx.block_id,
+        state_root: result.state_root,
+        tx_root: result.tx_root,
+        timestamp_ms: ctx.timestamp_ms,
+        next_validators: None,
+        parent_info: remote.last.hash(),
+    };
+    remote
+        .store
+        .commit_ledger(std::slice::from_ref(&info), None)
+        .unwrap();
+    remote.last = info;
+    remote.register("api", "i3", true);
+    let mut prune = palisade_node::storage::Batch::new();
+    for h in 0..5u64 {
+        prune.delete(palisade_node::storage::Cf::Changes, h.to_be_bytes());
+    }
+    remote.store.kv().write(prune, true).unwrap();
+    assert_eq!(imp.round(2), RoundOutcome::Imported(4));
+    let answer = imp.mirror().lookup("prod", "api").unwrap().unwrap();
+    let v = verify_lookup(&remote.trust(), "prod", "api", &answer, 0, None).unwrap();
+    let names: Vec<_> = v.instances().iter().map(|i| i.instance.clone()).collect();
+    assert_eq!(names, vec!["i2".to_string(), "i3".to_string()]);
 }
 
 #[test]
