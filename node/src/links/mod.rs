@@ -189,6 +189,38 @@ impl Links {
     }
 }
 
+/// The operator's act: clear the freeze of the link to `datacenter` in the
+/// node configured by `config` (the node must be stopped: its mirror is
+/// opened here). Returns the reason it was frozen, if it was.
+pub fn unfreeze(config: &crate::NodeConfig, datacenter: &str) -> Result<Option<String>, LinkError> {
+    let cfg = config
+        .links
+        .iter()
+        .find(|l| l.datacenter == datacenter)
+        .ok_or_else(|| LinkError::Config {
+            datacenter: datacenter.to_string(),
+            reason: "no such link in this config".into(),
+        })?;
+    let text = std::fs::read_to_string(&cfg.network_file)
+        .map_err(|e| LinkError::Io(format!("{}: {e}", cfg.network_file.display())))?;
+    let network = NetworkFile::from_json(&text).map_err(LinkError::Io)?;
+    let dir = config
+        .data_dir
+        .join("links")
+        .join(&network.chain_id)
+        .join("mirror");
+    if !dir.exists() {
+        return Ok(None);
+    }
+    let mirror = Mirror::open(&dir)?;
+    let reason = mirror.frozen()?;
+    if reason.is_some() {
+        mirror.unfreeze()?;
+        tracing::warn!(%datacenter, "link unfrozen by the operator");
+    }
+    Ok(reason)
+}
+
 fn initial_status(network: &NetworkFile, mirror: &Mirror) -> Result<LinkStatus, LinkError> {
     let record = mirror.record()?;
     let frozen = mirror.frozen()?;

@@ -605,3 +605,44 @@ mod root_property {
         }
     }
 }
+
+#[test]
+fn unfreezing_is_the_operators_act_on_a_stopped_node() {
+    let remote = RemoteChain::new();
+    let dir = tempfile::tempdir().unwrap();
+    let net_file = dir.path().join("b.json");
+    let mut network = network_of(&remote);
+    network.nodes.push(palisade_crypto::NodeEndpoint {
+        name: "node0".into(),
+        public_key: remote.keys[0].public(),
+        api_url: "http://127.0.0.1:1".into(),
+        p2p_addr: "/ip4/127.0.0.1/tcp/1".into(),
+    });
+    std::fs::write(&net_file, serde_json::to_string(&network).unwrap()).unwrap();
+    let mut config = palisade_node::NodeConfig::new(
+        dir.path().join("data"),
+        dir.path().join("k"),
+        dir.path().join("g"),
+    );
+    config.links.push(palisade_node::LinkConfig {
+        datacenter: "dc-b".into(),
+        network_file: net_file,
+    });
+    let mirror_dir = dir.path().join("data/links/test-chain/mirror");
+    {
+        let mirror = Mirror::open(&mirror_dir).unwrap();
+        mirror.freeze("equivocation at remote height 2").unwrap();
+    }
+    let was = palisade_node::links::unfreeze(&config, "dc-b").unwrap();
+    assert_eq!(was.as_deref(), Some("equivocation at remote height 2"));
+    assert_eq!(
+        palisade_node::links::unfreeze(&config, "dc-b").unwrap(),
+        None
+    );
+    assert!(Mirror::open(&mirror_dir)
+        .unwrap()
+        .frozen()
+        .unwrap()
+        .is_none());
+    assert!(palisade_node::links::unfreeze(&config, "dc-x").is_err());
+}
