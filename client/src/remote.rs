@@ -11,9 +11,10 @@ use palisade_crypto::dc::{LinkStatus, RemoteLookupResponse};
 use palisade_crypto::NetworkFile;
 
 use crate::client::now_ms;
-use crate::node::encode_component;
+use crate::node::{agent, encode_component, NodeApi};
 use crate::verify::verify_lookup;
 use crate::{Client, ClientError, TrustedChain, VerifiedService};
+use palisade_crypto::api::EpochsResponse;
 
 /// Another datacenter as a client trusts it: its name and its genesis set
 /// (from its network.json), with the epochs followed so far.
@@ -21,6 +22,9 @@ use crate::{Client, ClientError, TrustedChain, VerifiedService};
 pub struct RemoteDatacenter {
     name: String,
     trust: RwLock<TrustedChain>,
+    /// The remote nodes, asked directly only for epoch changes (verified
+    /// against the trusted chain like everything else).
+    nodes: Vec<String>,
 }
 
 impl RemoteDatacenter {
@@ -29,12 +33,47 @@ impl RemoteDatacenter {
         Ok(RemoteDatacenter {
             name: network.datacenter.clone(),
             trust: RwLock::new(TrustedChain::from_network(network)?),
+            nodes: network.nodes.iter().map(|n| n.api_url.clone()).collect(),
         })
     }
 
     /// The datacenter's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Follow the remote datacenter's epoch changes, asking its own nodes
+    /// (the first that gives changes that verify wins).
+    fn follow_epochs(&self, timeout: std::time::Duration) -> Result<(), ClientError> {
+        let mut last = ClientError::Unavailable(vec!["no remote node listed".into()]);
+        for url in &self.nodes {
+            let node = NodeApi::new(url, agent(timeout));
+            let from = self
+                .trust
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .latest_epoch();
+            let result = node
+                .get::<EpochsResponse>(&format!("/v1/epochs?from={from}"))
+                .and_then(|r| {
+                    r.changes
+                        .iter()
+                        .map(|c| c.decode())
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| ClientError::Malformed(format!("epoch change: {e}")))
+                })
+                .and_then(|changes| {
+                    self.trust
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .follow(&changes)
+                });
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// Its chain id.
@@ -88,8 +127,19 @@ impl Client {
         self.with_failover("remote lookup", |node| {
             let response: RemoteLookupResponse = node.get(&path)?;
             let now = now_ms();
-            let trust = remote.trust.read().unwrap_or_else(|e| e.into_inner());
-            let verified = verify_lookup(&trust, namespace, service, &response.lookup, now, None)?;
+            let check = || {
+                let trust = remote.trust.read().unwrap_or_else(|e| e.into_inner());
+                verify_lookup(&trust, namespace, service, &response.lookup, now, None)
+            };
+            let verified = match check() {
+                // A remote epoch this client has not followed: follow it
+                // from the remote nodes themselves, then verify again.
+                Err(ClientError::UnknownEpoch { got, trusted }) if got > trusted => {
+                    remote.follow_epochs(self.config().request_timeout)?;
+                    check()?
+                }
+                other => other?,
+            };
             Ok(RemoteAnswer {
                 datacenter: remote.name.clone(),
                 lag_ms: now.saturating_sub(verified.timestamp_ms),
