@@ -114,6 +114,10 @@ enum Command {
         /// Partition trials.
         #[arg(long, default_value_t = 3)]
         cuts: usize,
+        /// Also cut the link this many seconds while registering in B, and
+        /// time the catch-up after the heal (0: skip).
+        #[arg(long, default_value_t = 0)]
+        catch_up_secs: u64,
     },
     /// One link proxy (started by `link`).
     #[command(hide = true)]
@@ -401,6 +405,7 @@ fn run(cli: Cli) -> Result<()> {
             samples,
             idle_secs,
             cuts,
+            catch_up_secs,
         } => {
             let delay = std::fs::read_to_string(
                 palisade_testnet::link::link_dir(
@@ -412,11 +417,24 @@ fn run(cli: Cli) -> Result<()> {
             .ok()
             .and_then(|t| serde_json::from_str::<palisade_testnet::link::ProxyRecord>(&t).ok())
             .map_or(0, |r| r.delay_ms);
-            let figures = palisade_testnet::link::bench::run(&dir, &to, samples, idle_secs, cuts)
-                .map_err(anyhow::Error::msg)?;
+            let figures = palisade_testnet::link::bench::run(
+                &dir,
+                &to,
+                samples,
+                idle_secs,
+                cuts,
+                catch_up_secs,
+            )
+            .map_err(anyhow::Error::msg)?;
             println!("| one-way delay ms | samples | registration lag p50 / p99 ms | heartbeat lag p50 / p99 ms | bytes per registration | bytes per heartbeat | idle bytes/s | partition detected after s |");
             println!("|---|---|---|---|---|---|---|---|");
             println!("{}", figures.row(delay));
+            if let Some((made, ms)) = figures.catch_up {
+                println!(
+                    "catch-up: {made} registrations during a {catch_up_secs} s cut visible through A {:.0} ms after the heal",
+                    ms
+                );
+            }
             Ok(())
         }
         Command::LinkProxy {

@@ -36,6 +36,10 @@ pub struct DcFigures {
     pub idle_bytes_per_sec: f64,
     /// Partition detection times, ms.
     pub partition_detect_ms: Vec<f64>,
+    /// After a cut of the given seconds with registrations going on in B:
+    /// (registrations made during the cut, ms from heal to the last of them
+    /// visible through A).
+    pub catch_up: Option<(usize, f64)>,
 }
 
 fn percentile(v: &[f64], p: f64) -> f64 {
@@ -103,13 +107,15 @@ fn until(bound: Duration, pause: Duration, mut check: impl FnMut() -> bool) -> O
 }
 
 /// Run the figures: `samples` registrations and heartbeats, `idle_secs` of
-/// idle link, `cuts` partition trials.
+/// idle link, `cuts` partition trials, and (when `catch_up_secs > 0`) a cut
+/// of that long under registrations, then the catch-up after the heal.
 pub fn run(
     a: &Path,
     b: &Path,
     samples: usize,
     idle_secs: u64,
     cuts: usize,
+    catch_up_secs: u64,
 ) -> Result<DcFigures, String> {
     let e = |x: palisade_client::ClientError| x.to_string();
     let b_net = load_network_file(&Layout::new(b).network_file()).map_err(e)?;
@@ -204,6 +210,39 @@ pub fn run(
         .ok_or("partition never declared")?;
         out.partition_detect_ms.push(t.as_secs_f64() * 1000.0);
         wan(a, b, false).map_err(|x| x.to_string())?;
+    }
+    if catch_up_secs > 0 {
+        until(Duration::from_secs(20), Duration::from_millis(100), || {
+            link_state(&a_node) == "live"
+        })
+        .ok_or("link not live before the long cut")?;
+        wan(a, b, true).map_err(|x| x.to_string())?;
+        let cut_at = Instant::now();
+        let mut made = 0usize;
+        let mut last = (String::new(), 0u16);
+        // A service holds at most 256 instances: cycle 200 names, each
+        // re-registration moving its port, so the last one is recognisable.
+        while cut_at.elapsed() < Duration::from_secs(catch_up_secs) && made < 50_000 {
+            let name = format!("cut-{}", made % 200);
+            let port = 1000 + made as u16;
+            let endpoint = parse_endpoint(&format!("10.1.0.1:{port}")).map_err(e)?;
+            let reg =
+                registration("demo", &service, &name, vec![endpoint], vec![], 600).map_err(e)?;
+            b_client
+                .execute(&mut signer, TxBody::Register(reg))
+                .map_err(e)?;
+            last = (name, port);
+            made += 1;
+        }
+        wan(a, b, false).map_err(|x| x.to_string())?;
+        let healed = Instant::now();
+        visible(&|r| {
+            r.service.instances().iter().any(|x| {
+                x.instance == last.0 && x.endpoints.first().is_some_and(|p| p.port == last.1)
+            })
+        })
+        .ok_or("the cut's registrations never became visible through A")?;
+        out.catch_up = Some((made, healed.elapsed().as_secs_f64() * 1000.0));
     }
     Ok(out)
 }
