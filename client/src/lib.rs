@@ -30,10 +30,12 @@ mod client;
 #[cfg(feature = "dns")]
 pub mod dns;
 mod error;
+mod evidence;
 mod filter;
 mod heartbeat;
 mod lookup;
 mod node;
+mod remote;
 mod signer;
 mod sse;
 mod submit;
@@ -44,9 +46,11 @@ mod watch;
 pub use cache::Cache;
 pub use client::{load_network_file, Client, ClientConfig, LookupAnswer, EPOCH_CHECK_INTERVAL};
 pub use error::ClientError;
+pub use evidence::{verify_evidence, Equivocation};
 pub use filter::{is_healthy, services_with_prefix, InstanceFilter};
 pub use heartbeat::{HeartbeatReport, HeartbeatTask};
 pub use node::terminal_safe;
+pub use remote::{RemoteAnswer, RemoteDatacenter};
 pub use signer::{
     enrollment, parse_endpoint, parse_label, parse_service_path, registration, InstanceRef, Signer,
 };

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod dc;
 mod encoding;
 mod error;
 mod hash;

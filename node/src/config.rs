@@ -251,6 +251,21 @@ pub struct NodeConfig {
     /// Health probes.
     #[serde(default)]
     pub probes: ProbeConfig,
+    /// Other datacenters this node imports (`[[links]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkConfig>,
+}
+
+/// A link to another datacenter: its name and its network file (the trust
+/// anchor: its genesis validator set; relative paths are relative to the
+/// config file, like every path here).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    /// The remote datacenter's name (as in its network.json).
+    pub datacenter: String,
+    /// Its network.json.
+    pub network_file: PathBuf,
 }
 
 /// A TOML error in one line ("line 3, column 14: unknown variant ..."),
@@ -300,6 +315,7 @@ impl NodeConfig {
             mempool: MempoolConfig::default(),
             api: ApiConfig::default(),
             probes: ProbeConfig::default(),
+            links: Vec::new(),
         }
     }
 
@@ -339,6 +355,9 @@ impl NodeConfig {
         fix(&mut self.genesis_file);
         if let Some(n) = self.network_file.as_mut() {
             fix(n);
+        }
+        for link in &mut self.links {
+            fix(&mut link.network_file);
         }
     }
 

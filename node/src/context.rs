@@ -77,6 +77,8 @@ pub(crate) struct Context {
     pub(crate) peer_source: crate::config::NodeConfig,
     /// Ends long-lived requests (watch streams) when the node stops.
     pub(crate) shutdown: crate::shutdown::Shutdown,
+    /// Other datacenters this node imports (`[[links]]`).
+    pub(crate) links: crate::links::Links,
 }
 
 impl Context {
@@ -196,6 +198,7 @@ impl Context {
                 "genesis.json".into(),
             ),
             shutdown,
+            links: Default::default(),
         };
         (std::sync::Arc::new(ctx), trigger)
     }

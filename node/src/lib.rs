@@ -35,6 +35,7 @@ pub mod config;
 mod context;
 mod driver;
 mod error;
+pub mod links;
 mod mempool;
 mod metrics;
 mod net;
@@ -45,7 +46,9 @@ pub mod storage;
 mod verdicts;
 
 pub use byzantine::ByzantineMode;
-pub use config::{ApiConfig, ConsensusConfig, MempoolConfig, NodeConfig, PeerConfig, ProbeConfig};
+pub use config::{
+    ApiConfig, ConsensusConfig, LinkConfig, MempoolConfig, NodeConfig, PeerConfig, ProbeConfig,
+};
 pub use error::{ConfigError, NodeError, StorageError};
 pub use net::peer_id_of;
 pub use node::{load_genesis, run, start, NodeHandle};

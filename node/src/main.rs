@@ -33,6 +33,17 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         out: PathBuf,
     },
+    /// Resume importing a linked datacenter that froze on evidence of
+    /// equivocation (an operator's act, after reading the evidence file).
+    /// Run it while the node is stopped.
+    UnfreezeLink {
+        /// The node's TOML configuration.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The linked datacenter's name.
+        #[arg(long)]
+        datacenter: String,
+    },
     /// Check a configuration (and its key, genesis and network files) and exit.
     Check {
         /// The node's TOML configuration.
@@ -68,6 +79,15 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::UnfreezeLink { config, datacenter } => {
+            let config = NodeConfig::load(&config)?;
+            let reason = palisade_node::links::unfreeze(&config, &datacenter)?;
+            #[allow(clippy::print_stdout)]
+            match reason {
+                Some(r) => println!("link to {datacenter} unfrozen (was: {r})"),
+                None => println!("link to {datacenter} was not frozen"),
+            }
+        }
         Command::Run { config } => {
             let config = NodeConfig::load(&config)?;
             init_tracing(&config.log_level);

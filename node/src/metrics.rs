@@ -132,6 +132,11 @@ impl Metrics {
         self.registry.sub_registry_with_prefix("p2p")
     }
 
+    /// Where the cross-DC links register theirs (`palisade_link_*`).
+    pub(crate) fn links_registry(&mut self) -> &mut Registry {
+        self.registry.sub_registry_with_prefix("link")
+    }
+
     /// Count committed blocks: height, commits and proposal-to-commit latency.
     pub(crate) fn committed(&self, timestamps_ms: impl Iterator<Item = u64>, top: u64) {
         let now_ms = std::time::SystemTime::now()

@@ -192,6 +192,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         metrics.p2p_registry(),
     )
     .await?;
+    let link_metrics = crate::links::LinkMetrics::register(metrics.links_registry());
     let limits = MempoolLimits {
         chain_id: genesis.chain_id.clone(),
         max_txs: config.mempool.max_txs,
@@ -199,7 +200,13 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         max_tx_bytes: genesis.params.max_tx_bytes as usize,
         retry_after: Duration::from_millis(3 * config.consensus.round_timeout_ms),
     };
+    let links = crate::links::Links::open(&config.links, &genesis.chain_id, &config.data_dir)
+        .map_err(|e| NodeError::Setup {
+            file: "links".into(),
+            reason: e.to_string(),
+        })?;
     let ctx = Arc::new(Context {
+        links,
         store,
         chain_id: genesis.chain_id.clone(),
         key: me,
@@ -248,6 +255,14 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     tasks.push(tokio::spawn(async move {
         report(driver.run(driver_stop).await);
     }));
+    for link in ctx.links.by_name.values() {
+        tasks.push(tokio::spawn(crate::links::run_link(
+            link.clone(),
+            crate::links::ImportTiming::default(),
+            link_metrics.clone(),
+            shutdown.clone(),
+        )));
+    }
     if config.probes.enabled {
         let prober = probe::Prober::new(ctx.clone(), key, config.probes.clone());
         tasks.push(tokio::spawn(prober.run(shutdown.clone())));

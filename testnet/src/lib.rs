@@ -7,4 +7,5 @@ pub mod bench;
 pub mod cluster;
 pub mod demo;
 pub mod faults;
+pub mod link;
 pub mod sim;

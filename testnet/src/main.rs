@@ -33,6 +33,12 @@ struct Target {
     node: usize,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum WanAction {
+    Cut,
+    Heal,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Generate and start a testnet, run the demo, and stay in the foreground
@@ -61,6 +67,71 @@ enum Command {
         /// Base round timeout in milliseconds.
         #[arg(long, default_value_t = 1000)]
         round_timeout_ms: u64,
+        /// Datacenter name; the chain id becomes `palisade-NAME` (default:
+        /// datacenter `local`, chain `palisade-local`).
+        #[arg(long, value_name = "NAME")]
+        datacenter: Option<String>,
+    },
+    /// Make testnet --dir import testnet --to (another datacenter) through a
+    /// TCP delay proxy per remote node; restarts --dir's nodes.
+    Link {
+        /// The importing testnet.
+        #[arg(long, default_value = "testnet-data")]
+        dir: PathBuf,
+        /// The imported testnet.
+        #[arg(long)]
+        to: PathBuf,
+        /// Held in each direction by the proxies.
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        delay_ms: u64,
+    },
+    /// Cut or heal the link from --dir to --to.
+    Wan {
+        /// The importing testnet.
+        #[arg(long, default_value = "testnet-data")]
+        dir: PathBuf,
+        /// The imported testnet.
+        #[arg(long)]
+        to: PathBuf,
+        /// `cut` or `heal`.
+        action: WanAction,
+    },
+    /// Cross-DC figures on two linked running testnets: lag p50/p99,
+    /// bytes per registration, heartbeat and idle second, partition detection.
+    DcBench {
+        /// The importing testnet.
+        #[arg(long, default_value = "testnet-data")]
+        dir: PathBuf,
+        /// The imported testnet.
+        #[arg(long)]
+        to: PathBuf,
+        /// Registrations and heartbeats measured.
+        #[arg(long, default_value_t = 50)]
+        samples: usize,
+        /// Idle seconds measured.
+        #[arg(long, default_value_t = 10)]
+        idle_secs: u64,
+        /// Partition trials.
+        #[arg(long, default_value_t = 3)]
+        cuts: usize,
+        /// Also cut the link this many seconds while registering in B, and
+        /// time the catch-up after the heal (0: skip).
+        #[arg(long, default_value_t = 0)]
+        catch_up_secs: u64,
+    },
+    /// One link proxy (started by `link`).
+    #[command(hide = true)]
+    LinkProxy {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        upstream: String,
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        #[arg(long)]
+        cut_flag: PathBuf,
+        #[arg(long)]
+        stats_file: PathBuf,
     },
     /// Stop every process of the testnet.
     Down {
@@ -292,6 +363,7 @@ fn run(cli: Cli) -> Result<()> {
             byzantine,
             node_bin,
             round_timeout_ms,
+            datacenter,
         } => {
             let node_binary = match node_bin {
                 Some(p) => cluster::absolute(&p),
@@ -302,9 +374,98 @@ fn run(cli: Cli) -> Result<()> {
             opts.twins = twins;
             opts.byzantine = parse_byzantine(&byzantine, nodes)?;
             opts.round_timeout_ms = round_timeout_ms;
+            if let Some(name) = datacenter {
+                if name.is_empty()
+                    || name.len() > 63
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                {
+                    bail!("--datacenter {name:?}: use 1-63 lowercase letters, digits and '-'");
+                }
+                opts.chain_id = format!("palisade-{name}");
+                opts.datacenter = name;
+            }
             up(opts, detach)
         }
+        Command::Link { dir, to, delay_ms } => {
+            let me = std::env::current_exe().context("locating this executable")?;
+            let link_dir = palisade_testnet::link::link(&dir, &to, delay_ms, &me)?;
+            println!(
+                "{} imports {} through delay proxies ({delay_ms} ms each way); files in {}",
+                dir.display(),
+                to.display(),
+                link_dir.display()
+            );
+            Ok(())
+        }
+        Command::Wan { dir, to, action } => {
+            let cut = matches!(action, WanAction::Cut);
+            palisade_testnet::link::wan(&dir, &to, cut)?;
+            println!(
+                "link {} -> {} {}",
+                dir.display(),
+                to.display(),
+                if cut { "cut" } else { "healed" }
+            );
+            Ok(())
+        }
+        Command::DcBench {
+            dir,
+            to,
+            samples,
+            idle_secs,
+            cuts,
+            catch_up_secs,
+        } => {
+            let delay = std::fs::read_to_string(
+                palisade_testnet::link::link_dir(
+                    &dir,
+                    &palisade_testnet::link::network_of(&to)?.datacenter,
+                )
+                .join("proxies.json"),
+            )
+            .ok()
+            .and_then(|t| serde_json::from_str::<palisade_testnet::link::ProxyRecord>(&t).ok())
+            .map_or(0, |r| r.delay_ms);
+            let figures = palisade_testnet::link::bench::run(
+                &dir,
+                &to,
+                samples,
+                idle_secs,
+                cuts,
+                catch_up_secs,
+            )
+            .map_err(anyhow::Error::msg)?;
+            println!("| one-way delay ms | samples | registration lag p50 / p99 ms | heartbeat lag p50 / p99 ms | bytes per registration | bytes per heartbeat | idle bytes/s | partition detected after s |");
+            println!("|---|---|---|---|---|---|---|---|");
+            println!("{}", figures.row(delay));
+            if let Some((made, ms)) = figures.catch_up {
+                println!(
+                    "catch-up: {made} registrations during a {catch_up_secs} s cut visible through A {:.0} ms after the heal",
+                    ms
+                );
+            }
+            Ok(())
+        }
+        Command::LinkProxy {
+            listen,
+            upstream,
+            delay_ms,
+            cut_flag,
+            stats_file,
+        } => {
+            palisade_testnet::link::proxy::run(palisade_testnet::link::proxy::ProxyConfig {
+                listen,
+                upstream,
+                delay: Duration::from_millis(delay_ms),
+                cut_flag,
+                stats_file,
+            })?;
+            Ok(())
+        }
         Command::Down { dir } => {
+            palisade_testnet::link::stop_proxies(&dir)?;
             let stopped = Testnet::open(&dir)?.down()?;
             println!("stopped {} processes", stopped.len());
             Ok(())

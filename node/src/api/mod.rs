@@ -11,6 +11,7 @@
 
 mod admin;
 mod audit;
+mod export;
 mod limits;
 mod query;
 mod tx;
@@ -160,6 +161,14 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/audit/blocks/{height}", get(audit::block))
         .route("/v1/status", get(query::status))
         .route("/v1/watch", get(watch::watch))
+        .route("/v1/export/head", get(export::head))
+        .route("/v1/export/changes", get(export::changes))
+        .route("/v1/export/snapshot", get(export::snapshot))
+        .route("/v1/links", get(export::links))
+        .route(
+            "/v1/remote/{datacenter}/services/{namespace}/{service}",
+            get(export::remote_service),
+        )
         .route("/metrics", get(metrics));
     if ctx.fault_injection {
         router = router

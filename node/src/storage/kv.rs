@@ -38,11 +38,15 @@ pub enum Cf {
     Infos,
     /// The committed consensus log: height -> block with the QC that committed it.
     Log,
+    /// Change index: height (u64 big-endian) -> borsh `Vec<StateKey>` of every
+    /// map key (all leaf kinds) the block at that height changed, written in
+    /// the state commit's batch. Per-height; pruned with the retention window.
+    Changes,
 }
 
 impl Cf {
     /// Every column family.
-    pub const ALL: [Cf; 10] = [
+    pub const ALL: [Cf; 11] = [
         Cf::Blocks,
         Cf::Certs,
         Cf::Safety,
@@ -53,6 +57,7 @@ impl Cf {
         Cf::Meta,
         Cf::Infos,
         Cf::Log,
+        Cf::Changes,
     ];
 
     /// RocksDB name.
@@ -68,6 +73,7 @@ impl Cf {
             Cf::Meta => "meta",
             Cf::Infos => "infos",
             Cf::Log => "log",
+            Cf::Changes => "changes",
         }
     }
 }

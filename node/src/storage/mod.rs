@@ -19,7 +19,7 @@ mod state_store;
 use std::sync::Arc;
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use palisade_crypto::{decode, encode, BlockInfo, CommitCertificate, Digest};
+use palisade_crypto::{decode, encode, BlockInfo, CommitCertificate, Digest, StateKey};
 
 pub use jmt_store::KvTreeStore;
 pub use kv::{Batch, Cf, Entry, KvBackend, MemKv, RocksKv};
@@ -157,6 +157,22 @@ impl NodeStore {
             }
         }
         Ok(())
+    }
+
+    /// Stage the change index of `height` (every map key the block changed,
+    /// all leaf kinds) into `batch`, so it lands with the height's state.
+    pub fn stage_changes(batch: &mut Batch, height: u64, changed: &[StateKey]) {
+        batch.put(Cf::Changes, height.to_be_bytes(), encode(&changed.to_vec()));
+    }
+
+    /// The map keys changed at committed height `height`; `None` when the
+    /// height is not committed here or its entry was pruned (the cross-DC
+    /// export then answers that a snapshot is needed).
+    pub fn changes_at(&self, height: u64) -> Result<Option<Vec<StateKey>>, StorageError> {
+        match self.kv.get(Cf::Changes, &height.to_be_bytes())? {
+            None => Ok(None),
+            Some(b) => Ok(Some(decode(&b).map_err(|e| corrupt("changes", e))?)),
+        }
     }
 
     /// Write a staged batch durably (synced).

@@ -1,7 +1,7 @@
 //! The state machine's [`StateStore`] over the node's key-value backend.
 //!
 //! One [`StateCommit`] becomes one synced batch: its tree nodes and values,
-//! the height's [`HeightRecord`] and receipt index, and the commit metadata,
+//! the height's [`HeightRecord`], receipt index and change index, and the commit metadata,
 //! so after a crash either all of a height's state is visible or none is.
 
 use jmt::storage::{Node, NodeKey, TreeReader};
@@ -88,6 +88,7 @@ impl StateStore for NodeStore {
         };
         self.stage_height(&mut batch, commit.meta.height, &record)
             .map_err(backend)?;
+        Self::stage_changes(&mut batch, commit.meta.height, &commit.changed);
         batch.put(Cf::Meta, META_STATE, encode(&commit.meta));
         self.write_synced(batch).map_err(backend)
     }

@@ -126,6 +126,24 @@ fn registry_executor_agrees_on_mem_store_and_node_stores() {
             vec![("prod".to_string(), "api".to_string())],
             "{name}"
         );
+        // The change index keeps every leaf kind the block changed, not
+        // only services: the registration's instance, its service index and
+        // the signer's sequence.
+        let changes = store.changes_at(2).unwrap().unwrap();
+        assert!(
+            changes.contains(&palisade_crypto::StateKey::Account { key: svc.public() }),
+            "{name}: {changes:?}"
+        );
+        assert!(
+            changes
+                .iter()
+                .any(|k| matches!(k, palisade_crypto::StateKey::Instance { instance, .. } if instance.as_str() == "i2")),
+            "{name}: {changes:?}"
+        );
+        assert!(changes
+            .iter()
+            .any(|k| matches!(k, palisade_crypto::StateKey::Service { .. })));
+        assert_eq!(store.changes_at(99).unwrap(), None, "{name}");
         // Commits must follow the stored height by exactly one.
         let meta = store.last_commit().unwrap().unwrap();
         let bad = StateCommit {

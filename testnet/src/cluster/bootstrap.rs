@@ -30,6 +30,8 @@ pub struct UpOptions {
     pub chain_id: String,
     /// Base round timeout handed to every node.
     pub round_timeout_ms: u64,
+    /// Datacenter name written to network.json (`local` by default).
+    pub datacenter: String,
 }
 
 impl UpOptions {
@@ -43,6 +45,7 @@ impl UpOptions {
             node_binary: node_binary.to_path_buf(),
             chain_id: "palisade-local".into(),
             round_timeout_ms: 1000,
+            datacenter: "local".into(),
         }
     }
 }
@@ -135,7 +138,7 @@ pub fn generate(opts: &UpOptions) -> Result<Testnet, TestnetError> {
     }
     let network = NetworkFile {
         chain_id: opts.chain_id.clone(),
-        datacenter: "local".into(),
+        datacenter: opts.datacenter.clone(),
         genesis_hash: genesis.hash(),
         validators: genesis.validators.clone(),
         nodes: records[..opts.nodes]

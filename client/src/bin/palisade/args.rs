@@ -60,6 +60,19 @@ pub(crate) enum RoleArg {
 }
 
 #[derive(Subcommand)]
+pub(crate) enum EvidenceCommand {
+    /// Check an equivocation evidence file (written by a node whose link
+    /// froze) against the equivocating datacenter's network file alone.
+    Verify {
+        /// That datacenter's network.json.
+        #[arg(long, value_name = "FILE")]
+        network: PathBuf,
+        /// The evidence file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 pub(crate) enum KeysCommand {
     /// Generate a key file (mode 0600) and print its public key.
     Gen {
@@ -115,6 +128,9 @@ pub(crate) enum Command {
     /// The validator set: list it, or change it from the next epoch on.
     #[command(subcommand)]
     Validators(ValidatorsCommand),
+    /// Check evidence files offline.
+    #[command(subcommand)]
+    Evidence(EvidenceCommand),
     /// Enroll an identity in namespaces (enrollment authority; M-of-N with --cosign).
     Enroll {
         #[command(flatten)]
@@ -199,6 +215,18 @@ pub(crate) enum Command {
         /// Only passing instances whose lease is live at the certified block time.
         #[arg(long)]
         healthy: bool,
+        /// Another datacenter's network file: read its records through the
+        /// --network nodes and verify them against its validators (with --dc).
+        #[arg(long, value_name = "FILE", requires = "dc")]
+        remote: Vec<PathBuf>,
+        /// The datacenter to read (one of the --remote files' datacenters).
+        #[arg(long, value_name = "NAME", requires = "remote")]
+        dc: Vec<String>,
+        /// `local-first`: the local answer when it has a passing instance,
+        /// else the --dc datacenters in order (default: the one --dc named,
+        /// or the local datacenter without --dc).
+        #[arg(long, value_name = "POLICY")]
+        policy: Option<String>,
         /// NAMESPACE/SERVICE.
         target: String,
     },

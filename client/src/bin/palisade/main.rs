@@ -9,13 +9,17 @@ mod args;
 #[cfg(feature = "genesis")]
 mod genesis;
 mod output;
+mod remote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use args::{Cli, Command, KeysCommand, Net, Read, RoleArg, Submit, Target, ValidatorsCommand};
+use args::{
+    Cli, Command, EvidenceCommand, KeysCommand, Net, Read, RoleArg, Submit, Target,
+    ValidatorsCommand,
+};
 use clap::Parser;
 use palisade_client::{
     enrollment, load_network_file, parse_endpoint, parse_label, parse_service_path, registration,
@@ -225,6 +229,30 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             cosign,
             validator,
         }) => change_validators(&submit, &cosign, &validator, false),
+        Command::Evidence(EvidenceCommand::Verify { network, file }) => {
+            let network = load_network_file(&network)?;
+            let bytes = std::fs::read(&file)
+                .map_err(|e| ClientError::Invalid(format!("{}: {e}", file.display())))?;
+            let evidence: palisade_crypto::dc::EquivocationEvidence =
+                palisade_crypto::decode(&bytes).map_err(|e| {
+                    ClientError::Malformed(format!("{}: not an evidence file: {e}", file.display()))
+                })?;
+            match palisade_client::verify_evidence(&network, &evidence)? {
+                palisade_client::Equivocation::SameHeight { height, blocks } => println!(
+                    "evidence verified: {} ({}) certified two blocks at height {height}: {} and {}",
+                    terminal_safe(&network.datacenter),
+                    terminal_safe(&network.chain_id),
+                    blocks.0,
+                    blocks.1
+                ),
+                palisade_client::Equivocation::BrokenChain { first, second } => println!(
+                    "evidence verified: {} ({}) certified a block at height {second} whose chain does not reach its certified block at height {first}",
+                    terminal_safe(&network.datacenter),
+                    terminal_safe(&network.chain_id)
+                ),
+            }
+            Ok(())
+        }
         Command::Keys(KeysCommand::Gen { out }) => {
             let key = palisade_keys::generate_key_file(&out)?;
             println!("{}", key.public().to_hex());
@@ -312,17 +340,26 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             read,
             labels,
             healthy,
+            remote,
+            dc,
+            policy,
             target,
         } => {
             let labels = labels
                 .iter()
                 .map(|l| parse_label(l).map(|l| (l.key, l.value)))
                 .collect::<Result<Vec<_>, _>>()?;
-            lookup(
-                &read,
-                &target,
-                &palisade_client::InstanceFilter { labels, healthy },
-            )
+            let filter = palisade_client::InstanceFilter { labels, healthy };
+            match policy.as_deref() {
+                None if dc.is_empty() => lookup(&read, &target, &filter),
+                None | Some("local-first") => {
+                    let plan = remote::Plan::new(&remote, &dc, policy.is_some())?;
+                    remote::lookup(&read, &target, &filter, &plan)
+                }
+                Some(other) => Err(ClientError::Invalid(format!(
+                    "--policy {other:?}: the only policy is local-first"
+                ))),
+            }
         }
         Command::Status { net, json } => status(&net, json),
         Command::Services {

@@ -1,0 +1,189 @@
+//! Cross-datacenter routes: the export of this node's own chain (see
+//! `palisade_crypto::dc`) and the read-only serving of imported datacenters.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use palisade_crypto::dc::{
+    ExportChanges, ExportHead, ExportSnapshot, LinksResponse, RemoteLookupResponse,
+};
+use palisade_crypto::Digest;
+use serde::Deserialize;
+
+use super::{check_name, ApiErr};
+use crate::context::Context;
+use crate::links::export::{export_changes, export_head, export_snapshot, ExportError};
+
+impl From<ExportError> for ApiErr {
+    fn from(e: ExportError) -> Self {
+        let message = e.to_string();
+        match e {
+            ExportError::NothingCertified => ApiErr::unavailable("no_certified_state", message),
+            ExportError::AheadOfNode { .. } => ApiErr::not_found("unknown_height", message),
+            ExportError::SnapshotRequired { .. } => {
+                ApiErr::new(StatusCode::GONE, "snapshot_required", message)
+            }
+            ExportError::DeltaTooLarge { .. } => {
+                ApiErr::new(StatusCode::CONFLICT, "delta_too_large", message)
+            }
+            ExportError::NotCertified(_) => ApiErr::not_found("not_certified", message),
+            ExportError::Storage(s) => s.into(),
+            ExportError::Tree(_) => {
+                ApiErr::new(StatusCode::INTERNAL_SERVER_ERROR, "state", message)
+            }
+        }
+    }
+}
+
+fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiErr> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiErr::bad("bad_query", e.body_text()))
+}
+
+/// Longest a head request may be held.
+const MAX_HEAD_WAIT_MS: u64 = 5_000;
+
+#[derive(Deserialize)]
+pub(crate) struct HeadQuery {
+    after: Option<u64>,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// Whether `head` carries news for an importer at `after`: a certified height
+/// above it whose state root differs from the root at `after` (blocks that
+/// change nothing are reported at the next heartbeat, not one by one).
+fn news(ctx: &Context, head: &ExportHead, after: u64) -> Result<bool, ApiErr> {
+    if head.height <= after {
+        return Ok(false);
+    }
+    let old = ctx.store.block_info(after)?.map(|i| i.state_root);
+    let new = ctx.store.block_info(head.height)?.map(|i| i.state_root);
+    Ok(old.is_none() || old != new)
+}
+
+/// Wait (at most `wait_ms` ≤ 5 s) until a certified height above `after`
+/// changed the state; the newest head either way.
+async fn wait_for_news(ctx: &Context, after: u64, wait_ms: u64) -> Result<ExportHead, ApiErr> {
+    let mut commits = ctx.commits.subscribe();
+    let deadline = tokio::time::Instant::now()
+        + std::time::Duration::from_millis(wait_ms.min(MAX_HEAD_WAIT_MS));
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        let head = export_head(&ctx.store)?;
+        if news(ctx, &head, after)? || tokio::time::Instant::now() >= deadline {
+            return Ok(head);
+        }
+        tokio::select! {
+            r = commits.recv() => {
+                if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    return Ok(head);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = shutdown.wait() => return Ok(head),
+        }
+    }
+}
+
+/// `GET /v1/export/head[?after=H&wait_ms=W]`: the newest certificate; with
+/// `after`, held (at most `W` ≤ 5 s) until a certified height above `H`
+/// changed the state, so an idle link costs one answer per `W` (its
+/// heartbeat) and a change travels as soon as it is certified.
+pub(crate) async fn head(
+    State(ctx): State<Arc<Context>>,
+    q: Result<Query<HeadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ExportHead>, ApiErr> {
+    let q = query(q)?;
+    match q.after {
+        None => Ok(Json(export_head(&ctx.store)?)),
+        Some(after) => Ok(Json(wait_for_news(&ctx, after, q.wait_ms).await?)),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ChangesQuery {
+    from_height: u64,
+    /// Hold the request (≤ 5 s) until there is news after `from_height`,
+    /// like a head request, and answer with the delta itself (saves the
+    /// importer a round trip per change).
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+pub(crate) async fn changes(
+    State(ctx): State<Arc<Context>>,
+    q: Result<Query<ChangesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ExportChanges>, ApiErr> {
+    let q = query(q)?;
+    if q.wait_ms > 0 {
+        wait_for_news(&ctx, q.from_height, q.wait_ms).await?;
+    }
+    let store = ctx.store.clone();
+    let page = tokio::task::spawn_blocking(move || export_changes(&store, q.from_height))
+        .await
+        .map_err(|e| ApiErr::unavailable("overloaded", e.to_string()))??;
+    Ok(Json(page))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SnapshotQuery {
+    height: u64,
+    after: Option<String>,
+}
+
+pub(crate) async fn snapshot(
+    State(ctx): State<Arc<Context>>,
+    q: Result<Query<SnapshotQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ExportSnapshot>, ApiErr> {
+    let q = query(q)?;
+    let after = q
+        .after
+        .as_deref()
+        .map(Digest::from_hex)
+        .transpose()
+        .map_err(|e| ApiErr::bad("bad_query", format!("after: {e}")))?;
+    let store = ctx.store.clone();
+    let page = tokio::task::spawn_blocking(move || export_snapshot(&store, q.height, after))
+        .await
+        .map_err(|e| ApiErr::unavailable("overloaded", e.to_string()))??;
+    Ok(Json(page))
+}
+
+pub(crate) async fn links(State(ctx): State<Arc<Context>>) -> Json<LinksResponse> {
+    Json(LinksResponse {
+        links: ctx.links.statuses(),
+    })
+}
+
+pub(crate) async fn remote_service(
+    State(ctx): State<Arc<Context>>,
+    Path((datacenter, namespace, service)): Path<(String, String, String)>,
+) -> Result<Json<RemoteLookupResponse>, ApiErr> {
+    check_name("datacenter", &datacenter)?;
+    check_name("namespace", &namespace)?;
+    check_name("service", &service)?;
+    let link = ctx.links.by_name.get(&datacenter).cloned().ok_or_else(|| {
+        ApiErr::not_found(
+            "unknown_datacenter",
+            format!("this node does not import datacenter {datacenter:?}"),
+        )
+    })?;
+    let status = link.status.lock().expect("link status lock").clone();
+    let lookup = tokio::task::spawn_blocking(move || link.mirror.lookup(&namespace, &service))
+        .await
+        .map_err(|e| ApiErr::unavailable("overloaded", e.to_string()))?
+        .map_err(|e| ApiErr::new(StatusCode::INTERNAL_SERVER_ERROR, "mirror", e.to_string()))?
+        .ok_or_else(|| {
+            ApiErr::unavailable(
+                "not_imported",
+                format!("nothing imported from {datacenter:?} yet"),
+            )
+        })?;
+    Ok(Json(RemoteLookupResponse {
+        link: status,
+        lookup,
+    }))
+}

@@ -1,0 +1,237 @@
+//! Two datacenters as two real testnets: B's registration is looked up
+//! through A's nodes and verified against B's validators; a WAN cut turns
+//! A's link partitioned within the bound, the record stays served (frozen,
+//! marked stale, still verifying), and a heal brings the link back live.
+//! Every command runs from a working directory of its own with relative
+//! `--dir`s (the one path rule).
+#![allow(clippy::print_stderr)] // command output is the useful failure output
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use palisade_testnet::faults::{node_binary_for_tests, workspace_binary_for_tests};
+
+fn run(bin: &Path, cwd: &Path, args: &[&str]) -> Output {
+    let out = Command::new(bin)
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("command runs");
+    eprintln!(
+        "$ {} {}\n{}{}",
+        bin.file_name().unwrap().to_string_lossy(),
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn ok(bin: &Path, cwd: &Path, args: &[&str]) -> String {
+    let out = run(bin, cwd, args);
+    assert!(out.status.success(), "{args:?} failed");
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// Stops both testnets and the link proxies however the test ends.
+struct Down(Vec<PathBuf>);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = palisade_testnet::link::stop_proxies(dir);
+            if let Ok(mut net) = palisade_testnet::cluster::Testnet::open(dir) {
+                let _ = net.down();
+            }
+        }
+    }
+}
+
+fn link_state(a_node_url: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(3)))
+        .build()
+        .into();
+    let Ok(mut r) = agent.get(&format!("{a_node_url}/v1/links")).call() else {
+        return "unreachable".into();
+    };
+    let v: serde_json::Value = r.body_mut().read_json().unwrap_or_default();
+    v["links"][0]["state"]
+        .as_str()
+        .unwrap_or("none")
+        .to_string()
+}
+
+/// Poll `check` every 200 ms until it holds or `bound` passes; the elapsed time.
+fn within(bound: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < bound {
+        if check() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}
+
+#[test]
+fn a_remote_registration_is_served_verified_and_survives_a_wan_cut() {
+    let testnet = PathBuf::from(env!("CARGO_BIN_EXE_palisade-testnet"));
+    let exe = std::env::current_exe().expect("test binary path");
+    node_binary_for_tests(&exe).expect("palisade-node next to palisade-testnet");
+    let palisade =
+        workspace_binary_for_tests(&exe, "palisade-client", "palisade").expect("palisade");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let cwd = tmp.path().join("work");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let _down = Down(vec![cwd.join("a"), cwd.join("b")]);
+    for (dir, dc) in [("a", "dc-a"), ("b", "dc-b")] {
+        ok(
+            &testnet,
+            &cwd,
+            &[
+                "up",
+                "--dir",
+                dir,
+                "--datacenter",
+                dc,
+                "--detach",
+                "--round-timeout-ms",
+                "500",
+            ],
+        );
+    }
+    // A link to one's own chain is refused.
+    assert!(!run(&testnet, &cwd, &["link", "--dir", "a", "--to", "a"])
+        .status
+        .success());
+    ok(&testnet, &cwd, &["link", "--dir", "a", "--to", "b"]);
+    let toml = std::fs::read_to_string(cwd.join("a/node0/node.toml")).unwrap();
+    assert!(
+        toml.contains("network_file = \"../links/dc-b/network.json\""),
+        "{toml}"
+    );
+
+    // Register prod/api/api-1 in B.
+    let identity = ok(&palisade, &cwd, &["keys", "gen", "--out", "svc.key"]);
+    ok(
+        &palisade,
+        &cwd,
+        &[
+            "enroll",
+            "--network",
+            "b/network.json",
+            "--key",
+            "b/keys/authority.key",
+            "--identity",
+            identity.trim(),
+            "--namespace",
+            "prod",
+        ],
+    );
+    ok(
+        &palisade,
+        &cwd,
+        &[
+            "register",
+            "--network",
+            "b/network.json",
+            "--key",
+            "svc.key",
+            "--namespace",
+            "prod",
+            "--service",
+            "api",
+            "--instance",
+            "api-1",
+            "--endpoint",
+            "127.0.0.1:8080",
+            "--ttl",
+            "600",
+        ],
+    );
+    let remote_lookup = || {
+        run(
+            &palisade,
+            &cwd,
+            &[
+                "lookup",
+                "--network",
+                "a/network.json",
+                "--remote",
+                "b/network.json",
+                "--dc",
+                "dc-b",
+                "prod/api",
+                "--json",
+                "--no-cache",
+            ],
+        )
+    };
+    let mut answer = serde_json::Value::Null;
+    within(Duration::from_secs(20), || {
+        let out = remote_lookup();
+        answer = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        out.status.success() && answer["instances"][0]["instance"] == "api-1"
+    })
+    .expect("B's registration is served verified through A");
+    assert_eq!(answer["datacenter"], "dc-b");
+    assert!(answer["lag_ms"].as_u64().is_some(), "{answer}");
+    assert_eq!(answer["stale"], false);
+
+    // Against validators B does not have, the same answer is refused (exit 3).
+    let mut fake: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cwd.join("b/network.json")).unwrap())
+            .unwrap();
+    let a_net: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cwd.join("a/network.json")).unwrap())
+            .unwrap();
+    fake["validators"] = a_net["validators"].clone();
+    std::fs::write(cwd.join("fake-b.json"), fake.to_string()).unwrap();
+    let forged = run(
+        &palisade,
+        &cwd,
+        &[
+            "lookup",
+            "--network",
+            "a/network.json",
+            "--remote",
+            "fake-b.json",
+            "--dc",
+            "dc-b",
+            "prod/api",
+            "--no-cache",
+        ],
+    );
+    assert_eq!(
+        forged.status.code(),
+        Some(3),
+        "a remote answer against the wrong validators"
+    );
+    assert!(forged.stdout.is_empty(), "nothing unverified is printed");
+
+    // Cut the WAN: partitioned within 10 s, served frozen and marked stale.
+    let a_node = a_net["nodes"][0]["api_url"].as_str().unwrap().to_string();
+    assert_eq!(link_state(&a_node), "live");
+    ok(&testnet, &cwd, &["wan", "--dir", "a", "--to", "b", "cut"]);
+    let detected = within(Duration::from_secs(12), || {
+        link_state(&a_node) == "partitioned"
+    })
+    .expect("the link is declared partitioned");
+    eprintln!("partition detected after {detected:?}");
+    assert!(detected <= Duration::from_secs(10), "{detected:?}");
+    let out = remote_lookup();
+    assert!(out.status.success(), "the frozen record still verifies");
+    let frozen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(frozen["stale"], true, "{frozen}");
+    assert_eq!(
+        frozen["instances"][0]["instance"], "api-1",
+        "no remote instance lost"
+    );
+    ok(&testnet, &cwd, &["wan", "--dir", "a", "--to", "b", "heal"]);
+    within(Duration::from_secs(15), || link_state(&a_node) == "live").expect("heal: live again");
+    let (up, down) = palisade_testnet::link::link_bytes(&cwd.join("a"), "dc-b").unwrap();
+    assert!(up > 0 && down > 0, "the proxies counted the link's bytes");
+}
