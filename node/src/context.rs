@@ -1,7 +1,7 @@
 //! State shared by the node's tasks: storage, mempool, progress, metrics.
 
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use palisade_consensus::state::{StateReader, TxRejection};
@@ -14,6 +14,7 @@ use crate::mempool::{AdmitError, Mempool, MempoolLimits};
 use crate::metrics::Metrics;
 use crate::net::NetHandle;
 use crate::storage::NodeStore;
+use crate::verdicts::VerdictCache;
 
 /// Node-to-node frames (decoded only after the transport's size cap).
 #[derive(Debug, BorshSerialize, BorshDeserialize)]
@@ -58,6 +59,9 @@ pub(crate) struct Context {
     pub(crate) key: PublicKey,
     pub(crate) mempool: Mutex<Mempool>,
     pub(crate) limits: MempoolLimits,
+    /// Signature verdicts shared by admission, execution and the consensus
+    /// core: each signature is verified once per process.
+    pub(crate) verdicts: Arc<VerdictCache>,
     pub(crate) progress: watch::Sender<Progress>,
     /// Certified heights, as they are stored (watch streams and waiters).
     pub(crate) commits: broadcast::Sender<u64>,
@@ -104,7 +108,7 @@ impl Context {
     }
 
     fn admit_inner(&self, tx: SignedTransaction) -> Result<Digest, AdmitError> {
-        let id = Mempool::verify(&self.limits, &tx)?;
+        let id = Mempool::verify(&self.limits, self.verdicts.as_ref(), &tx)?;
         if self.store.tx_location(&id).ok().flatten().is_some() {
             return Err(AdmitError::Duplicate);
         }
@@ -158,7 +162,7 @@ impl Context {
     /// trigger alive while the context is used.
     pub(crate) fn for_tests(
         watch_buffer: usize,
-    ) -> (std::sync::Arc<Self>, crate::shutdown::ShutdownTrigger) {
+    ) -> (Arc<Self>, crate::shutdown::ShutdownTrigger) {
         let (trigger, shutdown) = crate::shutdown::ShutdownTrigger::new();
         let limits = MempoolLimits {
             chain_id: "test".into(),
@@ -173,6 +177,7 @@ impl Context {
             key: PublicKey::default(),
             mempool: Mutex::new(Mempool::new(limits.clone())),
             limits,
+            verdicts: Arc::new(VerdictCache::default()),
             progress: watch::channel(Progress::default()).0,
             commits: broadcast::channel(watch_buffer).0,
             metrics: Metrics::new(),
@@ -189,6 +194,6 @@ impl Context {
             peers: vec![],
             shutdown,
         };
-        (std::sync::Arc::new(ctx), trigger)
+        (Arc::new(ctx), trigger)
     }
 }

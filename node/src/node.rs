@@ -156,8 +156,12 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     }
     std::fs::create_dir_all(&config.data_dir).map_err(|e| setup(&config.data_dir, e))?;
     let store = NodeStore::open_rocks(&config.data_dir.join("db"))?;
+    // One verdict cache for the consensus core, the block executor and
+    // admission: a transaction's signature is verified once, at admission.
+    let verdicts = Arc::new(VerdictCache::default());
     let executor = RegistryExecutor::open(store.clone(), &genesis)
-        .map_err(|e| setup(&config.genesis_file, e))?;
+        .map_err(|e| setup(&config.genesis_file, e))?
+        .with_verifier(verdicts.clone());
     let meta = executor.committed_meta().clone();
     let recovery = recovery(&store, &meta)?;
     let validators = recovery.validators.clone();
@@ -168,7 +172,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     core.max_payload_bytes = (genesis.params.max_block_bytes as usize).min(MAX_FRAME / 2);
     let replica = Replica::recover(core, key.clone(), executor, recovery, now_ms())
         .map_err(|e| NodeError::Consensus(e.to_string()))?
-        .with_verifier(Arc::new(VerdictCache::default()));
+        .with_verifier(verdicts.clone());
     info!(key = %me.short(), height = meta.height, round = replica.round(), "replica ready");
 
     let (trigger, shutdown) = ShutdownTrigger::new();
@@ -196,6 +200,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         key: me,
         mempool: Mutex::new(Mempool::new(limits.clone())),
         limits,
+        verdicts,
         progress: watch::channel(Progress::default()).0,
         commits: broadcast::channel(config.api.watch_buffer).0,
         metrics,

@@ -15,6 +15,7 @@ use palisade_crypto::{
 };
 
 use super::apply::{apply_tx, BlockEnv, Verdict};
+use crate::hotstuff::SignatureVerifier;
 use super::error::StateError;
 use super::genesis::{Authority, Genesis, Params};
 use super::instances::remove_instance;
@@ -104,6 +105,7 @@ pub(crate) struct Chain<'a> {
     pub(crate) chain_id: &'a str,
     pub(crate) params: &'a Params,
     pub(crate) authority: &'a Authority,
+    pub(crate) verifier: &'a dyn SignatureVerifier,
 }
 
 /// Execute `txs` (with their encoded sizes) as the block at `height`, `epoch`
@@ -121,6 +123,7 @@ pub(crate) fn execute_block(
         chain_id: chain.chain_id,
         params: chain.params,
         authority: chain.authority,
+        verifier: chain.verifier,
         height,
         epoch,
         now_ms,
