@@ -163,6 +163,14 @@ impl Context {
     pub(crate) fn for_tests(
         watch_buffer: usize,
     ) -> (Arc<Self>, crate::shutdown::ShutdownTrigger) {
+        Self::for_tests_with_store(watch_buffer, NodeStore::in_memory())
+    }
+
+    /// [`Context::for_tests`] over `store`.
+    pub(crate) fn for_tests_with_store(
+        watch_buffer: usize,
+        store: NodeStore,
+    ) -> (Arc<Self>, crate::shutdown::ShutdownTrigger) {
         let (trigger, shutdown) = crate::shutdown::ShutdownTrigger::new();
         let limits = MempoolLimits {
             chain_id: "test".into(),
@@ -172,7 +180,7 @@ impl Context {
             retry_after: std::time::Duration::from_secs(1),
         };
         let ctx = Context {
-            store: NodeStore::in_memory(),
+            store,
             chain_id: "test".into(),
             key: PublicKey::default(),
             mempool: Mutex::new(Mempool::new(limits.clone())),

@@ -76,7 +76,7 @@ pub fn load_genesis(path: &std::path::Path) -> Result<Genesis, NodeError> {
 /// Rebuild the replica's [`Recovery`] from the store. The executor may be
 /// ahead of the ledger index (a crash between the state commit and the ledger
 /// write): the missing heights are rebuilt from the stored blocks.
-fn recovery(store: &NodeStore, meta: &CommitMeta) -> Result<Recovery, NodeError> {
+pub(crate) fn recovery(store: &NodeStore, meta: &CommitMeta) -> Result<Recovery, NodeError> {
     let inconsistent = |what: String| NodeError::Consensus(format!("store inconsistent: {what}"));
     let hs = meta.height;
     let hl = store.committed_height()?;
@@ -101,6 +101,7 @@ fn recovery(store: &NodeStore, meta: &CommitMeta) -> Result<Recovery, NodeError>
         }
         infos.reverse();
         store.commit_ledger(&infos, None)?;
+        store.sync()?;
         info!(
             from = hl + 1,
             to = hs,
@@ -164,6 +165,8 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         .with_verifier(verdicts.clone());
     let meta = executor.committed_meta().clone();
     let recovery = recovery(&store, &meta)?;
+    // The genesis state, when just written, is durable before anything runs.
+    store.sync()?;
     let validators = recovery.validators.clone();
     let mut core = CoreConfig::new(genesis.chain_id.clone());
     core.base_timeout_ms = config.consensus.round_timeout_ms;

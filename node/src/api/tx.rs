@@ -37,6 +37,11 @@ pub(crate) fn receipt(ctx: &Context, id: &Digest) -> Result<Option<Receipt>, Sto
     let Some((cert_height, cert)) = store.cert_from(loc.height)? else {
         return Ok(None);
     };
+    if cert_height > store.durable_ledger_height() {
+        // Written, not yet synced: a receipt now could name a commit a
+        // power loss would undo.
+        return Ok(None);
+    }
     let mut descendants = Vec::new();
     for h in loc.height + 1..=cert_height {
         match store.block_info(h)? {

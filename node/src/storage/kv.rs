@@ -112,6 +112,9 @@ pub trait KvBackend: Send + Sync + 'static {
     fn seek_prev(&self, cf: Cf, key: &[u8]) -> Result<Option<Entry>, StorageError>;
     /// Up to `limit` entries with keys `>= start`, ascending.
     fn scan(&self, cf: Cf, start: &[u8], limit: usize) -> Result<Vec<Entry>, StorageError>;
+    /// Make every write applied so far durable (fsync of the WAL), as a
+    /// synced write would.
+    fn sync(&self) -> Result<(), StorageError>;
 }
 
 /// RocksDB, one column family per [`Cf`].
@@ -190,6 +193,10 @@ impl KvBackend for RocksKv {
         }
         Ok(out)
     }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        Ok(self.db.flush_wal(true)?)
+    }
 }
 
 /// An in-memory backend with the same contract (durability aside).
@@ -241,5 +248,9 @@ impl KvBackend for MemKv {
             .take(limit)
             .map(|((_, k), v)| (k.clone(), v.clone()))
             .collect())
+    }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        Ok(())
     }
 }
