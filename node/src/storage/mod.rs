@@ -20,6 +20,7 @@ mod consensus;
 mod jmt_store;
 mod kv;
 mod state_store;
+mod tree_cache;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -86,6 +86,8 @@ impl StateStore for NodeStore {
         self.stage_height(&mut batch, commit.meta.height, &record)
             .map_err(backend)?;
         batch.put(Cf::Meta, META_STATE, encode(&commit.meta));
-        self.write_deferred(batch).map_err(backend)
+        self.write_deferred(batch).map_err(backend)?;
+        self.tree().committed(&commit.tree.node_batch);
+        Ok(())
     }
 }
