@@ -25,6 +25,33 @@ pub(crate) enum Wire {
     Txs(Vec<SignedTransaction>),
 }
 
+/// Most transactions in one gossip frame (what a receiver accepts).
+pub(crate) const MAX_GOSSIP_TXS: usize = 1024;
+
+/// Most encoded transaction bytes in one gossip frame (well below the
+/// transport's frame cap).
+const GOSSIP_FRAME_BYTES: usize = crate::net::MAX_FRAME / 4;
+
+/// Encode `txs` as few `Wire::Txs` frames as the bounds allow, in order.
+fn gossip_frames(txs: Vec<SignedTransaction>, max_bytes: usize) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    for tx in txs {
+        let len = encode(&tx).len();
+        if !batch.is_empty() && (batch.len() == MAX_GOSSIP_TXS || bytes + len > max_bytes) {
+            frames.push(encode(&Wire::Txs(std::mem::take(&mut batch))));
+            bytes = 0;
+        }
+        bytes += len;
+        batch.push(tx);
+    }
+    if !batch.is_empty() {
+        frames.push(encode(&Wire::Txs(batch)));
+    }
+    frames
+}
+
 /// Consensus progress as the API reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Progress {
@@ -72,6 +99,10 @@ pub(crate) struct Context {
     pub(crate) fault_injection: bool,
     /// Wakes the driver when the mempool gains transactions.
     pub(crate) tx_ready: Notify,
+    /// Admitted transactions waiting to be gossiped, one frame for all of
+    /// them ([`Context::run_gossip`]).
+    pub(crate) gossip: Mutex<Vec<SignedTransaction>>,
+    pub(crate) gossip_ready: Notify,
     pub(crate) validators: RwLock<ValidatorSet>,
     pub(crate) watch_streams: AtomicUsize,
     /// Every configured peer (the transport keeps those of the current set).
@@ -98,7 +129,8 @@ impl Context {
                 self.metrics.txs_admitted.inc();
                 debug!(tx = %id, kind = tx.tx.body.kind(), "transaction admitted");
                 if gossip {
-                    self.net.broadcast(encode(&Wire::Txs(vec![tx])));
+                    self.gossip.lock().expect("gossip lock poisoned").push(tx);
+                    self.gossip_ready.notify_one();
                 }
                 self.tx_ready.notify_one();
             }
@@ -143,6 +175,23 @@ impl Context {
             Err(e) => {
                 debug!(error = %e, "admission: committed state unreadable; the block decides");
                 Ok(())
+            }
+        }
+    }
+
+    /// Gossip admitted transactions to the other validators until shutdown:
+    /// whatever accumulated since the last frame leaves as one frame (split
+    /// below the receivers' per-frame count and the frame size bound), so
+    /// under load a frame carries many transactions instead of one each.
+    pub(crate) async fn run_gossip(self: Arc<Self>, mut shutdown: crate::shutdown::Shutdown) {
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = self.gossip_ready.notified() => {}
+            }
+            let txs = std::mem::take(&mut *self.gossip.lock().expect("gossip lock poisoned"));
+            for frame in gossip_frames(txs, GOSSIP_FRAME_BYTES) {
+                self.net.broadcast(frame);
             }
         }
     }
@@ -194,6 +243,8 @@ impl Context {
             byzantine: Default::default(),
             fault_injection: false,
             tx_ready: Notify::new(),
+            gossip: Mutex::new(Vec::new()),
+            gossip_ready: Notify::new(),
             validators: RwLock::new(ValidatorSet {
                 epoch: 0,
                 validators: vec![],
@@ -203,5 +254,51 @@ impl Context {
             shutdown,
         };
         (Arc::new(ctx), trigger)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_crypto::{decode, SecretKey, Transaction, TxBody};
+
+    #[test]
+    fn gossip_frames_carry_many_transactions_within_the_bounds() {
+        let key = SecretKey::from_seed([5; 32]);
+        let txs: Vec<SignedTransaction> = (0..MAX_GOSSIP_TXS as u64 + 10)
+            .map(|seq| {
+                Transaction {
+                    chain_id: "test".into(),
+                    signer: key.public(),
+                    sequence: seq,
+                    body: TxBody::Revoke {
+                        identity: key.public(),
+                    },
+                }
+                .sign(&key)
+            })
+            .collect();
+        let decoded = |frames: Vec<Vec<u8>>| -> Vec<Vec<SignedTransaction>> {
+            frames
+                .iter()
+                .map(|f| match decode(f).unwrap() {
+                    Wire::Txs(t) => t,
+                    Wire::Consensus(_) => panic!("not a gossip frame"),
+                })
+                .collect()
+        };
+        let frames = decoded(gossip_frames(txs.clone(), usize::MAX));
+        assert_eq!(
+            frames.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![MAX_GOSSIP_TXS, 10]
+        );
+        assert_eq!(frames.concat(), txs, "all of them, in order");
+        let one = encode(&txs[0]).len();
+        let frames = decoded(gossip_frames(txs[..10].to_vec(), 3 * one));
+        assert_eq!(
+            frames.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![3, 3, 3, 1]
+        );
+        assert!(gossip_frames(Vec::new(), 100).is_empty());
     }
 }

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::config::ConsensusConfig;
-use crate::context::{Context, Progress, Wire};
+use crate::context::{Context, Progress, Wire, MAX_GOSSIP_TXS};
 use crate::error::NodeError;
 use crate::net::{Inbound, MAX_FRAME};
 use crate::shutdown::Shutdown;
@@ -41,8 +41,6 @@ use crate::storage::NodeStore;
 /// Blocks per sync response served from storage (the core's default batch).
 const SYNC_BATCH: usize = 64;
 
-/// Most transactions accepted from one gossip frame.
-const MAX_GOSSIP_TXS: usize = 1024;
 
 /// Milliseconds since the Unix epoch: the `now` handed to the core.
 pub(crate) fn now_ms() -> u64 {

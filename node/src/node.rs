@@ -212,6 +212,8 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         byzantine: crate::byzantine::Byzantine::new(&config.byzantine),
         fault_injection: config.fault_injection,
         tx_ready: Notify::new(),
+        gossip: Mutex::new(Vec::new()),
+        gossip_ready: Notify::new(),
         validators: RwLock::new(validators),
         watch_streams: AtomicUsize::new(0),
         peers,
@@ -241,6 +243,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             tracing::error!(error = %e, "API server failed");
         }
     }));
+    tasks.push(tokio::spawn(ctx.clone().run_gossip(shutdown.clone())));
     let driver = Driver::new(ctx.clone(), replica, inbound, config.consensus.clone());
     let driver_stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {
