@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use palisade_consensus::state::{StateReader, TxRejection};
-use palisade_crypto::{encode, Digest, PublicKey, SignedTransaction, ValidatorSet};
+use palisade_crypto::{encode, Digest, PublicKey, ReceiptTree, SignedTransaction, ValidatorSet};
 use tokio::sync::{broadcast, watch, Notify};
 use tracing::debug;
 
@@ -50,6 +50,39 @@ fn gossip_frames(txs: Vec<SignedTransaction>, max_bytes: usize) -> Vec<Vec<u8>> 
         frames.push(encode(&Wire::Txs(batch)));
     }
     frames
+}
+
+/// Receipt trees of the last few committed heights. A committed height's
+/// receipts never change, so a tree built once serves every waiter.
+#[derive(Debug, Default)]
+pub(crate) struct ReceiptTrees {
+    recent: Mutex<std::collections::VecDeque<(u64, Arc<ReceiptTree>)>>,
+}
+
+impl ReceiptTrees {
+    const KEEP: usize = 8;
+
+    /// The tree of `height`, built by `build` when not kept.
+    pub(crate) fn get(&self, height: u64, build: impl FnOnce() -> ReceiptTree) -> Arc<ReceiptTree> {
+        if let Some((_, t)) = self
+            .recent
+            .lock()
+            .expect("receipt trees lock poisoned")
+            .iter()
+            .find(|(h, _)| *h == height)
+        {
+            return t.clone();
+        }
+        let tree = Arc::new(build());
+        let mut recent = self.recent.lock().expect("receipt trees lock poisoned");
+        if !recent.iter().any(|(h, _)| *h == height) {
+            recent.push_back((height, tree.clone()));
+            if recent.len() > Self::KEEP {
+                recent.pop_front();
+            }
+        }
+        tree
+    }
 }
 
 /// Consensus progress as the API reports it.
@@ -103,6 +136,9 @@ pub(crate) struct Context {
     /// them ([`Context::run_gossip`]).
     pub(crate) gossip: Mutex<Vec<SignedTransaction>>,
     pub(crate) gossip_ready: Notify,
+    /// Receipt trees of recent heights (every waiter of a block proves its
+    /// receipt from one tree).
+    pub(crate) receipt_trees: ReceiptTrees,
     pub(crate) validators: RwLock<ValidatorSet>,
     pub(crate) watch_streams: AtomicUsize,
     /// Every configured peer (the transport keeps those of the current set).
@@ -245,6 +281,7 @@ impl Context {
             tx_ready: Notify::new(),
             gossip: Mutex::new(Vec::new()),
             gossip_ready: Notify::new(),
+            receipt_trees: ReceiptTrees::default(),
             validators: RwLock::new(ValidatorSet {
                 epoch: 0,
                 validators: vec![],

@@ -214,6 +214,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         tx_ready: Notify::new(),
         gossip: Mutex::new(Vec::new()),
         gossip_ready: Notify::new(),
+        receipt_trees: Default::default(),
         validators: RwLock::new(validators),
         watch_streams: AtomicUsize::new(0),
         peers,

@@ -12,7 +12,7 @@ use axum::Json;
 use palisade_consensus::state::StateReader;
 use palisade_crypto::api::{AccountResponse, Receipt, SubmitRequest, SubmitResponse, TxStatus};
 use palisade_crypto::{
-    decode_capped, Digest, Hex, PublicKey, SignedTransaction, StateKey, TxInclusionProof,
+    decode_capped, Digest, Hex, PublicKey, ReceiptTree, SignedTransaction, StateKey,
 };
 use tokio::sync::broadcast::error::RecvError;
 
@@ -60,12 +60,15 @@ pub(crate) fn receipt(ctx: &Context, id: &Digest) -> Result<Option<Receipt>, Sto
             ),
         });
     }
-    let leaves: Vec<(Digest, String)> = record
-        .tx_ids
-        .iter()
-        .copied()
-        .zip(record.outcomes.iter().cloned())
-        .collect();
+    let tree = ctx.receipt_trees.get(loc.height, || {
+        let leaves: Vec<(Digest, String)> = record
+            .tx_ids
+            .iter()
+            .copied()
+            .zip(record.outcomes.iter().cloned())
+            .collect();
+        ReceiptTree::new(&leaves)
+    });
     let mut outcome = record.outcomes[index].clone();
     if ctx.byzantine.has(crate::ByzantineMode::ClaimOutcomes) {
         // Byzantine test mode: claim the opposite outcome (the proof stays
@@ -80,7 +83,7 @@ pub(crate) fn receipt(ctx: &Context, id: &Digest) -> Result<Option<Receipt>, Sto
         tx_id: *id,
         height: loc.height,
         block: Hex::new(&block),
-        inclusion: Hex::new(&TxInclusionProof::build_receipt(&leaves, index)),
+        inclusion: Hex::new(&tree.proof(index)),
         descendants,
         certificate: Hex::new(&cert),
         outcome,
