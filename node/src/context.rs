@@ -245,9 +245,7 @@ impl Context {
 impl Context {
     /// A context over an in-memory store and a detached transport; keep the
     /// trigger alive while the context is used.
-    pub(crate) fn for_tests(
-        watch_buffer: usize,
-    ) -> (Arc<Self>, crate::shutdown::ShutdownTrigger) {
+    pub(crate) fn for_tests(watch_buffer: usize) -> (Arc<Self>, crate::shutdown::ShutdownTrigger) {
         Self::for_tests_with_store(watch_buffer, NodeStore::in_memory())
     }
 

@@ -41,7 +41,6 @@ use crate::storage::NodeStore;
 /// Blocks per sync response served from storage (the core's default batch).
 const SYNC_BATCH: usize = 64;
 
-
 /// Milliseconds since the Unix epoch: the `now` handed to the core.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()

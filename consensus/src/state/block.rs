@@ -15,7 +15,6 @@ use palisade_crypto::{
 };
 
 use super::apply::{apply_tx, BlockEnv, Verdict};
-use crate::hotstuff::SignatureVerifier;
 use super::error::StateError;
 use super::genesis::{Authority, Genesis, Params};
 use super::instances::remove_instance;
@@ -24,6 +23,7 @@ use super::receipts::{BlockReceipts, TxReceipt};
 use super::records::{system, system_key, ChainRecord, ExpiryState, IdentityRecord};
 use super::store::BranchReader;
 use super::working::WorkingSet;
+use crate::hotstuff::SignatureVerifier;
 
 /// Everything a block's execution produced.
 pub(crate) struct BlockOutput {

@@ -125,8 +125,14 @@ fn driver(
     let meta = executor.committed_meta().clone();
     let recovery = crate::node::recovery(&store, &meta).expect("recovers");
     store.sync().unwrap();
-    let replica = Replica::recover(CoreConfig::new(CHAIN), key.clone(), executor, recovery, now_ms())
-        .expect("replica recovers");
+    let replica = Replica::recover(
+        CoreConfig::new(CHAIN),
+        key.clone(),
+        executor,
+        recovery,
+        now_ms(),
+    )
+    .expect("replica recovers");
     let (ctx, trigger) = Context::for_tests_with_store(64, store);
     let (_tx, inbound) = mpsc::channel(1);
     let driver = Driver::new(ctx.clone(), replica, inbound, ConsensusConfig::default());
@@ -135,7 +141,13 @@ fn driver(
 
 /// Run the chain until `blocks` heights committed, one registration admitted
 /// per step; log every announcement. Returns the committed transaction ids by height.
-fn run_chain(kv: &Arc<LoggingKv>, key: &SecretKey, writer: &SecretKey, g: &Genesis, blocks: u64) -> Vec<(u64, Digest)> {
+fn run_chain(
+    kv: &Arc<LoggingKv>,
+    key: &SecretKey,
+    writer: &SecretKey,
+    g: &Genesis,
+    blocks: u64,
+) -> Vec<(u64, Digest)> {
     let store = NodeStore::new(kv.clone());
     let (mut d, ctx, _trigger) = driver(store.clone(), key, g);
     let mut announced = ctx.commits.subscribe();
@@ -186,7 +198,12 @@ fn every_crash_point_keeps_every_announced_commit() {
     let log = kv.log.lock().unwrap().clone();
     let writes = log.iter().filter(|o| matches!(o, Op::Write(_))).count();
     let syncs = log.iter().filter(|o| matches!(o, Op::Sync)).count();
-    assert!(writes > syncs, "several writes share a sync ({writes} writes, {syncs} syncs)");
+    let announcements = log.iter().filter(|o| matches!(o, Op::Announce(_))).count();
+    assert!(announcements >= 3, "commits announced: {announcements}");
+    assert!(
+        writes > syncs,
+        "several writes share a sync ({writes} writes, {syncs} syncs)"
+    );
     let mut checked = 0;
     for cut in 0..=log.len() {
         let announced = log[..cut]

@@ -162,7 +162,10 @@ mod tests {
         values.offer([1; 32], 3, Some(b"three".to_vec()));
         drop(values);
         assert_eq!(c.value(9, &k(1)).ok(), Some(Some(b"five".to_vec())));
-        assert!(c.value(4, &k(1)).is_err(), "an older version is read from the store");
+        assert!(
+            c.value(4, &k(1)).is_err(),
+            "an older version is read from the store"
+        );
     }
 
     #[test]

@@ -385,7 +385,12 @@ fn transaction_signatures_go_through_the_executors_verifier() {
         refuse: bool,
     }
     impl SignatureVerifier for Counting {
-        fn verify(&self, key: &PublicKey, digest: &Digest, sig: &Signature) -> Result<(), SigError> {
+        fn verify(
+            &self,
+            key: &PublicKey,
+            digest: &Digest,
+            sig: &Signature,
+        ) -> Result<(), SigError> {
             self.calls.fetch_add(1, Ordering::Relaxed);
             if self.refuse {
                 return Err(SigError::BadSignature(*key));
