@@ -45,4 +45,4 @@ pub use registry::{
 };
 pub use sig::{verify_batch, PublicKey, SecretKey, Signature};
 pub use tx::{Cosignature, SignedTransaction, Transaction, TxBody, MAX_SEQUENCE_STEP};
-pub use txroot::{receipt_root, tx_root, TxInclusionProof, OUTCOME_APPLIED};
+pub use txroot::{receipt_root, tx_root, ReceiptTree, TxInclusionProof, OUTCOME_APPLIED};

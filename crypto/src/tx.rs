@@ -156,6 +156,17 @@ impl SignedTransaction {
     /// signers (signer first). Authorization (who may do what) is the state
     /// machine's job.
     pub fn verify(&self, chain_id: &str) -> Result<(Digest, Vec<PublicKey>), TxError> {
+        self.verify_with(chain_id, |key, digest, sig| key.verify_digest(digest, sig))
+    }
+
+    /// [`SignedTransaction::verify`] with every signature checked by `check`
+    /// (a verdict cache in front of `verify_strict`, say). `check` must give
+    /// the strict verdict: the result decides a block's validity.
+    pub fn verify_with(
+        &self,
+        chain_id: &str,
+        check: impl Fn(&PublicKey, &Digest, &Signature) -> Result<(), SigError>,
+    ) -> Result<(Digest, Vec<PublicKey>), TxError> {
         if self.tx.chain_id != chain_id {
             return Err(TxError::WrongChain {
                 got: self.tx.chain_id.clone(),
@@ -163,15 +174,13 @@ impl SignedTransaction {
             });
         }
         let digest = self.tx.digest();
-        self.tx.signer.verify_digest(&digest, &self.signature)?;
+        check(&self.tx.signer, &digest, &self.signature)?;
         let mut signers = vec![self.tx.signer];
         for co in &self.cosignatures {
             if signers.contains(&co.signer) {
                 return Err(TxError::DuplicateCosigner(co.signer));
             }
-            co.signer
-                .verify_digest(&digest, &co.signature)
-                .map_err(|e: SigError| TxError::Signature(e))?;
+            check(&co.signer, &digest, &co.signature).map_err(TxError::Signature)?;
             signers.push(co.signer);
         }
         Ok((digest, signers))

@@ -77,6 +77,54 @@ pub fn tx_root(ids: &[Digest]) -> Digest {
     root_of(&leaves(ids))
 }
 
+/// A Merkle tree over a block's leaves, built once to prove many of them.
+struct TreeOf {
+    tree: MerkleTree<TxNodeHasher>,
+    total: usize,
+}
+
+impl TreeOf {
+    fn new(leaves: &[[u8; 32]]) -> Self {
+        TreeOf {
+            tree: MerkleTree::<TxNodeHasher>::from_leaves(leaves),
+            total: leaves.len(),
+        }
+    }
+
+    fn proof(&self, index: usize) -> TxInclusionProof {
+        assert!(index < self.total, "index {index} out of {}", self.total);
+        let proof = self.tree.proof(&[index]);
+        TxInclusionProof {
+            index: index as u32,
+            total: self.total as u32,
+            hashes: proof.proof_hashes().iter().map(|h| Digest(*h)).collect(),
+        }
+    }
+}
+
+/// A block's receipt tree ([`receipt_root`]), built once so that the
+/// receipts of many of its transactions are proven without rebuilding it.
+pub struct ReceiptTree(TreeOf);
+
+impl std::fmt::Debug for ReceiptTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReceiptTree({} receipts)", self.0.total)
+    }
+}
+
+impl ReceiptTree {
+    /// The tree of a block whose receipts are `(id, outcome code)`, in order.
+    pub fn new(receipts: &[(Digest, u16)]) -> Self {
+        ReceiptTree(TreeOf::new(&receipt_leaves(receipts)))
+    }
+
+    /// The proof for receipt `index`, as [`TxInclusionProof::build_receipt`]
+    /// gives it. Panics if `index` is out of range.
+    pub fn proof(&self, index: usize) -> TxInclusionProof {
+        self.0.proof(index)
+    }
+}
+
 /// Proof that a transaction id is at `index` among `total` in a block.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct TxInclusionProof {
@@ -102,18 +150,7 @@ impl TxInclusionProof {
     }
 
     fn build_over(leaves: &[[u8; 32]], index: usize) -> Self {
-        assert!(
-            index < leaves.len(),
-            "index {index} out of {}",
-            leaves.len()
-        );
-        let tree = MerkleTree::<TxNodeHasher>::from_leaves(leaves);
-        let proof = tree.proof(&[index]);
-        TxInclusionProof {
-            index: index as u32,
-            total: leaves.len() as u32,
-            hashes: proof.proof_hashes().iter().map(|h| Digest(*h)).collect(),
-        }
+        TreeOf::new(leaves).proof(index)
     }
 
     /// Check that `id` is at `self.index` of a block whose [`tx_root`] is `root`.
@@ -147,5 +184,26 @@ impl TxInclusionProof {
             return Err(mismatch("transaction is not in the block"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receipt_tree_built_once_gives_the_same_proofs() {
+        for n in [1usize, 2, 5, 8, 13] {
+            let receipts: Vec<(Digest, u16)> = (0..n)
+                .map(|i| (hash(Domain::Message, &[i as u8]), i as u16))
+                .collect();
+            let root = receipt_root(&receipts);
+            let tree = ReceiptTree::new(&receipts);
+            for (i, (id, outcome)) in receipts.iter().enumerate() {
+                let proof = tree.proof(i);
+                assert_eq!(proof, TxInclusionProof::build_receipt(&receipts, i));
+                proof.verify_receipt(&root, id, *outcome).unwrap();
+            }
+        }
     }
 }

@@ -1,11 +1,11 @@
 //! State shared by the node's tasks: storage, mempool, progress, metrics.
 
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use palisade_consensus::state::{StateReader, TxRejection};
-use palisade_crypto::{encode, Digest, PublicKey, SignedTransaction, ValidatorSet};
+use palisade_crypto::{encode, Digest, PublicKey, ReceiptTree, SignedTransaction, ValidatorSet};
 use tokio::sync::{broadcast, watch, Notify};
 use tracing::debug;
 
@@ -14,6 +14,7 @@ use crate::mempool::{AdmitError, Mempool, MempoolLimits};
 use crate::metrics::Metrics;
 use crate::net::NetHandle;
 use crate::storage::NodeStore;
+use crate::verdicts::VerdictCache;
 
 /// Node-to-node frames (decoded only after the transport's size cap).
 #[derive(Debug, BorshSerialize, BorshDeserialize)]
@@ -22,6 +23,66 @@ pub(crate) enum Wire {
     Consensus(Vec<u8>),
     /// Transactions gossiped to the other validators (upcoming leaders).
     Txs(Vec<SignedTransaction>),
+}
+
+/// Most transactions in one gossip frame (what a receiver accepts).
+pub(crate) const MAX_GOSSIP_TXS: usize = 1024;
+
+/// Most encoded transaction bytes in one gossip frame (well below the
+/// transport's frame cap).
+const GOSSIP_FRAME_BYTES: usize = crate::net::MAX_FRAME / 4;
+
+/// Encode `txs` as few `Wire::Txs` frames as the bounds allow, in order.
+fn gossip_frames(txs: Vec<SignedTransaction>, max_bytes: usize) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    for tx in txs {
+        let len = encode(&tx).len();
+        if !batch.is_empty() && (batch.len() == MAX_GOSSIP_TXS || bytes + len > max_bytes) {
+            frames.push(encode(&Wire::Txs(std::mem::take(&mut batch))));
+            bytes = 0;
+        }
+        bytes += len;
+        batch.push(tx);
+    }
+    if !batch.is_empty() {
+        frames.push(encode(&Wire::Txs(batch)));
+    }
+    frames
+}
+
+/// Receipt trees of the last few committed heights. A committed height's
+/// receipts never change, so a tree built once serves every waiter.
+#[derive(Debug, Default)]
+pub(crate) struct ReceiptTrees {
+    recent: Mutex<std::collections::VecDeque<(u64, Arc<ReceiptTree>)>>,
+}
+
+impl ReceiptTrees {
+    const KEEP: usize = 8;
+
+    /// The tree of `height`, built by `build` when not kept.
+    pub(crate) fn get(&self, height: u64, build: impl FnOnce() -> ReceiptTree) -> Arc<ReceiptTree> {
+        if let Some((_, t)) = self
+            .recent
+            .lock()
+            .expect("receipt trees lock poisoned")
+            .iter()
+            .find(|(h, _)| *h == height)
+        {
+            return t.clone();
+        }
+        let tree = Arc::new(build());
+        let mut recent = self.recent.lock().expect("receipt trees lock poisoned");
+        if !recent.iter().any(|(h, _)| *h == height) {
+            recent.push_back((height, tree.clone()));
+            if recent.len() > Self::KEEP {
+                recent.pop_front();
+            }
+        }
+        tree
+    }
 }
 
 /// Consensus progress as the API reports it.
@@ -58,6 +119,9 @@ pub(crate) struct Context {
     pub(crate) key: PublicKey,
     pub(crate) mempool: Mutex<Mempool>,
     pub(crate) limits: MempoolLimits,
+    /// Signature verdicts shared by admission, execution and the consensus
+    /// core: each signature is verified once per process.
+    pub(crate) verdicts: Arc<VerdictCache>,
     pub(crate) progress: watch::Sender<Progress>,
     /// Certified heights, as they are stored (watch streams and waiters).
     pub(crate) commits: broadcast::Sender<u64>,
@@ -68,6 +132,13 @@ pub(crate) struct Context {
     pub(crate) fault_injection: bool,
     /// Wakes the driver when the mempool gains transactions.
     pub(crate) tx_ready: Notify,
+    /// Admitted transactions waiting to be gossiped, one frame for all of
+    /// them ([`Context::run_gossip`]).
+    pub(crate) gossip: Mutex<Vec<SignedTransaction>>,
+    pub(crate) gossip_ready: Notify,
+    /// Receipt trees of recent heights (every waiter of a block proves its
+    /// receipt from one tree).
+    pub(crate) receipt_trees: ReceiptTrees,
     pub(crate) validators: RwLock<ValidatorSet>,
     pub(crate) watch_streams: AtomicUsize,
     /// Every configured peer, as resolved at start.
@@ -99,7 +170,8 @@ impl Context {
                 self.metrics.txs_admitted.inc();
                 debug!(tx = %id, kind = tx.tx.body.kind(), "transaction admitted");
                 if gossip {
-                    self.net.broadcast(encode(&Wire::Txs(vec![tx])));
+                    self.gossip.lock().expect("gossip lock poisoned").push(tx);
+                    self.gossip_ready.notify_one();
                 }
                 self.tx_ready.notify_one();
             }
@@ -109,7 +181,7 @@ impl Context {
     }
 
     fn admit_inner(&self, tx: SignedTransaction) -> Result<Digest, AdmitError> {
-        let id = Mempool::verify(&self.limits, &tx)?;
+        let id = Mempool::verify(&self.limits, self.verdicts.as_ref(), &tx)?;
         if self.store.tx_location(&id).ok().flatten().is_some() {
             return Err(AdmitError::Duplicate);
         }
@@ -148,6 +220,23 @@ impl Context {
         }
     }
 
+    /// Gossip admitted transactions to the other validators until shutdown:
+    /// whatever accumulated since the last frame leaves as one frame (split
+    /// below the receivers' per-frame count and the frame size bound), so
+    /// under load a frame carries many transactions instead of one each.
+    pub(crate) async fn run_gossip(self: Arc<Self>, mut shutdown: crate::shutdown::Shutdown) {
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = self.gossip_ready.notified() => {}
+            }
+            let txs = std::mem::take(&mut *self.gossip.lock().expect("gossip lock poisoned"));
+            for frame in gossip_frames(txs, GOSSIP_FRAME_BYTES) {
+                self.net.broadcast(frame);
+            }
+        }
+    }
+
     /// Whether `id` is waiting in the mempool.
     pub(crate) fn is_pending(&self, id: &Digest) -> bool {
         self.mempool
@@ -161,9 +250,15 @@ impl Context {
 impl Context {
     /// A context over an in-memory store and a detached transport; keep the
     /// trigger alive while the context is used.
-    pub(crate) fn for_tests(
+    pub(crate) fn for_tests(watch_buffer: usize) -> (Arc<Self>, crate::shutdown::ShutdownTrigger) {
+        Self::for_tests_with_store(watch_buffer, NodeStore::in_memory())
+    }
+
+    /// [`Context::for_tests`] over `store`.
+    pub(crate) fn for_tests_with_store(
         watch_buffer: usize,
-    ) -> (std::sync::Arc<Self>, crate::shutdown::ShutdownTrigger) {
+        store: NodeStore,
+    ) -> (Arc<Self>, crate::shutdown::ShutdownTrigger) {
         let (trigger, shutdown) = crate::shutdown::ShutdownTrigger::new();
         let limits = MempoolLimits {
             chain_id: "test".into(),
@@ -173,11 +268,12 @@ impl Context {
             retry_after: std::time::Duration::from_secs(1),
         };
         let ctx = Context {
-            store: NodeStore::in_memory(),
+            store,
             chain_id: "test".into(),
             key: PublicKey::default(),
             mempool: Mutex::new(Mempool::new(limits.clone())),
             limits,
+            verdicts: Arc::new(VerdictCache::default()),
             progress: watch::channel(Progress::default()).0,
             commits: broadcast::channel(watch_buffer).0,
             metrics: Metrics::new(),
@@ -186,6 +282,9 @@ impl Context {
             byzantine: Default::default(),
             fault_injection: false,
             tx_ready: Notify::new(),
+            gossip: Mutex::new(Vec::new()),
+            gossip_ready: Notify::new(),
+            receipt_trees: ReceiptTrees::default(),
             validators: RwLock::new(ValidatorSet {
                 epoch: 0,
                 validators: vec![],
@@ -200,6 +299,52 @@ impl Context {
             shutdown,
             links: Default::default(),
         };
-        (std::sync::Arc::new(ctx), trigger)
+        (Arc::new(ctx), trigger)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_crypto::{decode, SecretKey, Transaction, TxBody};
+
+    #[test]
+    fn gossip_frames_carry_many_transactions_within_the_bounds() {
+        let key = SecretKey::from_seed([5; 32]);
+        let txs: Vec<SignedTransaction> = (0..MAX_GOSSIP_TXS as u64 + 10)
+            .map(|seq| {
+                Transaction {
+                    chain_id: "test".into(),
+                    signer: key.public(),
+                    sequence: seq,
+                    body: TxBody::Revoke {
+                        identity: key.public(),
+                    },
+                }
+                .sign(&key)
+            })
+            .collect();
+        let decoded = |frames: Vec<Vec<u8>>| -> Vec<Vec<SignedTransaction>> {
+            frames
+                .iter()
+                .map(|f| match decode(f).unwrap() {
+                    Wire::Txs(t) => t,
+                    Wire::Consensus(_) => panic!("not a gossip frame"),
+                })
+                .collect()
+        };
+        let frames = decoded(gossip_frames(txs.clone(), usize::MAX));
+        assert_eq!(
+            frames.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![MAX_GOSSIP_TXS, 10]
+        );
+        assert_eq!(frames.concat(), txs, "all of them, in order");
+        let one = encode(&txs[0]).len();
+        let frames = decoded(gossip_frames(txs[..10].to_vec(), 3 * one));
+        assert_eq!(
+            frames.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![3, 3, 3, 1]
+        );
+        assert!(gossip_frames(Vec::new(), 100).is_empty());
     }
 }

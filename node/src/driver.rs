@@ -2,10 +2,14 @@
 //!
 //! One task owns the replica and feeds it authenticated frames, timer
 //! expiries (`now` from the system clock, passed in) and payloads from the
-//! mempool, then carries out its outputs **in order**: a safety record or
-//! block is made durable (synced RocksDB write) before any later send leaves
-//! the node; committed blocks go to the committed log, the ledger index and
-//! its certificate (synced), then waiters and watch streams are told.
+//! mempool, then carries out its outputs **in order**: safety records,
+//! blocks, the state commit (written by the executor), the committed log,
+//! the ledger index and its certificate are written without sync; the
+//! messages are held back, and at the end of the outputs (or before a change
+//! of peers) **one** sync makes every write durable, then the messages leave
+//! in their order and waiters and watch streams are told. So nothing leaves
+//! the node before the records it depends on are durable, with one fsync per
+//! round instead of one per record.
 //!
 //! Leaders propose as soon as the mempool holds transactions (after
 //! `consensus.proposal_delay_ms` to fill the block) or a recent ancestor
@@ -28,7 +32,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::config::ConsensusConfig;
-use crate::context::{Context, Progress, Wire};
+use crate::context::{Context, Progress, Wire, MAX_GOSSIP_TXS};
 use crate::error::NodeError;
 use crate::net::{Inbound, MAX_FRAME};
 use crate::shutdown::Shutdown;
@@ -36,9 +40,6 @@ use crate::storage::NodeStore;
 
 /// Blocks per sync response served from storage (the core's default batch).
 const SYNC_BATCH: usize = 64;
-
-/// Most transactions accepted from one gossip frame.
-const MAX_GOSSIP_TXS: usize = 1024;
 
 /// Milliseconds since the Unix epoch: the `now` handed to the core.
 pub(crate) fn now_ms() -> u64 {
@@ -390,14 +391,32 @@ impl Driver {
         }
     }
 
+    /// One sync for everything written so far, then the held-back messages
+    /// in order, then the commit notification.
+    fn release(&mut self, held: &mut Vec<Held>, notify: &mut Option<u64>) -> Result<(), NodeError> {
+        self.ctx.store.sync()?;
+        for h in held.drain(..) {
+            match h {
+                Held::Send(to, bytes) => self.ctx.net.send(to, bytes),
+                Held::Broadcast(bytes) => self.ctx.net.broadcast(bytes),
+            }
+        }
+        if let Some(top) = notify.take() {
+            let _ = self.ctx.commits.send(top);
+        }
+        Ok(())
+    }
+
     /// Carry out the replica's outputs in order.
     fn drain(&mut self) -> Result<(), NodeError> {
         let round_before = self.ctx.progress.borrow().round;
         let outputs = self.replica.take_outputs();
         let mut committed: Vec<CommittedBlock> = Vec::new();
+        let mut held: Vec<Held> = Vec::new();
+        let mut notify: Option<u64> = None;
         for out in outputs {
             if !matches!(out, Output::Committed(_)) && !committed.is_empty() {
-                self.on_committed(std::mem::take(&mut committed))?;
+                notify = Some(self.on_committed(std::mem::take(&mut committed))?);
             }
             match out {
                 Output::PersistSafety(s) => self.ctx.store.put_safety_state(&s)?,
@@ -422,13 +441,13 @@ impl Driver {
                         },
                     );
                 }
-                Output::Send { to, message } => self.ctx.net.send(to, wire(&message)),
+                Output::Send { to, message } => held.push(Held::Send(to, wire(&message))),
                 Output::Broadcast(message) => {
                     if let Message::Timeout(t) = &message {
                         self.ctx.metrics.timeouts.inc();
                         self.timed_out_round = Some(t.round);
                     }
-                    self.ctx.net.broadcast(wire(&message));
+                    held.push(Held::Broadcast(wire(&message)));
                 }
                 Output::NeedPayload {
                     round, parent_id, ..
@@ -446,6 +465,8 @@ impl Driver {
                     return Err(NodeError::Consensus(format!("replica halted: {reason}")));
                 }
                 Output::NewEpoch(set) => {
+                    // Messages of the old epoch go to the old peers.
+                    self.release(&mut held, &mut notify)?;
                     info!(
                         epoch = set.epoch,
                         validators = set.validators.len(),
@@ -470,8 +491,9 @@ impl Driver {
             }
         }
         if !committed.is_empty() {
-            self.on_committed(committed)?;
+            notify = Some(self.on_committed(committed)?);
         }
+        self.release(&mut held, &mut notify)?;
         self.update_progress(round_before);
         Ok(())
     }
@@ -501,7 +523,9 @@ impl Driver {
         });
     }
 
-    fn on_committed(&mut self, blocks: Vec<CommittedBlock>) -> Result<(), NodeError> {
+    /// Index committed blocks (not synced: [`Driver::release`] syncs before
+    /// anyone is told); returns the height to announce.
+    fn on_committed(&mut self, blocks: Vec<CommittedBlock>) -> Result<u64, NodeError> {
         let store = &self.ctx.store;
         let linked = match (self.unlogged.last(), blocks.first()) {
             (Some((_, info)), Some(first)) => first.block.parent_id() == info.block_id,
@@ -565,9 +589,14 @@ impl Driver {
             txs = ids.len(),
             "committed"
         );
-        let _ = self.ctx.commits.send(top);
-        Ok(())
+        Ok(top)
     }
+}
+
+/// A message held back until the records it depends on are durable.
+enum Held {
+    Send(PublicKey, Vec<u8>),
+    Broadcast(Vec<u8>),
 }
 
 fn wire(message: &Message) -> Vec<u8> {
@@ -580,3 +609,6 @@ pub(crate) fn report(result: Result<(), NodeError>) {
         error!(error = %e, "consensus driver failed; the node stops participating");
     }
 }
+
+#[cfg(test)]
+mod crash_points;

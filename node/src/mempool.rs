@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use palisade_consensus::hotstuff::SignatureVerifier;
 use palisade_crypto::{encode, Digest, PublicKey, SignedTransaction};
 
 /// Why a transaction was not admitted. `code()` is the API error code and the
@@ -154,9 +155,12 @@ impl Mempool {
     }
 
     /// Check a transaction's signature once (outside any lock: it is the
-    /// expensive part) and its size. Returns its id.
+    /// expensive part) and its size. Returns its id. `verifier` gives the
+    /// strict verdict (the node's verdict cache, which then spares the
+    /// block's execution a second verification).
     pub(crate) fn verify(
         limits: &MempoolLimits,
+        verifier: &dyn SignatureVerifier,
         tx: &SignedTransaction,
     ) -> Result<Digest, AdmitError> {
         let size = encode(tx).len();
@@ -166,7 +170,7 @@ impl Mempool {
                 cap: limits.max_tx_bytes,
             });
         }
-        match tx.verify(&limits.chain_id) {
+        match tx.verify_with(&limits.chain_id, |k, d, s| verifier.verify(k, d, s)) {
             Ok((id, _)) => Ok(id),
             Err(e @ palisade_crypto::TxError::WrongChain { .. }) => {
                 Err(AdmitError::WrongChain(e.to_string()))
@@ -344,7 +348,11 @@ mod tests {
     }
 
     fn admit(pool: &mut Mempool, t: SignedTransaction, next: u64) -> Result<(), AdmitError> {
-        let id = Mempool::verify(pool.limits(), &t)?;
+        let id = Mempool::verify(
+            pool.limits(),
+            &palisade_consensus::hotstuff::StrictVerifier,
+            &t,
+        )?;
         pool.insert_verified(t, id, next)
     }
 

@@ -76,7 +76,7 @@ pub fn load_genesis(path: &std::path::Path) -> Result<Genesis, NodeError> {
 /// Rebuild the replica's [`Recovery`] from the store. The executor may be
 /// ahead of the ledger index (a crash between the state commit and the ledger
 /// write): the missing heights are rebuilt from the stored blocks.
-fn recovery(store: &NodeStore, meta: &CommitMeta) -> Result<Recovery, NodeError> {
+pub(crate) fn recovery(store: &NodeStore, meta: &CommitMeta) -> Result<Recovery, NodeError> {
     let inconsistent = |what: String| NodeError::Consensus(format!("store inconsistent: {what}"));
     let hs = meta.height;
     let hl = store.committed_height()?;
@@ -101,6 +101,7 @@ fn recovery(store: &NodeStore, meta: &CommitMeta) -> Result<Recovery, NodeError>
         }
         infos.reverse();
         store.commit_ledger(&infos, None)?;
+        store.sync()?;
         info!(
             from = hl + 1,
             to = hs,
@@ -150,10 +151,16 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let genesis = load_genesis(&config.genesis_file)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| setup(&config.data_dir, e))?;
     let store = NodeStore::open_rocks(&config.data_dir.join("db"))?;
+    // One verdict cache for the consensus core, the block executor and
+    // admission: a transaction's signature is verified once, at admission.
+    let verdicts = Arc::new(VerdictCache::default());
     let executor = RegistryExecutor::open(store.clone(), &genesis)
-        .map_err(|e| setup(&config.genesis_file, e))?;
+        .map_err(|e| setup(&config.genesis_file, e))?
+        .with_verifier(verdicts.clone());
     let meta = executor.committed_meta().clone();
     let recovery = recovery(&store, &meta)?;
+    // The genesis state, when just written, is durable before anything runs.
+    store.sync()?;
     let validators = recovery.validators.clone();
     let member = validators.index_of(&me).is_some() || genesis.validators.index_of(&me).is_some();
     if !member && !config.consensus.learner {
@@ -177,7 +184,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     core.max_payload_bytes = (genesis.params.max_block_bytes as usize).min(MAX_FRAME / 2);
     let replica = Replica::recover(core, key.clone(), executor, recovery, now_ms())
         .map_err(|e| NodeError::Consensus(e.to_string()))?
-        .with_verifier(Arc::new(VerdictCache::default()));
+        .with_verifier(verdicts.clone());
     info!(key = %me.short(), height = meta.height, round = replica.round(), "replica ready");
 
     let (trigger, shutdown) = ShutdownTrigger::new();
@@ -212,6 +219,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         key: me,
         mempool: Mutex::new(Mempool::new(limits.clone())),
         limits,
+        verdicts,
         progress: watch::channel(Progress::default()).0,
         commits: broadcast::channel(config.api.watch_buffer).0,
         metrics,
@@ -220,6 +228,9 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         byzantine: crate::byzantine::Byzantine::new(&config.byzantine),
         fault_injection: config.fault_injection,
         tx_ready: Notify::new(),
+        gossip: Mutex::new(Vec::new()),
+        gossip_ready: Notify::new(),
+        receipt_trees: Default::default(),
         validators: RwLock::new(validators),
         watch_streams: AtomicUsize::new(0),
         peers,
@@ -250,6 +261,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             tracing::error!(error = %e, "API server failed");
         }
     }));
+    tasks.push(tokio::spawn(ctx.clone().run_gossip(shutdown.clone())));
     let driver = Driver::new(ctx.clone(), replica, inbound, config.consensus.clone());
     let driver_stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {

@@ -65,12 +65,16 @@ use super::receipts::TxOutcome;
 use super::records::{IdentityRecord, InstanceRef};
 use super::validate;
 use super::working::WorkingSet;
+use crate::hotstuff::SignatureVerifier;
 
 /// What a block's transactions run against.
 pub(crate) struct BlockEnv<'a> {
     pub(crate) chain_id: &'a str,
     pub(crate) params: &'a Params,
     pub(crate) authority: &'a Authority,
+    /// Gives the strict verdict on every signature (a node's cache
+    /// remembers only signatures that passed `verify_strict`).
+    pub(crate) verifier: &'a dyn SignatureVerifier,
     pub(crate) height: u64,
     pub(crate) epoch: u64,
     pub(crate) now_ms: u64,
@@ -216,8 +220,9 @@ fn apply_inner(
         }));
     }
     cosignature_count(stx, env.authority).map_err(inadmissible)?;
+    let verifier = env.verifier;
     let (_, signers) = stx
-        .verify(env.chain_id)
+        .verify_with(env.chain_id, |k, d, s| verifier.verify(k, d, s))
         .map_err(|e| inadmissible(e.into()))?;
     let signer = stx.tx.signer;
     let identity = ws.identity(&signer)?;

@@ -23,6 +23,7 @@ use super::receipts::{BlockReceipts, TxReceipt};
 use super::records::{system, system_key, ChainRecord, ExpiryState, IdentityRecord};
 use super::store::BranchReader;
 use super::working::WorkingSet;
+use crate::hotstuff::SignatureVerifier;
 
 /// Everything a block's execution produced.
 pub(crate) struct BlockOutput {
@@ -104,6 +105,7 @@ pub(crate) struct Chain<'a> {
     pub(crate) chain_id: &'a str,
     pub(crate) params: &'a Params,
     pub(crate) authority: &'a Authority,
+    pub(crate) verifier: &'a dyn SignatureVerifier,
 }
 
 /// Execute `txs` (with their encoded sizes) as the block at `height`, `epoch`
@@ -121,6 +123,7 @@ pub(crate) fn execute_block(
         chain_id: chain.chain_id,
         params: chain.params,
         authority: chain.authority,
+        verifier: chain.verifier,
         height,
         epoch,
         now_ms,

@@ -15,6 +15,7 @@
 //!   different context or payload under the same id).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use jmt::storage::TreeUpdateBatch;
 use palisade_crypto::{hash, tx_root, Digest, Domain, StateKey};
@@ -27,6 +28,7 @@ use super::query::StateReader;
 use super::receipts::{decode_payload, BlockReceipts};
 use super::store::{BranchReader, CommitMeta, StateCommit, StateStore};
 use crate::executor::{ExecutionContext, ExecutionError, ExecutionResult, Executor};
+use crate::hotstuff::{SignatureVerifier, StrictVerifier};
 
 /// How many committed blocks' results are remembered for idempotent re-execution.
 const RECENT_COMMITTED: usize = 64;
@@ -49,6 +51,7 @@ pub struct RegistryExecutor<S: StateStore> {
     genesis_hash: Digest,
     params: Params,
     authority: Authority,
+    verifier: Arc<dyn SignatureVerifier>,
     committed: CommitMeta,
     leases: LeaseIndex,
     blocks: HashMap<Digest, Speculative>,
@@ -118,11 +121,20 @@ impl<S: StateStore> RegistryExecutor<S> {
             genesis_hash,
             params: genesis.params.clone(),
             authority: genesis.authority.clone(),
+            verifier: Arc::new(StrictVerifier),
             committed,
             leases,
             blocks: HashMap::new(),
             recent: VecDeque::new(),
         })
+    }
+
+    /// Check transaction signatures through `verifier` (a node shares one
+    /// verdict cache between admission and execution, so each signature is
+    /// verified once per process). It must give `verify_strict`'s verdict.
+    pub fn with_verifier(mut self, verifier: Arc<dyn SignatureVerifier>) -> Self {
+        self.verifier = verifier;
+        self
     }
 
     /// The store.
@@ -212,6 +224,7 @@ impl<S: StateStore> RegistryExecutor<S> {
             chain_id: &self.chain_id,
             params: &self.params,
             authority: &self.authority,
+            verifier: self.verifier.as_ref(),
         };
         execute_block(
             &reader,

@@ -12,7 +12,7 @@ use axum::Json;
 use palisade_consensus::state::StateReader;
 use palisade_crypto::api::{AccountResponse, Receipt, SubmitRequest, SubmitResponse, TxStatus};
 use palisade_crypto::{
-    decode_capped, Digest, Hex, PublicKey, SignedTransaction, StateKey, TxInclusionProof,
+    decode_capped, Digest, Hex, PublicKey, ReceiptTree, SignedTransaction, StateKey,
     OUTCOME_APPLIED,
 };
 use tokio::sync::broadcast::error::RecvError;
@@ -38,6 +38,11 @@ pub(crate) fn receipt(ctx: &Context, id: &Digest) -> Result<Option<Receipt>, Sto
     let Some((cert_height, cert)) = store.cert_from(loc.height)? else {
         return Ok(None);
     };
+    if cert_height > store.durable_ledger_height() {
+        // Written, not yet synced: a receipt now could name a commit a
+        // power loss would undo.
+        return Ok(None);
+    }
     let mut descendants = Vec::new();
     for h in loc.height + 1..=cert_height {
         match store.block_info(h)? {
@@ -60,12 +65,15 @@ pub(crate) fn receipt(ctx: &Context, id: &Digest) -> Result<Option<Receipt>, Sto
             ),
         });
     }
-    let leaves: Vec<(Digest, u16)> = record
-        .tx_ids
-        .iter()
-        .copied()
-        .zip(record.codes.iter().copied())
-        .collect();
+    let tree = ctx.receipt_trees.get(loc.height, || {
+        let leaves: Vec<(Digest, u16)> = record
+            .tx_ids
+            .iter()
+            .copied()
+            .zip(record.codes.iter().copied())
+            .collect();
+        ReceiptTree::new(&leaves)
+    });
     let mut outcome = record.outcomes[index].clone();
     let mut outcome_code = record.codes[index];
     if ctx.byzantine.has(crate::ByzantineMode::ClaimOutcomes) {
@@ -81,7 +89,7 @@ pub(crate) fn receipt(ctx: &Context, id: &Digest) -> Result<Option<Receipt>, Sto
         tx_id: *id,
         height: loc.height,
         block: Hex::new(&block),
-        inclusion: Hex::new(&TxInclusionProof::build_receipt(&leaves, index)),
+        inclusion: Hex::new(&tree.proof(index)),
         descendants,
         certificate: Hex::new(&cert),
         outcome,

@@ -18,7 +18,8 @@ fn log_key(height: u64) -> [u8; 8] {
 }
 
 impl NodeStore {
-    /// Durably overwrite the safety state (fsync before returning).
+    /// Overwrite the safety state; durable once [`NodeStore::sync`] returns,
+    /// which the driver calls before the vote or timeout leaves.
     pub fn put_safety_state(&self, state: &SafetyState) -> Result<(), StorageError> {
         self.put_safety(SAFETY, &encode(state))
     }
@@ -31,11 +32,12 @@ impl NodeStore {
         }
     }
 
-    /// Durably store an uncommitted block (synced: it precedes the vote for it).
+    /// Store an uncommitted block; durable once [`NodeStore::sync`] returns
+    /// (before the vote for it leaves).
     pub fn put_pending_block(&self, block: &Block) -> Result<(), StorageError> {
         let mut batch = Batch::new();
         batch.put(Cf::Blocks, block.id().0, encode(block));
-        self.kv().write(batch, true)
+        self.write_deferred(batch)
     }
 
     /// A stored block by id (uncommitted, or committed but not yet pruned).
@@ -78,14 +80,14 @@ impl NodeStore {
         Ok(())
     }
 
-    /// Append committed blocks to the committed log (not synced: the ledger
-    /// write that follows is).
+    /// Append committed blocks to the committed log (not synced: the sync
+    /// after the ledger write covers it).
     pub fn put_committed_blocks(&self, blocks: &[CommittedBlock]) -> Result<(), StorageError> {
         let mut batch = Batch::new();
         for c in blocks {
             batch.put(Cf::Log, log_key(c.info.height), encode(c));
         }
-        self.kv().write(batch, false)
+        self.write_deferred(batch)
     }
 
     /// The committed log entry at `height`.

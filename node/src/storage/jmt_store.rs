@@ -3,7 +3,9 @@
 //! Values are keyed `key_hash (32 bytes) || version (u64 big-endian)`, so the
 //! newest value at or below a version is one reverse seek. Nodes are keyed by
 //! their borsh `NodeKey`. Stale nodes are kept (history stays provable);
-//! pruning is left to an operator tool.
+//! pruning is left to an operator tool. Hot nodes and the newest value of
+//! each key are served from memory ([`TreeCache`]); a commit tells the cache
+//! what it wrote ([`KvTreeStore::committed`]).
 
 use std::sync::Arc;
 
@@ -12,12 +14,14 @@ use jmt::{KeyHash, OwnedValue, Version};
 use palisade_crypto::{decode, encode};
 
 use super::kv::{Batch, Cf, KvBackend};
+use super::tree_cache::TreeCache;
 use crate::error::StorageError;
 
 /// jmt's `TreeReader`/`TreeWriter` over a key-value backend.
 #[derive(Clone)]
 pub struct KvTreeStore {
     kv: Arc<dyn KvBackend>,
+    cache: Arc<TreeCache>,
 }
 
 impl std::fmt::Debug for KvTreeStore {
@@ -36,7 +40,16 @@ fn value_key(key_hash: &KeyHash, version: Version) -> Vec<u8> {
 impl KvTreeStore {
     /// A tree store over `kv`.
     pub fn new(kv: Arc<dyn KvBackend>) -> Self {
-        KvTreeStore { kv }
+        KvTreeStore {
+            kv,
+            cache: Arc::default(),
+        }
+    }
+
+    /// A batch staged with [`KvTreeStore::stage`] was written: its nodes and
+    /// values are now the newest.
+    pub fn committed(&self, node_batch: &NodeBatch) {
+        self.cache.committed(node_batch);
     }
 
     /// Add a node batch's writes to `batch` (so a commit lands atomically with its block).
@@ -59,11 +72,16 @@ impl KvTreeStore {
 
 impl TreeReader for KvTreeStore {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        if let Some(node) = self.cache.node(node_key) {
+            return Ok(Some(node));
+        }
         match self.kv.get(Cf::JmtNodes, &encode(node_key))? {
             None => Ok(None),
-            Some(bytes) => Ok(Some(
-                decode(&bytes).map_err(|e| Self::corrupt("jmt_nodes", e))?,
-            )),
+            Some(bytes) => {
+                let node: Node = decode(&bytes).map_err(|e| Self::corrupt("jmt_nodes", e))?;
+                self.cache.put_node(node_key, &node);
+                Ok(Some(node))
+            }
         }
     }
 
@@ -72,16 +90,23 @@ impl TreeReader for KvTreeStore {
         max_version: Version,
         key_hash: KeyHash,
     ) -> anyhow::Result<Option<OwnedValue>> {
-        let Some((k, v)) = self
-            .kv
-            .seek_prev(Cf::JmtValues, &value_key(&key_hash, max_version))?
-        else {
-            return Ok(None);
+        let ticket = match self.cache.value(max_version, &key_hash) {
+            Ok(value) => return Ok(value),
+            Err(ticket) => ticket,
         };
-        if k.len() != 40 || k[..32] != key_hash.0 {
-            return Ok(None);
-        }
-        let value: Option<Vec<u8>> = decode(&v).map_err(|e| Self::corrupt("jmt_values", e))?;
+        let found = self
+            .kv
+            .seek_prev(Cf::JmtValues, &value_key(&key_hash, max_version))?;
+        let (version, value) = match found {
+            Some((k, v)) if k.len() == 40 && k[..32] == key_hash.0 => {
+                let version = u64::from_be_bytes(k[32..].try_into().expect("8 bytes"));
+                let value: Option<Vec<u8>> =
+                    decode(&v).map_err(|e| Self::corrupt("jmt_values", e))?;
+                (version, value)
+            }
+            _ => (0, None),
+        };
+        self.cache.fill(ticket, &key_hash, version, &value);
         Ok(value)
     }
 
@@ -121,6 +146,7 @@ impl TreeWriter for KvTreeStore {
         let mut batch = Batch::new();
         Self::stage(node_batch, &mut batch);
         self.kv.write(batch, false)?;
+        self.committed(node_batch);
         Ok(())
     }
 }

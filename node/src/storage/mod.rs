@@ -6,16 +6,23 @@
 //!   the committed height move in one atomic batch, after the block's tree
 //!   nodes; a crash between the two leaves tree nodes of a height the node
 //!   does not claim, which re-execution rewrites identically.
-//! - Safety records are written with `sync`, and return only once durable, so
-//!   a vote or timeout sent after [`NodeStore::put_safety`] survives SIGKILL.
-//!   RocksDB's WAL is sequential, so a synced write also makes every earlier
-//!   write durable.
+//! - One fsync per round: the consensus records of a round (its block, the
+//!   safety record, the state commit, the ledger) are written without sync,
+//!   and the driver calls [`NodeStore::sync`] once before anything that
+//!   depends on them leaves the node (a vote, a timeout, a proposal, a
+//!   receipt). RocksDB's WAL is sequential, so the sync makes every earlier
+//!   write durable, and a crash at any point leaves a prefix of the writes:
+//!   the same states recovery already handled when each write was synced on
+//!   its own. Receipts are served only up to the ledger height made durable
+//!   ([`NodeStore::durable_ledger_height`]).
 
 mod consensus;
 mod jmt_store;
 mod kv;
 mod state_store;
+mod tree_cache;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use borsh::{BorshDeserialize, BorshSerialize};
@@ -53,11 +60,23 @@ pub struct TxLocation {
     pub index: u32,
 }
 
+/// What has been written and what is durable.
+#[derive(Debug, Default)]
+struct Durability {
+    /// A write since the last sync.
+    unsynced: AtomicBool,
+    /// Highest ledger height written.
+    ledger_written: AtomicU64,
+    /// Highest ledger height made durable by a sync.
+    ledger_durable: AtomicU64,
+}
+
 /// The node's store over one backend.
 #[derive(Clone)]
 pub struct NodeStore {
     kv: Arc<dyn KvBackend>,
     tree: KvTreeStore,
+    durability: Arc<Durability>,
 }
 
 impl std::fmt::Debug for NodeStore {
@@ -76,10 +95,50 @@ pub(crate) fn corrupt(cf: &'static str, e: impl std::fmt::Display) -> StorageErr
 impl NodeStore {
     /// A store over `kv`.
     pub fn new(kv: Arc<dyn KvBackend>) -> Self {
-        NodeStore {
+        let store = NodeStore {
             tree: KvTreeStore::new(kv.clone()),
             kv,
+            durability: Arc::default(),
+        };
+        // What the backend holds at open is what survived: durable.
+        let h = store.committed_height().unwrap_or(0);
+        store.durability.ledger_written.store(h, Ordering::SeqCst);
+        store.durability.ledger_durable.store(h, Ordering::SeqCst);
+        store
+    }
+
+    /// Write `batch` without sync; durable once [`NodeStore::sync`] returns.
+    pub fn write_deferred(&self, batch: Batch) -> Result<(), StorageError> {
+        self.kv.write(batch, false)?;
+        self.durability.unsynced.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Make every write so far durable (one fsync; nothing when nothing was
+    /// written since the last sync).
+    pub fn sync(&self) -> Result<(), StorageError> {
+        let d = &self.durability;
+        if !d.unsynced.swap(false, Ordering::SeqCst) {
+            return Ok(());
         }
+        let ledger = d.ledger_written.load(Ordering::SeqCst);
+        if let Err(e) = self.kv.sync() {
+            d.unsynced.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+        d.ledger_durable.fetch_max(ledger, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether something was written since the last sync.
+    pub fn has_unsynced(&self) -> bool {
+        self.durability.unsynced.load(Ordering::SeqCst)
+    }
+
+    /// The highest ledger height a sync made durable: receipts are answered
+    /// up to it only, so no acknowledged write can be lost.
+    pub fn durable_ledger_height(&self) -> u64 {
+        self.durability.ledger_durable.load(Ordering::SeqCst)
     }
 
     /// Open RocksDB at `path`.
@@ -104,11 +163,12 @@ impl NodeStore {
         &self.tree
     }
 
-    /// Durably record a safety record under `name` (synced before returning).
+    /// Record a safety record under `name`; durable once
+    /// [`NodeStore::sync`] returns (call it before the vote leaves).
     pub fn put_safety(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
         let mut batch = Batch::new();
         batch.put(Cf::Safety, name.as_bytes(), bytes);
-        self.kv.write(batch, true)
+        self.write_deferred(batch)
     }
 
     /// The safety record under `name`.
@@ -182,7 +242,8 @@ impl NodeStore {
 
     /// Record committed block infos (oldest first, consecutive) and, when
     /// given, the certificate of the block it names (one of `infos` or an
-    /// earlier stored one), atomically and synced; then they are served.
+    /// earlier stored one), atomically; durable, and their receipts served,
+    /// once [`NodeStore::sync`] returns.
     pub fn commit_ledger(
         &self,
         infos: &[BlockInfo],
@@ -206,7 +267,11 @@ impl NodeStore {
             }
         }
         batch.put(Cf::Meta, META_COMMITTED, encode(&last.height));
-        self.kv.write(batch, true)
+        self.write_deferred(batch)?;
+        self.durability
+            .ledger_written
+            .fetch_max(last.height, Ordering::SeqCst);
+        Ok(())
     }
 
     /// The state record of committed height `height`.

@@ -1,8 +1,11 @@
 //! The state machine's [`StateStore`] over the node's key-value backend.
 //!
-//! One [`StateCommit`] becomes one synced batch: its tree nodes and values,
+//! One [`StateCommit`] becomes one atomic batch: its tree nodes and values,
 //! the height's [`HeightRecord`], receipt index and change index, and the commit metadata,
 //! so after a crash either all of a height's state is visible or none is.
+//! It is not synced on its own: the driver's one sync per round (before the
+//! ledger's receipts are served or a vote leaves) makes it durable, and the
+//! WAL's order keeps it durable before the ledger that names its height.
 
 use jmt::storage::{Node, NodeKey, TreeReader};
 use jmt::{KeyHash, OwnedValue, Version};
@@ -90,6 +93,8 @@ impl StateStore for NodeStore {
             .map_err(backend)?;
         Self::stage_changes(&mut batch, commit.meta.height, &commit.changed);
         batch.put(Cf::Meta, META_STATE, encode(&commit.meta));
-        self.write_synced(batch).map_err(backend)
+        self.write_deferred(batch).map_err(backend)?;
+        self.tree().committed(&commit.tree.node_batch);
+        Ok(())
     }
 }

@@ -389,3 +389,56 @@ proptest! {
         prop_assert!(rejections > 0);
     }
 }
+
+/// Signatures are checked through the executor's verifier (a node plugs in
+/// the verdict cache its admission filled): every transaction signature goes
+/// through it, and a verifier that refuses makes the block invalid.
+#[test]
+fn transaction_signatures_go_through_the_executors_verifier() {
+    use crate::hotstuff::SignatureVerifier;
+    use palisade_crypto::{PublicKey, SigError, Signature};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Debug, Default)]
+    struct Counting {
+        calls: AtomicUsize,
+        refuse: bool,
+    }
+    impl SignatureVerifier for Counting {
+        fn verify(
+            &self,
+            key: &PublicKey,
+            digest: &Digest,
+            sig: &Signature,
+        ) -> Result<(), SigError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            if self.refuse {
+                return Err(SigError::BadSignature(*key));
+            }
+            key.verify_digest(digest, sig)
+        }
+    }
+    let counting = Arc::new(Counting::default());
+    let mut exec = RegistryExecutor::open(MemStore::new(), &genesis())
+        .unwrap()
+        .with_verifier(counting.clone());
+    let (g, _) = exec.committed();
+    let payload = encode_payload(&[
+        sign(&alice(), 0, TxBody::Register(reg("shop", "web", "a"))),
+        sign(&bob(), 0, TxBody::Register(reg("shop", "web", "b"))),
+    ]);
+    exec.execute(&ctx(g, 1, 1, T0 + 1_000), &payload).unwrap();
+    assert_eq!(counting.calls.load(Ordering::Relaxed), 2);
+
+    let refusing = Arc::new(Counting {
+        refuse: true,
+        ..Counting::default()
+    });
+    let mut exec = RegistryExecutor::open(MemStore::new(), &genesis())
+        .unwrap()
+        .with_verifier(refusing);
+    assert!(matches!(
+        exec.execute(&ctx(g, 1, 1, T0 + 1_000), &payload),
+        Err(ExecutionError::Inadmissible { .. })
+    ));
+}
