@@ -13,8 +13,10 @@ use std::sync::{RwLock, RwLockReadGuard};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use palisade_crypto::api::{EpochsResponse, NamespaceResponse, StatusResponse};
-use palisade_crypto::NetworkFile;
+use palisade_crypto::api::{
+    EpochsResponse, HeartbeatRequest, HeartbeatResponse, NamespaceResponse, StatusResponse,
+};
+use palisade_crypto::{Hex, NetworkFile, SignedHeartbeat};
 
 use crate::cache::Cache;
 use crate::node::{self, encode_component, NodeApi};
@@ -334,6 +336,27 @@ impl Client {
         self.nodes
             .iter()
             .map(|node| (node.url().to_string(), node.get("/v1/status")))
+            .collect()
+    }
+
+    /// Send off-consensus heartbeats (attested leases) to **every** node, not
+    /// one: each validator decides liveness from what it hears itself. One
+    /// entry per node (network-file order) with what it took or the error.
+    pub fn send_heartbeats(
+        &self,
+        heartbeats: &[SignedHeartbeat],
+    ) -> Vec<(String, Result<HeartbeatResponse, ClientError>)> {
+        let request = HeartbeatRequest {
+            heartbeats: heartbeats.iter().map(Hex::new).collect(),
+        };
+        self.nodes
+            .iter()
+            .map(|node| {
+                (
+                    node.url().to_string(),
+                    node.post("/v1/heartbeat", &request, None),
+                )
+            })
             .collect()
     }
 }

@@ -22,6 +22,9 @@ pub(crate) enum Wire {
     Consensus(Vec<u8>),
     /// Transactions gossiped to the other validators (upcoming leaders).
     Txs(Vec<SignedTransaction>),
+    /// The sender's current silence reports (attested leases), replacing
+    /// its previous ones.
+    Silence(Vec<palisade_crypto::SignedSilenceReport>),
 }
 
 /// Consensus progress as the API reports it.
@@ -74,6 +77,8 @@ pub(crate) struct Context {
     pub(crate) peers: Vec<crate::config::PeerConfig>,
     /// Ends long-lived requests (watch streams) when the node stops.
     pub(crate) shutdown: crate::shutdown::Shutdown,
+    /// Off-consensus leases (last-seen memory, silence reports).
+    pub(crate) leases: crate::leases::Leases,
 }
 
 impl Context {
@@ -188,6 +193,7 @@ impl Context {
             watch_streams: AtomicUsize::new(0),
             peers: vec![],
             shutdown,
+            leases: crate::leases::Leases::new("test".into(), true, 0),
         };
         (std::sync::Arc::new(ctx), trigger)
     }

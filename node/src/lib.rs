@@ -35,6 +35,7 @@ pub mod config;
 mod context;
 mod driver;
 mod error;
+mod leases;
 mod mempool;
 mod metrics;
 mod net;

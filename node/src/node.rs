@@ -148,6 +148,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let key: SecretKey = palisade_keys::load_key_file(&config.key_file)?;
     let me = key.public();
     let genesis = load_genesis(&config.genesis_file)?;
+    let attested = genesis.params.lease_mode == palisade_consensus::state::LeaseMode::Attested;
     if genesis.validators.index_of(&me).is_none() {
         return Err(setup(
             &config.key_file,
@@ -208,6 +209,11 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         watch_streams: AtomicUsize::new(0),
         peers,
         shutdown: shutdown.clone(),
+        leases: crate::leases::Leases::new(
+            genesis.chain_id.clone(),
+            attested,
+            crate::leases::now_ms(),
+        ),
     });
     let api_addr = config.api_socket_addr()?;
     let listener = tokio::net::TcpListener::bind(api_addr)
@@ -238,6 +244,14 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     tasks.push(tokio::spawn(async move {
         report(driver.run(driver_stop).await);
     }));
+    if attested {
+        let reporter = crate::leases::Reporter::new(
+            ctx.clone(),
+            SecretKey::from_seed(key.seed()),
+            genesis.params.max_tx_bytes as usize,
+        );
+        tasks.push(tokio::spawn(reporter.run(shutdown.clone())));
+    }
     if config.probes.enabled {
         let prober = probe::Prober::new(ctx.clone(), key, config.probes.clone());
         tasks.push(tokio::spawn(prober.run(shutdown.clone())));

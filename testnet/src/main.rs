@@ -61,6 +61,11 @@ enum Command {
         /// Base round timeout in milliseconds.
         #[arg(long, default_value_t = 1000)]
         round_timeout_ms: u64,
+        /// How leases run out: `block-time` (Heartbeat transactions renew) or
+        /// `attested` (off-consensus heartbeats to every node, expiry on a
+        /// quorum of validators' silence reports).
+        #[arg(long, default_value = "block-time", value_parser = ["block-time", "attested"])]
+        leases: String,
     },
     /// Stop every process of the testnet.
     Down {
@@ -281,6 +286,7 @@ fn run(cli: Cli) -> Result<()> {
             byzantine,
             node_bin,
             round_timeout_ms,
+            leases,
         } => {
             let node_binary = match node_bin {
                 Some(p) => cluster::absolute(&p),
@@ -291,6 +297,10 @@ fn run(cli: Cli) -> Result<()> {
             opts.twins = twins;
             opts.byzantine = parse_byzantine(&byzantine, nodes)?;
             opts.round_timeout_ms = round_timeout_ms;
+            opts.lease_mode = match leases.as_str() {
+                "attested" => palisade_consensus::state::LeaseMode::Attested,
+                _ => palisade_consensus::state::LeaseMode::BlockTime,
+            };
             up(opts, detach)
         }
         Command::Down { dir } => {

@@ -160,6 +160,7 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/audit/blocks/{height}", get(audit::block))
         .route("/v1/status", get(query::status))
         .route("/v1/watch", get(watch::watch))
+        .route("/v1/heartbeat", post(crate::leases::heartbeat))
         .route("/metrics", get(metrics));
     if ctx.fault_injection {
         router = router

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use palisade_consensus::state::{Authority, Genesis};
+use palisade_consensus::state::{Authority, Genesis, LeaseMode};
 use palisade_crypto::{NetworkFile, NodeEndpoint, Validator};
 use palisade_keys::{generate_key_file, load_key_file};
 
@@ -30,6 +30,8 @@ pub struct UpOptions {
     pub chain_id: String,
     /// Base round timeout handed to every node.
     pub round_timeout_ms: u64,
+    /// How leases run out (`palisade-testnet up --leases`).
+    pub lease_mode: LeaseMode,
 }
 
 impl UpOptions {
@@ -43,6 +45,7 @@ impl UpOptions {
             node_binary: node_binary.to_path_buf(),
             chain_id: "palisade-local".into(),
             round_timeout_ms: 1000,
+            lease_mode: LeaseMode::BlockTime,
         }
     }
 }
@@ -98,7 +101,7 @@ pub fn generate(opts: &UpOptions) -> Result<Testnet, TestnetError> {
             power: 1,
         });
     }
-    let genesis = Genesis::new(
+    let mut genesis = Genesis::new(
         opts.chain_id.clone(),
         now_ms(),
         validators.clone(),
@@ -107,6 +110,7 @@ pub fn generate(opts: &UpOptions) -> Result<Testnet, TestnetError> {
             threshold: 1,
         },
     );
+    genesis.params.lease_mode = opts.lease_mode;
     genesis.validate().map_err(|e| TestnetError::State {
         index: 0,
         reason: format!("generated genesis is invalid: {e}"),
