@@ -4,6 +4,7 @@ mod cluster;
 mod config;
 mod example_config;
 mod http;
+mod leases;
 mod metrics;
 mod probes;
 mod recovery;
