@@ -41,6 +41,9 @@
 //! backoff_base_secs = 10
 //! backoff_max_secs = 300
 //! timeout_ms = 2000
+//!
+//! [storage]
+//! retain_heights = 0                        # 0 = archive (keep every height); N = prune blocks, receipts and per-height indexes older than the last N heights
 //! ```
 
 use std::net::SocketAddr;
@@ -179,6 +182,18 @@ impl Default for ProbeConfig {
     }
 }
 
+/// What history the node keeps on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Committed heights kept (blocks, certificates, block infos, receipts,
+    /// per-height indexes); older ones are pruned in the background. 0 (the
+    /// default) keeps everything: an archive node, which audits need, and
+    /// the only choice until nodes catch up from snapshots (a node further
+    /// behind than the window cannot be served the blocks it lacks).
+    pub retain_heights: u64,
+}
+
 /// A node's whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -224,6 +239,9 @@ pub struct NodeConfig {
     /// Health probes.
     #[serde(default)]
     pub probes: ProbeConfig,
+    /// Retention of history.
+    #[serde(default)]
+    pub storage: StorageConfig,
 }
 
 /// A TOML error in one line ("line 3, column 14: unknown variant ..."),
@@ -273,6 +291,7 @@ impl NodeConfig {
             mempool: MempoolConfig::default(),
             api: ApiConfig::default(),
             probes: ProbeConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 

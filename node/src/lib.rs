@@ -46,7 +46,9 @@ pub mod storage;
 mod verdicts;
 
 pub use byzantine::ByzantineMode;
-pub use config::{ApiConfig, ConsensusConfig, MempoolConfig, NodeConfig, PeerConfig, ProbeConfig};
+pub use config::{
+    ApiConfig, ConsensusConfig, MempoolConfig, NodeConfig, PeerConfig, ProbeConfig, StorageConfig,
+};
 pub use error::{ConfigError, NodeError, StorageError};
 pub use net::peer_id_of;
 pub use node::{load_genesis, run, start, NodeHandle};

@@ -252,6 +252,14 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         );
         tasks.push(tokio::spawn(reporter.run(shutdown.clone())));
     }
+    if config.storage.retain_heights > 0 {
+        let retention = crate::storage::prune::Retention::Heights(config.storage.retain_heights);
+        tasks.push(tokio::spawn(crate::storage::prune::run(
+            ctx.store.clone(),
+            retention,
+            shutdown.clone(),
+        )));
+    }
     if config.probes.enabled {
         let prober = probe::Prober::new(ctx.clone(), key, config.probes.clone());
         tasks.push(tokio::spawn(prober.run(shutdown.clone())));

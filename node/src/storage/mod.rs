@@ -14,6 +14,7 @@
 mod consensus;
 mod jmt_store;
 mod kv;
+pub mod prune;
 mod state_store;
 
 use std::sync::Arc;

@@ -71,11 +71,19 @@ async fn heartbeats_off_consensus_keep_the_live_and_a_quorum_of_reports_expires_
     .await;
     let live = c.service.clone();
     let (_, r) = c
-        .submit(0, &with_ttl(register(&live, 0, "web", "live"), &live, 3), true)
+        .submit(
+            0,
+            &with_ttl(register(&live, 0, "web", "live"), &live, 3),
+            true,
+        )
         .await;
     assert!(r.receipt.is_some(), "live registered");
     let (_, r) = c
-        .submit(0, &with_ttl(register(&silent, 0, "web", "dead"), &silent, 3), true)
+        .submit(
+            0,
+            &with_ttl(register(&silent, 0, "web", "dead"), &silent, 3),
+            true,
+        )
         .await;
     assert!(r.receipt.is_some(), "dead registered");
     // One validator down (f = 1): the three others hold a quorum.
