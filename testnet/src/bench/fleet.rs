@@ -90,6 +90,10 @@ pub struct FleetResult {
     pub disk_mib: f64,
     /// Its growth over the second half of the steady phase, MiB.
     pub growth_mib: f64,
+    /// Of the end size, RocksDB write-ahead log files (`*.log`), MiB.
+    pub wal_mib: f64,
+    /// Blocks committed during the steady phase, per second.
+    pub blocks_per_s: f64,
     /// Seconds to enroll and register.
     pub setup_secs: f64,
 }
@@ -375,6 +379,18 @@ pub fn run(args: &FleetArgs) -> Result<FleetResult, String> {
             / data_dirs.len().max(1) as f64
             / (1024.0 * 1024.0)
     };
+    let wal_mib = || {
+        data_dirs.iter().map(|d| wal_bytes(d)).sum::<u64>() as f64
+            / data_dirs.len().max(1) as f64
+            / (1024.0 * 1024.0)
+    };
+    let height = || {
+        net.status()
+            .iter()
+            .filter_map(|s| s.status.as_ref().ok().map(|st| st.height))
+            .max()
+            .unwrap_or(0)
+    };
     let c = client(&network)?;
     let run_id = now_ms() / 1000 % 1_000_000;
     let ns = format!("fleet-{run_id:06}");
@@ -410,8 +426,14 @@ pub fn run(args: &FleetArgs) -> Result<FleetResult, String> {
     };
     progress(&format!("registering {} instances", args.instances));
     let registered = register(&c, &ns, &keys, args.per_identity, args.instances, args.ttl);
-    let result = registered
-        .and_then(|()| steady(args, &c, &ns, &sender, &nodes, &disk_mib, setup.elapsed()));
+    let result = registered.and_then(|()| {
+        let probes = Probes {
+            disk_mib: &disk_mib,
+            wal_mib: &wal_mib,
+            height: &height,
+        };
+        steady(args, &c, &ns, &sender, &nodes, &probes, setup.elapsed())
+    });
     stop.store(true, Ordering::Relaxed);
     let _ = sender_thread.join();
     progress(&format!(
@@ -422,15 +444,41 @@ pub fn run(args: &FleetArgs) -> Result<FleetResult, String> {
     result
 }
 
+/// What the steady phase reads about the nodes.
+struct Probes<'a> {
+    disk_mib: &'a dyn Fn() -> f64,
+    wal_mib: &'a dyn Fn() -> f64,
+    height: &'a dyn Fn() -> u64,
+}
+
+/// Bytes of RocksDB write-ahead log files (`*.log`) under `dir`.
+fn wal_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut total = 0;
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            total += wal_bytes(&path);
+        } else if path.extension().is_some_and(|x| x == "log") {
+            total += e.metadata().map_or(0, |m| m.len());
+        }
+    }
+    total
+}
+
 fn steady(
     args: &FleetArgs,
     c: &Client,
     ns: &str,
     sender: &Sender,
     pids: &[u32],
-    disk_mib: &dyn Fn() -> f64,
+    probes: &Probes<'_>,
     setup: Duration,
 ) -> Result<FleetResult, String> {
+    let disk_mib = probes.disk_mib;
+    let height0 = (probes.height)();
     let services = args.instances.div_ceil(PER_SERVICE);
     let identity_of = |instance: &str| -> Option<usize> {
         let i: u64 = instance.strip_prefix('i')?.parse().ok()?;
@@ -504,6 +552,9 @@ fn steady(
         std::thread::sleep(Duration::from_millis(wait));
     }
     let end_disk = disk_mib();
+    let blocks_per_s =
+        ((probes.height)().saturating_sub(height0)) as f64 / started.elapsed().as_secs_f64();
+    let wal_mib = (probes.wal_mib)();
     let seen = scan(c, ns, services, &lookups)?;
     let missed = seen
         .iter()
@@ -525,6 +576,8 @@ fn steady(
         heartbeat_cores,
         disk_mib: end_disk,
         growth_mib: end_disk - mid_disk,
+        wal_mib,
+        blocks_per_s,
         setup_secs: setup.as_secs_f64(),
     })
 }

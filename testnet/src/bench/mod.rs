@@ -130,11 +130,13 @@ pub fn run(args: &BenchArgs) -> Result<String, BenchError> {
     if let Some(BenchWhat::Fleet(fleet_args)) = &args.what {
         let r = fleet::run(fleet_args).map_err(BenchError)?;
         return Ok(format!(
-            "setup {:.0} s; {} stopped instances; {} verified lookups, p50 {:.1} ms\n{}\n",
+            "setup {:.0} s; {} stopped instances; {} verified lookups, p50 {:.1} ms; {:.1} blocks/s; WAL {:.0} MiB of the disk per node\n{}\n",
             r.setup_secs,
             r.stopped,
             r.lookups.len(),
             r.lookups.p50().unwrap_or(f64::NAN),
+            r.blocks_per_s,
+            r.wal_mib,
             r.line()
         ));
     }
