@@ -339,9 +339,10 @@ impl Client {
             .collect()
     }
 
-    /// Send off-consensus heartbeats (attested leases) to **every** node, not
-    /// one: each validator decides liveness from what it hears itself. One
-    /// entry per node (network-file order) with what it took or the error.
+    /// Send off-consensus heartbeats (attested leases) to **every** node (in
+    /// parallel), not one: each validator decides liveness from what it hears
+    /// itself. One entry per node (network-file order) with what it took or
+    /// the error.
     pub fn send_heartbeats(
         &self,
         heartbeats: &[SignedHeartbeat],
@@ -349,14 +350,26 @@ impl Client {
         let request = HeartbeatRequest {
             heartbeats: heartbeats.iter().map(Hex::new).collect(),
         };
-        self.nodes
-            .iter()
-            .map(|node| {
-                (
-                    node.url().to_string(),
-                    node.post("/v1/heartbeat", &request, None),
-                )
-            })
-            .collect()
+        // In parallel: one slow node must not delay the others' renewals.
+        thread::scope(|s| {
+            let handles: Vec<_> = self
+                .nodes
+                .iter()
+                .map(|node| {
+                    let request = &request;
+                    s.spawn(move || node.post("/v1/heartbeat", request, None))
+                })
+                .collect();
+            self.nodes
+                .iter()
+                .zip(handles)
+                .map(|(node, h)| {
+                    let answer = h.join().unwrap_or_else(|_| {
+                        Err(ClientError::Invalid("heartbeat thread panicked".into()))
+                    });
+                    (node.url().to_string(), answer)
+                })
+                .collect()
+        })
     }
 }

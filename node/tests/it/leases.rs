@@ -11,6 +11,9 @@ use palisade_crypto::{
     Enrollment, Hex, LeaseHeartbeat, Role, SecretKey, SignedTransaction, TxBody,
 };
 
+use palisade_client::{Client, ClientConfig, Signer};
+use palisade_crypto::{NetworkFile, NodeEndpoint};
+
 use super::cluster::Cluster;
 use super::http::{get_json, request};
 use super::state_store::register;
@@ -131,6 +134,35 @@ async fn heartbeats_off_consensus_keep_the_live_and_a_quorum_of_reports_expires_
         }
         assert!(instances(&c, 1).await.contains(&"live".to_string()));
         tokio::time::sleep(Duration::from_millis(1_000)).await;
+    }
+    // The SDK sends one heartbeat to every node of the network file (the
+    // three running), and each takes it.
+    let network = NetworkFile {
+        chain_id: c.genesis.chain_id.clone(),
+        datacenter: "dc1".into(),
+        genesis_hash: c.genesis.hash(),
+        validators: c.validators(),
+        nodes: (0..3)
+            .map(|i| NodeEndpoint {
+                name: format!("node{i}"),
+                public_key: c.keys[i].public(),
+                api_url: format!("http://{}", c.api(i)),
+                p2p_addr: c.configs[i].listen_p2p.clone(),
+            })
+            .collect(),
+    };
+    let client = Client::new(network, ClientConfig::default()).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let hb = Signer::new(live.clone()).lease_heartbeat("test-chain", now_ms().max(last + 1));
+    let answers = tokio::task::spawn_blocking(move || client.send_heartbeats(&[hb]))
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), 3);
+    for (url, answer) in &answers {
+        assert!(
+            matches!(answer, Ok(r) if r.accepted == 1),
+            "{url}: {answer:?}"
+        );
     }
     // A heartbeat of a key that owns nothing is refused, and a replay too.
     let stranger = SecretKey::from_seed([78; 32]);

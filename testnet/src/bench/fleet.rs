@@ -256,6 +256,9 @@ struct Sender {
     last_sent: Vec<AtomicU64>,
     refused: AtomicU64,
     sent: AtomicU64,
+    /// Longest round over all identities (ms): above the TTL, the sender
+    /// itself could not keep leases alive.
+    slowest_round_ms: AtomicU64,
 }
 
 impl Sender {
@@ -305,6 +308,8 @@ impl Sender {
                     self.sent.fetch_add(part.len() as u64, Ordering::Relaxed);
                 }
             }
+            self.slowest_round_ms
+                .fetch_max(round.elapsed().as_millis() as u64, Ordering::Relaxed);
             while round.elapsed() < self.interval && !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -416,6 +421,7 @@ pub fn run(args: &FleetArgs) -> Result<FleetResult, String> {
         last_sent: (0..identities).map(|_| AtomicU64::new(0)).collect(),
         refused: AtomicU64::new(0),
         sent: AtomicU64::new(0),
+        slowest_round_ms: AtomicU64::new(0),
     });
     let stop = Arc::new(AtomicBool::new(false));
     // Bounded: setup (at most an hour) plus the steady phase and checks.
@@ -437,9 +443,10 @@ pub fn run(args: &FleetArgs) -> Result<FleetResult, String> {
     stop.store(true, Ordering::Relaxed);
     let _ = sender_thread.join();
     progress(&format!(
-        "heartbeats sent {}, refused by nodes {}",
+        "heartbeats sent {}, refused by nodes {}, slowest round over all identities {:.1} s",
         sender.sent.load(Ordering::Relaxed),
-        sender.refused.load(Ordering::Relaxed)
+        sender.refused.load(Ordering::Relaxed),
+        sender.slowest_round_ms.load(Ordering::Relaxed) as f64 / 1000.0
     ));
     result
 }
@@ -502,6 +509,7 @@ fn steady(
 
     let lookups = Mutex::new(Latencies::new());
     let mut spurious: HashSet<String> = HashSet::new();
+    let mut ever_seen: HashSet<String> = HashSet::new();
     let mut stopped_at: Option<Instant> = None;
     let mut mid_disk: Option<f64> = None;
     let identities = sender.keys.len();
@@ -517,21 +525,19 @@ fn steady(
         if mid_disk.is_none() && started.elapsed() >= phase / 2 {
             mid_disk = Some(disk_mib());
         }
-        let round_start = now_ms();
         let seen = scan(c, ns, services, &lookups)?;
         let stopped = sender.stopped.lock().expect("lock").clone();
         for i in 0..args.instances {
             let (_, name) = names(i);
             let id = (i / args.per_identity) as usize;
-            // Missing while its owner kept sending heartbeats that started
-            // before this round: a spurious expiry.
-            if !stopped.contains(&id)
-                && sender.last_sent[id].load(Ordering::Relaxed) < round_start
-                && !seen.contains(&name)
-            {
+            // Seen in a verified answer before, missing now, while its owner
+            // kept sending heartbeats: a spurious expiry. (Never seen: its
+            // registration did not commit, counted apart.)
+            if !stopped.contains(&id) && !seen.contains(&name) && ever_seen.contains(&name) {
                 spurious.insert(name);
             }
         }
+        ever_seen.extend(seen);
     }
     let mid_disk = mid_disk.unwrap_or_else(disk_mib);
     // Wait until every stopped instance is due (last heartbeat + TTL + slack),
@@ -563,6 +569,14 @@ fn steady(
     let stopped_instances = (0..args.instances)
         .filter(|i| stopped.contains(&((i / args.per_identity) as usize)))
         .count() as u64;
+    let never_seen = (0..args.instances)
+        .filter(|i| !ever_seen.contains(&names(*i).1) && !seen.contains(&names(*i).1))
+        .count() as u64;
+    if never_seen > 0 {
+        progress(&format!(
+            "{never_seen} instances never seen in a verified answer (registration not committed)"
+        ));
+    }
     let alive = seen
         .iter()
         .filter(|name| identity_of(name).is_some_and(|id| !stopped.contains(&id)))
