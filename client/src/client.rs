@@ -13,8 +13,10 @@ use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use palisade_crypto::api::{EpochsResponse, NamespaceResponse, StatusResponse};
-use palisade_crypto::{NetworkFile, ValidatorSet};
+use palisade_crypto::api::{
+    EpochsResponse, HeartbeatRequest, HeartbeatResponse, NamespaceResponse, StatusResponse,
+};
+use palisade_crypto::{Hex, NetworkFile, SignedHeartbeat, ValidatorSet};
 
 use crate::cache::Cache;
 use crate::node::{self, encode_component, NodeApi};
@@ -421,5 +423,39 @@ impl Client {
             .iter()
             .map(|node| (node.url().to_string(), node.get("/v1/status")))
             .collect()
+    }
+
+    /// Send off-consensus heartbeats (attested leases) to **every** node (in
+    /// parallel), not one: each validator decides liveness from what it hears
+    /// itself. One entry per node (network-file order) with what it took or
+    /// the error.
+    pub fn send_heartbeats(
+        &self,
+        heartbeats: &[SignedHeartbeat],
+    ) -> Vec<(String, Result<HeartbeatResponse, ClientError>)> {
+        let request = HeartbeatRequest {
+            heartbeats: heartbeats.iter().map(Hex::new).collect(),
+        };
+        // In parallel: one slow node must not delay the others' renewals.
+        thread::scope(|s| {
+            let handles: Vec<_> = self
+                .nodes
+                .iter()
+                .map(|node| {
+                    let request = &request;
+                    s.spawn(move || node.post("/v1/heartbeat", request, None))
+                })
+                .collect();
+            self.nodes
+                .iter()
+                .zip(handles)
+                .map(|(node, h)| {
+                    let answer = h.join().unwrap_or_else(|_| {
+                        Err(ClientError::Invalid("heartbeat thread panicked".into()))
+                    });
+                    (node.url().to_string(), answer)
+                })
+                .collect()
+        })
     }
 }

@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use palisade_crypto::{
-    Endpoint, Enrollment, InstanceId, Label, PublicKey, Registration, Role, SecretKey, ServiceName,
-    SignedTransaction, Transaction, TxBody,
+    Endpoint, Enrollment, InstanceId, Label, LeaseHeartbeat, PublicKey, Registration, Role,
+    SecretKey, ServiceName, SignedHeartbeat, SignedTransaction, Transaction, TxBody,
 };
 
 use crate::ClientError;
@@ -73,6 +73,18 @@ impl Signer {
             signed.cosign(co);
         }
         signed
+    }
+
+    /// An off-consensus heartbeat renewing every instance this key owns on
+    /// a chain with attested leases; `sent_at_ms` (this host's clock) must
+    /// grow from one heartbeat to the next.
+    pub fn lease_heartbeat(&self, chain_id: &str, sent_at_ms: u64) -> SignedHeartbeat {
+        LeaseHeartbeat {
+            chain_id: chain_id.to_string(),
+            identity: self.key.public(),
+            sent_at_ms,
+        }
+        .sign(&self.key)
     }
 
     /// Record that `sequence` was committed: the next one is `sequence + 1`

@@ -18,6 +18,8 @@
 //!   `event: cutoff` with data [`ApiError`]
 //! - `GET /v1/blocks/{height}` -> [`BlockResponse`] (committed blocks only)
 //! - `GET /v1/status` -> [`StatusResponse`]
+//! - `POST /v1/heartbeat` [`HeartbeatRequest`] -> [`HeartbeatResponse`] (chains with
+//!   attested leases: off consensus, send it to every node)
 //! - `GET /metrics` -> Prometheus text
 //!
 //! Errors are 4xx/5xx with an [`ApiError`] body.
@@ -26,7 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     BlockInfo, CommitCertificate, Digest, Hex, InstanceRecord, MapProof, NamespaceRecord,
-    ServiceLookup, ServiceProof, ServiceRecord, SignedTransaction, TxInclusionProof,
+    ServiceLookup, ServiceProof, ServiceRecord, SignedHeartbeat, SignedTransaction,
+    TxInclusionProof,
 };
 
 /// A commit certificate as plain JSON, for people and scripts (unverified:
@@ -72,6 +75,37 @@ pub struct TxView {
     pub target: Option<String>,
     /// The state machine's verdict, as this node recorded it.
     pub outcome: Option<String>,
+}
+
+/// Most heartbeats one [`HeartbeatRequest`] may carry (an agent may forward
+/// those of many identities).
+pub const MAX_HEARTBEATS_PER_REQUEST: usize = 1024;
+
+/// Signed heartbeats for one node (it verifies each once and keeps them in
+/// memory; nothing is committed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    /// 1 to [`MAX_HEARTBEATS_PER_REQUEST`] heartbeats.
+    pub heartbeats: Vec<Hex<SignedHeartbeat>>,
+}
+
+/// A heartbeat the node did not take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatRefusal {
+    /// Its position in the request.
+    pub index: usize,
+    /// Why: `wrong_chain`, `unknown_owner`, `stale`, `outside_window`,
+    /// `too_soon`, `bad_signature`.
+    pub code: String,
+}
+
+/// What became of a [`HeartbeatRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// Heartbeats taken.
+    pub accepted: usize,
+    /// The others, with the reason.
+    pub refused: Vec<HeartbeatRefusal>,
 }
 
 /// Submit a signed transaction.

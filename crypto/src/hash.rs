@@ -116,6 +116,10 @@ domains! {
     InstanceRecord = "palisade/v1/instance-record",
     /// Leaves of a block's receipt root: a transaction id and its outcome.
     ReceiptLeaf = "palisade/v1/receipt-leaf",
+    /// An owner's heartbeat, kept off consensus (`LeaseHeartbeat`).
+    LeaseHeartbeat = "palisade/v1/lease-heartbeat",
+    /// A validator's report of instances it has not heard from for a TTL.
+    SilenceReport = "palisade/v1/silence-report",
 }
 
 fn domain_key(domain: Domain) -> &'static [u8; 32] {

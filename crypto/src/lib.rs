@@ -22,6 +22,7 @@ pub mod dc;
 mod encoding;
 mod error;
 mod hash;
+mod lease;
 mod ledger;
 mod network;
 mod proof;
@@ -33,6 +34,9 @@ mod txroot;
 pub use encoding::{decode, decode_capped, encode, Hex, MAX_DECODE_BYTES};
 pub use error::{BatchError, CertError, DecodeError, ProofError, SigError, TxError};
 pub use hash::{hash, hash_encoded, Digest, Domain, JmtHasher};
+pub use lease::{
+    LeaseHeartbeat, SignedHeartbeat, SignedSilenceReport, SilenceReport, MAX_SILENT_PER_REPORT,
+};
 pub use ledger::{
     BlockInfo, CommitCertificate, LedgerInfo, Validator, ValidatorSet, VerifiedLedgerInfo,
 };

@@ -10,7 +10,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 
 use crate::{
     hash_encoded, Digest, Domain, Enrollment, InstanceId, PublicKey, Registration, ServiceName,
-    SigError, Signature, TxError, Validator,
+    SigError, Signature, SignedSilenceReport, TxError, Validator,
 };
 
 /// How far past its signer's next sequence number a transaction's sequence
@@ -69,6 +69,13 @@ pub enum TxBody {
         /// The next epoch's validators.
         validators: Vec<Validator>,
     },
+    /// Validators' silence reports, carried by a validator: expires every
+    /// instance that fresh reports of a quorum of validators name (chains
+    /// whose leases are attested, see [`crate::SilenceReport`]).
+    ExpireSilent {
+        /// The reports (each signed by its validator).
+        reports: Vec<SignedSilenceReport>,
+    },
 }
 
 impl TxBody {
@@ -82,6 +89,7 @@ impl TxBody {
             TxBody::Heartbeat { .. } => "heartbeat",
             TxBody::HealthReport { .. } => "health_report",
             TxBody::ChangeValidators { .. } => "change_validators",
+            TxBody::ExpireSilent { .. } => "expire_silent",
         }
     }
 }

@@ -6,9 +6,9 @@
 
 use palisade_crypto::{
     encode, hash, instance_record_hash, receipt_root, state_key_hash, tx_root, BlockInfo, Digest,
-    Domain, Endpoint, Enrollment, Health, InstanceEntry, InstanceRecord, Label, LedgerInfo,
-    ProbeKind, ProbeSpec, Registration, Role, SecretKey, ServiceIndex, StateKey, Transaction,
-    TxBody, TxInclusionProof, Validator, ValidatorSet,
+    Domain, Endpoint, Enrollment, Health, InstanceEntry, InstanceRecord, Label, LeaseHeartbeat,
+    LedgerInfo, ProbeKind, ProbeSpec, Registration, Role, SecretKey, ServiceIndex, SilenceReport,
+    StateKey, Transaction, TxBody, TxInclusionProof, Validator, ValidatorSet,
 };
 
 const MSG: &[u8] = b"palisade known answer";
@@ -107,6 +107,17 @@ const DOMAIN_VECTORS: &[(Domain, &str, &str)] = &[
         Domain::ReceiptLeaf,
         "palisade/v1/receipt-leaf",
         "c459b265a37e768ac011fdf5861846636033bc993137f9b6d79309b0af2d8cb5",
+    ),
+    // Computed with the `blake3` crate, as the two above.
+    (
+        Domain::LeaseHeartbeat,
+        "palisade/v1/lease-heartbeat",
+        "0bb9b7da06038a219635843f29bc0e4f5b4be790f3537cc2dbd431f3e3143a30",
+    ),
+    (
+        Domain::SilenceReport,
+        "palisade/v1/silence-report",
+        "38147b0959bfa29911a3fd9acafbee38fd901e5328d24e433224d58478e45783",
     ),
 ];
 
@@ -245,7 +256,76 @@ fn bodies() -> Vec<(&'static str, TxBody)> {
                 ],
             },
         ),
+        (
+            "expire_silent",
+            TxBody::ExpireSilent {
+                reports: vec![silence_report().sign(&k(1))],
+            },
+        ),
     ]
+}
+
+fn silence_report() -> SilenceReport {
+    SilenceReport {
+        chain_id: "palisade-test".into(),
+        epoch: 3,
+        validator: k(1).public(),
+        observed_at_ms: 1_700_000_030_000,
+        namespace: "prod".into(),
+        service: "api".into(),
+        instances: vec!["api-1".into(), "api-2".into()],
+    }
+}
+
+/// Off-consensus lease formats: (name, hex).
+// Signatures checked against the digests with Python `cryptography`'s
+// Ed25519; the encodings decoded by hand (borsh: u32 length prefixes, u64
+// little endian); the digests come from the `blake3` crate.
+const LEASE_VECTORS: &[(&str, &str)] = &[
+    ("heartbeat", "0d00000070616c69736164652d746573748139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3947b68e5cf8b010000"),
+    ("heartbeat_digest", "4c8e226e5f43e8c02e8a508fc1834504070d3eeab8e2b2ae85c6ac0957c4c610"),
+    ("heartbeat_signature", "c8293e098ccff10c0e3e44381592e678644d0fbb76f83f0459c56de9b94c1967016f9ddabfc6a1b206f20c983b3d1fe6128abf0497a6ed44c4c96407856a9603"),
+    ("report", "0d00000070616c69736164652d7465737403000000000000008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c30dde5cf8b0100000400000070726f640300000061706902000000050000006170692d31050000006170692d32"),
+    ("report_digest", "77ec66dd22ff87b69f595a0e23257bafb5eb9e327474e03d38201b503c673c77"),
+    ("report_signature", "e7df3a56a4668804434a320e88cb802a804329c2b91c0e52c3db8cf14a925ed55aca1f2d675ee79be4cfb88bd68c120c502a9a1e3f505c1f568680f5a21b0a0d"),
+];
+
+#[test]
+fn lease_formats_are_frozen() {
+    let heartbeat = LeaseHeartbeat {
+        chain_id: "palisade-test".into(),
+        identity: k(2).public(),
+        sent_at_ms: 1_700_000_000_123,
+    };
+    let signed_heartbeat = heartbeat.clone().sign(&k(2));
+    signed_heartbeat.verify().expect("own signature verifies");
+    let report = silence_report();
+    let signed_report = report.clone().sign(&k(1));
+    signed_report.verify().expect("own signature verifies");
+    assert!(report.well_formed());
+    let got = [
+        ("heartbeat", hex::encode(encode(&heartbeat))),
+        ("heartbeat_digest", heartbeat.digest().to_hex()),
+        ("heartbeat_signature", signed_heartbeat.signature.to_hex()),
+        ("report", hex::encode(encode(&report))),
+        ("report_digest", report.digest().to_hex()),
+        ("report_signature", signed_report.signature.to_hex()),
+    ];
+    let printed: String = got
+        .iter()
+        .map(|(w, h)| format!("    (\"{w}\", \"{h}\"),\n"))
+        .collect();
+    assert_eq!(LEASE_VECTORS.len(), got.len(), "vectors:\n{printed}");
+    for ((w, h), (ew, eh)) in got.iter().zip(LEASE_VECTORS) {
+        assert_eq!((*w, h.as_str()), (*ew, *eh), "vectors:\n{printed}");
+    }
+    // A heartbeat signed by someone else, or altered, does not verify.
+    let mut forged = signed_heartbeat.clone();
+    forged.heartbeat.sent_at_ms += 1;
+    assert!(forged.verify().is_err());
+    let mut stolen = heartbeat.sign(&k(3));
+    stolen.heartbeat.identity = k(2).public();
+    assert!(stolen.verify().is_err());
 }
 
 /// (body kind, encoding of the Transaction, its digest, signature by key 1).
@@ -258,6 +338,8 @@ const TX_VECTORS: &[(&str, &str, &str, &str)] = &[
         ("heartbeat", "0d00000070616c69736164652d746573748a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c0700000000000000040400000070726f6403000000617069050000006170692d31", "d0d0096488683b0fea500ad05341a75f552965aeec160ca60950ff0f29b5e4cd", "0af30fcad395875e3b3933420e2bb5ab3067200080d88dbf9396a9bcc57576d22ce6ba9c42dae1aa8ca371de1ed698710cdd47c7ab3393b8815eccf1b4d37603"),
         ("health_report", "0d00000070616c69736164652d746573748a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c0700000000000000050400000070726f6403000000617069050000006170692d3100", "fab600fff21b2e65c01e7a1e343501e2b736d37c487994134ad74a63c12f0af2", "45f2a6919fe28c85392d09d5ad034301d59e6268f177cf2c37e3c049f5b2c11a6e709fc751ab2ad1c1ca8f1948b8e54df5ec3b8ddb82826146ea47c1cad24705"),
         ("change_validators", "0d00000070616c69736164652d746573748a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c070000000000000006020000008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c01000000000000008139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b3940200000000000000", "a7f5dda128ce244c81875537544a2598d7ca00c98e40cc77c29911fee2cbf318", "56c548fe86a7202eab10426a972443eee6f788689ce441eb2322d61bf36cfb2cc0503afd46191ae6bebe873e194aadf124c0db72b94beb444427af6d0c911b0c"),
+        // Signature checked with Python `cryptography`; digest from the `blake3` crate.
+        ("expire_silent", "0d00000070616c69736164652d746573748a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c070000000000000007010000000d00000070616c69736164652d7465737403000000000000008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c30dde5cf8b0100000400000070726f640300000061706902000000050000006170692d31050000006170692d32e7df3a56a4668804434a320e88cb802a804329c2b91c0e52c3db8cf14a925ed55aca1f2d675ee79be4cfb88bd68c120c502a9a1e3f505c1f568680f5a21b0a0d", "77ea806bbecadce3d5b1d02a7ff223a4403aa27ea7d0df1db0369b5c1423465b", "ba7938b5a94005c71a513423718dfe77e0369309ea9e4c5cb38acc066bec85c588b941a5b764987357ef584a36e63507faadf5c97b2f97eeb8365e6c4cea2a03"),
 ];
 
 #[test]

@@ -45,6 +45,9 @@
 //! backoff_base_secs = 10
 //! backoff_max_secs = 300
 //! timeout_ms = 2000
+//!
+//! [storage]
+//! retain_heights = 0                        # 0 = archive (keep every height); N = prune blocks, receipts and per-height indexes older than the last N heights
 //! ```
 
 use std::net::SocketAddr;
@@ -206,6 +209,18 @@ impl Default for ProbeConfig {
     }
 }
 
+/// What history the node keeps on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Committed heights kept (blocks, certificates, block infos, receipts,
+    /// per-height indexes); older ones are pruned in the background. 0 (the
+    /// default) keeps everything: an archive node, which audits need, and
+    /// the only choice until nodes catch up from snapshots (a node further
+    /// behind than the window cannot be served the blocks it lacks).
+    pub retain_heights: u64,
+}
+
 /// A node's whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -254,6 +269,9 @@ pub struct NodeConfig {
     /// Other datacenters this node imports (`[[links]]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<LinkConfig>,
+    /// Retention of history.
+    #[serde(default)]
+    pub storage: StorageConfig,
 }
 
 /// A link to another datacenter: its name and its network file (the trust
@@ -316,6 +334,7 @@ impl NodeConfig {
             api: ApiConfig::default(),
             probes: ProbeConfig::default(),
             links: Vec::new(),
+            storage: StorageConfig::default(),
         }
     }
 

@@ -23,6 +23,9 @@ pub(crate) enum Wire {
     Consensus(Vec<u8>),
     /// Transactions gossiped to the other validators (upcoming leaders).
     Txs(Vec<SignedTransaction>),
+    /// The sender's current silence reports (attested leases), replacing
+    /// its previous ones.
+    Silence(Vec<palisade_crypto::SignedSilenceReport>),
 }
 
 /// Most transactions in one gossip frame (what a receiver accepts).
@@ -150,6 +153,8 @@ pub(crate) struct Context {
     pub(crate) shutdown: crate::shutdown::Shutdown,
     /// Other datacenters this node imports (`[[links]]`).
     pub(crate) links: crate::links::Links,
+    /// Off-consensus leases (last-seen memory, silence reports).
+    pub(crate) leases: crate::leases::Leases,
 }
 
 impl Context {
@@ -298,6 +303,7 @@ impl Context {
             ),
             shutdown,
             links: Default::default(),
+            leases: crate::leases::Leases::new("test".into(), true, 0),
         };
         (Arc::new(ctx), trigger)
     }
@@ -329,7 +335,7 @@ mod tests {
                 .iter()
                 .map(|f| match decode(f).unwrap() {
                     Wire::Txs(t) => t,
-                    Wire::Consensus(_) => panic!("not a gossip frame"),
+                    Wire::Consensus(_) | Wire::Silence(_) => panic!("not a gossip frame"),
                 })
                 .collect()
         };

@@ -225,6 +225,13 @@ impl Driver {
                     }
                 });
             }
+            Wire::Silence(reports) => {
+                let ctx = self.ctx.clone();
+                let from = frame.from;
+                tokio::task::spawn_blocking(move || {
+                    crate::leases::Reporter::handle_frame(&ctx, from, reports)
+                });
+            }
         }
     }
 

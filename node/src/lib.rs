@@ -35,6 +35,7 @@ pub mod config;
 mod context;
 mod driver;
 mod error;
+mod leases;
 pub mod links;
 mod mempool;
 mod metrics;
@@ -48,6 +49,7 @@ mod verdicts;
 pub use byzantine::ByzantineMode;
 pub use config::{
     ApiConfig, ConsensusConfig, LinkConfig, MempoolConfig, NodeConfig, PeerConfig, ProbeConfig,
+    StorageConfig,
 };
 pub use error::{ConfigError, NodeError, StorageError};
 pub use net::peer_id_of;

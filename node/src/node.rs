@@ -149,6 +149,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let key: SecretKey = palisade_keys::load_key_file(&config.key_file)?;
     let me = key.public();
     let genesis = load_genesis(&config.genesis_file)?;
+    let attested = genesis.params.lease_mode == palisade_consensus::state::LeaseMode::Attested;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| setup(&config.data_dir, e))?;
     let store = NodeStore::open_rocks(&config.data_dir.join("db"))?;
     // One verdict cache for the consensus core, the block executor and
@@ -236,6 +237,11 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         peers,
         peer_source: config.clone(),
         shutdown: shutdown.clone(),
+        leases: crate::leases::Leases::new(
+            genesis.chain_id.clone(),
+            attested,
+            crate::leases::now_ms(),
+        ),
     });
     let api_addr = config.api_socket_addr()?;
     let listener = tokio::net::TcpListener::bind(api_addr)
@@ -272,6 +278,22 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             link.clone(),
             crate::links::ImportTiming::default(),
             link_metrics.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if attested {
+        let reporter = crate::leases::Reporter::new(
+            ctx.clone(),
+            SecretKey::from_seed(key.seed()),
+            genesis.params.max_tx_bytes as usize,
+        );
+        tasks.push(tokio::spawn(reporter.run(shutdown.clone())));
+    }
+    if config.storage.retain_heights > 0 {
+        let retention = crate::storage::prune::Retention::Heights(config.storage.retain_heights);
+        tasks.push(tokio::spawn(crate::storage::prune::run(
+            ctx.store.clone(),
+            retention,
             shutdown.clone(),
         )));
     }

@@ -71,6 +71,11 @@ enum Command {
         /// datacenter `local`, chain `palisade-local`).
         #[arg(long, value_name = "NAME")]
         datacenter: Option<String>,
+        /// How leases run out: `block-time` (Heartbeat transactions renew) or
+        /// `attested` (off-consensus heartbeats to every node, expiry on a
+        /// quorum of validators' silence reports).
+        #[arg(long, default_value = "block-time", value_parser = ["block-time", "attested"])]
+        leases: String,
     },
     /// Make testnet --dir import testnet --to (another datacenter) through a
     /// TCP delay proxy per remote node; restarts --dir's nodes.
@@ -364,6 +369,7 @@ fn run(cli: Cli) -> Result<()> {
             node_bin,
             round_timeout_ms,
             datacenter,
+            leases,
         } => {
             let node_binary = match node_bin {
                 Some(p) => cluster::absolute(&p),
@@ -386,6 +392,10 @@ fn run(cli: Cli) -> Result<()> {
                 opts.chain_id = format!("palisade-{name}");
                 opts.datacenter = name;
             }
+            opts.lease_mode = match leases.as_str() {
+                "attested" => palisade_consensus::state::LeaseMode::Attested,
+                _ => palisade_consensus::state::LeaseMode::BlockTime,
+            };
             up(opts, detach)
         }
         Command::Link { dir, to, delay_ms } => {

@@ -63,6 +63,7 @@ use super::genesis::{Authority, Params};
 use super::instances::{put_instance, remove_instance, renew};
 use super::receipts::TxOutcome;
 use super::records::{IdentityRecord, InstanceRef};
+use super::silence;
 use super::validate;
 use super::working::WorkingSet;
 use crate::hotstuff::SignatureVerifier;
@@ -174,10 +175,12 @@ pub(crate) fn authorize(
         TxBody::Register(Registration { namespace, .. })
         | TxBody::Deregister { namespace, .. }
         | TxBody::Heartbeat { namespace, .. } => may_write(identity, signer, namespace),
-        TxBody::HealthReport { .. } => match validators.power_of(signer) {
-            Some(_) => Ok(()),
-            None => Err(TxRejection::NotValidator(*signer)),
-        },
+        TxBody::HealthReport { .. } | TxBody::ExpireSilent { .. } => {
+            match validators.power_of(signer) {
+                Some(_) => Ok(()),
+                None => Err(TxRejection::NotValidator(*signer)),
+            }
+        }
     }
 }
 
@@ -309,6 +312,10 @@ fn apply_body(
             health_report(ws, env, signer, &r, *passing)?;
         }
         TxBody::ChangeValidators { validators } => change_validators(ws, env, validators)?,
+        TxBody::ExpireSilent { reports } => {
+            let tally = silence::check_reports(env, reports)?;
+            silence::expire_reported(ws, env, tally)?;
+        }
     }
     Ok(())
 }

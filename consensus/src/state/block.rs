@@ -16,7 +16,7 @@ use palisade_crypto::{
 
 use super::apply::{apply_tx, BlockEnv, Verdict};
 use super::error::StateError;
-use super::genesis::{Authority, Genesis, Params};
+use super::genesis::{Authority, Genesis, LeaseMode, Params};
 use super::instances::remove_instance;
 use super::lease::{window_budget, LeaseDelta, LeaseView};
 use super::receipts::{BlockReceipts, TxReceipt};
@@ -68,6 +68,11 @@ fn expire(
             window_budget(state.live, p.max_expiry_permille, p.min_expiry_per_window);
         state.expired_in_window = 0;
         ws.set_expiry(state.clone());
+    }
+    if p.lease_mode == LeaseMode::Attested {
+        // Leases run out on silence reports (`super::silence`), which
+        // spend this window's budget; block time alone expires nothing.
+        return Ok(());
     }
     let remaining = state.window_budget.saturating_sub(state.expired_in_window) as usize;
     let due = view.due(env.now_ms, remaining.saturating_add(1));
@@ -180,6 +185,9 @@ pub(crate) fn genesis_state(
         },
     );
     ws.put_raw(system_key(system::PARAMS), &genesis.params);
+    if genesis.params.lease_mode != LeaseMode::BlockTime {
+        ws.put_raw(system_key(system::LEASE_MODE), &genesis.params.lease_mode);
+    }
     ws.put_raw(system_key(system::AUTHORITY), &genesis.authority);
     ws.set_validators(genesis.validators.clone());
     let p = &genesis.params;

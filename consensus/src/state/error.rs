@@ -216,6 +216,17 @@ pub enum TxRejection {
         /// The bound.
         max: u64,
     },
+    /// Silence reports on a chain whose leases expire on block time.
+    #[error("this chain's leases expire on block time, not on silence reports")]
+    LeasesNotAttested,
+    /// A silence report of an ExpireSilent transaction is unusable.
+    #[error("silence report {index}: {reason}")]
+    BadSilenceReport {
+        /// Position in the transaction.
+        index: u64,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl TxRejection {
@@ -261,6 +272,8 @@ impl TxRejection {
             TxRejection::RegistryFull { .. } => 33,
             TxRejection::SequenceTooFar { .. } => 34,
             TxRejection::RecordTooLarge { .. } => 35,
+            TxRejection::LeasesNotAttested => 36,
+            TxRejection::BadSilenceReport { .. } => 37,
         }
     }
 }

@@ -74,6 +74,40 @@ pub struct Params {
     pub min_expiry_per_window: u32,
     /// Namespaces holding services (the size of the namespace directory).
     pub max_namespaces: u32,
+    /// How leases run out: on block time (heartbeats are transactions) or on
+    /// validators' silence reports (heartbeats stay off consensus). Not in
+    /// this record's borsh encoding (so chains on block-time leases keep
+    /// their genesis hash and state roots): [`Genesis::hash`] appends it when
+    /// it is not the default, and genesis stores it as `System{"lease_mode"}`
+    /// then (absent = block time).
+    #[borsh(skip)]
+    pub lease_mode: LeaseMode,
+}
+
+/// How an instance's lease runs out (a chain-wide choice made at genesis).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    Serialize,
+    Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseMode {
+    /// An instance is removed at the first block past its deadline
+    /// (registration or last Heartbeat transaction + TTL).
+    #[default]
+    BlockTime,
+    /// Owners send signed heartbeats to every validator, off consensus; an
+    /// instance is removed by an ExpireSilent transaction carrying fresh
+    /// silence reports of a quorum of validators, each made after its
+    /// on-chain deadline (a Heartbeat transaction still moves that deadline).
+    Attested,
 }
 
 impl Default for Params {
@@ -100,6 +134,7 @@ impl Default for Params {
             max_expiry_permille: 150,
             min_expiry_per_window: 16,
             max_namespaces: 4096,
+            lease_mode: LeaseMode::BlockTime,
         }
     }
 }
@@ -286,10 +321,15 @@ impl Genesis {
         }
     }
 
-    /// The genesis hash: `hash(Domain::Genesis, borsh(self))`, also the
-    /// genesis block's id.
+    /// The genesis hash: `hash(Domain::Genesis, borsh(self))`, followed by
+    /// `borsh(params.lease_mode)` when that is not `BlockTime` (an extension
+    /// that leaves every block-time chain's hash as it was); also the genesis
+    /// block's id.
     pub fn hash(&self) -> Digest {
-        hash_encoded(Domain::Genesis, self)
+        match self.params.lease_mode {
+            LeaseMode::BlockTime => hash_encoded(Domain::Genesis, self),
+            mode => hash_encoded(Domain::Genesis, &(self, mode)),
+        }
     }
 
     /// Check the document: chain id, validator set (epoch 0, valid keys),

@@ -89,6 +89,7 @@ mod map;
 mod query;
 mod receipts;
 mod records;
+mod silence;
 mod store;
 mod validate;
 mod working;
@@ -100,11 +101,12 @@ mod tests;
 
 pub use error::{StateError, TxRejection};
 pub use exec::RegistryExecutor;
-pub use genesis::{Authority, Genesis, Params, RecordBounds};
+pub use genesis::{Authority, Genesis, LeaseMode, Params, RecordBounds};
 pub use map::compute_update;
 pub use query::{InstanceFilter, NamespaceLookup, StateReader};
 pub use receipts::{decode_payload, encode_payload, BlockReceipts, TxOutcome, TxReceipt};
 pub use records::{system_key, ChainRecord, ExpiryState, IdentityRecord, InstanceRef};
+pub use silence::{MAX_REPORTS_PER_TX, REPORT_MAX_AGE_MS};
 pub use store::{CommitMeta, MemStore, StateCommit, StateStore, StoreError};
 
 /// The `jmt` crate this module's storage trait speaks (nodes, node keys,

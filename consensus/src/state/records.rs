@@ -42,6 +42,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) mod system {
     pub(crate) const CHAIN: &str = "chain";
     pub(crate) const PARAMS: &str = "params";
+    /// `LeaseMode`, present only when not `BlockTime`.
+    pub(crate) const LEASE_MODE: &str = "lease_mode";
     pub(crate) const AUTHORITY: &str = "authority";
     pub(crate) const VALIDATORS: &str = "validators";
     pub(crate) const EXPIRY: &str = "expiry";

@@ -169,6 +169,7 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
             "/v1/remote/{datacenter}/services/{namespace}/{service}",
             get(export::remote_service),
         )
+        .route("/v1/heartbeat", post(crate::leases::heartbeat))
         .route("/metrics", get(metrics));
     if ctx.fault_injection {
         router = router

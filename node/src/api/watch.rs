@@ -265,6 +265,17 @@ impl Scanner {
     }
 
     fn collect(&mut self, from: u64, to: u64) -> Result<(), ApiErr> {
+        // A pruned height's changes are gone: resuming there would skip
+        // them silently, so the stream is refused (the client starts over
+        // from a lookup).
+        let kept_from = crate::storage::prune::pruned_below(self.ctx.store.kv().as_ref())?;
+        if from < kept_from {
+            return Err(ApiErr::new(
+                axum::http::StatusCode::GONE,
+                "pruned",
+                format!("heights below {kept_from} are pruned; look the service up and watch from there"),
+            ));
+        }
         for h in from..=to {
             if let Some(record) = self.ctx.store.height_record(h)? {
                 for (ns, svc) in record.changed {

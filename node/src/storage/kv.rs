@@ -11,6 +11,9 @@ use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteOpt
 
 use crate::error::StorageError;
 
+/// Bound on the write-ahead log's total size (see [`RocksKv::open`]).
+pub(super) const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
+
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 type MemMap = BTreeMap<(Cf, Vec<u8>), Vec<u8>>;
@@ -142,6 +145,11 @@ impl RocksKv {
         opts.create_missing_column_families(true);
         // Bound the background work so an idle node stays idle.
         opts.increase_parallelism(2);
+        // A WAL file is kept until every column family that wrote to it has
+        // flushed; rarely written families (safety, meta) pinned hundreds of
+        // MB of WAL in the issue-16 soak. Past this total, RocksDB flushes
+        // the families holding the oldest WAL so it can be deleted.
+        opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
         // Bloom filters: most point reads (receipts of transactions not
         // yet committed, tree nodes) miss or hit one SST file; the filter
         // answers without reading blocks. One block cache for every family.

@@ -19,6 +19,7 @@
 mod consensus;
 mod jmt_store;
 mod kv;
+pub mod prune;
 mod state_store;
 mod tree_cache;
 

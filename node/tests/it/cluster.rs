@@ -56,6 +56,16 @@ impl Cluster {
 
     /// Start `n` validators, letting `tweak` adjust each config.
     pub(crate) async fn start_with(n: usize, tweak: impl Fn(&mut NodeConfig)) -> Cluster {
+        Self::start_custom(n, |_| {}, tweak).await
+    }
+
+    /// Start `n` validators, letting `tweak_genesis` adjust the genesis and
+    /// `tweak` each config.
+    pub(crate) async fn start_custom(
+        n: usize,
+        tweak_genesis: impl Fn(&mut Genesis),
+        tweak: impl Fn(&mut NodeConfig),
+    ) -> Cluster {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -70,6 +80,7 @@ impl Cluster {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis() as u64;
+        tweak_genesis(&mut g);
         let genesis_file = write_genesis(dir.path(), &g);
         let ports: Vec<u16> = keys.iter().map(|_| free_port()).collect();
         let mut configs = Vec::new();

@@ -5,6 +5,7 @@ mod cluster;
 mod config;
 mod example_config;
 mod http;
+mod leases;
 mod links;
 mod metrics;
 mod probes;

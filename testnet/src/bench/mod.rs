@@ -19,6 +19,7 @@
 //! (`src/bin/hotstuff_baseline.rs`), so CI never builds it.
 
 pub mod etcd;
+pub mod fleet;
 pub mod palisade;
 pub mod plot;
 pub mod procfs;
@@ -98,6 +99,9 @@ pub enum BenchWhat {
         #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
         sizes: Vec<u64>,
     },
+    /// A fleet kept alive by off-consensus heartbeats on a running testnet
+    /// (`up --leases attested`): expiries, lookup p99, heartbeat CPU, disk.
+    Fleet(fleet::FleetArgs),
     /// The consensus core in the deterministic simulator, healthy and with
     /// 1 of 4 validators crashed.
     Sim {
@@ -121,6 +125,19 @@ pub fn run(args: &BenchArgs) -> Result<String, BenchError> {
     if let Some(BenchWhat::Sim { seed, virtual_secs }) = &args.what {
         return Ok(sim::render(
             &sim::run(*seed, *virtual_secs).map_err(BenchError)?,
+        ));
+    }
+    if let Some(BenchWhat::Fleet(fleet_args)) = &args.what {
+        let r = fleet::run(fleet_args).map_err(BenchError)?;
+        return Ok(format!(
+            "setup {:.0} s; {} stopped instances; {} verified lookups, p50 {:.1} ms; {:.1} blocks/s; WAL {:.0} MiB of the disk per node\n{}\n",
+            r.setup_secs,
+            r.stopped,
+            r.lookups.len(),
+            r.lookups.p50().unwrap_or(f64::NAN),
+            r.blocks_per_s,
+            r.wal_mib,
+            r.line()
         ));
     }
     if let Some(BenchWhat::Scale { sizes }) = &args.what {

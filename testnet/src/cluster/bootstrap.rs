@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use palisade_consensus::state::{Authority, Genesis};
+use palisade_consensus::state::{Authority, Genesis, LeaseMode};
 use palisade_crypto::{NetworkFile, NodeEndpoint, Validator};
 use palisade_keys::{generate_key_file, load_key_file};
 
@@ -32,6 +32,8 @@ pub struct UpOptions {
     pub round_timeout_ms: u64,
     /// Datacenter name written to network.json (`local` by default).
     pub datacenter: String,
+    /// How leases run out (`palisade-testnet up --leases`).
+    pub lease_mode: LeaseMode,
 }
 
 impl UpOptions {
@@ -46,6 +48,7 @@ impl UpOptions {
             chain_id: "palisade-local".into(),
             round_timeout_ms: 1000,
             datacenter: "local".into(),
+            lease_mode: LeaseMode::BlockTime,
         }
     }
 }
@@ -101,7 +104,7 @@ pub fn generate(opts: &UpOptions) -> Result<Testnet, TestnetError> {
             power: 1,
         });
     }
-    let genesis = Genesis::new(
+    let mut genesis = Genesis::new(
         opts.chain_id.clone(),
         now_ms(),
         validators.clone(),
@@ -110,6 +113,7 @@ pub fn generate(opts: &UpOptions) -> Result<Testnet, TestnetError> {
             threshold: 1,
         },
     );
+    genesis.params.lease_mode = opts.lease_mode;
     genesis.validate().map_err(|e| TestnetError::State {
         index: 0,
         reason: format!("generated genesis is invalid: {e}"),

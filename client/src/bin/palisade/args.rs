@@ -53,6 +53,20 @@ pub(crate) struct Target {
     pub(crate) instance: String,
 }
 
+/// An instance, or none (then: all of the key's instances).
+#[derive(Args)]
+pub(crate) struct MaybeTarget {
+    /// Namespace.
+    #[arg(long, value_name = "NS", requires_all = ["service", "instance"])]
+    pub(crate) namespace: Option<String>,
+    /// Service.
+    #[arg(long, value_name = "SVC", requires_all = ["namespace", "instance"])]
+    pub(crate) service: Option<String>,
+    /// Instance id.
+    #[arg(long, value_name = "ID", requires_all = ["namespace", "service"])]
+    pub(crate) instance: Option<String>,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum RoleArg {
     Service,
@@ -194,12 +208,16 @@ pub(crate) enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Renew an instance's lease; exits 0 once committed (with --every, keeps renewing).
+    /// Renew leases. With --namespace/--service/--instance: one instance by a
+    /// Heartbeat transaction (block-time chains), exits 0 once committed.
+    /// Without them: every instance of the key, by an off-consensus heartbeat
+    /// sent to every node (attested chains), exits 0 when a quorum took it.
+    /// With --every, keeps renewing.
     Heartbeat {
         #[command(flatten)]
         submit: Submit,
         #[command(flatten)]
-        target: Target,
+        target: MaybeTarget,
         /// Renew every SECS seconds until interrupted.
         #[arg(long, value_name = "SECS")]
         every: Option<u64>,
@@ -352,4 +370,15 @@ pub(crate) struct Read {
     /// Neither read nor write the offline cache.
     #[arg(long, conflicts_with = "cache_dir")]
     pub(crate) no_cache: bool,
+}
+
+impl MaybeTarget {
+    /// The instance when all three were given (clap enforces all or none).
+    pub(crate) fn into_target(self) -> Option<Target> {
+        Some(Target {
+            namespace: self.namespace?,
+            service: self.service?,
+            instance: self.instance?,
+        })
+    }
 }

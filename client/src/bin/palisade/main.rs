@@ -330,11 +330,12 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             submit,
             target,
             every,
-        } => match every {
-            None => submit_with(&submit, &[], "heartbeat", |c, s| {
+        } => match (target.into_target(), every) {
+            (Some(target), None) => submit_with(&submit, &[], "heartbeat", |c, s| {
                 c.heartbeat(s, &instance(&target))
             }),
-            Some(secs) => heartbeat_forever(&submit, &target, secs),
+            (Some(target), Some(secs)) => heartbeat_forever(&submit, &target, secs),
+            (None, every) => lease_heartbeats(&submit, every),
         },
         Command::Lookup {
             read,
@@ -499,6 +500,58 @@ fn heartbeat_forever(submit: &Submit, target: &Target, secs: u64) -> Result<(), 
             ),
         }
         std::thread::sleep(Duration::from_secs(secs.max(1)));
+    }
+}
+
+/// Off-consensus heartbeats to every node, once or every SECS seconds; an
+/// attempt succeeds when nodes holding a quorum (more than two thirds of
+/// the network file's nodes) took it.
+fn lease_heartbeats(submit: &Submit, every: Option<u64>) -> Result<(), ClientError> {
+    let client = client(&submit.net, None)?;
+    let signer = signer(&submit.key, &[])?;
+    let nodes = client.network().nodes.len();
+    let mut last_sent = 0u64;
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        last_sent = now.max(last_sent + 1);
+        let hb = signer.lease_heartbeat(client.chain_id(), last_sent);
+        let answers = client.send_heartbeats(&[hb]);
+        let took = answers
+            .iter()
+            .filter(|(_, a)| matches!(a, Ok(r) if r.accepted == 1))
+            .count();
+        for (url, answer) in &answers {
+            let verdict = match answer {
+                Ok(r) if r.accepted == 1 => "taken".to_string(),
+                Ok(r) => r
+                    .refused
+                    .first()
+                    .map(|f| format!("refused: {}", f.code))
+                    .unwrap_or_default(),
+                Err(e) => format!("error: {e}"),
+            };
+            if submit.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "node": url, "heartbeat": verdict, "sent_at_ms": last_sent })
+                );
+            } else {
+                println!("{}: {}", terminal_safe(url), terminal_safe(&verdict));
+            }
+        }
+        let quorum = nodes * 2 / 3 + 1;
+        match every {
+            None if took >= quorum => return Ok(()),
+            None => {
+                return Err(ClientError::Unavailable(vec![format!(
+                    "{took} of {nodes} nodes took the heartbeat, {quorum} needed"
+                )]))
+            }
+            Some(secs) => std::thread::sleep(Duration::from_secs(secs.max(1))),
+        }
     }
 }
 

@@ -18,6 +18,7 @@ mod bounds;
 mod exec;
 mod map;
 mod rules;
+mod silence;
 mod table;
 mod vectors;
 

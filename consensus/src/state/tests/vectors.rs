@@ -3,7 +3,9 @@
 //! roots after a fixed sequence of blocks. A change here is a change of the
 //! wire or hash format: every deployed chain would fork.
 
-use palisade_crypto::{encode, Digest, Enrollment, ProbeKind, ProbeSpec, Role, TxBody, Validator};
+use palisade_crypto::{
+    encode, Digest, Enrollment, ProbeKind, ProbeSpec, Role, SilenceReport, TxBody, Validator,
+};
 
 use super::super::records::{ChainRecord, ExpiryState, IdentityRecord, InstanceRef};
 use super::super::Params;
@@ -60,6 +62,21 @@ fn bodies() -> Vec<(&'static str, TxBody)> {
                 }],
             },
         ),
+        (
+            "expire_silent",
+            TxBody::ExpireSilent {
+                reports: vec![SilenceReport {
+                    chain_id: CHAIN.into(),
+                    epoch: 0,
+                    validator: validators()[0].public(),
+                    observed_at_ms: T0 + 40_000,
+                    namespace: "shop".into(),
+                    service: "web".into(),
+                    instances: vec!["a1".into()],
+                }
+                .sign(&validators()[0])],
+            },
+        ),
     ]
 }
 
@@ -109,6 +126,11 @@ const BODY_VECTORS: &[(&str, &str, &str)] = &[
         "06010000006e7a1cdd29b0b78fd13af4c5598feff4ef2a97166e3ca6f2e4fbfccd80505bf10700000000000000",
         "46296023ceea42af8c1eb2092f772fd38b7d2cfb9803506b97b1e474724c6de6",
     ),
+    (
+        "expire_silent",
+        "07010000000d00000070616c69736164652d7465737400000000000000008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c4004e6cf8b0100000400000073686f700300000077656201000000020000006131ea67eecd303612fdf8db6bb7cf86f131fb2397a68873678ed951531fb83ceddb862c6104600f4ffef37fc44fd065834f79c336afbaf03628a7140d919c354605",
+        "624eda5df3541e88df4b710bc81ffbea9db81f05623df8a761f37de84dd6624d",
+    ),
 ];
 
 const RECORD_VECTORS: &[(&str, &str)] = &[
@@ -131,6 +153,10 @@ const RECORD_VECTORS: &[(&str, &str)] = &[
     (
         "genesis hash",
         "2cd61cac996981b10f276af76a8af7731380fa218544fe2ed905a368608bf198",
+    ),
+    (
+        "attested genesis hash",
+        "8b4704811e6078adb7282476969130ed418e4cb3ec2075921826ab9dc05aeefe",
     ),
 ];
 
@@ -196,6 +222,11 @@ fn records_and_genesis_have_fixed_encodings() {
         ),
         ("params", encode(&Params::default())),
         ("genesis hash", genesis().hash().0.to_vec()),
+        ("attested genesis hash", {
+            let mut g = genesis();
+            g.params.lease_mode = super::super::LeaseMode::Attested;
+            g.hash().0.to_vec()
+        }),
     ];
     let mut check = Check(Vec::new());
     for (i, (name, bytes)) in records.into_iter().enumerate() {
@@ -369,6 +400,14 @@ fn rejection_code_table() {
                 record: s(),
                 size: 2,
                 max: 1,
+            },
+        ),
+        (36, TxRejection::LeasesNotAttested),
+        (
+            37,
+            TxRejection::BadSilenceReport {
+                index: 0,
+                reason: s(),
             },
         ),
     ];
