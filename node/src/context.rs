@@ -166,6 +166,32 @@ impl Context {
         reader.next_sequence(signer).unwrap_or(0)
     }
 
+    /// Sign `body` as this validator (`key`, the node's own) with its next
+    /// sequence (committed, then past its pending transactions) and admit it
+    /// with gossip: how the node's own acts (health and silence reports)
+    /// enter the chain.
+    pub(crate) fn submit_own(
+        &self,
+        key: &palisade_crypto::SecretKey,
+        body: palisade_crypto::TxBody,
+    ) -> Result<Digest, AdmitError> {
+        let me = key.public();
+        let committed = self.committed_next_sequence(&me);
+        let sequence = self
+            .mempool
+            .lock()
+            .expect("mempool lock poisoned")
+            .next_sequence(&me, committed);
+        let tx = palisade_crypto::Transaction {
+            chain_id: self.chain_id.clone(),
+            signer: me,
+            sequence,
+            body,
+        }
+        .sign(key);
+        self.admit(tx, true)
+    }
+
     /// Admit a transaction (signature checked once here); gossip it to the
     /// other validators when `gossip`.
     pub(crate) fn admit(&self, tx: SignedTransaction, gossip: bool) -> Result<Digest, AdmitError> {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use palisade_consensus::state::StateReader;
 use palisade_crypto::{
-    Health, InstanceRecord, NamespaceRecord, ProbeKind, SecretKey, StateKey, Transaction, TxBody,
+    Health, InstanceRecord, NamespaceRecord, ProbeKind, SecretKey, StateKey, TxBody,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -199,27 +199,13 @@ impl Prober {
     }
 
     fn report(&self, (ns, svc, inst): &Target, passing: bool) {
-        let me = self.key.public();
-        let committed = self.ctx.committed_next_sequence(&me);
-        let sequence = self
-            .ctx
-            .mempool
-            .lock()
-            .expect("mempool lock poisoned")
-            .next_sequence(&me, committed);
-        let tx = Transaction {
-            chain_id: self.ctx.chain_id.clone(),
-            signer: me,
-            sequence,
-            body: TxBody::HealthReport {
-                namespace: ns.clone(),
-                service: svc.clone(),
-                instance: inst.clone(),
-                passing,
-            },
-        }
-        .sign(&self.key);
-        match self.ctx.admit(tx, true) {
+        let body = TxBody::HealthReport {
+            namespace: ns.clone(),
+            service: svc.clone(),
+            instance: inst.clone(),
+            passing,
+        };
+        match self.ctx.submit_own(&self.key, body) {
             Ok(id) => info!(%ns, %svc, %inst, passing, tx = %id, "health report submitted"),
             Err(e) => debug!(%ns, %svc, %inst, error = %e, "health report not admitted"),
         }

@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use palisade_testnet::faults::{node_binary_for_tests, workspace_binary_for_tests};
+use palisade_testnet::link::bench::link_state;
 
 fn run(bin: &Path, cwd: &Path, args: &[&str]) -> Output {
     let out = Command::new(bin)
@@ -47,21 +48,6 @@ impl Drop for Down {
             }
         }
     }
-}
-
-fn link_state(a_node_url: &str) -> String {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(3)))
-        .build()
-        .into();
-    let Ok(mut r) = agent.get(&format!("{a_node_url}/v1/links")).call() else {
-        return "unreachable".into();
-    };
-    let v: serde_json::Value = r.body_mut().read_json().unwrap_or_default();
-    v["links"][0]["state"]
-        .as_str()
-        .unwrap_or("none")
-        .to_string()
 }
 
 /// Poll `check` every 200 ms until it holds or `bound` passes; the elapsed time.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use palisade_consensus::state::StateReader;
 use palisade_crypto::{
     encode, NamespaceRecord, PublicKey, SecretKey, SignedSilenceReport, SilenceReport, StateKey,
-    Transaction, TxBody, ValidatorSet, MAX_SILENT_PER_REPORT,
+    TxBody, ValidatorSet, MAX_SILENT_PER_REPORT,
 };
 use tracing::{debug, info, warn};
 
@@ -223,22 +223,10 @@ impl Reporter {
     }
 
     fn submit(&self, reports: Vec<SignedSilenceReport>) -> bool {
-        let me = self.key.public();
-        let committed = self.ctx.committed_next_sequence(&me);
-        let sequence = self
+        match self
             .ctx
-            .mempool
-            .lock()
-            .expect("mempool lock poisoned")
-            .next_sequence(&me, committed);
-        let tx = Transaction {
-            chain_id: self.ctx.chain_id.clone(),
-            signer: me,
-            sequence,
-            body: TxBody::ExpireSilent { reports },
-        }
-        .sign(&self.key);
-        match self.ctx.admit(tx, true) {
+            .submit_own(&self.key, TxBody::ExpireSilent { reports })
+        {
             Ok(_) => true,
             Err(e) => {
                 debug!(error = %e, "ExpireSilent not admitted");

@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use palisade_crypto::Hex;
 
@@ -159,6 +158,5 @@ async fn every_curl_example_in_api_md_works_against_a_real_node() {
     assert_eq!(listed["target"], "prod/api/api-1");
     assert_eq!(listed["outcome"], "applied");
     assert_eq!(block["info"]["height"], height);
-    tokio::time::sleep(Duration::from_millis(10)).await;
     c.shutdown().await;
 }

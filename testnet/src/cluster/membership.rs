@@ -52,14 +52,14 @@ fn save_network(net: &Testnet, network: &NetworkFile) -> Result<(), TestnetError
 /// until every node in `watch` reports the epoch after `from_epoch`.
 fn change(
     net: &Testnet,
+    (client, signer): &mut (Client, Signer),
     index: usize,
     validators: Vec<Validator>,
     from_epoch: u64,
     watch: &[usize],
 ) -> Result<(), TestnetError> {
-    let (client, mut signer) = client(net, index)?;
     client
-        .execute(&mut signer, TxBody::ChangeValidators { validators })
+        .execute(signer, TxBody::ChangeValidators { validators })
         .map_err(|e| state(index, format!("ChangeValidators: {e}")))?;
     let deadline = Instant::now() + CATCH_UP;
     loop {
@@ -163,8 +163,9 @@ impl Testnet {
         self.wait_api(index, Duration::from_secs(30))?;
 
         // Make it a validator; the set grows at the next epoch.
-        let (client, _) = client(self, index)?;
-        let current = client
+        let mut authority = client(self, index)?;
+        let current = authority
+            .0
             .validators()
             .map_err(|e| state(index, format!("current validators: {e}")))?;
         let power = current
@@ -180,7 +181,7 @@ impl Testnet {
         });
         let mut watch = self.members();
         watch.retain(|&i| self.record.nodes[i].pid.is_some_and(super::alive));
-        change(self, index, next, current.epoch, &watch)?;
+        change(self, &mut authority, index, next, current.epoch, &watch)?;
         Ok(index)
     }
 
@@ -199,8 +200,9 @@ impl Testnet {
         }
         let key = PublicKey::from_hex(&node.public_key)
             .map_err(|e| state(index, format!("recorded key: {e}")))?;
-        let (client, _) = client(self, index)?;
-        let current = client
+        let mut authority = client(self, index)?;
+        let current = authority
+            .0
             .validators()
             .map_err(|e| state(index, format!("current validators: {e}")))?;
         if current.index_of(&key).is_none() {
@@ -220,7 +222,7 @@ impl Testnet {
         }
         let mut watch = self.members();
         watch.retain(|&i| i != index && self.record.nodes[i].pid.is_some_and(super::alive));
-        change(self, index, next, current.epoch, &watch)?;
+        change(self, &mut authority, index, next, current.epoch, &watch)?;
 
         if let Some(pid) = node.pid.filter(|p| super::alive(*p)) {
             stop(pid, Duration::from_secs(10))?;

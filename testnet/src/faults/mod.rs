@@ -820,12 +820,25 @@ fn drive(
 fn audit_history(bin: &Path, net: &Testnet, honest: &[usize]) -> (String, Vec<String>) {
     let layout = net.layout();
     let evidence = layout.network_file().with_file_name("audit-evidence.jsonl");
+    // Its report goes to a file, not a pipe: a long list of findings would
+    // fill a pipe nobody reads until the process ends, and the audit would
+    // then hang until the bound and be reported as not answering.
+    let report = layout.network_file().with_file_name("audit.out");
+    let out = match std::fs::File::create(&report) {
+        Ok(f) => f,
+        Err(e) => {
+            return (
+                String::new(),
+                vec![format!("audit: {}: {e}", report.display())],
+            )
+        }
+    };
     let mut cmd = std::process::Command::new(bin);
     cmd.arg("--network")
         .arg(layout.network_file())
         .arg("--evidence")
         .arg(&evidence)
-        .stdout(std::process::Stdio::piped())
+        .stdout(out)
         .stderr(std::process::Stdio::null());
     for &i in honest {
         if net.node_status(i).is_ok() {
@@ -853,10 +866,7 @@ fn audit_history(bin: &Path, net: &Testnet, honest: &[usize]) -> (String, Vec<St
             }
         }
     };
-    let mut stdout = String::new();
-    if let Some(mut out) = child.stdout.take() {
-        let _ = std::io::Read::read_to_string(&mut out, &mut stdout);
-    }
+    let stdout = std::fs::read_to_string(&report).unwrap_or_default();
     let last = stdout
         .lines()
         .rev()

@@ -79,7 +79,9 @@ fn total_bytes(a: &Path, dc: &str) -> Result<u64, String> {
     Ok(up + down)
 }
 
-fn link_state(url: &str) -> String {
+/// The state of the first link a node imports (`live`, `partitioned`, ...),
+/// as its `/v1/links` says; `unreachable` when it does not answer.
+pub fn link_state(url: &str) -> String {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(3)))
         .build()
