@@ -120,6 +120,58 @@ pub struct Label {
     pub value: String,
 }
 
+/// Labels in JSON as a person reads them: one object, `{"zone": "a"}`, in
+/// the list's order (which is key order for anything stored). The canonical
+/// (hashed, signed) form stays borsh's list; JSON is a view. Reading also
+/// takes the older list of `{"key", "value"}` objects, so a client talks to
+/// a node of the previous release. An object with a repeated key keeps every
+/// entry as written (the state machine refuses repeated keys; a view must not
+/// hide them).
+pub(crate) mod labels_json {
+    use super::Label;
+    use serde::de::{MapAccess, SeqAccess, Visitor};
+    use serde::ser::SerializeMap;
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    /// Write labels as one JSON object, in order.
+    pub(crate) fn serialize<S: Serializer>(labels: &[Label], s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(labels.len()))?;
+        for l in labels {
+            map.serialize_entry(&l.key, &l.value)?;
+        }
+        map.end()
+    }
+
+    /// Read an object (or the older list of objects), in document order.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Label>, D::Error> {
+        struct LabelsVisitor;
+        impl<'de> Visitor<'de> for LabelsVisitor {
+            type Value = Vec<Label>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of label keys to values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Vec<Label>, A::Error> {
+                // Bound the preallocation by the hint only up to a small
+                // number: the real bound is the state machine's label cap.
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(0).min(64));
+                while let Some((key, value)) = m.next_entry::<String, String>()? {
+                    out.push(Label { key, value });
+                }
+                Ok(out)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut q: A) -> Result<Vec<Label>, A::Error> {
+                let mut out = Vec::with_capacity(q.size_hint().unwrap_or(0).min(64));
+                while let Some(l) = q.next_element::<Label>()? {
+                    out.push(l);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(LabelsVisitor)
+    }
+}
+
 /// How validators actively probe an instance.
 #[derive(
     Debug, Clone, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize, Serialize, Deserialize,
@@ -178,7 +230,8 @@ pub struct Registration {
     pub instance: InstanceId,
     /// Endpoints (at least one).
     pub endpoints: Vec<Endpoint>,
-    /// Labels (keys unique; stored sorted).
+    /// Labels (keys unique; stored sorted). JSON: an object `{"key": "value"}`.
+    #[serde(with = "labels_json")]
     pub labels: Vec<Label>,
     /// Version string of the instance.
     pub version: String,
@@ -208,7 +261,8 @@ pub struct InstanceRecord {
     pub owner: PublicKey,
     /// Endpoints.
     pub endpoints: Vec<Endpoint>,
-    /// Labels, sorted by key.
+    /// Labels, sorted by key. JSON: an object `{"key": "value"}`.
+    #[serde(with = "labels_json")]
     pub labels: Vec<Label>,
     /// Version.
     pub version: String,
@@ -273,4 +327,76 @@ pub struct NamespaceRecord {
     pub namespace: ServiceName,
     /// Services, sorted.
     pub services: Vec<ServiceName>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(labels: &[(&str, &str)]) -> InstanceRecord {
+        InstanceRecord {
+            instance: "api-1".into(),
+            owner: PublicKey([7; 32]),
+            endpoints: vec![],
+            labels: labels
+                .iter()
+                .map(|(k, v)| Label {
+                    key: (*k).into(),
+                    value: (*v).into(),
+                })
+                .collect(),
+            version: "1".into(),
+            ttl_secs: 30,
+            registered_at_ms: 1,
+            lease_expires_at_ms: 2,
+            health: Health::Passing,
+            dissenting_reporters: vec![],
+            probe: None,
+        }
+    }
+
+    #[test]
+    fn labels_read_as_a_json_object_in_order() {
+        let r = record(&[("tier", "web"), ("zone", "a")]);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json["labels"],
+            serde_json::json!({"tier": "web", "zone": "a"})
+        );
+        assert_eq!(
+            serde_json::to_string(&json["labels"]).unwrap(),
+            r#"{"tier":"web","zone":"a"}"#
+        );
+        let back: InstanceRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn labels_in_the_older_list_form_still_read() {
+        let r = record(&[("zone", "a")]);
+        let mut json = serde_json::to_value(&r).unwrap();
+        json["labels"] = serde_json::json!([{"key": "zone", "value": "a"}]);
+        let back: InstanceRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn a_repeated_label_key_is_kept_not_hidden() {
+        // serde_json::Value would fold the keys: parse from text.
+        let r = record(&[]);
+        let text = serde_json::to_string(&r)
+            .unwrap()
+            .replace(r#""labels":{}"#, r#""labels":{"zone":"a","zone":"b"}"#);
+        let back: InstanceRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.labels.len(), 2);
+        assert_eq!(back.labels[1].value, "b");
+    }
+
+    #[test]
+    fn labels_that_are_neither_object_nor_list_are_refused() {
+        let r = record(&[]);
+        let mut json = serde_json::to_value(&r).unwrap();
+        json["labels"] = serde_json::json!("zone=a");
+        assert!(serde_json::from_value::<InstanceRecord>(json).is_err());
+    }
 }

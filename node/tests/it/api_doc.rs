@@ -141,6 +141,8 @@ async fn every_curl_example_in_api_md_works_against_a_real_node() {
         super::http::get_json(c.api(0), "/v1/services/prod/api", 200).await;
     let instances = &lookup["record"]["instances"];
     assert_eq!(instances.as_array().map(Vec::len), Some(2), "{lookup}");
+    // Labels read as a map, as a person writes them (`{"zone": "a"}`).
+    assert!(instances[0]["labels"].is_object(), "{lookup}");
     assert_eq!(
         lookup["certified"]["signers"].as_array().map(Vec::len),
         Some(1)
