@@ -1,28 +1,26 @@
-//! Length-prefixed frames on libp2p request-response streams.
+//! Length-prefixed frames on long-lived libp2p streams.
 //!
 //! A frame is a big-endian `u32` length followed by that many bytes. The
 //! length is checked against the cap before a single body byte is read or
-//! allocated, so a peer cannot make a node buffer more than the cap.
-//! Requests carry one node-to-node message; responses are empty
-//! acknowledgements (replies travel as messages of their own).
+//! allocated, so a peer cannot make a node buffer more than the cap. One
+//! stream per peer and direction carries frames back to back, in order; a
+//! frame is one node-to-node message (replies travel as messages of their
+//! own).
 
 use std::io;
 
-use async_trait::async_trait;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 
-/// The protocol name.
-pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/palisade/msg/1");
+/// The protocol name (a new name: frames no longer end their stream, so a
+/// node of the request-response release must not mistake one for the other).
+pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/palisade/frames/1");
 
-/// Reads and writes capped frames.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct FrameCodec {
-    /// Largest accepted frame body.
-    pub(crate) cap: usize,
-}
-
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, cap: usize) -> io::Result<Vec<u8>> {
+/// Read one frame of at most `cap` bytes.
+pub(crate) async fn read_frame<T: AsyncRead + Unpin>(
+    io: &mut T,
+    cap: usize,
+) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -37,91 +35,44 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, cap: usize) -> io::
     Ok(body)
 }
 
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, body: &[u8]) -> io::Result<()> {
+/// Write one frame and flush it (the stream stays open for the next).
+pub(crate) async fn write_frame<T: AsyncWrite + Unpin>(io: &mut T, body: &[u8]) -> io::Result<()> {
     let len = u32::try_from(body.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
     io.write_all(&len.to_be_bytes()).await?;
     io.write_all(body).await?;
-    io.close().await
-}
-
-#[async_trait]
-impl libp2p::request_response::Codec for FrameCodec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        read_frame(io, self.cap).await
-    }
-
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        // Acknowledgements are empty; refuse anything bigger than a small bound.
-        read_frame(io, 64).await
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Vec<u8>,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_frame(io, &req).await
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: Vec<u8>,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_frame(io, &res).await
-    }
+    io.flush().await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use futures::io::Cursor;
-    use libp2p::request_response::Codec;
 
     #[test]
-    fn frames_round_trip_and_oversized_frames_are_refused_before_reading() {
+    fn frames_round_trip_back_to_back_and_oversized_frames_are_refused_before_reading() {
         futures::executor::block_on(async {
-            let mut codec = FrameCodec { cap: 16 };
             let mut buf = Cursor::new(Vec::new());
-            codec
-                .write_request(&PROTOCOL, &mut buf, b"hello".to_vec())
-                .await
-                .unwrap();
+            write_frame(&mut buf, b"hello").await.unwrap();
+            write_frame(&mut buf, b"").await.unwrap();
+            write_frame(&mut buf, b"again").await.unwrap();
             let mut rd = Cursor::new(buf.into_inner());
-            assert_eq!(
-                codec.read_request(&PROTOCOL, &mut rd).await.unwrap(),
-                b"hello"
-            );
+            assert_eq!(read_frame(&mut rd, 16).await.unwrap(), b"hello");
+            assert_eq!(read_frame(&mut rd, 16).await.unwrap(), b"");
+            assert_eq!(read_frame(&mut rd, 16).await.unwrap(), b"again");
+            // The end of the stream is an error, not an empty frame.
+            assert!(read_frame(&mut rd, 16).await.is_err());
 
             // A length prefix above the cap fails even though no body follows.
             let mut rd = Cursor::new(1000u32.to_be_bytes().to_vec());
-            let err = codec.read_request(&PROTOCOL, &mut rd).await.unwrap_err();
+            let err = read_frame(&mut rd, 16).await.unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidData);
 
             // A truncated body is an error, not a short message.
             let mut bytes = 8u32.to_be_bytes().to_vec();
             bytes.extend_from_slice(b"abc");
             let mut rd = Cursor::new(bytes);
-            assert!(codec.read_request(&PROTOCOL, &mut rd).await.is_err());
+            assert!(read_frame(&mut rd, 16).await.is_err());
         });
     }
 }
