@@ -31,7 +31,7 @@
 
 mod codec;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -60,6 +60,10 @@ const MAX_INBOUND_STREAMS: usize = 4;
 
 /// Frames queued for one peer's writer; frames beyond are dropped.
 const PEER_QUEUE: usize = 2048;
+
+/// Bytes queued for one peer's writer; frames beyond are dropped (a peer
+/// that stops reading must not make this node hold more than this for it).
+const PEER_QUEUE_BYTES: usize = 32 << 20;
 
 /// How long opening a stream or writing one frame may take before the
 /// stream is dropped (a paused or wedged peer must not hold frames forever;
@@ -92,6 +96,8 @@ enum Command {
 pub(crate) struct NetShared {
     connected: AtomicUsize,
     queued_bytes: AtomicUsize,
+    /// Bytes waiting in every peer's writer queue.
+    outbound_queued: AtomicUsize,
     blocked: Mutex<HashSet<PublicKey>>,
     filter_enabled: bool,
 }
@@ -169,6 +175,12 @@ impl NetHandle {
 
 type Behaviour = libp2p_stream::Behaviour;
 
+/// A peer's writer: its frame queue and the bytes in it.
+struct Writer {
+    frames: mpsc::Sender<Arc<Vec<u8>>>,
+    queued: Arc<AtomicUsize>,
+}
+
 /// Validator keys by libp2p peer id, shared with the reader tasks (a peer
 /// dropped at an epoch change stops being delivered at once).
 type PeerKeys = Arc<RwLock<HashMap<PeerId, PublicKey>>>;
@@ -179,7 +191,7 @@ struct Transport {
     peers: HashMap<PeerId, (PublicKey, Multiaddr)>,
     keys: PeerKeys,
     by_key: HashMap<PublicKey, PeerId>,
-    writers: HashMap<PublicKey, mpsc::Sender<Arc<Vec<u8>>>>,
+    writers: HashMap<PublicKey, Writer>,
     connected: HashSet<PeerId>,
     shared: Arc<NetShared>,
     shutdown: Shutdown,
@@ -283,7 +295,12 @@ async fn accept_streams(
     inbound: mpsc::Sender<Inbound>,
     mut shutdown: Shutdown,
 ) {
-    let open: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
+    // Per peer, its readers oldest first. A peer at the cap that opens
+    // another stream evicts its oldest: after a reconnect the newest stream
+    // is the live one, and a dead connection's stream must not hold a slot.
+    type Readers = HashMap<PeerId, VecDeque<(u64, tokio::task::AbortHandle)>>;
+    let open: Arc<Mutex<Readers>> = Arc::default();
+    let mut next_id = 0u64;
     loop {
         let (peer, stream) = tokio::select! {
             _ = shutdown.wait() => break,
@@ -296,32 +313,34 @@ async fn accept_streams(
             debug!(%peer, "stream from a peer outside the validator set dropped");
             continue;
         }
-        {
-            let mut open = open.lock().expect("stream count lock");
-            let n = open.entry(peer).or_default();
-            if *n >= MAX_INBOUND_STREAMS {
-                warn!(%peer, streams = *n, "too many inbound streams from one peer: stream dropped");
-                continue;
+        next_id += 1;
+        let id = next_id;
+        let mut readers = open.lock().expect("stream count lock");
+        let list = readers.entry(peer).or_default();
+        while list.len() >= MAX_INBOUND_STREAMS {
+            if let Some((_, oldest)) = list.pop_front() {
+                debug!(%peer, "inbound stream cap reached: the oldest stream of this peer closed");
+                oldest.abort();
             }
-            *n += 1;
         }
-        let (keys, shared, inbound, open, shutdown) = (
+        let (keys, shared, inbound, done, shutdown) = (
             keys.clone(),
             shared.clone(),
             inbound.clone(),
             open.clone(),
             shutdown.clone(),
         );
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             read_stream(peer, stream, &keys, &shared, &inbound, shutdown).await;
-            let mut open = open.lock().expect("stream count lock");
-            if let Some(n) = open.get_mut(&peer) {
-                *n -= 1;
-                if *n == 0 {
-                    open.remove(&peer);
+            let mut readers = done.lock().expect("stream count lock");
+            if let Some(list) = readers.get_mut(&peer) {
+                list.retain(|(i, _)| *i != id);
+                if list.is_empty() {
+                    readers.remove(&peer);
                 }
             }
         });
+        list.push_back((id, task.abort_handle()));
     }
 }
 
@@ -370,6 +389,8 @@ async fn write_peer(
     peer: PeerId,
     mut control: libp2p_stream::Control,
     mut frames: mpsc::Receiver<Arc<Vec<u8>>>,
+    queued: Arc<AtomicUsize>,
+    shared: Arc<NetShared>,
     mut shutdown: Shutdown,
 ) {
     let mut stream: Option<libp2p::Stream> = None;
@@ -381,6 +402,10 @@ async fn write_peer(
                 None => break,
             },
         };
+        queued.fetch_sub(frame.len(), Ordering::Relaxed);
+        shared
+            .outbound_queued
+            .fetch_sub(frame.len(), Ordering::Relaxed);
         if stream.is_none() {
             match tokio::time::timeout(IO_TIMEOUT, control.open_stream(peer, codec::PROTOCOL)).await
             {
@@ -477,16 +502,26 @@ impl Transport {
         };
         let writer = self.writers.entry(*to).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            let queued = Arc::new(AtomicUsize::new(0));
             tokio::spawn(write_peer(
                 pid,
                 self.control.clone(),
                 rx,
+                queued.clone(),
+                self.shared.clone(),
                 self.shutdown.clone(),
             ));
-            tx
+            Writer { frames: tx, queued }
         });
-        if writer.try_send(bytes).is_err() {
-            debug!(to = %to.short(), "peer queue full: frame dropped");
+        let len = bytes.len();
+        let before = writer.queued.fetch_add(len, Ordering::Relaxed);
+        if before + len > PEER_QUEUE_BYTES || writer.frames.try_send(bytes).is_err() {
+            writer.queued.fetch_sub(len, Ordering::Relaxed);
+            debug!(to = %to.short(), queued = before, "peer queue full: frame dropped");
+        } else {
+            self.shared
+                .outbound_queued
+                .fetch_add(len, Ordering::Relaxed);
         }
     }
 
@@ -662,6 +697,45 @@ mod tests {
             delivered,
             "no frame reached the restarted peer in 100 tries"
         );
+    }
+
+    #[tokio::test]
+    async fn frames_for_a_peer_that_never_answers_are_bounded_in_bytes() {
+        let (_trigger, stop) = ShutdownTrigger::new();
+        let (_ka, a, _ra, _aa) = node(1, &stop).await;
+        // A "peer" that accepts TCP and then says nothing: the handshake,
+        // and so the stream, never completes while frames keep coming.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let held = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            while let Ok((c, _)) = silent.accept() {
+                conns.push(c);
+                if conns.len() >= 4 {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        let kb = SecretKey::from_seed([9; 32]);
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+        a.set_peers(vec![peer(&kb, &addr)]);
+        let frame = vec![0u8; 1 << 20];
+        for _ in 0..100 {
+            a.send(kb.public(), frame.clone());
+        }
+        // Let the transport take every command.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let queued = a.shared.outbound_queued.load(Ordering::Relaxed);
+        assert!(
+            queued > 0,
+            "nothing queued: the test did not exercise the bound"
+        );
+        assert!(
+            queued <= PEER_QUEUE_BYTES,
+            "{queued} bytes queued for one silent peer (bound {PEER_QUEUE_BYTES})"
+        );
+        drop(held);
     }
 
     #[tokio::test]
