@@ -186,7 +186,7 @@ impl Driver {
     }
 
     fn on_frame(&mut self, frame: Inbound) {
-        self.ctx.net.shared.release(frame.bytes.len());
+        self.ctx.net.shared.release(&frame.from, frame.bytes.len());
         let wire: Wire = match decode_capped(&frame.bytes, MAX_FRAME) {
             Ok(w) => w,
             Err(e) => {

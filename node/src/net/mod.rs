@@ -53,6 +53,14 @@ pub(crate) const MAX_FRAME: usize = 6 << 20;
 /// Bytes of received frames waiting for the driver; frames beyond are dropped.
 const MAX_QUEUED_BYTES: usize = 128 << 20;
 
+/// Frames waiting for the driver (the inbound channel's capacity).
+const INBOUND_FRAMES: usize = 4096;
+
+/// A peer's share of the inbound queue is the queue over the number of
+/// validators, and at least this many frames and bytes.
+const MIN_SHARE_FRAMES: usize = 64;
+const MIN_SHARE_BYTES: usize = 8 << 20;
+
 /// Concurrent inbound streams per peer (with [`MAX_FRAME`], bounds what one
 /// peer can make this node buffer while reading). An honest peer keeps one
 /// open; a few more cover a reconnect racing the old stream's end.
@@ -98,6 +106,12 @@ pub(crate) struct NetShared {
     queued_bytes: AtomicUsize,
     /// Bytes waiting in every peer's writer queue.
     outbound_queued: AtomicUsize,
+    /// Frames and bytes each peer has waiting for the driver: one peer gets
+    /// at most its share of the inbound queue, so a flooding validator
+    /// cannot make the node drop every other validator's messages.
+    inbound_by_peer: Mutex<HashMap<PublicKey, (usize, usize)>>,
+    /// Validators configured (the number of shares).
+    peer_count: AtomicUsize,
     blocked: Mutex<HashSet<PublicKey>>,
     filter_enabled: bool,
 }
@@ -122,9 +136,40 @@ impl NetShared {
         true
     }
 
-    /// The driver consumed a frame of `len` bytes.
-    pub(crate) fn release(&self, len: usize) {
+    /// Take room in the inbound queue for a frame of `len` bytes from
+    /// `from`: `false` when that peer's share or the whole queue is full.
+    fn admit(&self, from: &PublicKey, len: usize) -> bool {
+        let peers = self.peer_count.load(Ordering::Relaxed).max(1);
+        let share_frames = (INBOUND_FRAMES / peers).max(MIN_SHARE_FRAMES);
+        let share_bytes = (MAX_QUEUED_BYTES / peers).max(MIN_SHARE_BYTES);
+        let mut by_peer = self.inbound_by_peer.lock().expect("inbound lock poisoned");
+        let (frames, bytes) = by_peer.entry(*from).or_default();
+        let global = self.queued_bytes.load(Ordering::Relaxed);
+        if *frames >= share_frames || *bytes + len > share_bytes || global + len > MAX_QUEUED_BYTES
+        {
+            if *frames == 0 {
+                by_peer.remove(from);
+            }
+            return false;
+        }
+        *frames += 1;
+        *bytes += len;
+        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        true
+    }
+
+    /// The driver consumed (or the transport dropped) a frame of `len`
+    /// bytes from `from`.
+    pub(crate) fn release(&self, from: &PublicKey, len: usize) {
         self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        let mut by_peer = self.inbound_by_peer.lock().expect("inbound lock poisoned");
+        if let Some((frames, bytes)) = by_peer.get_mut(from) {
+            *frames = frames.saturating_sub(1);
+            *bytes = bytes.saturating_sub(len);
+            if *frames == 0 {
+                by_peer.remove(from);
+            }
+        }
     }
 
     fn is_blocked(&self, key: &PublicKey) -> bool {
@@ -254,7 +299,7 @@ pub(crate) async fn start(
         ..NetShared::default()
     });
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let (in_tx, in_rx) = mpsc::channel(4096);
+    let (in_tx, in_rx) = mpsc::channel(INBOUND_FRAMES);
     let keys = PeerKeys::default();
     tokio::spawn(accept_streams(
         incoming,
@@ -373,11 +418,15 @@ async fn read_stream(
             continue;
         }
         let len = bytes.len();
-        let queued = shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        let frame = Inbound { from: key, bytes };
-        if queued + len > MAX_QUEUED_BYTES || inbound.try_send(frame).is_err() {
-            shared.release(len);
-            warn!(from = %key.short(), "inbound queue full: frame dropped");
+        // Per-frame drops log at debug: a flooding peer must not also
+        // flood the log.
+        if !shared.admit(&key, len) {
+            debug!(from = %key.short(), "peer's share of the inbound queue full: frame dropped");
+            continue;
+        }
+        if inbound.try_send(Inbound { from: key, bytes }).is_err() {
+            shared.release(&key, len);
+            debug!(from = %key.short(), "inbound queue full: frame dropped");
         }
     }
 }
@@ -453,6 +502,9 @@ impl Transport {
             self.by_key.insert(p.public_key, pid);
             self.peers.insert(pid, (p.public_key, addr));
         }
+        self.shared
+            .peer_count
+            .store(self.peers.len(), Ordering::Relaxed);
         *self.keys.write().expect("peer keys lock") = self
             .peers
             .iter()
@@ -697,6 +749,33 @@ mod tests {
             delivered,
             "no frame reached the restarted peer in 100 tries"
         );
+    }
+
+    #[test]
+    fn a_flooding_peer_gets_only_its_share_of_the_inbound_queue() {
+        let shared = NetShared::default();
+        shared.peer_count.store(4, Ordering::Relaxed);
+        let flood = SecretKey::from_seed([1; 32]).public();
+        let honest = SecretKey::from_seed([2; 32]).public();
+        let mut admitted = 0;
+        while shared.admit(&flood, 10) {
+            admitted += 1;
+            assert!(admitted <= INBOUND_FRAMES, "no bound for one peer");
+        }
+        assert_eq!(admitted, INBOUND_FRAMES / 4);
+        // The others still have room while the flooder's frames wait.
+        assert!(shared.admit(&honest, 10));
+        // Bytes too: one big frame over the share is refused.
+        assert!(!shared.admit(&honest, MAX_QUEUED_BYTES / 4 + 1));
+        // Consuming the flooder's frames frees its share again.
+        shared.release(&flood, 10);
+        assert!(shared.admit(&flood, 10));
+        for _ in 0..admitted {
+            shared.release(&flood, 10);
+        }
+        shared.release(&honest, 10);
+        assert_eq!(shared.queued_bytes.load(Ordering::Relaxed), 0);
+        assert!(shared.inbound_by_peer.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
