@@ -6,13 +6,15 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use palisade_crypto::dc::LeafChange;
 use palisade_crypto::dc::{
     ExportChanges, ExportHead, ExportSnapshot, LinksResponse, RemoteLookupResponse,
 };
-use palisade_crypto::Digest;
+use palisade_crypto::{CommitCertificate, Digest, Hex};
 use serde::Deserialize;
 
 use super::{check_name, ApiErr};
+use crate::byzantine::ByzantineMode;
 use crate::context::Context;
 use crate::links::export::{export_changes, export_head, export_snapshot, ExportError};
 
@@ -97,10 +99,79 @@ pub(crate) async fn head(
     q: Result<Query<HeadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ExportHead>, ApiErr> {
     let q = query(q)?;
-    match q.after {
-        None => Ok(Json(export_head(&ctx.store)?)),
-        Some(after) => Ok(Json(wait_for_news(&ctx, after, q.wait_ms).await?)),
+    let head = match q.after {
+        None => export_head(&ctx.store)?,
+        Some(after) => wait_for_news(&ctx, after, q.wait_ms).await?,
+    };
+    Ok(Json(lie_about_head(&ctx, head)?))
+}
+
+/// The Byzantine test modes of the export side (never set outside
+/// fault-injection testnets): a certificate that no longer verifies, or an
+/// older one.
+fn lie_about_certificate(
+    ctx: &Context,
+    cert: Hex<CommitCertificate>,
+) -> Result<Hex<CommitCertificate>, ApiErr> {
+    let b = &ctx.byzantine;
+    if b.has(ByzantineMode::StaleCheckpoint) {
+        if let Some(old) = stale_certificate(ctx)? {
+            return Ok(Hex::new(&old));
+        }
     }
+    if b.has(ByzantineMode::ForgeCheckpoint) {
+        if let Ok(mut c) = cert.decode() {
+            if let Some(info) = c.ledger_info.commit.as_mut() {
+                info.state_root.0[0] ^= 0xff;
+            }
+            return Ok(Hex::new(&c));
+        }
+    }
+    Ok(cert)
+}
+
+/// A certificate at least 20 heights older than the newest (the newest
+/// certified height at or below it, looking back at most 64 heights).
+fn stale_certificate(ctx: &Context) -> Result<Option<CommitCertificate>, ApiErr> {
+    let Some((latest, _)) = ctx.store.latest_cert()? else {
+        return Ok(None);
+    };
+    let top = latest.saturating_sub(20);
+    for h in (top.saturating_sub(64)..=top).rev() {
+        if let Some(c) = ctx.store.cert_at(h)? {
+            return Ok(Some(c));
+        }
+    }
+    Ok(None)
+}
+
+fn lie_about_head(ctx: &Context, mut head: ExportHead) -> Result<ExportHead, ApiErr> {
+    head.certificate = lie_about_certificate(ctx, head.certificate)?;
+    Ok(head)
+}
+
+/// Leave out or alter the first leaf of a delta or snapshot page.
+fn lie_about_leaves(ctx: &Context, leaves: Hex<Vec<LeafChange>>) -> Hex<Vec<LeafChange>> {
+    let b = &ctx.byzantine;
+    if !b.has(ByzantineMode::OmitChange) && !b.has(ByzantineMode::AlterChange) {
+        return leaves;
+    }
+    let Ok(mut list) = leaves.decode() else {
+        return leaves;
+    };
+    if b.has(ByzantineMode::OmitChange) && !list.is_empty() {
+        list.remove(0);
+    }
+    if b.has(ByzantineMode::AlterChange) {
+        if let Some(first) = list.first_mut() {
+            match first.value.as_mut() {
+                Some(v) if !v.is_empty() => v[0] ^= 0xff,
+                Some(v) => v.push(1),
+                None => first.value = Some(vec![1]),
+            }
+        }
+    }
+    Hex::new(&list)
 }
 
 #[derive(Deserialize)]
@@ -125,6 +196,9 @@ pub(crate) async fn changes(
     let page = tokio::task::spawn_blocking(move || export_changes(&store, q.from_height))
         .await
         .map_err(|e| ApiErr::unavailable("overloaded", e.to_string()))??;
+    let mut page = page;
+    page.certificate = lie_about_certificate(&ctx, page.certificate)?;
+    page.changes = lie_about_leaves(&ctx, page.changes);
     Ok(Json(page))
 }
 
@@ -146,9 +220,11 @@ pub(crate) async fn snapshot(
         .transpose()
         .map_err(|e| ApiErr::bad("bad_query", format!("after: {e}")))?;
     let store = ctx.store.clone();
-    let page = tokio::task::spawn_blocking(move || export_snapshot(&store, q.height, after))
+    let mut page = tokio::task::spawn_blocking(move || export_snapshot(&store, q.height, after))
         .await
         .map_err(|e| ApiErr::unavailable("overloaded", e.to_string()))??;
+    page.certificate = lie_about_certificate(&ctx, page.certificate)?;
+    page.leaves = lie_about_leaves(&ctx, page.leaves);
     Ok(Json(page))
 }
 

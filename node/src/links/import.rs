@@ -600,12 +600,17 @@ impl Importer {
             self.last_advance_ms = Some(now_ms);
         }
         self.remote_height = self.remote_height.max(best.block.height);
-        if let Some(evidence) = self.conflict(&heads, record.as_ref()) {
+        // After an unfreeze the imported block is not evidence against the
+        // heads (it may be the gone side of the fork): a snapshot replaces it.
+        let resync = self.mirror.resync_pending().unwrap_or(false);
+        let compared = if resync { None } else { record.as_ref() };
+        if let Some(evidence) = self.conflict(&heads, compared) {
             if let Err(e) = self.freeze(evidence) {
                 error!(error = %e, "could not record the freeze");
             }
             return RoundOutcome::Frozen;
         }
+        let record = record.filter(|_| !resync);
         let Some(mut record) = record else {
             return match self.first_import(&best) {
                 Ok(h) => RoundOutcome::Imported(h),

@@ -496,6 +496,15 @@ fn a_certified_chain_that_does_not_reach_the_imported_block_freezes_the_link() {
         "the imported state stays served, frozen"
     );
     assert_eq!(imp.round(3), RoundOutcome::Frozen, "no import once frozen");
+    // The operator's act resumes with a snapshot of the side still served
+    // (root-checked), not a delta from the imported block: that block is
+    // the other side of the fork, and would freeze the link again.
+    imp.mirror().unfreeze().unwrap();
+    assert!(imp.mirror().resync_pending().unwrap());
+    assert_eq!(imp.round(4), RoundOutcome::Imported(3));
+    assert!(!imp.mirror().resync_pending().unwrap());
+    assert_eq!(verified_instances(imp.mirror(), &a.trust(), "api"), (3, 3));
+    assert_eq!(imp.round(5), RoundOutcome::UpToDate);
 }
 
 mod root_property {
