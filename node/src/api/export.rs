@@ -234,10 +234,25 @@ pub(crate) async fn links(State(ctx): State<Arc<Context>>) -> Json<LinksResponse
     })
 }
 
+#[derive(Deserialize)]
+pub(crate) struct RemoteQuery {
+    /// Hold the request (at most `wait_ms` ≤ 5 s) until the link imported a
+    /// remote height above this one: the remote watch's long poll.
+    after_height: Option<u64>,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// `GET /v1/remote/{dc}/services/{ns}/{svc}[?after_height=H&wait_ms=W]`:
+/// the imported record with the remote certificate and proof; with
+/// `after_height`, answered once the link imported a height above `H` (or
+/// at the wait's end, with what it has).
 pub(crate) async fn remote_service(
     State(ctx): State<Arc<Context>>,
     Path((datacenter, namespace, service)): Path<(String, String, String)>,
+    q: Result<Query<RemoteQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<RemoteLookupResponse>, ApiErr> {
+    let q = query(q)?;
     check_name("datacenter", &datacenter)?;
     check_name("namespace", &namespace)?;
     check_name("service", &service)?;
@@ -247,6 +262,16 @@ pub(crate) async fn remote_service(
             format!("this node does not import datacenter {datacenter:?}"),
         )
     })?;
+    if let Some(after) = q.after_height {
+        let mut imported = link.imported.subscribe();
+        let wait = std::time::Duration::from_millis(q.wait_ms.min(MAX_HEAD_WAIT_MS));
+        let mut shutdown = ctx.shutdown.clone();
+        tokio::select! {
+            _ = imported.wait_for(|h| *h > after) => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait() => {}
+        }
+    }
     let status = link.status.lock().expect("link status lock").clone();
     let lookup = tokio::task::spawn_blocking(move || link.mirror.lookup(&namespace, &service))
         .await

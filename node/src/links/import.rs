@@ -759,6 +759,11 @@ pub(crate) async fn run_link(
             };
             m.observe(&dc, &status, now, imported, bytes - last.1, &delta);
             last = (imp.refusals.clone(), bytes);
+            l.imported.send_if_modified(|h| {
+                let changed = *h != status.imported_height;
+                *h = status.imported_height;
+                changed
+            });
             *l.status.lock().expect("link status lock") = status;
             (outcome, last)
         });
