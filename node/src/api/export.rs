@@ -4,12 +4,11 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use palisade_crypto::dc::LeafChange;
-use palisade_crypto::dc::{
-    ExportChanges, ExportHead, ExportSnapshot, LinksResponse, RemoteLookupResponse,
-};
+use palisade_crypto::dc::{ExportHead, LinksResponse, RemoteLookupResponse};
 use palisade_crypto::{CommitCertificate, Digest, Hex};
 use serde::Deserialize;
 
@@ -36,6 +35,28 @@ impl From<ExportError> for ApiErr {
                 ApiErr::new(StatusCode::INTERNAL_SERVER_ERROR, "state", message)
             }
         }
+    }
+}
+
+/// The answer as borsh when the caller asked for
+/// [`palisade_crypto::dc::EXPORT_BINARY_TYPE`] in `Accept`, else JSON.
+fn answer<T: serde::Serialize + borsh::BorshSerialize>(headers: &HeaderMap, value: &T) -> Response {
+    let binary = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains(palisade_crypto::dc::EXPORT_BINARY_TYPE));
+    if binary {
+        (
+            [(
+                header::CONTENT_TYPE,
+                palisade_crypto::dc::EXPORT_BINARY_TYPE,
+            )],
+            palisade_crypto::encode(value),
+        )
+            .into_response()
+    } else {
+        Json(value).into_response()
     }
 }
 
@@ -96,14 +117,15 @@ async fn wait_for_news(ctx: &Context, after: u64, wait_ms: u64) -> Result<Export
 /// heartbeat) and a change travels as soon as it is certified.
 pub(crate) async fn head(
     State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
     q: Result<Query<HeadQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<ExportHead>, ApiErr> {
+) -> Result<Response, ApiErr> {
     let q = query(q)?;
     let head = match q.after {
         None => export_head(&ctx.store)?,
         Some(after) => wait_for_news(&ctx, after, q.wait_ms).await?,
     };
-    Ok(Json(lie_about_head(&ctx, head)?))
+    Ok(answer(&headers, &lie_about_head(&ctx, head)?))
 }
 
 /// The Byzantine test modes of the export side (never set outside
@@ -186,8 +208,9 @@ pub(crate) struct ChangesQuery {
 
 pub(crate) async fn changes(
     State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
     q: Result<Query<ChangesQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<ExportChanges>, ApiErr> {
+) -> Result<Response, ApiErr> {
     let q = query(q)?;
     if q.wait_ms > 0 {
         wait_for_news(&ctx, q.from_height, q.wait_ms).await?;
@@ -199,7 +222,7 @@ pub(crate) async fn changes(
     let mut page = page;
     page.certificate = lie_about_certificate(&ctx, page.certificate)?;
     page.changes = lie_about_leaves(&ctx, page.changes);
-    Ok(Json(page))
+    Ok(answer(&headers, &page))
 }
 
 #[derive(Deserialize)]
@@ -210,8 +233,9 @@ pub(crate) struct SnapshotQuery {
 
 pub(crate) async fn snapshot(
     State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
     q: Result<Query<SnapshotQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<ExportSnapshot>, ApiErr> {
+) -> Result<Response, ApiErr> {
     let q = query(q)?;
     let after = q
         .after
@@ -225,7 +249,7 @@ pub(crate) async fn snapshot(
         .map_err(|e| ApiErr::unavailable("overloaded", e.to_string()))??;
     page.certificate = lie_about_certificate(&ctx, page.certificate)?;
     page.leaves = lie_about_leaves(&ctx, page.leaves);
-    Ok(Json(page))
+    Ok(answer(&headers, &page))
 }
 
 pub(crate) async fn links(State(ctx): State<Arc<Context>>) -> Json<LinksResponse> {

@@ -659,3 +659,167 @@ fn unfreezing_is_the_operators_act_on_a_stopped_node() {
         .is_none());
     assert!(palisade_node::links::unfreeze(&config, "dc-x").is_err());
 }
+
+/// The binary (borsh) export answers on a real node: the same content as
+/// the JSON ones at about half the size, and an importer over HTTP (which
+/// asks for binary) imports from them and serves lookups that verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_export_answers_carry_the_json_content_and_import_over_http() {
+    use palisade_crypto::dc::EXPORT_BINARY_TYPE;
+    use palisade_crypto::{NetworkFile, NodeEndpoint};
+    use palisade_node::links::{HttpSource, ImportTiming};
+
+    let c = super::cluster::Cluster::start(1).await;
+    c.wait_height(0, 1).await;
+    let tx = register(&c.service, 0, "api", "i1");
+    let (status, resp) = c.submit(0, &tx, true).await;
+    assert_eq!(status, 200, "{resp:?}");
+    let committed = resp.receipt.as_ref().unwrap().height;
+    let head = c.wait_height(0, committed + 3).await;
+    let url = format!("http://{}", c.api(0));
+    let from = head.saturating_sub(3);
+    let (json, binary) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(std::time::Duration::from_secs(5)))
+                .build()
+                .into();
+            let path = format!("{url}/v1/export/changes?from_height={from}");
+            let json = agent
+                .get(&path)
+                .call()
+                .unwrap()
+                .into_body()
+                .read_to_vec()
+                .unwrap();
+            let mut r = agent
+                .get(&path)
+                .header("accept", EXPORT_BINARY_TYPE)
+                .call()
+                .unwrap();
+            assert_eq!(r.headers().get("content-type").unwrap(), EXPORT_BINARY_TYPE);
+            (json, r.body_mut().read_to_vec().unwrap())
+        }
+    })
+    .await
+    .unwrap();
+    let from_json: ExportChanges = serde_json::from_slice(&json).unwrap();
+    let from_binary: ExportChanges = palisade_crypto::decode(&binary).unwrap();
+    assert_eq!(
+        serde_json::to_string(&from_json).unwrap(),
+        serde_json::to_string(&from_binary).unwrap()
+    );
+    assert!(
+        binary.len() * 2 <= json.len() + 64,
+        "binary {} bytes, JSON {}",
+        binary.len(),
+        json.len()
+    );
+
+    let network = NetworkFile {
+        chain_id: c.genesis.chain_id.clone(),
+        datacenter: "dc-b".into(),
+        genesis_hash: c.genesis.hash(),
+        validators: c.validators(),
+        nodes: vec![NodeEndpoint {
+            name: "node0".into(),
+            public_key: c.keys[0].public(),
+            api_url: url.clone(),
+            p2p_addr: c.configs[0].listen_p2p.clone(),
+        }],
+    };
+    let outcome = tokio::task::spawn_blocking(move || {
+        let trust = TrustedChain::from_network(&network).unwrap();
+        let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let source = HttpSource::new(&url, &ImportTiming::default(), bytes.clone());
+        let mut imp = Importer::new(trust.clone(), Mirror::in_memory(), vec![Box::new(source)]);
+        let first = imp.round(1);
+        let (_, n) = verified_instances(imp.mirror(), &trust, "api");
+        (first, n, bytes.load(std::sync::atomic::Ordering::Relaxed))
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(outcome.0, RoundOutcome::Imported(_)),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.1, 1, "the imported record verifies");
+    assert!(outcome.2 > 0);
+    c.shutdown().await;
+}
+
+/// A source that counts the requests it is asked (heads and deltas).
+struct Counting {
+    inner: Box<dyn Source>,
+    asked: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Counting {
+    fn bump(&self) {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Source for Counting {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    fn head(&self, after: Option<u64>) -> Result<ExportHead, LinkError> {
+        self.bump();
+        self.inner.head(after)
+    }
+    fn changes(&self, from: u64) -> Result<ExportChanges, LinkError> {
+        self.bump();
+        self.inner.changes(from)
+    }
+    fn snapshot(&self, height: u64, after: Option<Digest>) -> Result<ExportSnapshot, LinkError> {
+        self.inner.snapshot(height, after)
+    }
+    fn epochs(&self, from: u64) -> Result<Vec<CommitCertificate>, LinkError> {
+        self.inner.epochs(from)
+    }
+}
+
+/// With a witness interval, the f witnesses are asked for their heads at
+/// most once per interval while the lead answers deltas (a head is a
+/// certificate over the link per witness per change), and at once when the
+/// lead fails.
+#[test]
+fn witnesses_are_asked_once_per_interval_while_the_lead_answers() {
+    let mut remote = RemoteChain::new();
+    remote.register("api", "i1", true);
+    let (lead, lead_lie) = source(&remote.store, Lie::Honest);
+    let asked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let witness = Counting {
+        inner: source(&remote.store, Lie::Honest).0,
+        asked: asked.clone(),
+    };
+    let sources: Vec<Box<dyn Source>> = vec![
+        lead,
+        Box::new(witness),
+        source(&remote.store, Lie::Honest).0,
+        source(&remote.store, Lie::Honest).0,
+    ];
+    let count = || asked.load(std::sync::atomic::Ordering::SeqCst);
+    let mut imp =
+        Importer::new(remote.trust(), Mirror::in_memory(), sources).with_witness_interval(1_000);
+    assert_eq!(imp.round(0), RoundOutcome::Imported(1));
+    assert_eq!(count(), 1, "the first import asks the witnesses");
+    remote.register("api", "i2", true);
+    assert_eq!(imp.round(10), RoundOutcome::Imported(2));
+    assert_eq!(count(), 1, "within the interval only the lead is asked");
+    remote.register("api", "i3", true);
+    assert_eq!(imp.round(1_100), RoundOutcome::Imported(3));
+    assert_eq!(count(), 2, "once the interval passed, the witnesses too");
+    // The lead falls silent: the next round goes to the witness.
+    *lead_lie.lock().unwrap() = Lie::Silent;
+    remote.register("api", "i4", true);
+    assert_eq!(imp.round(1_200), RoundOutcome::Unreachable);
+    assert_eq!(imp.round(1_300), RoundOutcome::Imported(4));
+    assert!(count() >= 3, "the witness was asked after the lead failed");
+    assert_eq!(
+        verified_instances(imp.mirror(), &remote.trust(), "api"),
+        (4, 4)
+    );
+}
