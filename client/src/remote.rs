@@ -225,6 +225,7 @@ impl RemoteWatch<'_> {
         // The node may hold the poll; keep it inside the request bound.
         let bound = self.client.config().request_timeout.as_millis() as u64;
         let wait = REMOTE_WATCH_WAIT_MS.min(bound.saturating_sub(1_000));
+        let asked = std::time::Instant::now();
         let answer = self.client.lookup_remote_query(
             self.remote,
             &self.namespace,
@@ -232,6 +233,11 @@ impl RemoteWatch<'_> {
             &format!("?after_height={}&wait_ms={wait}", self.seen),
         )?;
         let height = answer.service.height;
+        if height <= self.seen && asked.elapsed() < std::time::Duration::from_millis(500) {
+            // Nothing new and not held (a node without the long poll, or a
+            // short request bound): do not spin.
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
         if height < self.seen {
             // A node whose link is behind another's (verified, but older):
             // never delivered, the watch does not go back.
