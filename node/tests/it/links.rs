@@ -686,20 +686,34 @@ async fn binary_export_answers_carry_the_json_content_and_import_over_http() {
                 .build()
                 .into();
             let path = format!("{url}/v1/export/changes?from_height={from}");
-            let json = agent
-                .get(&path)
-                .call()
-                .unwrap()
-                .into_body()
-                .read_to_vec()
-                .unwrap();
-            let mut r = agent
-                .get(&path)
-                .header("accept", EXPORT_BINARY_TYPE)
-                .call()
-                .unwrap();
-            assert_eq!(r.headers().get("content-type").unwrap(), EXPORT_BINARY_TYPE);
-            (json, r.body_mut().read_to_vec().unwrap())
+            let fetch = || {
+                let json = agent
+                    .get(&path)
+                    .call()
+                    .unwrap()
+                    .into_body()
+                    .read_to_vec()
+                    .unwrap();
+                let mut r = agent
+                    .get(&path)
+                    .header("accept", EXPORT_BINARY_TYPE)
+                    .call()
+                    .unwrap();
+                assert_eq!(r.headers().get("content-type").unwrap(), EXPORT_BINARY_TYPE);
+                (json, r.body_mut().read_to_vec().unwrap())
+            };
+            // The node keeps certifying: the two reads match when no new
+            // certificate landed between them (bounded retries).
+            let mut pair = fetch();
+            for _ in 0..20 {
+                let j: ExportChanges = serde_json::from_slice(&pair.0).unwrap();
+                let b: ExportChanges = palisade_crypto::decode(&pair.1).unwrap();
+                if j.height == b.height {
+                    break;
+                }
+                pair = fetch();
+            }
+            pair
         }
     })
     .await
