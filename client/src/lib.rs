@@ -50,7 +50,7 @@ pub use evidence::{verify_evidence, Equivocation};
 pub use filter::{is_healthy, services_with_prefix, InstanceFilter};
 pub use heartbeat::{HeartbeatReport, HeartbeatTask};
 pub use node::terminal_safe;
-pub use remote::{RemoteAnswer, RemoteDatacenter};
+pub use remote::{RemoteAnswer, RemoteDatacenter, RemoteWatch};
 pub use signer::{
     enrollment, parse_endpoint, parse_label, parse_service_path, registration, InstanceRef, Signer,
 };

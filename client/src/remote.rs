@@ -118,8 +118,18 @@ impl Client {
         namespace: &str,
         service: &str,
     ) -> Result<RemoteAnswer, ClientError> {
+        self.lookup_remote_query(remote, namespace, service, "")
+    }
+
+    fn lookup_remote_query(
+        &self,
+        remote: &RemoteDatacenter,
+        namespace: &str,
+        service: &str,
+        query: &str,
+    ) -> Result<RemoteAnswer, ClientError> {
         let path = format!(
-            "/v1/remote/{}/services/{}/{}",
+            "/v1/remote/{}/services/{}/{}{query}",
             encode_component(&remote.name),
             encode_component(namespace),
             encode_component(service)
@@ -147,5 +157,122 @@ impl Client {
                 link: response.link,
             })
         })
+    }
+}
+
+/// Longest a remote watch asks a node to hold one poll.
+const REMOTE_WATCH_WAIT_MS: u64 = 4_000;
+
+/// A verified watch of another datacenter's service through this network's
+/// nodes ([`Client::watch_remote`]). Each poll is held by the node until its
+/// link imports a remote height above the last one seen (or ~4 s pass); the
+/// answer is verified like [`Client::lookup_remote`] (remote certificate
+/// against the remote validators, proof against its root). A link imports
+/// net deltas, so the watch delivers each distinct verified state of the
+/// service as imported, not every intermediate remote change.
+///
+/// Never going back: an answer below a height already seen (a node whose
+/// link lags another's) is dropped. An answer whose record did not change
+/// is not delivered.
+pub struct RemoteWatch<'a> {
+    client: &'a Client,
+    remote: &'a RemoteDatacenter,
+    namespace: String,
+    service: String,
+    seen: u64,
+    last: Option<Option<palisade_crypto::ServiceRecord>>,
+}
+
+impl std::fmt::Debug for RemoteWatch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteWatch")
+            .field("datacenter", &self.remote.name)
+            .field("service", &format!("{}/{}", self.namespace, self.service))
+            .field("seen", &self.seen)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Watch `namespace/service` of datacenter `remote` through this
+    /// network's nodes, from remote height `from_height` on (`0`: deliver
+    /// the current state first).
+    pub fn watch_remote<'a>(
+        &'a self,
+        remote: &'a RemoteDatacenter,
+        namespace: &str,
+        service: &str,
+        from_height: u64,
+    ) -> RemoteWatch<'a> {
+        RemoteWatch {
+            client: self,
+            remote,
+            namespace: namespace.to_string(),
+            service: service.to_string(),
+            seen: from_height.saturating_sub(1),
+            last: None,
+        }
+    }
+}
+
+impl RemoteWatch<'_> {
+    /// The highest verified remote height seen.
+    pub fn seen_height(&self) -> u64 {
+        self.seen
+    }
+
+    fn poll(&mut self) -> Result<Option<RemoteAnswer>, ClientError> {
+        // The node may hold the poll; keep it inside the request bound.
+        let bound = self.client.config().request_timeout.as_millis() as u64;
+        let wait = REMOTE_WATCH_WAIT_MS.min(bound.saturating_sub(1_000));
+        let asked = std::time::Instant::now();
+        let answer = self.client.lookup_remote_query(
+            self.remote,
+            &self.namespace,
+            &self.service,
+            &format!("?after_height={}&wait_ms={wait}", self.seen),
+        )?;
+        let height = answer.service.height;
+        if height <= self.seen && asked.elapsed() < std::time::Duration::from_millis(500) {
+            // Nothing new and not held (a node without the long poll, or a
+            // short request bound): do not spin.
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        if height < self.seen {
+            // A node whose link is behind another's (verified, but older):
+            // never delivered, the watch does not go back.
+            tracing::debug!(
+                height,
+                seen = self.seen,
+                "remote watch: older answer dropped"
+            );
+            return Ok(None);
+        }
+        self.seen = height;
+        let record = Some(answer.service.record.clone());
+        if self.last == record {
+            return Ok(None);
+        }
+        self.last = record;
+        Ok(Some(answer))
+    }
+}
+
+impl Iterator for RemoteWatch<'_> {
+    type Item = Result<RemoteAnswer, ClientError>;
+
+    /// Blocks until the service's verified state changes (or a poll fails:
+    /// then `Err`, and the next call tries again).
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.poll() {
+                Ok(Some(answer)) => return Some(Ok(answer)),
+                Ok(None) => continue,
+                Err(e) => {
+                    std::thread::sleep(self.client.config().retry_backoff);
+                    return Some(Err(e));
+                }
+            }
+        }
     }
 }

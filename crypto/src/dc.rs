@@ -27,6 +27,12 @@ use serde::{Deserialize, Serialize};
 use crate::api::LookupResponse;
 use crate::{BlockInfo, CommitCertificate, Digest, Hex};
 
+/// The media type of the binary export answers: an importer that sends
+/// `Accept: application/x-palisade-borsh` gets [`ExportHead`],
+/// [`ExportChanges`] and [`ExportSnapshot`] as borsh (hex payloads as raw
+/// bytes) instead of JSON; anything else gets JSON.
+pub const EXPORT_BINARY_TYPE: &str = "application/x-palisade-borsh";
+
 /// Most leaves in one [`ExportChanges`] or [`ExportSnapshot`] page.
 pub const MAX_EXPORT_LEAVES: usize = 4096;
 /// Most block infos in one [`ExportChanges`] page.
@@ -45,7 +51,7 @@ pub struct LeafChange {
 }
 
 /// The newest certified block of the exporting node's own chain.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, BorshSerialize, BorshDeserialize)]
 pub struct ExportHead {
     /// Height of the certified block (unverified; the certificate says).
     pub height: u64,
@@ -54,7 +60,7 @@ pub struct ExportHead {
 }
 
 /// Net changes from `from_height` (exclusive) to the certified `height`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, BorshSerialize, BorshDeserialize)]
 pub struct ExportChanges {
     /// The height the delta starts after.
     pub from_height: u64,
@@ -69,7 +75,7 @@ pub struct ExportChanges {
 }
 
 /// One page of the leaves at a certified height.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, BorshSerialize, BorshDeserialize)]
 pub struct ExportSnapshot {
     /// The height read.
     pub height: u64,

@@ -67,6 +67,23 @@ impl<T: BorshSerialize + BorshDeserialize> Hex<T> {
     }
 }
 
+/// In a binary (borsh) message a `Hex<T>` is its bytes as a borsh `Vec<u8>`
+/// (length-prefixed): the same verified bytes, half the size of hex.
+impl<T> BorshSerialize for Hex<T> {
+    fn serialize<W: std::io::Write>(&self, writer: &mut W) -> std::io::Result<()> {
+        BorshSerialize::serialize(&self.bytes, writer)
+    }
+}
+
+impl<T> BorshDeserialize for Hex<T> {
+    fn deserialize_reader<R: std::io::Read>(reader: &mut R) -> std::io::Result<Self> {
+        Ok(Hex {
+            bytes: Vec::<u8>::deserialize_reader(reader)?,
+            _t: PhantomData,
+        })
+    }
+}
+
 impl<T> serde::Serialize for Hex<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(&self.bytes))

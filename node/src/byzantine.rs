@@ -30,6 +30,17 @@ pub enum ByzantineMode {
     /// Answer every submission with "pending", never admit or gossip it,
     /// and answer receipt polls with "pending" too.
     PendingForever,
+    /// Export (cross-DC link) answers carry a certificate whose committed
+    /// state root is altered, so its signatures no longer verify.
+    ForgeCheckpoint,
+    /// Export answers carry the certificate of an older certified height: a
+    /// head request shows an old head, a delta claims the newest height
+    /// with the old certificate.
+    StaleCheckpoint,
+    /// Export deltas and snapshot pages leave out their first changed leaf.
+    OmitChange,
+    /// Export deltas and snapshot pages alter their first leaf's value.
+    AlterChange,
 }
 
 impl ByzantineMode {
@@ -42,6 +53,10 @@ impl ByzantineMode {
         ByzantineMode::LieAccounts,
         ByzantineMode::ClaimOutcomes,
         ByzantineMode::PendingForever,
+        ByzantineMode::ForgeCheckpoint,
+        ByzantineMode::StaleCheckpoint,
+        ByzantineMode::OmitChange,
+        ByzantineMode::AlterChange,
     ];
 
     /// The config and CLI name (`forge-lookups`).
@@ -54,6 +69,10 @@ impl ByzantineMode {
             ByzantineMode::LieAccounts => "lie-accounts",
             ByzantineMode::ClaimOutcomes => "claim-outcomes",
             ByzantineMode::PendingForever => "pending-forever",
+            ByzantineMode::ForgeCheckpoint => "forge-checkpoint",
+            ByzantineMode::StaleCheckpoint => "stale-checkpoint",
+            ByzantineMode::OmitChange => "omit-change",
+            ByzantineMode::AlterChange => "alter-change",
         }
     }
 }

@@ -450,10 +450,9 @@ fn run(cli: Cli) -> Result<()> {
             println!("| one-way delay ms | samples | registration lag p50 / p99 ms | heartbeat lag p50 / p99 ms | bytes per registration | bytes per heartbeat | idle bytes/s | partition detected after s |");
             println!("|---|---|---|---|---|---|---|---|");
             println!("{}", figures.row(delay));
-            if let Some((made, ms)) = figures.catch_up {
+            if let Some((made, ms, per_record)) = figures.catch_up {
                 println!(
-                    "catch-up: {made} registrations during a {catch_up_secs} s cut visible through A {:.0} ms after the heal",
-                    ms
+                    "catch-up: {made} registrations during a {catch_up_secs} s cut visible through A {ms:.0} ms after the heal; {per_record:.0} link bytes per registration in that net delta"
                 );
             }
             Ok(())

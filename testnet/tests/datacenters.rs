@@ -6,10 +6,12 @@
 //! `--dir`s (the one path rule).
 #![allow(clippy::print_stderr)] // command output is the useful failure output
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use palisade_testnet::cluster::fetch_metric;
 use palisade_testnet::faults::{node_binary_for_tests, workspace_binary_for_tests};
 use palisade_testnet::link::bench::link_state;
 
@@ -34,6 +36,41 @@ fn ok(bin: &Path, cwd: &Path, args: &[&str]) -> String {
     let out = run(bin, cwd, args);
     assert!(out.status.success(), "{args:?} failed");
     String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// Register prod/api/INSTANCE in testnet `dir` with svc.key.
+fn register(palisade: &Path, cwd: &Path, dir: &str, instance: &str) {
+    let network = format!("{dir}/network.json");
+    ok(
+        palisade,
+        cwd,
+        &[
+            "register",
+            "--network",
+            &network,
+            "--key",
+            "svc.key",
+            "--namespace",
+            "prod",
+            "--service",
+            "api",
+            "--instance",
+            instance,
+            "--endpoint",
+            "127.0.0.1:8080",
+            "--ttl",
+            "600",
+        ],
+    );
+}
+
+/// Kills a process started by the test (by its pid) however the test ends.
+struct Kill(u32);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = palisade_testnet::cluster::stop(self.0, Duration::from_secs(2));
+    }
 }
 
 /// Stops both testnets and the link proxies however the test ends.
@@ -198,9 +235,130 @@ fn a_remote_registration_is_served_verified_and_survives_a_wan_cut() {
     );
     assert!(forged.stdout.is_empty(), "nothing unverified is printed");
 
+    // local-first: A has no prod/api, so the answer is dc-b's; once A has
+    // a passing instance of its own, A's.
+    let local_first = || {
+        let out = ok(
+            &palisade,
+            &cwd,
+            &[
+                "lookup",
+                "--network",
+                "a/network.json",
+                "--remote",
+                "b/network.json",
+                "--dc",
+                "dc-b",
+                "--policy",
+                "local-first",
+                "prod/api",
+                "--json",
+                "--no-cache",
+            ],
+        );
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let first = local_first();
+    assert_eq!(first["datacenter"], "dc-b", "{first}");
+    assert_eq!(first["instances"][0]["instance"], "api-1");
+
+    // A verified remote watch through A's nodes: the current state first,
+    // then B's next registration.
+    let mut watch = Command::new(&palisade)
+        .args([
+            "watch",
+            "--network",
+            "a/network.json",
+            "--remote",
+            "b/network.json",
+            "--dc",
+            "dc-b",
+            "prod/api",
+            "--json",
+        ])
+        .current_dir(&cwd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("watch starts");
+    let _stop_watch = Kill(watch.id());
+    let (tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx
+                .send(serde_json::from_str(&line).unwrap_or_default())
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let instances = |v: &serde_json::Value| -> Vec<String> {
+        v["instances"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| i["instance"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let current = lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the remote watch delivers the current state");
+    assert_eq!(current["datacenter"], "dc-b", "{current}");
+    assert_eq!(instances(&current), ["api-1"]);
+    register(&palisade, &cwd, "b", "api-2");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut next = serde_json::Value::Null;
+    while Instant::now() < deadline && !instances(&next).contains(&"api-2".to_string()) {
+        next = lines.recv_timeout(Duration::from_secs(1)).unwrap_or(next);
+    }
+    assert!(
+        instances(&next).contains(&"api-2".to_string()),
+        "B's registration reached the remote watch: {next}"
+    );
+    assert!(next["lag_ms"].as_u64().is_some(), "{next}");
+    drop(_stop_watch);
+    let _ = watch.wait();
+
+    // A passing instance of A's own: local-first answers locally.
+    ok(
+        &palisade,
+        &cwd,
+        &[
+            "enroll",
+            "--network",
+            "a/network.json",
+            "--key",
+            "a/keys/authority.key",
+            "--identity",
+            identity.trim(),
+            "--namespace",
+            "prod",
+        ],
+    );
+    register(&palisade, &cwd, "a", "local-1");
+    let local = local_first();
+    assert_eq!(local["datacenter"], "dc-a", "{local}");
+    assert_eq!(instances(&local), ["local-1"]);
+
     // Cut the WAN: partitioned within 10 s, served frozen and marked stale.
     let a_node = a_net["nodes"][0]["api_url"].as_str().unwrap().to_string();
     assert_eq!(link_state(&a_node), "live");
+    // The link metrics while live.
+    let metric = |name: &str, label: &str| fetch_metric(&a_node, name, label).unwrap();
+    let dc = "datacenter=\"dc-b\"";
+    assert_eq!(metric("palisade_link_state", "kind=\"live\""), 1.0);
+    assert_eq!(metric("palisade_link_state", "kind=\"partitioned\""), 0.0);
+    let height_before = metric("palisade_link_imported_height", dc);
+    assert!(height_before > 0.0);
+    assert!(metric("palisade_link_lag_seconds_count", dc) > 0.0);
+    assert!(metric("palisade_link_bytes_in_total", dc) > 0.0);
+    assert!(metric("palisade_link_age_ms", dc) >= 0.0);
+    let unreachable_before = metric("palisade_link_refusals_total", "kind=\"unreachable\"");
+    assert_eq!(metric("palisade_link_equivocations_total", dc), 0.0);
     ok(&testnet, &cwd, &["wan", "--dir", "a", "--to", "b", "cut"]);
     let detected = within(Duration::from_secs(12), || {
         link_state(&a_node) == "partitioned"
@@ -216,8 +374,21 @@ fn a_remote_registration_is_served_verified_and_survives_a_wan_cut() {
         frozen["instances"][0]["instance"], "api-1",
         "no remote instance lost"
     );
+    // The metrics say so too: partitioned, refusals counted, height held.
+    assert_eq!(metric("palisade_link_state", "kind=\"partitioned\""), 1.0);
+    assert_eq!(metric("palisade_link_state", "kind=\"live\""), 0.0);
+    assert!(
+        metric("palisade_link_refusals_total", "kind=\"unreachable\"") > unreachable_before,
+        "silent remote nodes are counted as refusals"
+    );
+    let height_cut = metric("palisade_link_imported_height", dc);
     ok(&testnet, &cwd, &["wan", "--dir", "a", "--to", "b", "heal"]);
     within(Duration::from_secs(15), || link_state(&a_node) == "live").expect("heal: live again");
+    within(Duration::from_secs(15), || {
+        metric("palisade_link_imported_height", dc) > height_cut
+    })
+    .expect("the imported height moves again after the heal");
+    assert_eq!(metric("palisade_link_state", "kind=\"live\""), 1.0);
     let (up, down) = palisade_testnet::link::link_bytes(&cwd.join("a"), "dc-b").unwrap();
     assert!(up > 0 && down > 0, "the proxies counted the link's bytes");
 }

@@ -4,15 +4,16 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use palisade_crypto::dc::{
-    ExportChanges, ExportHead, ExportSnapshot, LinksResponse, RemoteLookupResponse,
-};
-use palisade_crypto::Digest;
+use palisade_crypto::dc::LeafChange;
+use palisade_crypto::dc::{ExportHead, LinksResponse, RemoteLookupResponse};
+use palisade_crypto::{CommitCertificate, Digest, Hex};
 use serde::Deserialize;
 
 use super::{check_name, ApiErr};
+use crate::byzantine::ByzantineMode;
 use crate::context::Context;
 use crate::links::export::{export_changes, export_head, export_snapshot, ExportError};
 
@@ -34,6 +35,28 @@ impl From<ExportError> for ApiErr {
                 ApiErr::new(StatusCode::INTERNAL_SERVER_ERROR, "state", message)
             }
         }
+    }
+}
+
+/// The answer as borsh when the caller asked for
+/// [`palisade_crypto::dc::EXPORT_BINARY_TYPE`] in `Accept`, else JSON.
+fn answer<T: serde::Serialize + borsh::BorshSerialize>(headers: &HeaderMap, value: &T) -> Response {
+    let binary = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains(palisade_crypto::dc::EXPORT_BINARY_TYPE));
+    if binary {
+        (
+            [(
+                header::CONTENT_TYPE,
+                palisade_crypto::dc::EXPORT_BINARY_TYPE,
+            )],
+            palisade_crypto::encode(value),
+        )
+            .into_response()
+    } else {
+        Json(value).into_response()
     }
 }
 
@@ -94,13 +117,83 @@ async fn wait_for_news(ctx: &Context, after: u64, wait_ms: u64) -> Result<Export
 /// heartbeat) and a change travels as soon as it is certified.
 pub(crate) async fn head(
     State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
     q: Result<Query<HeadQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<ExportHead>, ApiErr> {
+) -> Result<Response, ApiErr> {
     let q = query(q)?;
-    match q.after {
-        None => Ok(Json(export_head(&ctx.store)?)),
-        Some(after) => Ok(Json(wait_for_news(&ctx, after, q.wait_ms).await?)),
+    let head = match q.after {
+        None => export_head(&ctx.store)?,
+        Some(after) => wait_for_news(&ctx, after, q.wait_ms).await?,
+    };
+    Ok(answer(&headers, &lie_about_head(&ctx, head)?))
+}
+
+/// The Byzantine test modes of the export side (never set outside
+/// fault-injection testnets): a certificate that no longer verifies, or an
+/// older one.
+fn lie_about_certificate(
+    ctx: &Context,
+    cert: Hex<CommitCertificate>,
+) -> Result<Hex<CommitCertificate>, ApiErr> {
+    let b = &ctx.byzantine;
+    if b.has(ByzantineMode::StaleCheckpoint) {
+        if let Some(old) = stale_certificate(ctx)? {
+            return Ok(Hex::new(&old));
+        }
     }
+    if b.has(ByzantineMode::ForgeCheckpoint) {
+        if let Ok(mut c) = cert.decode() {
+            if let Some(info) = c.ledger_info.commit.as_mut() {
+                info.state_root.0[0] ^= 0xff;
+            }
+            return Ok(Hex::new(&c));
+        }
+    }
+    Ok(cert)
+}
+
+/// A certificate at least 20 heights older than the newest (the newest
+/// certified height at or below it, looking back at most 64 heights).
+fn stale_certificate(ctx: &Context) -> Result<Option<CommitCertificate>, ApiErr> {
+    let Some((latest, _)) = ctx.store.latest_cert()? else {
+        return Ok(None);
+    };
+    let top = latest.saturating_sub(20);
+    for h in (top.saturating_sub(64)..=top).rev() {
+        if let Some(c) = ctx.store.cert_at(h)? {
+            return Ok(Some(c));
+        }
+    }
+    Ok(None)
+}
+
+fn lie_about_head(ctx: &Context, mut head: ExportHead) -> Result<ExportHead, ApiErr> {
+    head.certificate = lie_about_certificate(ctx, head.certificate)?;
+    Ok(head)
+}
+
+/// Leave out or alter the first leaf of a delta or snapshot page.
+fn lie_about_leaves(ctx: &Context, leaves: Hex<Vec<LeafChange>>) -> Hex<Vec<LeafChange>> {
+    let b = &ctx.byzantine;
+    if !b.has(ByzantineMode::OmitChange) && !b.has(ByzantineMode::AlterChange) {
+        return leaves;
+    }
+    let Ok(mut list) = leaves.decode() else {
+        return leaves;
+    };
+    if b.has(ByzantineMode::OmitChange) && !list.is_empty() {
+        list.remove(0);
+    }
+    if b.has(ByzantineMode::AlterChange) {
+        if let Some(first) = list.first_mut() {
+            match first.value.as_mut() {
+                Some(v) if !v.is_empty() => v[0] ^= 0xff,
+                Some(v) => v.push(1),
+                None => first.value = Some(vec![1]),
+            }
+        }
+    }
+    Hex::new(&list)
 }
 
 #[derive(Deserialize)]
@@ -115,8 +208,9 @@ pub(crate) struct ChangesQuery {
 
 pub(crate) async fn changes(
     State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
     q: Result<Query<ChangesQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<ExportChanges>, ApiErr> {
+) -> Result<Response, ApiErr> {
     let q = query(q)?;
     if q.wait_ms > 0 {
         wait_for_news(&ctx, q.from_height, q.wait_ms).await?;
@@ -125,7 +219,10 @@ pub(crate) async fn changes(
     let page = tokio::task::spawn_blocking(move || export_changes(&store, q.from_height))
         .await
         .map_err(|e| ApiErr::unavailable("overloaded", e.to_string()))??;
-    Ok(Json(page))
+    let mut page = page;
+    page.certificate = lie_about_certificate(&ctx, page.certificate)?;
+    page.changes = lie_about_leaves(&ctx, page.changes);
+    Ok(answer(&headers, &page))
 }
 
 #[derive(Deserialize)]
@@ -136,8 +233,9 @@ pub(crate) struct SnapshotQuery {
 
 pub(crate) async fn snapshot(
     State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
     q: Result<Query<SnapshotQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<ExportSnapshot>, ApiErr> {
+) -> Result<Response, ApiErr> {
     let q = query(q)?;
     let after = q
         .after
@@ -146,10 +244,12 @@ pub(crate) async fn snapshot(
         .transpose()
         .map_err(|e| ApiErr::bad("bad_query", format!("after: {e}")))?;
     let store = ctx.store.clone();
-    let page = tokio::task::spawn_blocking(move || export_snapshot(&store, q.height, after))
+    let mut page = tokio::task::spawn_blocking(move || export_snapshot(&store, q.height, after))
         .await
         .map_err(|e| ApiErr::unavailable("overloaded", e.to_string()))??;
-    Ok(Json(page))
+    page.certificate = lie_about_certificate(&ctx, page.certificate)?;
+    page.leaves = lie_about_leaves(&ctx, page.leaves);
+    Ok(answer(&headers, &page))
 }
 
 pub(crate) async fn links(State(ctx): State<Arc<Context>>) -> Json<LinksResponse> {
@@ -158,10 +258,25 @@ pub(crate) async fn links(State(ctx): State<Arc<Context>>) -> Json<LinksResponse
     })
 }
 
+#[derive(Deserialize)]
+pub(crate) struct RemoteQuery {
+    /// Hold the request (at most `wait_ms` ≤ 5 s) until the link imported a
+    /// remote height above this one: the remote watch's long poll.
+    after_height: Option<u64>,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// `GET /v1/remote/{dc}/services/{ns}/{svc}[?after_height=H&wait_ms=W]`:
+/// the imported record with the remote certificate and proof; with
+/// `after_height`, answered once the link imported a height above `H` (or
+/// at the wait's end, with what it has).
 pub(crate) async fn remote_service(
     State(ctx): State<Arc<Context>>,
     Path((datacenter, namespace, service)): Path<(String, String, String)>,
+    q: Result<Query<RemoteQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<RemoteLookupResponse>, ApiErr> {
+    let q = query(q)?;
     check_name("datacenter", &datacenter)?;
     check_name("namespace", &namespace)?;
     check_name("service", &service)?;
@@ -171,6 +286,16 @@ pub(crate) async fn remote_service(
             format!("this node does not import datacenter {datacenter:?}"),
         )
     })?;
+    if let Some(after) = q.after_height {
+        let mut imported = link.imported.subscribe();
+        let wait = std::time::Duration::from_millis(q.wait_ms.min(MAX_HEAD_WAIT_MS));
+        let mut shutdown = ctx.shutdown.clone();
+        tokio::select! {
+            _ = imported.wait_for(|h| *h > after) => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait() => {}
+        }
+    }
     let status = link.status.lock().expect("link status lock").clone();
     let lookup = tokio::task::spawn_blocking(move || link.mirror.lookup(&namespace, &service))
         .await

@@ -14,13 +14,14 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
+use borsh::BorshDeserialize;
 use palisade_client::{ClientError, TrustedChain};
 use palisade_crypto::api::EpochsResponse;
 use palisade_crypto::dc::{
     EquivocationEvidence, ExportChanges, ExportHead, ExportSnapshot, LeafChange, LinkStatus,
-    MAX_EXPORT_INFOS, MAX_EXPORT_LEAVES,
+    EXPORT_BINARY_TYPE, MAX_EXPORT_INFOS, MAX_EXPORT_LEAVES,
 };
-use palisade_crypto::{encode, BlockInfo, CommitCertificate, Digest};
+use palisade_crypto::{decode_capped, encode, BlockInfo, CommitCertificate, Digest};
 use serde::de::DeserializeOwned;
 use tracing::{debug, error, info, warn};
 
@@ -35,6 +36,8 @@ pub(crate) const MAX_SNAPSHOT_LEAVES: usize = 4 << 20;
 const MAX_PAGES_PER_ROUND: usize = 16;
 /// Rounds a misbehaving or silent node is skipped.
 const PENALTY_ROUNDS: u32 = 20;
+/// How often a running link asks the f witnesses for their heads.
+const WITNESS_EVERY_MS: u64 = 1_000;
 
 /// Timing of an import loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,17 +116,23 @@ impl HttpSource {
         }
     }
 
-    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, LinkError> {
+    /// GET `path`; the body and whether it is binary (borsh).
+    fn fetch(&self, path: &str, binary: bool) -> Result<(Vec<u8>, bool), LinkError> {
         let remote = |reason: String| LinkError::Remote {
             node: self.url.clone(),
             reason,
         };
-        let response = self
-            .agent
-            .get(&format!("{}{path}", self.url))
-            .call()
-            .map_err(|e| remote(e.to_string()))?;
+        let mut request = self.agent.get(&format!("{}{path}", self.url));
+        if binary {
+            request = request.header("accept", EXPORT_BINARY_TYPE);
+        }
+        let response = request.call().map_err(|e| remote(e.to_string()))?;
         let status = response.status().as_u16();
+        let is_binary = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(EXPORT_BINARY_TYPE));
         let mut body = Vec::new();
         response
             .into_body()
@@ -140,7 +149,30 @@ impl HttpSource {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             return Err(remote(format!("status {status}: {text}")));
         }
-        serde_json::from_slice(&body).map_err(|e| remote(format!("unparsable answer: {e}")))
+        Ok((body, is_binary))
+    }
+
+    /// An export answer, asked for in binary (borsh); JSON from a node
+    /// that answers JSON.
+    fn get<T: DeserializeOwned + BorshDeserialize>(&self, path: &str) -> Result<T, LinkError> {
+        let (body, binary) = self.fetch(path, true)?;
+        let unparsable = |e: String| LinkError::Remote {
+            node: self.url.clone(),
+            reason: format!("unparsable answer: {e}"),
+        };
+        if binary {
+            decode_capped(&body, MAX_BODY as usize).map_err(|e| unparsable(e.to_string()))
+        } else {
+            serde_json::from_slice(&body).map_err(|e| unparsable(e.to_string()))
+        }
+    }
+
+    fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, LinkError> {
+        let (body, _) = self.fetch(path, false)?;
+        serde_json::from_slice(&body).map_err(|e| LinkError::Remote {
+            node: self.url.clone(),
+            reason: format!("unparsable answer: {e}"),
+        })
     }
 }
 
@@ -171,7 +203,7 @@ impl Source for HttpSource {
         self.get(&format!("/v1/export/snapshot?height={height}{after}"))
     }
     fn epochs(&self, from: u64) -> Result<Vec<CommitCertificate>, LinkError> {
-        let r: EpochsResponse = self.get(&format!("/v1/epochs?from={from}"))?;
+        let r: EpochsResponse = self.get_json(&format!("/v1/epochs?from={from}"))?;
         r.changes
             .iter()
             .map(|c| {
@@ -224,6 +256,11 @@ pub struct Importer {
     last_head_ok_ms: Option<u64>,
     last_advance_ms: Option<u64>,
     started_ms: Option<u64>,
+    /// The f witnesses (the sample beyond the lead) are asked for their
+    /// heads at most this often while the lead answers (0: every round).
+    witness_every_ms: u64,
+    last_witness_ms: Option<u64>,
+    now_ms: u64,
 }
 
 impl Importer {
@@ -243,8 +280,20 @@ impl Importer {
             last_head_ok_ms: None,
             last_advance_ms: None,
             started_ms: None,
+            witness_every_ms: 0,
+            last_witness_ms: None,
+            now_ms: 0,
             sources,
         }
+    }
+
+    /// Ask the f witnesses for their heads at most every `ms` while the
+    /// lead answers deltas (each head is a certificate over the link; one
+    /// per change per witness is most of a change's bytes). A withheld head
+    /// is then revealed within `ms` plus a round, not within a round.
+    pub fn with_witness_interval(mut self, ms: u64) -> Self {
+        self.witness_every_ms = ms;
+        self
     }
 
     /// Write evidence files into `dir`.
@@ -294,8 +343,20 @@ impl Importer {
         let n = self.sources.len();
         let mut heads = Vec::new();
         let mut chosen = Vec::new();
+        // Witnesses are due when their interval passed, before the first
+        // import, or when the lead is not the usual one (it failed).
+        let witnesses_due = after.is_none()
+            || self.witness_every_ms == 0
+            || self
+                .last_witness_ms
+                .is_none_or(|t| self.now_ms.saturating_sub(t) >= self.witness_every_ms)
+            || self.penalties[self.primary % n.max(1)] > 0;
+        let sample = if witnesses_due { self.sample } else { 1 };
+        if witnesses_due && self.sample > 1 {
+            self.last_witness_ms = Some(self.now_ms);
+        }
         for step in 0..n {
-            if chosen.len() == self.sample {
+            if chosen.len() == sample {
                 break;
             }
             let i = (self.primary + step) % n;
@@ -374,8 +435,10 @@ impl Importer {
             }
         }
         if heads.is_empty() {
-            // Everyone in the sample failed: next round starts elsewhere.
-            self.primary = (self.primary + self.sample) % n.max(1);
+            // Everyone in the sample failed: next round starts elsewhere,
+            // with the witnesses asked.
+            self.primary = (self.primary + sample) % n.max(1);
+            self.last_witness_ms = None;
         }
         heads
     }
@@ -580,6 +643,7 @@ impl Importer {
     /// One round at time `now_ms`.
     pub fn round(&mut self, now_ms: u64) -> RoundOutcome {
         self.started_ms.get_or_insert(now_ms);
+        self.now_ms = now_ms;
         let record = match self.mirror.record() {
             Ok(r) => r,
             Err(e) => {
@@ -600,12 +664,17 @@ impl Importer {
             self.last_advance_ms = Some(now_ms);
         }
         self.remote_height = self.remote_height.max(best.block.height);
-        if let Some(evidence) = self.conflict(&heads, record.as_ref()) {
+        // After an unfreeze the imported block is not evidence against the
+        // heads (it may be the gone side of the fork): a snapshot replaces it.
+        let resync = self.mirror.resync_pending().unwrap_or(false);
+        let compared = if resync { None } else { record.as_ref() };
+        if let Some(evidence) = self.conflict(&heads, compared) {
             if let Err(e) = self.freeze(evidence) {
                 error!(error = %e, "could not record the freeze");
             }
             return RoundOutcome::Frozen;
         }
+        let record = record.filter(|_| !resync);
         let Some(mut record) = record else {
             return match self.first_import(&best) {
                 Ok(h) => RoundOutcome::Imported(h),
@@ -722,7 +791,8 @@ pub(crate) async fn run_link(
         })
         .collect();
     let importer = Importer::new(trust, link.mirror.clone(), sources)
-        .with_evidence_dir(link.evidence_dir.clone());
+        .with_evidence_dir(link.evidence_dir.clone())
+        .with_witness_interval(WITNESS_EVERY_MS);
     let importer = Arc::new(std::sync::Mutex::new(importer));
     let datacenter = link.network.datacenter.clone();
     info!(%datacenter, chain_id = %link.network.chain_id, "link import started");
@@ -754,6 +824,11 @@ pub(crate) async fn run_link(
             };
             m.observe(&dc, &status, now, imported, bytes - last.1, &delta);
             last = (imp.refusals.clone(), bytes);
+            l.imported.send_if_modified(|h| {
+                let changed = *h != status.imported_height;
+                *h = status.imported_height;
+                changed
+            });
             *l.status.lock().expect("link status lock") = status;
             (outcome, last)
         });

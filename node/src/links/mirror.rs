@@ -32,6 +32,10 @@ use super::LinkError;
 
 const IMPORT_RECORD: &[u8] = b"link_import_record";
 const FROZEN: &[u8] = b"link_frozen";
+/// Set by [`Mirror::unfreeze`]: the next import is a snapshot (as a net
+/// delta over the mirror), not a delta from the imported block, which may
+/// be the other side of the fork.
+const RESYNC: &[u8] = b"link_resync";
 
 /// The synced progress of an import: which remote block the mirror holds.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -137,6 +141,7 @@ impl Mirror {
         let mut kv_batch = Batch::new();
         KvTreeStore::stage(&batch.node_batch, &mut kv_batch);
         kv_batch.put(Cf::Meta, IMPORT_RECORD, encode(&record));
+        kv_batch.delete(Cf::Meta, RESYNC);
         self.store.write_synced(kv_batch)?;
         Ok(())
     }
@@ -178,12 +183,21 @@ impl Mirror {
         Ok(())
     }
 
-    /// Resume importing: an operator's act after reading the evidence.
+    /// Resume importing: an operator's act after reading the evidence. The
+    /// imported block may be on the side of the fork that is gone, so the
+    /// next import is a snapshot over the mirror (still root-checked), and
+    /// the imported block is not compared with the new heads.
     pub fn unfreeze(&self) -> Result<(), LinkError> {
         let mut batch = Batch::new();
         batch.delete(Cf::Meta, FROZEN);
+        batch.put(Cf::Meta, RESYNC, b"1");
         self.store.write_synced(batch)?;
         Ok(())
+    }
+
+    /// Whether the next import must be a snapshot (after an unfreeze).
+    pub fn resync_pending(&self) -> Result<bool, LinkError> {
+        Ok(self.store.kv().get(Cf::Meta, RESYNC)?.is_some())
     }
 
     /// A service of the remote datacenter as imported, proven against the

@@ -111,6 +111,9 @@ pub(crate) struct Link {
     pub(crate) evidence_dir: std::path::PathBuf,
     /// Bytes read from the remote nodes (answers' bodies).
     pub(crate) bytes_in: Arc<std::sync::atomic::AtomicU64>,
+    /// The imported remote height, sent after every round (remote watches
+    /// wait on it).
+    pub(crate) imported: tokio::sync::watch::Sender<u64>,
 }
 
 /// The node's links, by datacenter name.
@@ -166,6 +169,7 @@ impl Links {
             let dir = data_dir.join("links").join(&network.chain_id);
             let mirror = Mirror::open(&dir.join("mirror"))?;
             let status = initial_status(&network, &mirror)?;
+            let imported = tokio::sync::watch::Sender::new(status.imported_height);
             by_name.insert(
                 cfg.datacenter.clone(),
                 Arc::new(Link {
@@ -174,6 +178,7 @@ impl Links {
                     status: Mutex::new(status),
                     evidence_dir: dir.join("evidence"),
                     bytes_in: Default::default(),
+                    imported,
                 }),
             );
         }

@@ -11,6 +11,7 @@
 //!
 //! A scenario returns its violations; the suite prints a table.
 
+pub mod datacenters;
 pub mod load;
 pub mod outsider;
 pub mod watcher;
@@ -55,6 +56,11 @@ pub struct Scenario {
     inject: fn(&mut Run<'_>) -> Result<String, TestnetError>,
     /// Nodes whose state the checker trusts (validators not twinned or forging).
     honest: fn(usize) -> bool,
+    /// Validators of the scenario's testnet.
+    nodes: usize,
+    /// The testnet is datacenter `dc-b`, which the scenario links another
+    /// testnet to ([`datacenters`]).
+    remote_dc: bool,
 }
 
 /// Every scenario, in suite order.
@@ -70,6 +76,8 @@ pub fn scenarios() -> Vec<Scenario> {
             watch: false,
             inject: crash_one,
             honest: all,
+            nodes: 4,
+            remote_dc: false,
         },
         Scenario {
             name: "crash-2-of-4",
@@ -78,6 +86,8 @@ pub fn scenarios() -> Vec<Scenario> {
             watch: false,
             inject: crash_two,
             honest: all,
+            nodes: 4,
+            remote_dc: false,
         },
         Scenario {
             name: "leader-pause",
@@ -86,6 +96,8 @@ pub fn scenarios() -> Vec<Scenario> {
             watch: false,
             inject: leader_pause,
             honest: all,
+            nodes: 4,
+            remote_dc: false,
         },
         Scenario {
             name: "partition-heal",
@@ -94,6 +106,8 @@ pub fn scenarios() -> Vec<Scenario> {
             watch: false,
             inject: partition_heal,
             honest: all,
+            nodes: 4,
+            remote_dc: false,
         },
         Scenario {
             name: "membership",
@@ -102,6 +116,8 @@ pub fn scenarios() -> Vec<Scenario> {
             watch: true,
             inject: membership,
             honest: all,
+            nodes: 4,
+            remote_dc: false,
         },
         Scenario {
             name: "restart-all",
@@ -110,6 +126,8 @@ pub fn scenarios() -> Vec<Scenario> {
             watch: false,
             inject: restart_all,
             honest: all,
+            nodes: 4,
+            remote_dc: false,
         },
         Scenario {
             name: "kill9-under-load",
@@ -118,6 +136,8 @@ pub fn scenarios() -> Vec<Scenario> {
             watch: false,
             inject: kill9_under_load,
             honest: all,
+            nodes: 4,
+            remote_dc: false,
         },
         Scenario {
             name: "twins",
@@ -126,6 +146,8 @@ pub fn scenarios() -> Vec<Scenario> {
             watch: false,
             inject: twins,
             honest: |i| i != 0 && i < 4,
+            nodes: 4,
+            remote_dc: false,
         },
         Scenario {
             name: "byzantine-node",
@@ -134,6 +156,8 @@ pub fn scenarios() -> Vec<Scenario> {
             watch: true,
             inject: byzantine_node,
             honest: |i| i != 0,
+            nodes: 4,
+            remote_dc: false,
         },
         Scenario {
             name: "outsider-flood",
@@ -142,6 +166,8 @@ pub fn scenarios() -> Vec<Scenario> {
             watch: false,
             inject: outsider_flood,
             honest: all,
+            nodes: 4,
+            remote_dc: false,
         },
         Scenario {
             name: "forged-lookups",
@@ -150,6 +176,28 @@ pub fn scenarios() -> Vec<Scenario> {
             watch: true,
             inject: forged_lookups,
             honest: |i| i != 3,
+            nodes: 4,
+            remote_dc: false,
+        },
+        Scenario {
+            name: "remote-liar",
+            twins: 0,
+            byzantine: datacenters::REMOTE_LIARS,
+            watch: false,
+            inject: datacenters::remote_liar,
+            honest: all,
+            nodes: 5,
+            remote_dc: true,
+        },
+        Scenario {
+            name: "remote-equivocation",
+            twins: 0,
+            byzantine: &[],
+            watch: false,
+            inject: datacenters::remote_equivocation,
+            honest: all,
+            nodes: 4,
+            remote_dc: true,
         },
     ]
 }
@@ -172,6 +220,7 @@ pub const CI_SUBSET: &[&str] = &[
     "byzantine-node",
     "outsider-flood",
     "membership",
+    "remote-liar",
 ];
 
 /// A scenario in progress.
@@ -742,6 +791,11 @@ pub fn run_scenario(s: &Scenario, opts: &SuiteOptions) -> Outcome {
         .map(|&(i, m)| (i, m.to_string()))
         .collect();
     up.round_timeout_ms = 500;
+    up.nodes = s.nodes;
+    if s.remote_dc {
+        up.datacenter = datacenters::REMOTE_DC.into();
+        up.chain_id = format!("palisade-{}", datacenters::REMOTE_DC);
+    }
     let mut net = match cluster::generate(&up) {
         Ok(n) => n,
         Err(e) => {

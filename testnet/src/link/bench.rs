@@ -38,8 +38,9 @@ pub struct DcFigures {
     pub partition_detect_ms: Vec<f64>,
     /// After a cut of the given seconds with registrations going on in B:
     /// (registrations made during the cut, ms from heal to the last of them
-    /// visible through A).
-    pub catch_up: Option<(usize, f64)>,
+    /// visible through A, link bytes from the heal to then per registration
+    /// made, idle rate subtracted: a changed record's cost in one net delta).
+    pub catch_up: Option<(usize, f64, f64)>,
 }
 
 fn percentile(v: &[f64], p: f64) -> f64 {
@@ -236,6 +237,7 @@ pub fn run(
             last = (name, port);
             made += 1;
         }
+        let bytes_at_heal = total_bytes(a, &dc)?;
         wan(a, b, false).map_err(|x| x.to_string())?;
         let healed = Instant::now();
         visible(&|r| {
@@ -244,7 +246,17 @@ pub fn run(
             })
         })
         .ok_or("the cut's registrations never became visible through A")?;
-        out.catch_up = Some((made, healed.elapsed().as_secs_f64() * 1000.0));
+        let took = healed.elapsed();
+        // The proxies write their counters every 200 ms: read them after
+        // the next refresh, and subtract the idle rate for the whole span.
+        std::thread::sleep(Duration::from_millis(600));
+        let bytes = (total_bytes(a, &dc)? - bytes_at_heal) as f64
+            - out.idle_bytes_per_sec * healed.elapsed().as_secs_f64();
+        out.catch_up = Some((
+            made,
+            took.as_secs_f64() * 1000.0,
+            bytes.max(0.0) / made.max(1) as f64,
+        ));
     }
     Ok(out)
 }

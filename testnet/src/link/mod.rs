@@ -91,28 +91,8 @@ pub fn link(
             .trim_end_matches('/')
             .to_string();
         let port = free_port()?;
-        let log_path = dir.join(format!("proxy{i}.log"));
-        let log = fs::File::create(&log_path).map_err(|e| io(&log_path, e))?;
-        let err = log.try_clone().map_err(|e| io(&log_path, e))?;
-        let mut cmd = Command::new(proxy_binary);
-        cmd.arg("link-proxy")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--upstream")
-            .arg(&upstream)
-            .arg("--delay-ms")
-            .arg(delay_ms.to_string())
-            .arg("--cut-flag")
-            .arg(dir.join("cut"))
-            .arg("--stats-file")
-            .arg(dir.join(format!("proxy{i}.stats")))
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd.spawn().map_err(|e| io(proxy_binary, e))?;
-        record.proxies.push((child.id(), port, upstream));
-        std::mem::forget(child);
+        let pid = spawn_proxy(&dir, i, port, &upstream, delay_ms, proxy_binary)?;
+        record.proxies.push((pid, port, upstream));
         node.api_url = format!("http://127.0.0.1:{port}");
     }
     let proxies_file = dir.join("proxies.json");
@@ -136,6 +116,74 @@ pub fn link(
         testnet.restart(i)?;
     }
     Ok(dir)
+}
+
+/// Start proxy `i` of the link whose folder is `dir`: listening on `port`,
+/// forwarding to `upstream` (`host:port`); its pid.
+fn spawn_proxy(
+    dir: &Path,
+    i: usize,
+    port: u16,
+    upstream: &str,
+    delay_ms: u64,
+    proxy_binary: &Path,
+) -> Result<u32, TestnetError> {
+    let log_path = dir.join(format!("proxy{i}.log"));
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| io(&log_path, e))?;
+    let err = log.try_clone().map_err(|e| io(&log_path, e))?;
+    let mut cmd = Command::new(proxy_binary);
+    cmd.arg("link-proxy")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--upstream")
+        .arg(upstream)
+        .arg("--delay-ms")
+        .arg(delay_ms.to_string())
+        .arg("--cut-flag")
+        .arg(dir.join("cut"))
+        .arg("--stats-file")
+        .arg(dir.join(format!("proxy{i}.stats")))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd.spawn().map_err(|e| io(proxy_binary, e))?;
+    let pid = child.id();
+    std::mem::forget(child);
+    Ok(pid)
+}
+
+/// Point proxy `i` of the link from `a` to `datacenter` at another upstream
+/// (`host:port`) for new connections, or back at its own with `None`: the
+/// importers keep the same URL and now reach another process (a fault
+/// scenario's fork of the remote DC). Returns the proxy's own upstream.
+pub fn redirect_proxy(
+    a: &Path,
+    datacenter: &str,
+    i: usize,
+    upstream: Option<&str>,
+) -> Result<String, TestnetError> {
+    let dir = link_dir(a, datacenter);
+    let file = dir.join("proxies.json");
+    let text = fs::read_to_string(&file).map_err(|e| io(&file, e))?;
+    let record: ProxyRecord =
+        serde_json::from_str(&text).map_err(|e| bad(format!("{}: {e}", file.display())))?;
+    let Some((_, _, own)) = record.proxies.get(i) else {
+        return Err(bad(format!("{}: no proxy {i}", file.display())));
+    };
+    let flag = dir.join(format!("proxy{i}.upstream"));
+    match upstream {
+        Some(u) => fs::write(&flag, u).map_err(|e| io(&flag, e))?,
+        None => match fs::remove_file(&flag) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&flag, e)),
+            _ => {}
+        },
+    }
+    Ok(own.clone())
 }
 
 fn add_link_to_config(

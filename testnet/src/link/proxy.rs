@@ -5,6 +5,10 @@
 //! and never answered), which is what a partition looks like to a client
 //! with timeouts.
 //!
+//! While `proxyI.upstream` (the stats file's name with extension
+//! `upstream`) exists, new connections go to the `host:port` it holds
+//! instead (a fault scenario points one proxy at a fork of the remote DC).
+//!
 //! Bounded: at most [`MAX_CONNECTIONS`] connections at once, reads of at most
 //! 64 KiB, and each direction's queue holds at most [`MAX_QUEUED`] chunks
 //! (a reader blocks, so TCP flow control reaches the sender).
@@ -170,8 +174,12 @@ fn serve(client: TcpStream, cfg: &ProxyConfig, counters: Arc<Counters>) {
             }
         }
     }
+    let redirect = std::fs::read_to_string(cfg.stats_file.with_extension("upstream"))
+        .ok()
+        .map(|s| s.trim().to_string());
+    let target = redirect.as_deref().unwrap_or(&cfg.upstream);
     let Ok(upstream) = TcpStream::connect_timeout(
-        &match cfg.upstream.parse() {
+        &match target.parse() {
             Ok(a) => a,
             Err(_) => return,
         },

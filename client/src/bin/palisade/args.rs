@@ -275,6 +275,13 @@ pub(crate) enum Command {
         /// Replay changes from this height on.
         #[arg(long, value_name = "H")]
         from_height: Option<u64>,
+        /// Another datacenter's network file: watch its service through the
+        /// --network nodes, verified against its validators (with --dc).
+        #[arg(long, value_name = "FILE", requires = "dc")]
+        remote: Option<PathBuf>,
+        /// The datacenter to watch (the --remote file's datacenter).
+        #[arg(long, value_name = "NAME", requires = "remote")]
+        dc: Option<String>,
     },
     /// The genesis ceremony of a new network.
     #[cfg(feature = "genesis")]

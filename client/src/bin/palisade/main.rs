@@ -385,6 +385,17 @@ fn run(cli: Cli) -> Result<(), ClientError> {
             read,
             target,
             from_height,
+            remote: Some(remote),
+            dc: Some(dc),
+        } => {
+            let plan = remote::Plan::new(&[remote], &[dc], false)?;
+            remote::watch(&read, &target, from_height, &plan)
+        }
+        Command::Watch {
+            read,
+            target,
+            from_height,
+            ..
         } => watch(&read, &target, from_height),
         #[cfg(feature = "genesis")]
         Command::Genesis(cmd) => genesis_command(cmd),

@@ -1,5 +1,6 @@
 //! `palisade lookup --remote B.json --dc NAME`: another datacenter's records
-//! through this network's nodes, verified against B's validators; and the
+//! through this network's nodes, verified against B's validators (`watch
+//! --remote B.json --dc NAME NS/SVC` streams them); and the
 //! `local-first` policy (the local answer when it has a passing instance,
 //! else the named datacenters in order).
 
@@ -150,4 +151,26 @@ pub(crate) fn lookup(
     }
     Err(last_error
         .unwrap_or_else(|| ClientError::Unavailable(vec!["no datacenter answered".into()])))
+}
+
+/// `palisade watch --remote B.json --dc NAME NS/SVC`: every verified state
+/// of the remote service as this network's nodes import it.
+pub(crate) fn watch(
+    read: &Read,
+    target: &str,
+    from_height: Option<u64>,
+    plan: &Plan,
+) -> Result<(), ClientError> {
+    let (namespace, service) = parse_service_path(target)?;
+    let client = client(&read.net, Some(read))?;
+    let remote = &plan.remotes[0];
+    for update in client.watch_remote(remote, &namespace, &service, from_height.unwrap_or(0)) {
+        match update {
+            Ok(a) => show(read, remote.name(), &a.service, a.lag_ms, Some(&a)),
+            // A suspect node under test (--node) that lies ends the watch.
+            Err(e) if read.net.node.is_some() && e.is_verification_failure() => return Err(e),
+            Err(e) => eprintln!("palisade: watch: {}", terminal_safe(&e.to_string())),
+        }
+    }
+    Ok(())
 }
