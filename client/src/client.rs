@@ -224,6 +224,14 @@ impl Client {
         &self.nodes
     }
 
+    /// Ask the next node first from now on (the preferred one answered,
+    /// but with nothing new: a node must not hold a poll loop by answering).
+    pub(crate) fn rotate_preferred(&self) {
+        let n = self.nodes.len().max(1);
+        let next = (self.preferred.load(Ordering::Relaxed) + 1) % n;
+        self.preferred.store(next, Ordering::Relaxed);
+    }
+
     pub(crate) fn mark_preferred(&self, node: &NodeApi) {
         if let Some(i) = self.nodes.iter().position(|n| n.url() == node.url()) {
             self.preferred.store(i, Ordering::Relaxed);

@@ -233,10 +233,15 @@ impl RemoteWatch<'_> {
             &format!("?after_height={}&wait_ms={wait}", self.seen),
         )?;
         let height = answer.service.height;
-        if height <= self.seen && asked.elapsed() < std::time::Duration::from_millis(500) {
-            // Nothing new and not held (a node without the long poll, or a
-            // short request bound): do not spin.
-            std::thread::sleep(std::time::Duration::from_millis(250));
+        if height <= self.seen {
+            // Nothing new from this node: ask the next one first next time.
+            // An honest node holds the poll until its link imports more, so
+            // rotating costs nothing then; a node answering at once with an
+            // old (verified) state must not hold the watch (nor make it spin).
+            self.client.rotate_preferred();
+            if asked.elapsed() < std::time::Duration::from_millis(500) {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
         }
         if height < self.seen {
             // A node whose link is behind another's (verified, but older):

@@ -555,3 +555,73 @@ fn instance_records_beside_a_proven_absence_are_refused() {
     forged.instances = world.answer("prod", "api", 5).instances;
     assert!(is_forged_proof(check_as(&world, "nope", &forged)));
 }
+
+/// A local node answering every remote-watch poll at once with an old but
+/// validly certified state of the remote datacenter must not hold the watch:
+/// the client asks the other nodes and delivers the newer state they import.
+#[test]
+fn a_local_node_serving_an_old_remote_state_does_not_hold_a_remote_watch() {
+    use crate::support::server::{MockNode, Reply};
+    use palisade_client::{ClientConfig, RemoteDatacenter};
+    use palisade_crypto::dc::{LinkStatus, RemoteLookupResponse};
+
+    let world = World::new();
+    // B after a change: api-3 joined (same chain, same validators).
+    let mut changed = World::new();
+    changed.state.put_record(&crate::support::fixture::record(
+        "prod",
+        "api",
+        vec![
+            instance("api-1", "10.0.0.1", 8080),
+            instance("api-3", "10.0.0.3", 8080),
+        ],
+    ));
+    let remote = |world: &World, height: u64| RemoteLookupResponse {
+        link: LinkStatus {
+            datacenter: "dc1".into(),
+            chain_id: world.chain.chain_id.clone(),
+            state: "live".into(),
+            imported_height: height,
+            imported_timestamp_ms: now_ms(),
+            remote_height: height,
+            since_progress_ms: 0,
+            frozen_reason: None,
+        },
+        lookup: world.answer("prod", "api", height),
+    };
+    let old = remote(&world, 5);
+    let new = remote(&changed, 9);
+    let liar = MockNode::start(move |_| Reply::ok(&old));
+    let honest = MockNode::start(move |_| Reply::ok(&new));
+    // The local datacenter: another chain whose nodes serve B's records.
+    let local = Chain::new("local-chain", 0, 4, 40);
+    let client = super::network::client(
+        &local,
+        &[liar.url.clone(), honest.url.clone()],
+        ClientConfig::default(),
+    );
+    let b = RemoteDatacenter::new(&world.chain.network(&[])).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Not a scoped thread: when the watch is held, the test must fail,
+    // not wait for it.
+    std::thread::spawn(move || {
+        let mut watch = client.watch_remote(&b, "prod", "api", 0);
+        while let Some(answer) = watch.next() {
+            if let Ok(a) = answer {
+                if tx.send(a.service.height).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let wait = std::time::Duration::from_secs(15);
+    let first = rx.recv_timeout(wait).expect("the first state");
+    let next = if first >= 9 {
+        first
+    } else {
+        rx.recv_timeout(wait)
+            .expect("the watch was held by the node answering an old state")
+    };
+    assert_eq!(next, 9);
+    drop((liar, honest));
+}
