@@ -605,8 +605,7 @@ fn a_local_node_serving_an_old_remote_state_does_not_hold_a_remote_watch() {
     // Not a scoped thread: when the watch is held, the test must fail,
     // not wait for it.
     std::thread::spawn(move || {
-        let mut watch = client.watch_remote(&b, "prod", "api", 0);
-        while let Some(answer) = watch.next() {
+        for answer in client.watch_remote(&b, "prod", "api", 0) {
             if let Ok(a) = answer {
                 if tx.send(a.service.height).is_err() {
                     return;
