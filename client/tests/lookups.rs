@@ -605,11 +605,9 @@ fn a_local_node_serving_an_old_remote_state_does_not_hold_a_remote_watch() {
     // Not a scoped thread: when the watch is held, the test must fail,
     // not wait for it.
     std::thread::spawn(move || {
-        for answer in client.watch_remote(&b, "prod", "api", 0) {
-            if let Ok(a) = answer {
-                if tx.send(a.service.height).is_err() {
-                    return;
-                }
+        for a in client.watch_remote(&b, "prod", "api", 0).flatten() {
+            if tx.send(a.service.height).is_err() {
+                return;
             }
         }
     });
