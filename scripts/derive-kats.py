@@ -36,3 +36,29 @@ print("ledger_info_sig_key1", nacl.signing.SigningKey(bytes([1]) * 32).sign(dige
 leaves = [h("ReceiptLeaf", bytes([i]) * 32 + struct.pack("<H", c)) for i, c in [(1, 0), (2, 16), (3, 0)]]
 root = h("TxNode", h("TxNode", leaves[0] + leaves[1]) + leaves[2])
 print("receipt_root", h("TxNode", struct.pack("<Q", 3) + root).hex())
+
+# Domains added by the issue-13 namespace change chain: hash(domain, MSG).
+for d in ["NamespaceLink", "NamespaceChanges"]:
+    print("domain", d, tag(d), h(d, b"palisade known answer").hex())
+
+
+def s(x):
+    return struct.pack("<I", len(x)) + x.encode()
+
+
+def strings(xs):
+    return struct.pack("<I", len(xs)) + b"".join(s(x) for x in xs)
+
+
+def link(ns, height, services, prev, prev_height):
+    # NamespaceLink { namespace, height, services_hash, count, prev, prev_height }
+    return (s(ns) + struct.pack("<Q", height) + h("NamespaceChanges", strings(services))
+            + struct.pack("<I", len(services)) + prev + struct.pack("<Q", prev_height))
+
+
+# StateKey::NamespaceLog { namespace } is variant 6.
+print("namespace_log_key", (bytes([6]) + s("shop")).hex())
+first = link("shop", 3, ["web"], bytes(32), 0)
+head = link("shop", 7, ["api", "web"], h("NamespaceLink", first), 3)
+print("namespace_link", head.hex())
+print("namespace_link_digest", h("NamespaceLink", head).hex())

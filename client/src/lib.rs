@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod changes;
 mod client;
 #[cfg(feature = "dns")]
 pub mod dns;

@@ -7,8 +7,8 @@
 use palisade_crypto::{
     encode, hash, instance_record_hash, receipt_root, state_key_hash, tx_root, BlockInfo, Digest,
     Domain, Endpoint, Enrollment, Health, InstanceEntry, InstanceRecord, Label, LeaseHeartbeat,
-    LedgerInfo, ProbeKind, ProbeSpec, Registration, Role, SecretKey, ServiceIndex, SilenceReport,
-    StateKey, Transaction, TxBody, TxInclusionProof, Validator, ValidatorSet,
+    LedgerInfo, NamespaceLink, ProbeKind, ProbeSpec, Registration, Role, SecretKey, ServiceIndex,
+    SilenceReport, StateKey, Transaction, TxBody, TxInclusionProof, Validator, ValidatorSet,
 };
 
 const MSG: &[u8] = b"palisade known answer";
@@ -118,6 +118,17 @@ const DOMAIN_VECTORS: &[(Domain, &str, &str)] = &[
         Domain::SilenceReport,
         "palisade/v1/silence-report",
         "38147b0959bfa29911a3fd9acafbee38fd901e5328d24e433224d58478e45783",
+    ),
+    // Computed outside Rust by scripts/derive-kats.py (Python blake3).
+    (
+        Domain::NamespaceLink,
+        "palisade/v1/namespace-link",
+        "61b384bbc233c64bb79f4876ffad16150cc770b6a73db8c6f43e4eba47bbc624",
+    ),
+    (
+        Domain::NamespaceChanges,
+        "palisade/v1/namespace-changes",
+        "e7892efc7f1b91f9dc4d336cdbe62227185175c18d808d8768a84798ea425bdd",
     ),
 ];
 
@@ -449,6 +460,11 @@ const REGISTRY_VECTORS: &[(&str, &str)] = &[
     ("service_index", "0400000073686f7003000000776562010000000200000061312004610b9433ff9dccecb36bdc30738143e1335c019d52eb50b6501bbe2526a2"),
     ("receipt_root", "c9f3c8a3bc196bd977876678d3e59431ae88410c06d6e5ba614fa69f3a189489"),
     ("receipt_inclusion", "01000000030000000200000054aaa15fcb22b67c05c2bcaac65c97ab64b495da0db3337d4bf1cd105fb94b9fea33e6cf115c9dd8119592982ecd2a1e9e4519464664606d604aab0ba7c373e6"),
+    // The namespace change chain (issue-13 review), re-derived outside
+    // Rust by scripts/derive-kats.py.
+    ("namespace_log_key", "060400000073686f70"),
+    ("namespace_link", "0400000073686f700700000000000000997ec722698c90a7d97b4f1a84a9063f9b4735fb22508ff1afad586616165b160200000079a31125688a37509776c43d1ca831a96e32df8b8c13535baebaad4461ee4dd70300000000000000"),
+    ("namespace_link_digest", "397d3eff2067bd7f14f85859dcaeaa669082fdc4adbce675cd8244b9c1d927d7"),
 ];
 
 #[test]
@@ -496,6 +512,8 @@ fn registry_formats_are_frozen() {
         service: "web".into(),
         instance: "a1".into(),
     };
+    let first = NamespaceLink::next(None, "shop", 3, &["web".to_string()]);
+    let head = NamespaceLink::next(Some(&first), "shop", 7, &["api".into(), "web".into()]);
     let got = [
         ("instance_key", hex::encode(encode(&key))),
         ("instance_key_hash", hex::encode(state_key_hash(&key).0)),
@@ -510,6 +528,14 @@ fn registry_formats_are_frozen() {
             "receipt_inclusion",
             hex::encode(encode(&TxInclusionProof::build_receipt(&receipts, 1))),
         ),
+        (
+            "namespace_log_key",
+            hex::encode(encode(&StateKey::NamespaceLog {
+                namespace: "shop".into(),
+            })),
+        ),
+        ("namespace_link", hex::encode(encode(&head))),
+        ("namespace_link_digest", head.digest().to_hex()),
     ];
     let printed: String = got
         .iter()

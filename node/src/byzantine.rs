@@ -30,6 +30,9 @@ pub enum ByzantineMode {
     /// Answer every submission with "pending", never admit or gossip it,
     /// and answer receipt polls with "pending" too.
     PendingForever,
+    /// Send namespace watch streams no change at all, only `synced` events
+    /// (with their honest proofs): every change is withheld.
+    OmitWatch,
 }
 
 impl ByzantineMode {
@@ -42,6 +45,7 @@ impl ByzantineMode {
         ByzantineMode::LieAccounts,
         ByzantineMode::ClaimOutcomes,
         ByzantineMode::PendingForever,
+        ByzantineMode::OmitWatch,
     ];
 
     /// The config and CLI name (`forge-lookups`).
@@ -54,6 +58,7 @@ impl ByzantineMode {
             ByzantineMode::LieAccounts => "lie-accounts",
             ByzantineMode::ClaimOutcomes => "claim-outcomes",
             ByzantineMode::PendingForever => "pending-forever",
+            ByzantineMode::OmitWatch => "omit-watch",
         }
     }
 }

@@ -419,3 +419,60 @@ async fn a_service_watch_gets_the_state_proven_by_its_first_synced() {
     );
     c.shutdown().await;
 }
+
+/// Issue-13 review: a node that sends namespace watch streams no change at
+/// all (`omit-watch`, only `synced` events with their honest proofs). The
+/// change chain each `synced` proves names every changed service, so the
+/// client looks each one up and delivers it: the changes below the watch's
+/// start height's batch and one registered while it runs. `inline_max`
+/// small enough makes the node leave the links out, so the client fetches
+/// them from `/v1/namespaces/prod/changes`.
+async fn a_namespace_watch_of_a_node_omitting_every_change(inline_max: Option<usize>) {
+    let c = Cluster::start_with(1, |cfg| {
+        cfg.byzantine = vec![ByzantineMode::OmitWatch];
+        if let Some(max) = inline_max {
+            cfg.api.watch_inline_max_bytes = max;
+        }
+    })
+    .await;
+    c.wait_height(0, 1).await;
+    c.submit(0, &register(&c.service, 0, "api", "a1"), true)
+        .await;
+    c.submit(0, &register(&c.service, 1, "db", "d1"), true)
+        .await;
+    let client = client(&c, &[url(&c, 0)]);
+    let mut rx = watch_thread(client, None, Some(1), Duration::from_secs(20), 3);
+    let mut got = std::collections::BTreeMap::new();
+    for i in 0..3 {
+        let (item, back) = recv(rx, Duration::from_secs(30)).await;
+        rx = back;
+        match item {
+            Some(Ok(v)) => {
+                got.insert(v.service.clone(), v.instances().len());
+            }
+            Some(Err(e)) => panic!("watch refused an honest proof: {e}"),
+            None => break,
+        }
+        if i == 1 {
+            // A change while the watch runs.
+            c.submit(0, &register(&c.service, 2, "api", "a2"), true)
+                .await;
+        }
+    }
+    c.shutdown().await;
+    assert_eq!(
+        got.into_iter().collect::<Vec<_>>(),
+        [("api".to_string(), 2), ("db".to_string(), 1)],
+        "every committed change arrives though the stream sent none"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_watch_delivers_every_change_a_node_omits() {
+    a_namespace_watch_of_a_node_omitting_every_change(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_watch_fetches_change_links_too_large_to_inline() {
+    a_namespace_watch_of_a_node_omitting_every_change(Some(256)).await;
+}
