@@ -135,6 +135,7 @@ fn expire(
 /// The chain-wide constants a block runs under.
 pub(crate) struct Chain<'a> {
     pub(crate) chain_id: &'a str,
+    pub(crate) genesis_hash: Digest,
     pub(crate) params: &'a Params,
     pub(crate) authority: &'a Authority,
     pub(crate) verifier: &'a dyn SignatureVerifier,
@@ -153,6 +154,7 @@ pub(crate) fn execute_block(
     let validators = ws.validators()?;
     let mut env = BlockEnv {
         chain_id: chain.chain_id,
+        genesis_hash: chain.genesis_hash,
         params: chain.params,
         authority: chain.authority,
         verifier: chain.verifier,
