@@ -36,3 +36,44 @@ print("ledger_info_sig_key1", nacl.signing.SigningKey(bytes([1]) * 32).sign(dige
 leaves = [h("ReceiptLeaf", bytes([i]) * 32 + struct.pack("<H", c)) for i, c in [(1, 0), (2, 16), (3, 0)]]
 root = h("TxNode", h("TxNode", leaves[0] + leaves[1]) + leaves[2])
 print("receipt_root", h("TxNode", struct.pack("<Q", 3) + root).hex())
+
+# Domains added by the issue-13 namespace change chain: hash(domain, MSG).
+for d in ["NamespaceLink", "NamespaceChanges"]:
+    print("domain", d, tag(d), h(d, b"palisade known answer").hex())
+
+
+def s(x):
+    return struct.pack("<I", len(x)) + x.encode()
+
+
+def strings(xs):
+    return struct.pack("<I", len(xs)) + b"".join(s(x) for x in xs)
+
+
+def link(ns, height, services, prev, prev_height):
+    # NamespaceLink { namespace, height, services_hash, count, prev, prev_height }
+    return (s(ns) + struct.pack("<Q", height) + h("NamespaceChanges", strings(services))
+            + struct.pack("<I", len(services)) + prev + struct.pack("<Q", prev_height))
+
+
+# StateKey::NamespaceLog { namespace } is variant 6.
+print("namespace_log_key", (bytes([6]) + s("shop")).hex())
+first = link("shop", 3, ["web"], bytes(32), 0)
+head = link("shop", 7, ["api", "web"], h("NamespaceLink", first), 3)
+print("namespace_link", head.hex())
+print("namespace_link_digest", h("NamespaceLink", head).hex())
+
+# Transactions name their genesis since the issue-13 review: each vector of
+# TX_VECTORS is borsh(Transaction { chain_id, genesis_hash = [9; 32], signer,
+# sequence, body }); re-derive its digest and key-1 signature from the
+# encoding and check the genesis hash sits right after the chain id.
+block = VECTORS[VECTORS.index("const TX_VECTORS"):]
+block = block[:block.index("];")]
+key1 = nacl.signing.SigningKey(bytes([1]) * 32)
+for kind, enc, digest, sig in re.findall(r'\("(\w+)", "([0-9a-f]+)", "([0-9a-f]+)", "([0-9a-f]+)"\)', block):
+    raw = bytes.fromhex(enc)
+    assert raw[:4 + len(chain)] == struct.pack("<I", len(chain)) + chain, kind
+    assert raw[4 + len(chain):36 + len(chain)] == bytes([9]) * 32, kind
+    d = h("Transaction", raw)
+    s_ = key1.sign(d).signature.hex()
+    print("tx", kind, d.hex(), s_, "match" if (d.hex(), s_) == (digest, sig) else "MISMATCH")

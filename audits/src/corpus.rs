@@ -129,9 +129,11 @@ impl Corpus {
                 corpus.messages.push(m.encode());
             }
         }
+        let genesis_hash = corpus.genesis.block_id;
         for sequence in 0..3 {
             let tx = Transaction {
                 chain_id: CHAIN_ID.into(),
+                genesis_hash,
                 signer: key.public(),
                 sequence,
                 body: TxBody::Revoke {

@@ -66,7 +66,7 @@ pub fn transaction(bytes: &[u8], original: &SignedTransaction) {
     let Ok(tx) = decode::<SignedTransaction>(bytes) else {
         return;
     };
-    if tx.verify(CHAIN_ID).is_ok() {
+    if tx.verify(CHAIN_ID, &original.tx.genesis_hash).is_ok() {
         assert_eq!(tx.tx, original.tx, "a mutated transaction verified");
     }
 }

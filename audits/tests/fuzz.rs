@@ -104,7 +104,7 @@ fn corpus_is_real() {
         fuzz::certificate(bytes, &c.validators, cert);
     }
     for (bytes, tx) in &c.transactions {
-        tx.verify(palisade_audits::corpus::CHAIN_ID)
+        tx.verify(palisade_audits::corpus::CHAIN_ID, &c.genesis.block_id)
             .expect("corpus tx verifies");
         fuzz::transaction(bytes, tx);
     }

@@ -124,7 +124,7 @@ pub struct Client {
     trust: RwLock<TrustedChain>,
     /// When f+1 nodes last answered which epoch changes follow the latest
     /// trusted epoch (see [`Client::verified`]).
-    epochs_checked: Mutex<Option<Instant>>,
+    epochs_checked: Mutex<EpochCheck>,
     preferred: AtomicUsize,
     config: ClientConfig,
     pub(crate) cache: Option<Cache>,
@@ -133,6 +133,19 @@ pub struct Client {
 /// How long an epoch check (f+1 nodes asked which epoch changes follow the
 /// latest trusted epoch) stands before a verification asks again.
 pub const EPOCH_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The first pause after an epoch check that too few nodes answered; it
+/// doubles with each failed check, up to [`EPOCH_CHECK_INTERVAL`].
+pub const EPOCH_CHECK_RETRY: Duration = Duration::from_secs(2);
+
+/// When the epochs were last checked and how long until the next check.
+#[derive(Debug, Default, Clone, Copy)]
+struct EpochCheck {
+    at: Option<Instant>,
+    wait: Duration,
+    /// Checks in a row that too few nodes answered.
+    failures: u32,
+}
 
 /// Milliseconds since the Unix epoch by the local clock.
 pub(crate) fn now_ms() -> u64 {
@@ -182,7 +195,7 @@ impl Client {
             network,
             nodes,
             trust: RwLock::new(trust),
-            epochs_checked: Mutex::new(None),
+            epochs_checked: Mutex::new(EpochCheck::default()),
             preferred: AtomicUsize::new(0),
             config,
             cache,
@@ -323,14 +336,15 @@ impl Client {
     /// Ask `node`, then the others, until f+1 answered which epoch changes
     /// follow the latest trusted epoch (following the ones that verify), at
     /// most once per [`EPOCH_CHECK_INTERVAL`]. Nodes that fail are skipped;
-    /// when fewer than f+1 answer, the check is retried at the next
-    /// verification.
+    /// when fewer than f+1 answer, the check is retried after a back-off
+    /// ([`EPOCH_CHECK_RETRY`], doubling up to the interval), not at every
+    /// verification (which would cost up to n requests each).
     fn check_epochs(&self, node: &NodeApi) {
         let mut checked = self
             .epochs_checked
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if checked.is_some_and(|t| t.elapsed() < EPOCH_CHECK_INTERVAL) {
+        if checked.at.is_some_and(|t| t.elapsed() < checked.wait) {
             return;
         }
         let n = self.nodes.len();
@@ -344,8 +358,10 @@ impl Client {
             match self.follow_epochs_from(candidate, from) {
                 Ok(()) => answered += 1,
                 Err(e @ ClientError::ConflictingEpochChange { .. }) => {
-                    // The trust chain now refuses everything; say so once.
+                    // The trust chain now refuses everything; say so once,
+                    // and keep the two ends as evidence.
                     tracing::error!(node = candidate.url(), error = %e, "epoch check");
+                    self.write_fork_evidence();
                     return;
                 }
                 Err(e) => {
@@ -353,11 +369,49 @@ impl Client {
                 }
             }
             if answered >= wanted {
-                *checked = Some(Instant::now());
+                *checked = EpochCheck {
+                    at: Some(Instant::now()),
+                    wait: EPOCH_CHECK_INTERVAL,
+                    failures: 0,
+                };
                 return;
             }
         }
-        tracing::warn!(answered, wanted, "too few nodes answered the epoch check");
+        let wait = EPOCH_CHECK_RETRY
+            .saturating_mul(1 << checked.failures.min(8))
+            .min(EPOCH_CHECK_INTERVAL);
+        *checked = EpochCheck {
+            at: Some(Instant::now()),
+            wait,
+            failures: checked.failures.saturating_add(1),
+        };
+        tracing::warn!(
+            answered,
+            wanted,
+            retry_ms = wait.as_millis() as u64,
+            "too few nodes answered the epoch check"
+        );
+    }
+
+    /// Write the two certified ends of a forked epoch into the cache
+    /// directory (`epoch-fork-E.evidence`, borsh, the format of the
+    /// datacenter links' evidence files), for `palisade evidence verify`.
+    fn write_fork_evidence(&self) {
+        let Some(evidence) = self.trust_lock().fork_evidence().cloned() else {
+            return;
+        };
+        let Some(dir) = &self.config().cache_dir else {
+            tracing::error!("epoch fork: no cache directory to write the evidence to");
+            return;
+        };
+        let epoch = evidence.first.ledger_info.epoch;
+        let path = dir.join(format!("epoch-fork-{epoch}.evidence"));
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&path, palisade_crypto::encode(&evidence)));
+        match written {
+            Ok(()) => tracing::error!(epoch, file = %path.display(), "epoch fork evidence written"),
+            Err(e) => tracing::error!(epoch, error = %e, "could not write the epoch fork evidence"),
+        }
     }
 
     fn follow_epochs(&self, node: &NodeApi) -> Result<(), ClientError> {

@@ -20,6 +20,14 @@ pub enum Equivocation {
         /// The two block ids.
         blocks: (palisade_crypto::Digest, palisade_crypto::Digest),
     },
+    /// Two different certified ends of one epoch (each names the next
+    /// validator set): the epoch's keys signed a fork of the trust chain.
+    TwoEpochEnds {
+        /// The epoch.
+        epoch: u64,
+        /// Heights of the two ends.
+        heights: (u64, u64),
+    },
     /// A certified block whose parent chain does not reach an earlier
     /// certified block.
     BrokenChain {
@@ -50,6 +58,17 @@ pub fn verify_evidence(
     trust.follow(&evidence.epoch_changes)?;
     let first = trust.verify(&evidence.first)?.block().clone();
     let second = trust.verify(&evidence.second)?.block().clone();
+    let epoch = evidence.first.ledger_info.epoch;
+    if epoch == evidence.second.ledger_info.epoch
+        && first.next_validators.is_some()
+        && second.next_validators.is_some()
+        && first != second
+    {
+        return Ok(Equivocation::TwoEpochEnds {
+            epoch,
+            heights: (first.height, second.height),
+        });
+    }
     if first.height == second.height {
         if first == second {
             return Err(bad("both certificates are for the same block"));

@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod changes;
 mod client;
 #[cfg(feature = "dns")]
 pub mod dns;
@@ -44,7 +45,9 @@ mod verify;
 mod watch;
 
 pub use cache::Cache;
-pub use client::{load_network_file, Client, ClientConfig, LookupAnswer, EPOCH_CHECK_INTERVAL};
+pub use client::{
+    load_network_file, Client, ClientConfig, LookupAnswer, EPOCH_CHECK_INTERVAL, EPOCH_CHECK_RETRY,
+};
 pub use error::ClientError;
 pub use evidence::{verify_evidence, Equivocation};
 pub use filter::{is_healthy, services_with_prefix, InstanceFilter};

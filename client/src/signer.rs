@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use palisade_crypto::{
-    Endpoint, Enrollment, InstanceId, Label, LeaseHeartbeat, PublicKey, Registration, Role,
+    Digest, Endpoint, Enrollment, InstanceId, Label, LeaseHeartbeat, PublicKey, Registration, Role,
     SecretKey, ServiceName, SignedHeartbeat, SignedTransaction, Transaction, TxBody,
 };
 
@@ -60,10 +60,18 @@ impl Signer {
         self.known.then_some(self.next_sequence)
     }
 
-    /// Sign `body` for `chain_id` with `sequence`, and cosign it.
-    pub fn sign(&self, chain_id: &str, sequence: u64, body: TxBody) -> SignedTransaction {
+    /// Sign `body` for `chain_id` grown from the genesis `genesis_hash`
+    /// (network.json's), with `sequence`, and cosign it.
+    pub fn sign(
+        &self,
+        chain_id: &str,
+        genesis_hash: &Digest,
+        sequence: u64,
+        body: TxBody,
+    ) -> SignedTransaction {
         let tx = Transaction {
             chain_id: chain_id.to_string(),
+            genesis_hash: *genesis_hash,
             signer: self.key.public(),
             sequence,
             body,
@@ -304,12 +312,13 @@ mod tests {
             Signer::new(SecretKey::from_seed([1; 32])).with_cosigner(SecretKey::from_seed([2; 32]));
         let tx = s.sign(
             "c",
+            &Digest([4; 32]),
             5,
             TxBody::Revoke {
                 identity: PublicKey([9; 32]),
             },
         );
-        let (_, signers) = tx.verify("c").unwrap();
+        let (_, signers) = tx.verify("c", &Digest([4; 32])).unwrap();
         assert_eq!(signers.len(), 2);
         assert_eq!(s.known_next_sequence(), None);
         s.advance(5);

@@ -95,7 +95,12 @@ impl Client {
                     }
                 }
             };
-            let tx = signer.sign(self.chain_id(), sequence, body.clone());
+            let tx = signer.sign(
+                self.chain_id(),
+                &self.network().genesis_hash,
+                sequence,
+                body.clone(),
+            );
             match self.submit_and_wait(&tx) {
                 Ok(receipt) => {
                     signer.advance(sequence);

@@ -38,6 +38,9 @@ pub struct TrustedChain {
     changes: Vec<CommitCertificate>,
     /// Set once two different ends of this epoch were seen.
     forked: Option<u64>,
+    /// The two ends, as an evidence file anyone holding network.json can
+    /// check offline ([`crate::verify_evidence`]).
+    fork_evidence: Option<palisade_crypto::dc::EquivocationEvidence>,
 }
 
 impl TrustedChain {
@@ -57,6 +60,7 @@ impl TrustedChain {
             ends: BTreeMap::new(),
             changes: Vec::new(),
             forked: None,
+            fork_evidence: None,
         })
     }
 
@@ -143,6 +147,11 @@ impl TrustedChain {
         Ok(cert.verify(set, &self.chain_id)?)
     }
 
+    /// The evidence of a detected fork (two certified ends of one epoch).
+    pub fn fork_evidence(&self) -> Option<&palisade_crypto::dc::EquivocationEvidence> {
+        self.fork_evidence.as_ref()
+    }
+
     /// A certificate of an epoch already followed must end it where the
     /// followed one did; a different, validly signed end is a fork.
     fn check_same_end(&mut self, cert: &CommitCertificate) -> Result<(), ClientError> {
@@ -157,6 +166,18 @@ impl TrustedChain {
         if self.check_chain(cert).is_ok() && cert.next_epoch(set, &self.chain_id).is_ok() {
             tracing::error!(epoch, "two different certified ends of one epoch");
             self.forked = Some(epoch);
+            self.fork_evidence = Some(palisade_crypto::dc::EquivocationEvidence {
+                chain_id: self.chain_id.clone(),
+                epoch_changes: self
+                    .changes
+                    .iter()
+                    .filter(|c| c.ledger_info.epoch < epoch)
+                    .cloned()
+                    .collect(),
+                first: known.clone(),
+                second: cert.clone(),
+                chain: Vec::new(),
+            });
             return Err(ClientError::ConflictingEpochChange { epoch });
         }
         Ok(())

@@ -29,22 +29,28 @@
 //! without the updates below it cannot move the resume point past a change,
 //! since the change shows in the proof. A service watch therefore also
 //! delivers the service's state at its first `synced` unless an update
-//! already did. A `synced` without a proof of a watched service is refused.
-//! Namespace watches check the certificate only (**gap**: a namespace's
-//! services are not proven at `c`).
+//! already did. For a namespace watch `synced` carries the namespace's
+//! change chain at `c` ([`crate::changes`]): it names every service changed
+//! since the stream's first height, with the height of its newest change;
+//! each one this watch did not deliver at or above that height is looked up
+//! (at `c` or later) and delivered. A node that withholds a service's
+//! update therefore delays it to the batch's `synced`, never hides it. A
+//! `synced` without the proof of its subject (service or namespace) is
+//! refused.
 //!
 //! Failover: a cutoff, an end of stream, an oversized event, a refused
 //! update, or a stream that makes no verified progress for
 //! [`WATCH_STALL`] (keepalives only) moves the watch to the next node.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::BufRead;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use palisade_crypto::api::{ApiError, LookupResponse, WatchSynced, WatchUpdate};
-use palisade_crypto::ServiceRecord;
+use palisade_crypto::api::{ApiError, LookupResponse, NamespaceChanges, WatchSynced, WatchUpdate};
+use palisade_crypto::{Digest, ServiceRecord};
 
+use crate::changes::changed_since;
 use crate::client::now_ms;
 use crate::node::{encode_component, NodeApi};
 use crate::sse::{SseEnd, SseReader, MAX_EVENT_BYTES};
@@ -84,6 +90,9 @@ pub struct Watch<'a> {
     progress: Instant,
     /// Whether the current stream made verified progress.
     stream_progressed: bool,
+    /// Verified changes a namespace `synced` proved and the stream did not
+    /// send, to deliver before reading on.
+    queue: VecDeque<VerifiedService>,
 }
 
 impl std::fmt::Debug for Watch<'_> {
@@ -124,6 +133,7 @@ impl Client {
             stall: WATCH_STALL,
             progress: Instant::now(),
             stream_progressed: false,
+            queue: VecDeque::new(),
         }
     }
 }
@@ -303,7 +313,7 @@ impl Watch<'_> {
         // Prove the subject before the resume point moves.
         let step = match self.service.clone() {
             Some(service) => self.check_synced_subject(&service, height, synced.service)?,
-            None => Step::Continue,
+            None => self.check_synced_namespace(height, &block.state_root, synced.namespace)?,
         };
         if height > self.seen {
             self.seen = height;
@@ -361,6 +371,61 @@ impl Watch<'_> {
         Ok(Step::Deliver(verified))
     }
 
+    /// A namespace watch's `synced` at `height`: every service its change
+    /// chain names as changed since the stream's first height and this
+    /// watch did not deliver at or above its newest change is looked up (at
+    /// `height` or later) and queued for delivery.
+    fn check_synced_namespace(
+        &mut self,
+        height: u64,
+        root: &Digest,
+        changes: Option<NamespaceChanges>,
+    ) -> Result<Step, ClientError> {
+        let changes = changes.ok_or_else(|| {
+            ClientError::Malformed(format!(
+                "watch `synced` at height {height} without the change chain of {}",
+                self.namespace
+            ))
+        })?;
+        let node = self.current_node().clone();
+        let changed = changed_since(&node, &self.namespace, root, &changes, self.resume)?;
+        let mut found = Vec::new();
+        for (service, changed_at) in changed {
+            let name = format!("{}/{service}", self.namespace);
+            if self.delivered.get(&name).is_some_and(|&d| d >= changed_at) {
+                continue;
+            }
+            let namespace = self.namespace.clone();
+            let response: LookupResponse = node.get(&format!(
+                "/v1/services/{}/{}",
+                encode_component(&namespace),
+                encode_component(&service)
+            ))?;
+            let fresh = self.client.config().freshness;
+            let verified = self.client.verified(&node, |t| {
+                verify_lookup(t, &namespace, &service, &response, now_ms(), Some(&fresh))
+            })?;
+            if verified.height < height {
+                return Err(ClientError::Malformed(format!(
+                    "watch `synced` at height {height}: {name} looked up at height {}",
+                    verified.height
+                )));
+            }
+            tracing::info!(
+                service = %name,
+                changed_at,
+                height = verified.height,
+                "synced proves a change the stream did not send; delivering it"
+            );
+            found.push(verified);
+        }
+        for verified in found {
+            self.delivered.insert(verified.name(), verified.height);
+            self.queue.push_back(verified);
+        }
+        Ok(Step::Continue)
+    }
+
     /// Handle one event of the current stream.
     fn handle(&mut self, event: &str, data: &str) -> Result<Step, ClientError> {
         match event {
@@ -390,6 +455,10 @@ impl Iterator for Watch<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
+            if let Some(v) = self.queue.pop_front() {
+                self.failures = 0;
+                return Some(Ok(v));
+            }
             if self.stream.is_none() {
                 if self.failures > 0 {
                     thread::sleep(self.backoff());

@@ -126,7 +126,8 @@ fn enroll_is_cosigned_by_every_authority_member_given() {
     let receipt: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(receipt["outcome"], "applied");
     let tx = seen.lock().unwrap()[0].clone();
-    let (_, signers) = tx.verify(&chain.chain_id).unwrap();
+    // Signed for the genesis network.json names.
+    let (_, signers) = tx.verify(&chain.chain_id, &chain.genesis_hash).unwrap();
     assert_eq!(signers.len(), 3);
     assert!(matches!(
         tx.tx.body,

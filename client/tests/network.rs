@@ -296,11 +296,13 @@ fn a_forged_end_of_a_retired_epoch_is_caught_by_the_epoch_check() {
         }
     });
     let urls = [liar.url.clone(), honest.url.clone(), dead_url(), dead_url()];
+    let cache = tempfile::tempdir().unwrap();
     let c = client(
         &world.chain,
         &urls,
         ClientConfig {
             retries: 0,
+            cache_dir: Some(cache.path().to_path_buf()),
             ..config()
         },
     );
@@ -314,6 +316,17 @@ fn a_forged_end_of_a_retired_epoch_is_caught_by_the_epoch_check() {
     assert_eq!(
         palisade_client::verify_lookup(&c.trusted(), "prod", "api", &any, now_ms(), None),
         Err(ClientError::ConflictingEpochChange { epoch: 0 })
+    );
+    // Both ends were written as evidence that network.json alone checks.
+    let bytes = std::fs::read(cache.path().join("epoch-fork-0.evidence")).unwrap();
+    let evidence: palisade_crypto::dc::EquivocationEvidence =
+        palisade_crypto::decode(&bytes).unwrap();
+    assert_eq!(
+        palisade_client::verify_evidence(&world.chain.network(&urls), &evidence),
+        Ok(palisade_client::Equivocation::TwoEpochEnds {
+            epoch: 0,
+            heights: (8, 8)
+        })
     );
 }
 
@@ -506,4 +519,22 @@ fn the_cache_keeps_the_newest_verified_answer() {
     assert_eq!(c.lookup("prod", "api").unwrap().service().height, 6);
     let (kept, _) = c.cached("prod", "api").unwrap().unwrap();
     assert_eq!(kept.height, 8);
+}
+
+/// Issue-13 review: an epoch check that too few nodes answer (here none:
+/// they answer `/v1/epochs` with garbage) is retried after a back-off, not
+/// at every verification, where it cost n requests per lookup.
+#[test]
+fn a_failed_epoch_check_backs_off_instead_of_asking_every_node_at_every_lookup() {
+    let world = World::new();
+    let nodes: Vec<MockNode> = (0..4)
+        .map(|_| lookup_node(world.answer("prod", "api", 5)))
+        .collect();
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let c = client(&world.chain, &urls, config());
+    for _ in 0..5 {
+        c.lookup("prod", "api").unwrap();
+    }
+    let checks: usize = nodes.iter().map(|n| n.epoch_checks()).sum();
+    assert_eq!(checks, 4, "one round of epoch checks, then the back-off");
 }

@@ -6,8 +6,10 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use palisade_client::{Client, ClientError, VerifiedService};
-use palisade_crypto::api::{LookupResponse, WatchSynced, WatchUpdate};
-use palisade_crypto::Hex;
+use palisade_crypto::api::{
+    ChangeLink, ChangesResponse, LookupResponse, NamespaceChanges, WatchSynced, WatchUpdate,
+};
+use palisade_crypto::{encode, Hex, NamespaceLink, StateKey};
 
 use crate::network::{client, config};
 use crate::support::fixture::{block, now_ms, tamper, World};
@@ -20,6 +22,29 @@ fn synced(world: &World, height: u64) -> String {
     let synced = WatchSynced {
         certificate: subject.certificate.clone(),
         service: Some(subject),
+        namespace: None,
+    };
+    sse_event("synced", &serde_json::to_string(&synced).unwrap())
+}
+
+/// `synced` of a watch of namespace `prod` at `height`: a fresh certificate
+/// and the namespace's change chain proven at it, with `links` inline (or
+/// left out for the client to fetch).
+fn ns_synced(world: &World, height: u64, links: Option<Vec<ChangeLink>>) -> String {
+    let cert = world
+        .chain
+        .quorum(block(height, world.state.root, now_ms()));
+    let (value, proof) = world.state.prove(&StateKey::NamespaceLog {
+        namespace: "prod".into(),
+    });
+    let synced = WatchSynced {
+        certificate: Hex::new(&cert),
+        service: None,
+        namespace: Some(NamespaceChanges {
+            value: value.map(Hex::from_bytes),
+            proof: Hex::new(&proof),
+            links,
+        }),
     };
     sse_event("synced", &serde_json::to_string(&synced).unwrap())
 }
@@ -247,7 +272,7 @@ fn watch_resumes_from_the_last_synced_height_not_from_an_update() {
         update_of("db", world.answer("prod", "db", 5)),
         update_of("api", world.answer("prod", "api", 7)),
     );
-    let synced5 = synced(&world, 5);
+    let synced5 = ns_synced(&world, 5, Some(vec![]));
     let node = MockNode::start(move |req| {
         if req.path.starts_with("/v1/epochs") {
             return Reply::error(404, "not_found");
@@ -457,4 +482,129 @@ fn a_synced_proving_the_delivered_state_delivers_nothing() {
         .map(|u| u.unwrap().height)
         .collect();
     assert_eq!(heights, vec![3, 7]);
+}
+
+/// A registry where `prod/api` and `prod/db` both changed at height 6 (after
+/// a change of `api` at 2), with the namespace's change chain saying so;
+/// and the chain's head link with its services.
+fn chained_world() -> (World, ChangeLink) {
+    let mut world = changed_world();
+    world.db = crate::support::fixture::record(
+        "prod",
+        "db",
+        vec![crate::support::fixture::instance("db-1", "10.0.1.9", 5432)],
+    );
+    world.state.put_record(&world.db);
+    let first = NamespaceLink::next(None, "prod", 2, &["api".to_string()]);
+    let services = vec!["api".to_string(), "db".to_string()];
+    let head = NamespaceLink::next(Some(&first), "prod", 6, &services);
+    world.state.put(vec![(
+        StateKey::NamespaceLog {
+            namespace: "prod".into(),
+        },
+        Some(encode(&head)),
+    )]);
+    let link = ChangeLink {
+        link: Hex::new(&head),
+        services,
+    };
+    (world, link)
+}
+
+/// A node that, for a namespace watch from 5, sends `api`'s change at 6 and
+/// leaves `db`'s out, then `synced` at 6 with the honest change chain
+/// (`links` inline, or `None`: served by the `changes` route).
+fn omitting_node(world: &World, link: &ChangeLink, inline: bool) -> MockNode {
+    let api6 = update_of("api", world.answer("prod", "api", 6));
+    let synced6 = ns_synced(world, 6, inline.then(|| vec![link.clone()]));
+    let db6 = world.answer("prod", "db", 6);
+    let changes = ChangesResponse {
+        links: vec![link.clone()],
+    };
+    MockNode::start(move |req| {
+        if req.path.starts_with("/v1/epochs") {
+            Reply::error(404, "not_found")
+        } else if req.path.starts_with("/v1/services/prod/db") {
+            Reply::ok(&db6)
+        } else if req
+            .path
+            .starts_with("/v1/namespaces/prod/changes?height=6&from_height=5")
+        {
+            Reply::ok(&changes)
+        } else if req.path.starts_with("/v1/watch") {
+            Reply::Sse(vec![api6.clone(), synced6.clone()])
+        } else {
+            Reply::error(404, "not_found")
+        }
+    })
+}
+
+/// The first `n` items of a watch of namespace `prod` from 5, or `None`
+/// when they do not arrive within 30 s.
+fn first_namespace_items(
+    client: Client,
+    n: usize,
+) -> Option<Vec<Result<VerifiedService, ClientError>>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let items: Vec<_> = client.watch("prod", None, Some(5)).take(n).collect();
+        let _ = tx.send(items);
+    });
+    rx.recv_timeout(Duration::from_secs(30)).ok()
+}
+
+/// Issue-13 review: a lying node leaves one service's change out of a
+/// namespace watch. The `synced` proves the namespace's change chain,
+/// which names `db` as changed at 6: the client looks it up and delivers it.
+#[test]
+fn a_namespace_synced_delivers_a_change_the_stream_left_out() {
+    let (world, link) = chained_world();
+    let node = omitting_node(&world, &link, true);
+    let c = client(&world.chain, &[node.url.clone()], config());
+    let items = first_namespace_items(c, 2).expect("two changes within 30 s");
+    let got: Vec<(String, u64)> = items
+        .iter()
+        .map(|u| {
+            let u = u.as_ref().unwrap();
+            (u.service.clone(), u.height)
+        })
+        .collect();
+    assert_eq!(got, [("api".to_string(), 6), ("db".to_string(), 6)]);
+    assert_eq!(items[1].as_ref().unwrap().record.as_ref(), Some(&world.db));
+}
+
+/// The same when the change chain's links did not fit in the event: the
+/// client fetches them from the node and checks them against the head.
+#[test]
+fn a_namespace_synced_too_large_to_inline_fetches_its_links() {
+    let (world, link) = chained_world();
+    let node = omitting_node(&world, &link, false);
+    let c = client(&world.chain, &[node.url.clone()], config());
+    let items = first_namespace_items(c, 2).expect("two changes within 30 s");
+    let db = items[1].as_ref().unwrap();
+    assert_eq!((db.service.as_str(), db.height), ("db", 6));
+    assert!(
+        node.paths()
+            .iter()
+            .any(|p| p.contains("/v1/namespaces/prod/changes")),
+        "{:?}",
+        node.paths()
+    );
+}
+
+/// A node that lists fewer services for a link than the link hashes (to
+/// hide `db`'s change) is refused.
+#[test]
+fn a_change_link_listing_fewer_services_than_it_hashes_is_refused() {
+    let (world, mut link) = chained_world();
+    link.services.retain(|s| s == "api");
+    let node = omitting_node(&world, &link, true);
+    let c = client(&world.chain, &[node.url.clone()], config());
+    let items = first_namespace_items(c, 2).expect("two items within 30 s");
+    assert_eq!(items[0].as_ref().unwrap().service, "api");
+    assert!(
+        matches!(&items[1], Err(ClientError::ForgedProof(_))),
+        "{:?}",
+        items[1]
+    );
 }

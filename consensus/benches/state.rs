@@ -196,11 +196,13 @@ fn block_execution(c: &mut Criterion) {
             role: Role::Service,
         })
         .collect();
+    let genesis_hash = genesis.hash();
     let txs: Vec<_> = (0..1_000u64)
         .map(|i| {
             let s = (i % 10) as usize;
             Transaction {
                 chain_id: "bench".into(),
+                genesis_hash,
                 signer: signers[s].public(),
                 sequence: i / 10,
                 body: TxBody::Register(registration(s, i)),

@@ -15,7 +15,10 @@
 //!   `c`), `event: changed` with data `namespace/service` (an update too large for an
 //!   event: look it up), `event: synced` with data the hex [`crate::CommitCertificate`]
 //!   of `c` as a JSON string (every change up to `c` was sent; resume from `c + 1`),
-//!   `event: cutoff` with data [`ApiError`]
+//!   `event: cutoff` with data [`ApiError`]. `synced` is a [`WatchSynced`]: the
+//!   certificate and the watched subject proven at `c` (a service's lookup, or a
+//!   namespace's change chain).
+//! - `GET /v1/namespaces/{namespace}/changes?height=H&from_height=L` -> [`ChangesResponse`]
 //! - `GET /v1/blocks/{height}` -> [`BlockResponse`] (committed blocks only)
 //! - `GET /v1/status` -> [`StatusResponse`]
 //! - `POST /v1/heartbeat` [`HeartbeatRequest`] -> [`HeartbeatResponse`] (chains with
@@ -27,9 +30,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BlockInfo, CommitCertificate, Digest, Hex, InstanceRecord, MapProof, NamespaceRecord,
-    ServiceLookup, ServiceProof, ServiceRecord, SignedHeartbeat, SignedTransaction,
-    TxInclusionProof,
+    BlockInfo, CommitCertificate, Digest, Hex, InstanceRecord, MapProof, NamespaceLink,
+    NamespaceRecord, ServiceLookup, ServiceProof, ServiceRecord, SignedHeartbeat,
+    SignedTransaction, TxInclusionProof,
 };
 
 /// A commit certificate as plain JSON, for people and scripts (unverified:
@@ -255,6 +258,49 @@ pub struct WatchSynced {
     /// watch, or when the lookup would not fit in an event (the client then
     /// looks it up, at `c` or later).
     pub service: Option<LookupResponse>,
+    /// A namespace watch's change chain at `c`; `None` for a service watch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<NamespaceChanges>,
+}
+
+/// A namespace's change chain proven at a certified height `c`: the head
+/// ([`crate::StateKey::NamespaceLog`], absent when the namespace never
+/// changed) and the links from the head down to the stream's first height,
+/// each with the services it lists. A client checks that every service the
+/// links name was delivered at or above the link's height, and looks up
+/// those that were not (a node cannot hide a change: the chain is hashed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceChanges {
+    /// Canonical encoding of the head link at `c`, absent if none.
+    pub value: Option<Hex<NamespaceLink>>,
+    /// Proof for `StateKey::NamespaceLog` against `c`'s state root.
+    pub proof: Hex<MapProof>,
+    /// The links, newest first, from the head down to the first link whose
+    /// height is below the stream's first height (exclusive); `None` when
+    /// they would not fit in an event (the client then fetches them from
+    /// `GET /v1/namespaces/{namespace}/changes`).
+    pub links: Option<Vec<ChangeLink>>,
+}
+
+/// One link of a namespace's change chain with the services it lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeLink {
+    /// Canonical encoding of the [`NamespaceLink`].
+    pub link: Hex<NamespaceLink>,
+    /// The services it lists (their hash is the link's `services_hash`).
+    pub services: Vec<String>,
+}
+
+/// `GET /v1/namespaces/{namespace}/changes?height=H&from_height=L`: the
+/// links of the namespace's change chain, newest first, starting with the
+/// link of height `H` and going down while heights are at least `L`, as
+/// many as fit in one answer (at least one).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangesResponse {
+    /// The links.
+    pub links: Vec<ChangeLink>,
 }
 
 /// A signer's account: its committed next sequence number, proven against

@@ -56,6 +56,15 @@ pub enum TxError {
         /// This chain's id.
         expected: String,
     },
+    /// Signed for another genesis of a chain with the same id (a
+    /// re-genesis): its sequence numbers started over, so it must not replay.
+    #[error("transaction is for genesis {got}, this chain grew from genesis {expected}")]
+    WrongGenesis {
+        /// Genesis hash in the transaction.
+        got: Digest,
+        /// This chain's genesis hash.
+        expected: Digest,
+    },
     /// The signer's or a cosigner's signature failed.
     #[error(transparent)]
     Signature(#[from] SigError),

@@ -120,6 +120,10 @@ domains! {
     LeaseHeartbeat = "palisade/v1/lease-heartbeat",
     /// A validator's report of instances it has not heard from for a TTL.
     SilenceReport = "palisade/v1/silence-report",
+    /// A link of a namespace's change chain (`NamespaceLink`).
+    NamespaceLink = "palisade/v1/namespace-link",
+    /// The services a namespace changed at one height (`NamespaceLink::services_hash`).
+    NamespaceChanges = "palisade/v1/namespace-changes",
 }
 
 fn domain_key(domain: Domain) -> &'static [u8; 32] {

@@ -43,9 +43,9 @@ pub use ledger::{
 pub use network::{NetworkFile, NodeEndpoint};
 pub use proof::{state_key_hash, MapProof, ServiceLookup, ServiceProof, VerifiedLookup};
 pub use registry::{
-    instance_record_hash, Endpoint, Enrollment, Health, InstanceEntry, InstanceId, InstanceRecord,
-    Label, NamespaceRecord, ProbeKind, ProbeSpec, Registration, Role, ServiceIndex, ServiceName,
-    ServiceRecord, StateKey,
+    changed_services, instance_record_hash, Endpoint, Enrollment, Health, InstanceEntry,
+    InstanceId, InstanceRecord, Label, NamespaceLink, NamespaceRecord, ProbeKind, ProbeSpec,
+    Registration, Role, ServiceIndex, ServiceName, ServiceRecord, StateKey,
 };
 pub use sig::{verify_batch, PublicKey, SecretKey, Signature};
 pub use tx::{Cosignature, SignedTransaction, Transaction, TxBody, MAX_SEQUENCE_STEP};

@@ -8,13 +8,18 @@
 //! instance: none hidden, none added, none altered ([`crate::ServiceProof`]).
 //! No stored record grows with the whole service: the index entry is at most
 //! `4 + name + 32` bytes per instance. A namespace's service list is one leaf
-//! ([`StateKey::Namespace`]). Variants of [`StateKey`] are append-only: the
+//! ([`StateKey::Namespace`]). A namespace's changes form a hash chain whose
+//! newest link is one fixed-size leaf ([`StateKey::NamespaceLog`] ->
+//! [`NamespaceLink`]), so a watcher can prove it was sent every change.
+//! Variants of [`StateKey`] are append-only: the
 //! borsh tag of a variant is its position and is part of every key hash.
 
 use borsh::{BorshDeserialize, BorshSerialize};
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::{hash, Digest, Domain, PublicKey};
+use crate::{hash, hash_encoded, Digest, Domain, PublicKey};
 
 /// A namespace or service name (bounded by genesis parameters).
 pub type ServiceName = String;
@@ -60,6 +65,11 @@ pub enum StateKey {
         service: ServiceName,
         /// Instance.
         instance: InstanceId,
+    },
+    /// The newest link of a namespace's change chain -> [`NamespaceLink`].
+    NamespaceLog {
+        /// Namespace.
+        namespace: ServiceName,
     },
 }
 
@@ -327,6 +337,86 @@ pub struct NamespaceRecord {
     pub namespace: ServiceName,
     /// Services, sorted.
     pub services: Vec<ServiceName>,
+}
+
+/// One link of a namespace's change chain: the services of `namespace`
+/// whose records changed at `height` (by their [`Self::services_hash`]), and
+/// the digest and height of the previous link (`Digest::ZERO` and 0 for the
+/// first). The newest link is the value of [`StateKey::NamespaceLog`]; it is
+/// rewritten once per block that changes the namespace, whatever the number
+/// of changes, and never grows (issue-13 review: a namespace watch's
+/// `synced` proves the chain's head, and the links below it, which nodes
+/// serve from their history, name every service changed since the watcher's
+/// resume point; collision resistance makes the chain unforgeable).
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize, Serialize, Deserialize)]
+pub struct NamespaceLink {
+    /// Namespace.
+    pub namespace: ServiceName,
+    /// Height of the block whose changes this link lists.
+    pub height: u64,
+    /// [`Self::services_hash`] of the services changed at `height`, sorted.
+    pub services_hash: Digest,
+    /// How many services changed at `height`.
+    pub count: u32,
+    /// [`Self::digest`] of the previous link; zero for the first.
+    pub prev: Digest,
+    /// Height of the previous link; 0 for the first.
+    pub prev_height: u64,
+}
+
+impl NamespaceLink {
+    /// The link's digest (what the next link names as `prev`).
+    pub fn digest(&self) -> Digest {
+        hash_encoded(Domain::NamespaceLink, self)
+    }
+
+    /// The digest of a sorted list of service names.
+    pub fn services_hash(services: &[ServiceName]) -> Digest {
+        hash_encoded(Domain::NamespaceChanges, services)
+    }
+
+    /// The link after `prev` (if any) for `services` changed at `height`.
+    pub fn next(
+        prev: Option<&NamespaceLink>,
+        namespace: &str,
+        height: u64,
+        services: &[ServiceName],
+    ) -> NamespaceLink {
+        NamespaceLink {
+            namespace: namespace.to_string(),
+            height,
+            services_hash: Self::services_hash(services),
+            count: services.len() as u32,
+            prev: prev.map_or(Digest::ZERO, NamespaceLink::digest),
+            prev_height: prev.map_or(0, |p| p.height),
+        }
+    }
+}
+
+/// The services whose records a set of changed keys touches, per
+/// namespace, sorted and distinct: a [`StateKey::Service`] or
+/// [`StateKey::Instance`] key changes its service. What the state machine
+/// chains into [`NamespaceLink`]s and nodes index per height.
+pub fn changed_services<'a>(
+    keys: impl IntoIterator<Item = &'a StateKey>,
+) -> BTreeMap<ServiceName, Vec<ServiceName>> {
+    let mut out: BTreeMap<ServiceName, Vec<ServiceName>> = BTreeMap::new();
+    for key in keys {
+        if let StateKey::Service { namespace, service }
+        | StateKey::Instance {
+            namespace, service, ..
+        } = key
+        {
+            out.entry(namespace.clone())
+                .or_default()
+                .push(service.clone());
+        }
+    }
+    for services in out.values_mut() {
+        services.sort();
+        services.dedup();
+    }
+    out
 }
 
 #[cfg(test)]

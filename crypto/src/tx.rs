@@ -1,7 +1,9 @@
 //! The signed transaction envelope.
 //!
 //! A transaction is signed over `hash(Domain::Transaction, borsh(Transaction))`,
-//! which covers the chain id (no cross-chain replay), the signer, its sequence
+//! which covers the chain id (no cross-chain replay), the genesis hash (no
+//! replay on a re-genesised chain that kept its id, where sequences start
+//! over: issue-13 review), the signer, its sequence
 //! number (no replay within the chain) and the body. That digest is also the
 //! transaction's id. Acts of the enrollment authority carry cosignatures from
 //! other authority members over the same digest (M-of-N).
@@ -99,6 +101,9 @@ impl TxBody {
 pub struct Transaction {
     /// The chain this transaction is for.
     pub chain_id: String,
+    /// The hash of the genesis that chain grew from (network.json's
+    /// `genesis_hash`).
+    pub genesis_hash: Digest,
     /// Who signs it.
     pub signer: PublicKey,
     /// The signer's sequence number (strictly increasing, from 0).
@@ -159,12 +164,18 @@ impl SignedTransaction {
         });
     }
 
-    /// Check the chain id and every signature (`verify_strict`, weak keys
-    /// refused), and that no key signs twice. Returns the id and the distinct
-    /// signers (signer first). Authorization (who may do what) is the state
-    /// machine's job.
-    pub fn verify(&self, chain_id: &str) -> Result<(Digest, Vec<PublicKey>), TxError> {
-        self.verify_with(chain_id, |key, digest, sig| key.verify_digest(digest, sig))
+    /// Check the chain id, the genesis hash and every signature
+    /// (`verify_strict`, weak keys refused), and that no key signs twice.
+    /// Returns the id and the distinct signers (signer first). Authorization
+    /// (who may do what) is the state machine's job.
+    pub fn verify(
+        &self,
+        chain_id: &str,
+        genesis_hash: &Digest,
+    ) -> Result<(Digest, Vec<PublicKey>), TxError> {
+        self.verify_with(chain_id, genesis_hash, |key, digest, sig| {
+            key.verify_digest(digest, sig)
+        })
     }
 
     /// [`SignedTransaction::verify`] with every signature checked by `check`
@@ -173,12 +184,19 @@ impl SignedTransaction {
     pub fn verify_with(
         &self,
         chain_id: &str,
+        genesis_hash: &Digest,
         check: impl Fn(&PublicKey, &Digest, &Signature) -> Result<(), SigError>,
     ) -> Result<(Digest, Vec<PublicKey>), TxError> {
         if self.tx.chain_id != chain_id {
             return Err(TxError::WrongChain {
                 got: self.tx.chain_id.clone(),
                 expected: chain_id.to_string(),
+            });
+        }
+        if self.tx.genesis_hash != *genesis_hash {
+            return Err(TxError::WrongGenesis {
+                got: self.tx.genesis_hash,
+                expected: *genesis_hash,
             });
         }
         let digest = self.tx.digest();

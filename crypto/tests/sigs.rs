@@ -112,9 +112,13 @@ fn batch_accepts_valid_and_names_the_bad_one() {
     assert_eq!(verify_batch(&items).unwrap_err().index, 1);
 }
 
+/// The genesis the transactions of these tests are signed for.
+const G: Digest = Digest([7; 32]);
+
 fn tx(signer: &SecretKey, chain: &str) -> Transaction {
     Transaction {
         chain_id: chain.into(),
+        genesis_hash: G,
         signer: signer.public(),
         sequence: 3,
         body: TxBody::Revoke {
@@ -126,43 +130,56 @@ fn tx(signer: &SecretKey, chain: &str) -> Transaction {
 #[test]
 fn envelope_rejections_are_typed() {
     let signed = tx(&key(1), "dc1").sign(&key(1));
-    let (id, signers) = signed.verify("dc1").unwrap();
+    let (id, signers) = signed.verify("dc1", &G).unwrap();
     assert_eq!(id, signed.id());
     assert_eq!(signers, vec![key(1).public()]);
 
     assert_eq!(
-        signed.verify("dc2"),
+        signed.verify("dc2", &G),
         Err(TxError::WrongChain {
             got: "dc1".into(),
             expected: "dc2".into()
         })
     );
+    // Signed for another genesis of "dc1" (a re-genesis with the same id
+    // and keys): refused before any signature is checked.
+    let other = Digest([8; 32]);
+    assert_eq!(
+        signed.verify("dc1", &other),
+        Err(TxError::WrongGenesis {
+            got: G,
+            expected: other
+        })
+    );
     // Signed by a key other than the stated signer.
     let forged = tx(&key(1), "dc1").sign(&key(2));
     assert_eq!(
-        forged.verify("dc1"),
+        forged.verify("dc1", &G),
         Err(TxError::Signature(SigError::BadSignature(key(1).public())))
     );
     // Any change to the body after signing invalidates it (replay with a new sequence).
     let mut replay = signed.clone();
     replay.tx.sequence += 1;
-    assert!(matches!(replay.verify("dc1"), Err(TxError::Signature(_))));
+    assert!(matches!(
+        replay.verify("dc1", &G),
+        Err(TxError::Signature(_))
+    ));
 
     let mut co = signed.clone();
     co.cosign(&key(2));
     co.cosign(&key(3));
-    assert_eq!(co.verify("dc1").unwrap().1.len(), 3);
+    assert_eq!(co.verify("dc1", &G).unwrap().1.len(), 3);
     let mut dup = signed.clone();
     dup.cosign(&key(2));
     dup.cosign(&key(2));
     assert_eq!(
-        dup.verify("dc1"),
+        dup.verify("dc1", &G),
         Err(TxError::DuplicateCosigner(key(2).public()))
     );
     let mut self_co = signed.clone();
     self_co.cosign(&key(1));
     assert_eq!(
-        self_co.verify("dc1"),
+        self_co.verify("dc1", &G),
         Err(TxError::DuplicateCosigner(key(1).public()))
     );
     let mut bad_co = signed;
@@ -171,7 +188,7 @@ fn envelope_rejections_are_typed() {
         signature: key(5).sign_digest(&bad_co.id()),
     });
     assert_eq!(
-        bad_co.verify("dc1"),
+        bad_co.verify("dc1", &G),
         Err(TxError::Signature(SigError::BadSignature(key(4).public())))
     );
 }

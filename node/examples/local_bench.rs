@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use palisade_consensus::state::{Authority, Genesis};
 use palisade_crypto::api::{StatusResponse, SubmitRequest, SubmitResponse};
 use palisade_crypto::{
-    Endpoint, Enrollment, Hex, Registration, Role, SecretKey, SignedTransaction, Transaction,
-    TxBody, Validator,
+    Digest, Endpoint, Enrollment, Hex, Registration, Role, SecretKey, SignedTransaction,
+    Transaction, TxBody, Validator,
 };
 use palisade_node::{NodeConfig, PeerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,9 +31,10 @@ async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &[u8])
     out[split..].to_vec()
 }
 
-fn register(key: &SecretKey, seq: u64, instance: &str) -> SignedTransaction {
+fn register(genesis: &Digest, key: &SecretKey, seq: u64, instance: &str) -> SignedTransaction {
     Transaction {
         chain_id: "bench".into(),
+        genesis_hash: *genesis,
         signer: key.public(),
         sequence: seq,
         body: TxBody::Register(Registration {
@@ -114,6 +115,7 @@ async fn main() {
             role: Role::Service,
         });
     }
+    let genesis_hash = genesis.hash();
     let genesis_file = dir.path().join("genesis.json");
     std::fs::write(
         &genesis_file,
@@ -168,7 +170,7 @@ async fn main() {
     // Commit latency: sequential registrations with wait = true.
     let mut latencies = Vec::new();
     for i in 0..30u64 {
-        let tx = register(&signers[0], i, &format!("lat-{i}"));
+        let tx = register(&genesis_hash, &signers[0], i, &format!("lat-{i}"));
         let t = Instant::now();
         let r = submit(api[(i % 4) as usize], &tx, true).await;
         assert!(
@@ -188,7 +190,7 @@ async fn main() {
     let mut txs = Vec::new();
     for seq in 0..per as u64 {
         for s in &signers[1..] {
-            txs.push(register(s, seq, &format!("b-{seq}")));
+            txs.push(register(&genesis_hash, s, seq, &format!("b-{seq}")));
         }
     }
     let t = Instant::now();

@@ -41,6 +41,9 @@ pub enum ByzantineMode {
     OmitChange,
     /// Export deltas and snapshot pages alter their first leaf's value.
     AlterChange,
+    /// Send namespace watch streams no change at all, only `synced` events
+    /// (with their honest proofs): every change is withheld.
+    OmitWatch,
 }
 
 impl ByzantineMode {
@@ -57,6 +60,7 @@ impl ByzantineMode {
         ByzantineMode::StaleCheckpoint,
         ByzantineMode::OmitChange,
         ByzantineMode::AlterChange,
+        ByzantineMode::OmitWatch,
     ];
 
     /// The config and CLI name (`forge-lookups`).
@@ -73,6 +77,7 @@ impl ByzantineMode {
             ByzantineMode::StaleCheckpoint => "stale-checkpoint",
             ByzantineMode::OmitChange => "omit-change",
             ByzantineMode::AlterChange => "alter-change",
+            ByzantineMode::OmitWatch => "omit-watch",
         }
     }
 }

@@ -184,6 +184,7 @@ impl Context {
             .next_sequence(&me, committed);
         let tx = palisade_crypto::Transaction {
             chain_id: self.chain_id.clone(),
+            genesis_hash: self.limits.genesis_hash,
             signer: me,
             sequence,
             body,
@@ -282,17 +283,19 @@ impl Context {
     /// A context over an in-memory store and a detached transport; keep the
     /// trigger alive while the context is used.
     pub(crate) fn for_tests(watch_buffer: usize) -> (Arc<Self>, crate::shutdown::ShutdownTrigger) {
-        Self::for_tests_with_store(watch_buffer, NodeStore::in_memory())
+        Self::for_tests_with_store(watch_buffer, NodeStore::in_memory(), Digest::ZERO)
     }
 
     /// [`Context::for_tests`] over `store`.
     pub(crate) fn for_tests_with_store(
         watch_buffer: usize,
         store: NodeStore,
+        genesis_hash: Digest,
     ) -> (Arc<Self>, crate::shutdown::ShutdownTrigger) {
         let (trigger, shutdown) = crate::shutdown::ShutdownTrigger::new();
         let limits = MempoolLimits {
             chain_id: "test".into(),
+            genesis_hash,
             max_txs: 16,
             max_per_signer: 4,
             max_tx_bytes: 4096,
@@ -347,6 +350,7 @@ mod tests {
             .map(|seq| {
                 Transaction {
                     chain_id: "test".into(),
+                    genesis_hash: Digest::ZERO,
                     signer: key.public(),
                     sequence: seq,
                     body: TxBody::Revoke {

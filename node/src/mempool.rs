@@ -104,6 +104,8 @@ struct Entry {
 pub(crate) struct MempoolLimits {
     /// Chain id transactions must name.
     pub(crate) chain_id: String,
+    /// Genesis hash transactions must name (and the node's own acts sign).
+    pub(crate) genesis_hash: palisade_crypto::Digest,
     /// Most transactions in total.
     pub(crate) max_txs: usize,
     /// Most per signer (also the sequence window).
@@ -170,11 +172,14 @@ impl Mempool {
                 cap: limits.max_tx_bytes,
             });
         }
-        match tx.verify_with(&limits.chain_id, |k, d, s| verifier.verify(k, d, s)) {
+        match tx.verify_with(&limits.chain_id, &limits.genesis_hash, |k, d, s| {
+            verifier.verify(k, d, s)
+        }) {
             Ok((id, _)) => Ok(id),
-            Err(e @ palisade_crypto::TxError::WrongChain { .. }) => {
-                Err(AdmitError::WrongChain(e.to_string()))
-            }
+            Err(
+                e @ (palisade_crypto::TxError::WrongChain { .. }
+                | palisade_crypto::TxError::WrongGenesis { .. }),
+            ) => Err(AdmitError::WrongChain(e.to_string())),
             Err(e) => Err(AdmitError::BadSignature(e.to_string())),
         }
     }
@@ -328,6 +333,7 @@ mod tests {
     fn limits() -> MempoolLimits {
         MempoolLimits {
             chain_id: "c".into(),
+            genesis_hash: palisade_crypto::Digest::ZERO,
             max_txs: 5,
             max_per_signer: 3,
             max_tx_bytes: 4096,
@@ -338,6 +344,7 @@ mod tests {
     fn tx(key: &SecretKey, seq: u64, chain: &str) -> SignedTransaction {
         Transaction {
             chain_id: chain.into(),
+            genesis_hash: palisade_crypto::Digest::ZERO,
             signer: key.public(),
             sequence: seq,
             body: TxBody::Revoke {

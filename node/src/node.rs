@@ -203,6 +203,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let link_metrics = crate::links::LinkMetrics::register(metrics.links_registry());
     let limits = MempoolLimits {
         chain_id: genesis.chain_id.clone(),
+        genesis_hash: genesis.hash(),
         max_txs: config.mempool.max_txs,
         max_per_signer: config.mempool.max_per_signer,
         max_tx_bytes: genesis.params.max_tx_bytes as usize,

@@ -30,12 +30,15 @@ fn body() -> TxBody {
     TxBody::Register(reg)
 }
 
+/// The genesis the benchmark transactions name.
+const GENESIS: palisade_crypto::Digest = palisade_crypto::Digest([5; 32]);
+
 fn write_path(c: &mut Criterion) {
     let signer = Signer::new(SecretKey::from_seed([3; 32]));
     let mut g = c.benchmark_group("write_path");
     g.bench_function("client_sign_and_encode", |b| {
         b.iter(|| {
-            let tx = signer.sign("palisade-local", 1077, body());
+            let tx = signer.sign("palisade-local", &GENESIS, 1077, body());
             serde_json::to_string(&SubmitRequest {
                 tx: Hex::new(&tx),
                 wait: true,
@@ -43,7 +46,7 @@ fn write_path(c: &mut Criterion) {
             .unwrap()
         })
     });
-    let tx = signer.sign("palisade-local", 1077, body());
+    let tx = signer.sign("palisade-local", &GENESIS, 1077, body());
     let json = serde_json::to_string(&SubmitRequest {
         tx: Hex::new(&tx),
         wait: true,
@@ -53,7 +56,7 @@ fn write_path(c: &mut Criterion) {
         b.iter(|| {
             let req: SubmitRequest = serde_json::from_str(black_box(&json)).unwrap();
             let tx = req.tx.decode().unwrap();
-            tx.verify("palisade-local").unwrap()
+            tx.verify("palisade-local", &GENESIS).unwrap()
         })
     });
     g.finish();

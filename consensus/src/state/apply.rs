@@ -71,6 +71,8 @@ use crate::hotstuff::SignatureVerifier;
 /// What a block's transactions run against.
 pub(crate) struct BlockEnv<'a> {
     pub(crate) chain_id: &'a str,
+    /// What every transaction must name besides the chain id.
+    pub(crate) genesis_hash: palisade_crypto::Digest,
     pub(crate) params: &'a Params,
     pub(crate) authority: &'a Authority,
     /// Gives the strict verdict on every signature (a node's cache
@@ -225,7 +227,9 @@ fn apply_inner(
     cosignature_count(stx, env.authority).map_err(inadmissible)?;
     let verifier = env.verifier;
     let (_, signers) = stx
-        .verify_with(env.chain_id, |k, d, s| verifier.verify(k, d, s))
+        .verify_with(env.chain_id, &env.genesis_hash, |k, d, s| {
+            verifier.verify(k, d, s)
+        })
         .map_err(|e| inadmissible(e.into()))?;
     let signer = stx.tx.signer;
     let identity = ws.identity(&signer)?;

@@ -2,7 +2,8 @@
 //!
 //! Order inside a block: lease expiry at the block's timestamp (bounded, see
 //! [`super::lease`]), then the transactions in payload order, then one
-//! `put_value_set` of every changed record at version = height. The result is
+//! `put_value_set` of every changed record at version = height, with the
+//! next link of each changed namespace's change chain. The result is
 //! a pure function of the parent's state, the lease index, the block's height,
 //! epoch and timestamp, and the payload.
 
@@ -11,7 +12,8 @@ use std::collections::BTreeMap;
 use jmt::storage::TreeUpdateBatch;
 use jmt::JellyfishMerkleTree;
 use palisade_crypto::{
-    encode, state_key_hash, Digest, JmtHasher, SignedTransaction, StateKey, ValidatorSet,
+    changed_services, decode, encode, state_key_hash, Digest, JmtHasher, NamespaceLink,
+    SignedTransaction, StateKey, ValidatorSet,
 };
 
 use super::apply::{apply_tx, BlockEnv, Verdict};
@@ -52,6 +54,31 @@ pub(crate) fn put_writes(
         .put_value_set(set, version)
         .map_err(|e| StateError::Tree(format!("{e:#}")))?;
     Ok((Digest(root.0), batch, changed))
+}
+
+/// Add to `writes` the next link of the change chain of every namespace
+/// whose services `writes` change ([`NamespaceLink`]): one fixed-size leaf
+/// per changed namespace per block, however many changes it holds.
+fn chain_namespace_changes(
+    reader: &BranchReader<'_>,
+    height: u64,
+    writes: &mut BTreeMap<StateKey, Option<Vec<u8>>>,
+) -> Result<(), StateError> {
+    for (namespace, services) in changed_services(writes.keys()) {
+        let key = StateKey::NamespaceLog {
+            namespace: namespace.clone(),
+        };
+        let prev: Option<NamespaceLink> = match reader.value(height - 1, state_key_hash(&key))? {
+            None => None,
+            Some(bytes) => Some(decode(&bytes).map_err(|e| StateError::Corrupt {
+                key: format!("{key:?}"),
+                reason: e.to_string(),
+            })?),
+        };
+        let link = NamespaceLink::next(prev.as_ref(), &namespace, height, &services);
+        writes.insert(key, Some(encode(&link)));
+    }
+    Ok(())
 }
 
 /// Expire due leases under the mass-expiry bound.
@@ -108,6 +135,7 @@ fn expire(
 /// The chain-wide constants a block runs under.
 pub(crate) struct Chain<'a> {
     pub(crate) chain_id: &'a str,
+    pub(crate) genesis_hash: Digest,
     pub(crate) params: &'a Params,
     pub(crate) authority: &'a Authority,
     pub(crate) verifier: &'a dyn SignatureVerifier,
@@ -126,6 +154,7 @@ pub(crate) fn execute_block(
     let validators = ws.validators()?;
     let mut env = BlockEnv {
         chain_id: chain.chain_id,
+        genesis_hash: chain.genesis_hash,
         params: chain.params,
         authority: chain.authority,
         verifier: chain.verifier,
@@ -159,7 +188,8 @@ pub(crate) fn execute_block(
             reason,
         });
     }
-    let (writes, lease_delta) = ws.into_writes();
+    let (mut writes, lease_delta) = ws.into_writes();
+    chain_namespace_changes(reader, env.height, &mut writes)?;
     let (state_root, batch, changed) = put_writes(reader, env.height, writes)?;
     Ok(BlockOutput {
         state_root,

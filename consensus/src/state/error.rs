@@ -227,6 +227,15 @@ pub enum TxRejection {
         /// What is wrong.
         reason: String,
     },
+    /// Signed for another genesis of a chain with this id (issue-13 review:
+    /// after a re-genesis, old transactions must not replay).
+    #[error("transaction is for genesis {got}, this chain grew from genesis {expected}")]
+    WrongGenesis {
+        /// Genesis hash in the transaction.
+        got: palisade_crypto::Digest,
+        /// This chain's genesis hash.
+        expected: palisade_crypto::Digest,
+    },
 }
 
 impl TxRejection {
@@ -274,6 +283,7 @@ impl TxRejection {
             TxRejection::RecordTooLarge { .. } => 35,
             TxRejection::LeasesNotAttested => 36,
             TxRejection::BadSilenceReport { .. } => 37,
+            TxRejection::WrongGenesis { .. } => 38,
         }
     }
 }
@@ -292,6 +302,7 @@ impl From<TxError> for TxRejection {
     fn from(e: TxError) -> Self {
         match e {
             TxError::WrongChain { got, expected } => TxRejection::WrongChain { got, expected },
+            TxError::WrongGenesis { got, expected } => TxRejection::WrongGenesis { got, expected },
             TxError::Signature(s) => s.into(),
             TxError::DuplicateCosigner(k) => TxRejection::DuplicateCosigner(k),
             TxError::Malformed(d) => TxRejection::Malformed(d.to_string()),

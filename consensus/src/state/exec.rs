@@ -222,6 +222,7 @@ impl<S: StateStore> RegistryExecutor<S> {
         let leases = LeaseView::new(&self.leases, chain.iter().map(|b| &b.leases).collect());
         let env = Chain {
             chain_id: &self.chain_id,
+            genesis_hash: self.genesis_hash,
             params: &self.params,
             authority: &self.authority,
             verifier: self.verifier.as_ref(),

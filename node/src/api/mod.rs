@@ -11,6 +11,7 @@
 
 mod admin;
 mod audit;
+mod changes;
 mod export;
 mod limits;
 mod query;
@@ -156,6 +157,7 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/accounts/{key}", get(tx::account))
         .route("/v1/services/{namespace}/{service}", get(query::service))
         .route("/v1/namespaces/{namespace}", get(query::namespace))
+        .route("/v1/namespaces/{namespace}/changes", get(changes::changes))
         .route("/v1/epochs", get(query::epochs))
         .route("/v1/blocks/{height}", get(query::block))
         .route("/v1/audit/blocks/{height}", get(audit::block))

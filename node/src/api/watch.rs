@@ -5,7 +5,8 @@
 //! height `c`: for each watched service that changed in it, an `update`
 //! whose lookup is proven at `c`, then `synced` (a `WatchSynced`: the commit
 //! certificate of `c` and, for a service watch, the service's lookup proven
-//! at `c`): every change up to `c` was sent, and a client resumes with
+//! at `c`, for a namespace watch the namespace's change chain at `c` down to
+//! the batch's start, see [`super::changes`]): every change up to `c` was sent, and a client resumes with
 //! `from_height = c + 1`. The proven state lets the client check that claim
 //! against what it was sent (issue-13 review). A client that loses the stream before
 //! `synced` resumes from the batch's start, so no change is lost. An update
@@ -201,6 +202,8 @@ struct Scanner {
     next: u64,
     /// Changed services not yet reported (waiting for the batch's end).
     carried: BTreeSet<(String, String)>,
+    /// First height of the batch being scanned.
+    batch_from: Option<u64>,
 }
 
 impl Scanner {
@@ -216,6 +219,7 @@ impl Scanner {
             return Ok((false, Vec::new()));
         }
         let to = certified.min(self.next.saturating_add(REPLAY_STEP - 1));
+        let batch_from = *self.batch_from.get_or_insert(self.next);
         self.collect(self.next, to)?;
         self.next = to + 1;
         if to < certified {
@@ -227,8 +231,15 @@ impl Scanner {
         } else {
             (certified, cert.clone())
         };
+        self.batch_from = None;
         let mut events = Vec::new();
-        for (ns, svc) in std::mem::take(&mut self.carried) {
+        let mut carried = std::mem::take(&mut self.carried);
+        if self.service.is_none() && ctx.byzantine.has(ByzantineMode::OmitWatch) {
+            // Byzantine test mode: a namespace stream sends no change at
+            // all, only (honest) `synced` events.
+            carried.clear();
+        }
+        for (ns, svc) in carried {
             let lookup = lookup_at(&ctx, proof_height, &proof_cert, &ns, &svc)?;
             let update = WatchUpdate {
                 namespace: ns,
@@ -255,9 +266,23 @@ impl Scanner {
             }
             None => None,
         };
+        // A namespace watch's change chain at `certified`, down to the
+        // batch's start (the links left out when too large: the client
+        // fetches them).
+        let namespace = match &self.service {
+            Some(_) => None,
+            None => Some(super::changes::namespace_changes(
+                &ctx,
+                &self.namespace,
+                certified,
+                batch_from,
+                ctx.api.watch_inline_max_bytes,
+            )?),
+        };
         let synced = WatchSynced {
             certificate: Hex::new(&cert),
             service: subject,
+            namespace,
         };
         let synced = serde_json::to_string(&synced).expect("WatchSynced encodes");
         events.push(Event::default().event("synced").data(synced));
@@ -320,6 +345,7 @@ impl WatchState {
                 service,
                 next,
                 carried: BTreeSet::new(),
+                batch_from: None,
             }),
             ctx,
             live,

@@ -91,9 +91,10 @@ fn genesis(validator: &SecretKey, writer: &SecretKey) -> Genesis {
     g
 }
 
-fn register(writer: &SecretKey, seq: u64) -> SignedTransaction {
+fn register(genesis_hash: &Digest, writer: &SecretKey, seq: u64) -> SignedTransaction {
     Transaction {
         chain_id: CHAIN.into(),
+        genesis_hash: *genesis_hash,
         signer: writer.public(),
         sequence: seq,
         body: TxBody::Register(Registration {
@@ -133,7 +134,7 @@ fn driver(
         now_ms(),
     )
     .expect("replica recovers");
-    let (ctx, trigger) = Context::for_tests_with_store(64, store);
+    let (ctx, trigger) = Context::for_tests_with_store(64, store, g.hash());
     let (_tx, inbound) = mpsc::channel(1);
     let driver = Driver::new(ctx.clone(), replica, inbound, ConsensusConfig::default());
     (driver, ctx, trigger)
@@ -161,7 +162,7 @@ fn run_chain(
         }
         let next = ctx.committed_next_sequence(&writer.public());
         if seq < next + 2 {
-            let tx = register(writer, seq);
+            let tx = register(&g.hash(), writer, seq);
             if ctx.admit(tx.clone(), false).is_ok() {
                 ids.push(tx.id());
                 seq += 1;

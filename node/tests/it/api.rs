@@ -106,13 +106,13 @@ async fn bad_requests_get_typed_errors_and_the_node_keeps_serving() {
         (404, "unknown_tx".into())
     );
     // A forged signature, another chain, a replayed sequence.
-    let mut forged = register(&c.service, 0, "api", "x");
+    let mut forged = register(&c.genesis.hash(), &c.service, 0, "api", "x");
     forged.tx.sequence = 5;
     assert_eq!(
         refused(&c, "POST", "/v1/tx", Some(&submit_body(&forged))).await,
         (400, "bad_signature".into())
     );
-    let mut foreign = register(&c.service, 0, "api", "x").tx;
+    let mut foreign = register(&c.genesis.hash(), &c.service, 0, "api", "x").tx;
     foreign.chain_id = "elsewhere".into();
     let foreign = foreign.sign(&c.service);
     assert_eq!(
@@ -120,21 +120,25 @@ async fn bad_requests_get_typed_errors_and_the_node_keeps_serving() {
         (400, "wrong_chain".into())
     );
     let (_, ok) = c
-        .submit(0, &register(&c.service, 0, "api", "x"), true)
+        .submit(
+            0,
+            &register(&c.genesis.hash(), &c.service, 0, "api", "x"),
+            true,
+        )
         .await;
     assert_eq!(ok.status, TxStatus::Committed);
-    let replay = register(&c.service, 0, "api", "y");
+    let replay = register(&c.genesis.hash(), &c.service, 0, "api", "y");
     let (status, code) = refused(&c, "POST", "/v1/tx", Some(&submit_body(&replay))).await;
     assert_eq!((status, code.as_str()), (400, "stale_sequence"));
     // A signer the registry does not know, or a namespace the signer is not
     // enrolled in, is refused before it can take a block slot.
     let stranger = SecretKey::from_seed([77; 32]);
-    let body = submit_body(&register(&stranger, 0, "api", "z"));
+    let body = submit_body(&register(&c.genesis.hash(), &stranger, 0, "api", "z"));
     assert_eq!(
         refused(&c, "POST", "/v1/tx", Some(&body)).await,
         (403, "not_enrolled".into())
     );
-    let mut elsewhere = register(&c.service, 1, "api", "z").tx;
+    let mut elsewhere = register(&c.genesis.hash(), &c.service, 1, "api", "z").tx;
     if let palisade_crypto::TxBody::Register(r) = &mut elsewhere.body {
         r.namespace = "staging".into();
     }
@@ -147,6 +151,7 @@ async fn bad_requests_get_typed_errors_and_the_node_keeps_serving() {
     let signed = |body| {
         palisade_crypto::Transaction {
             chain_id: c.genesis.chain_id.clone(),
+            genesis_hash: c.genesis.hash(),
             signer: c.service.public(),
             sequence: 1,
             body,
@@ -249,7 +254,11 @@ async fn watch_streams_verified_updates_and_resumes_from_a_height() {
         );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (_, resp) = c
-        .submit(0, &register(&c.service, 0, "api", "w1"), true)
+        .submit(
+            0,
+            &register(&c.genesis.hash(), &c.service, 0, "api", "w1"),
+            true,
+        )
         .await;
     let update = live.await.unwrap();
     assert_eq!(
@@ -300,6 +309,7 @@ async fn outsiders_are_refused_for_every_kind_and_never_committed() {
     let by_outsider = |body| {
         Transaction {
             chain_id: c.genesis.chain_id.clone(),
+            genesis_hash: c.genesis.hash(),
             signer: outsider.public(),
             sequence: 0,
             body,
@@ -330,7 +340,10 @@ async fn outsiders_are_refused_for_every_kind_and_never_committed() {
             }),
             "not_authority",
         ),
-        (register(&outsider, 0, "api", "o1"), "not_enrolled"),
+        (
+            register(&c.genesis.hash(), &outsider, 0, "api", "o1"),
+            "not_enrolled",
+        ),
         (
             by_outsider(TxBody::Heartbeat {
                 namespace: "prod".into(),
@@ -352,6 +365,7 @@ async fn outsiders_are_refused_for_every_kind_and_never_committed() {
         (
             Transaction {
                 chain_id: c.genesis.chain_id.clone(),
+                genesis_hash: c.genesis.hash(),
                 signer: c.service.public(),
                 sequence: 0,
                 body: TxBody::Revoke {

@@ -68,12 +68,12 @@ async fn every_curl_example_in_api_md_works_against_a_real_node() {
 
     let c = Cluster::start(1).await;
     c.wait_height(0, 1).await;
-    let first = register(&c.service, 0, "api", "api-1");
+    let first = register(&c.genesis.hash(), &c.service, 0, "api", "api-1");
     let (_, answer) = c.submit(0, &first, true).await;
     let tx_id = answer.tx_id;
     c.wait_receipt(0, &tx_id).await;
     // The documented POST submits this one.
-    let next = register(&c.service, 1, "api", "api-2");
+    let next = register(&c.genesis.hash(), &c.service, 1, "api", "api-2");
     let node = format!("http://{}", c.api(0));
     let key = c.service.public().to_string();
     let tx = hex::encode(Hex::new(&next).bytes());

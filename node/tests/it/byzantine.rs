@@ -49,7 +49,9 @@ fn node0(modes: &'static [ByzantineMode]) -> impl Fn(&mut NodeConfig) {
 }
 
 fn registration(key: &SecretKey, instance: &str) -> TxBody {
-    register(key, 0, "api", instance).tx.body
+    register(&palisade_crypto::Digest::ZERO, key, 0, "api", instance)
+        .tx
+        .body
 }
 
 /// `lie-accounts`: the node suggests `u64::MAX - 1` as the next sequence;
@@ -86,7 +88,7 @@ async fn claim_outcomes_is_caught_by_the_client() {
     let cl = client(&c);
     let key = c.service.clone();
     let body = registration(&key, "c1");
-    let tx = Signer::new(key.clone()).sign(&c.genesis.chain_id, 0, body);
+    let tx = Signer::new(key.clone()).sign(&c.genesis.chain_id, &c.genesis.hash(), 0, body);
     let id = tx.id();
     let result = tokio::task::spawn_blocking(move || cl.submit_and_wait(&tx))
         .await
@@ -111,7 +113,7 @@ async fn pending_forever_does_not_hold_a_write() {
     let cl = client(&c);
     let key = c.service.clone();
     let body = registration(&key, "p1");
-    let tx = Signer::new(key.clone()).sign(&c.genesis.chain_id, 0, body);
+    let tx = Signer::new(key.clone()).sign(&c.genesis.chain_id, &c.genesis.hash(), 0, body);
     let id = tx.id();
     let receipt = tokio::task::spawn_blocking(move || cl.submit_and_wait(&tx))
         .await

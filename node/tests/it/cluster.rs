@@ -264,7 +264,7 @@ async fn four_nodes_commit_serve_verified_lookups_and_a_restarted_node_catches_u
         c.wait_height(i, 1).await;
     }
     // A registration, waited for, with a receipt that verifies.
-    let tx = register(&c.service, 0, "api", "i1");
+    let tx = register(&c.genesis.hash(), &c.service, 0, "api", "i1");
     let (status, resp) = c.submit(0, &tx, true).await;
     assert_eq!(status, 200);
     assert_eq!(resp.status, TxStatus::Committed, "{resp:?}");
@@ -318,7 +318,7 @@ async fn four_nodes_commit_serve_verified_lookups_and_a_restarted_node_catches_u
     let down = least_leading(&c, round);
     c.stop(down).await;
     let up = (down + 1) % 4;
-    let tx = register(&c.service, 1, "api", "i2");
+    let tx = register(&c.genesis.hash(), &c.service, 1, "api", "i2");
     let (_, resp) = c.submit(up, &tx, false).await;
     let resp = c.wait_receipt(up, &resp.tx_id).await;
     assert_eq!(

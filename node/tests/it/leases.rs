@@ -76,7 +76,11 @@ async fn heartbeats_off_consensus_keep_the_live_and_a_quorum_of_reports_expires_
     let (_, r) = c
         .submit(
             0,
-            &with_ttl(register(&live, 0, "web", "live"), &live, 3),
+            &with_ttl(
+                register(&c.genesis.hash(), &live, 0, "web", "live"),
+                &live,
+                3,
+            ),
             true,
         )
         .await;
@@ -84,7 +88,11 @@ async fn heartbeats_off_consensus_keep_the_live_and_a_quorum_of_reports_expires_
     let (_, r) = c
         .submit(
             0,
-            &with_ttl(register(&silent, 0, "web", "dead"), &silent, 3),
+            &with_ttl(
+                register(&c.genesis.hash(), &silent, 0, "web", "dead"),
+                &silent,
+                3,
+            ),
             true,
         )
         .await;

@@ -32,6 +32,7 @@ struct RemoteChain {
     store: NodeStore,
     last: BlockInfo,
     seq: u64,
+    genesis_hash: Digest,
 }
 
 impl RemoteChain {
@@ -53,6 +54,7 @@ impl RemoteChain {
             store,
             last,
             seq: 0,
+            genesis_hash: g.hash(),
         }
     }
 
@@ -89,7 +91,13 @@ impl RemoteChain {
             epoch: 0,
             timestamp_ms: 1_000_000 + h * 1000,
         };
-        let tx = register(&self.service, self.seq, service, instance);
+        let tx = register(
+            &self.genesis_hash,
+            &self.service,
+            self.seq,
+            service,
+            instance,
+        );
         self.seq += 1;
         let payload = palisade_consensus::state::encode_payload(&[tx]);
         let result = self.exec.execute(&ctx, &payload).unwrap();
@@ -285,6 +293,7 @@ fn a_pruned_change_index_falls_back_to_a_snapshot_that_deletes_what_is_gone() {
     };
     let tx = palisade_crypto::Transaction {
         chain_id: "test-chain".into(),
+        genesis_hash: remote.genesis_hash,
         signer: remote.service.public(),
         sequence: remote.seq,
         body: palisade_crypto::TxBody::Deregister {

@@ -25,7 +25,7 @@ async fn a_failing_probe_is_reported_and_turns_the_instance_unhealthy() {
         .local_addr()
         .unwrap()
         .port();
-    let mut tx = register(&c.service, 0, "db", "d1").tx;
+    let mut tx = register(&c.genesis.hash(), &c.service, 0, "db", "d1").tx;
     if let TxBody::Register(r) = &mut tx.body {
         r.endpoints[0].host = "127.0.0.1".into();
         r.endpoints[0].port = port;

@@ -16,7 +16,11 @@ use super::state_store::register;
 async fn a_node_killed_between_state_and_ledger_writes_rebuilds_its_ledger() {
     let mut c = Cluster::start(1).await;
     let (_, resp) = c
-        .submit(0, &register(&c.service, 0, "api", "r1"), true)
+        .submit(
+            0,
+            &register(&c.genesis.hash(), &c.service, 0, "api", "r1"),
+            true,
+        )
         .await;
     assert_eq!(resp.status, TxStatus::Committed);
     let h = c

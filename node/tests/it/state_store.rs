@@ -38,6 +38,7 @@ pub(crate) fn genesis(validators: &[SecretKey], service: &SecretKey) -> Genesis 
 }
 
 pub(crate) fn register(
+    genesis_hash: &Digest,
     key: &SecretKey,
     seq: u64,
     service: &str,
@@ -45,6 +46,7 @@ pub(crate) fn register(
 ) -> SignedTransaction {
     Transaction {
         chain_id: "test-chain".into(),
+        genesis_hash: *genesis_hash,
         signer: key.public(),
         sequence: seq,
         body: TxBody::Register(Registration {
@@ -81,7 +83,7 @@ fn run<S: StateStore>(
             epoch: 0,
             timestamp_ms: 1_000_000 + h * 1000,
         };
-        let payload = encode_payload(&[register(svc, h - 1, "api", &format!("i{h}"))]);
+        let payload = encode_payload(&[register(&g.hash(), svc, h - 1, "api", &format!("i{h}"))]);
         let result = exec.execute(&ctx, &payload).unwrap();
         exec.commit(&ctx.block_id).unwrap();
         roots.push(result.state_root);

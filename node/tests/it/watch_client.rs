@@ -121,10 +121,18 @@ async fn a_namespace_watch_cut_in_the_middle_of_a_batch_loses_no_change() {
     let c = Cluster::start(1).await;
     c.wait_height(0, 1).await;
     let (_, api) = c
-        .submit(0, &register(&c.service, 0, "api", "a1"), true)
+        .submit(
+            0,
+            &register(&c.genesis.hash(), &c.service, 0, "api", "a1"),
+            true,
+        )
         .await;
     let (_, db) = c
-        .submit(0, &register(&c.service, 1, "db", "d1"), true)
+        .submit(
+            0,
+            &register(&c.genesis.hash(), &c.service, 1, "db", "d1"),
+            true,
+        )
         .await;
     let last = api.receipt.unwrap().height.max(db.receipt.unwrap().height);
     // Both changes lie below the height the first batch is proven at.
@@ -166,7 +174,11 @@ async fn routes_around(mode: ByzantineMode) -> Vec<Result<VerifiedService, Clien
     .await;
     c.wait_height(1, 2).await;
     let (_, first) = c
-        .submit(1, &register(&c.service, 0, "api", "a1"), true)
+        .submit(
+            1,
+            &register(&c.genesis.hash(), &c.service, 0, "api", "a1"),
+            true,
+        )
         .await;
     c.wait_height(1, first.receipt.unwrap().height + 2).await;
     let urls: Vec<String> = (0..4).map(|i| url(&c, i)).collect();
@@ -184,8 +196,12 @@ async fn routes_around(mode: ByzantineMode) -> Vec<Result<VerifiedService, Clien
         6,
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    c.submit(1, &register(&c.service, 1, "api", "a2"), true)
-        .await;
+    c.submit(
+        1,
+        &register(&c.genesis.hash(), &c.service, 1, "api", "a2"),
+        true,
+    )
+    .await;
     let mut items = Vec::new();
     for _ in 0..6 {
         let (item, back) = recv(rx, Duration::from_secs(40)).await;
@@ -283,7 +299,11 @@ async fn an_update_too_large_for_an_event_is_announced_and_looked_up() {
     let c = Cluster::start_with(1, |cfg| cfg.api.watch_inline_max_bytes = 256).await;
     c.wait_height(0, 1).await;
     let (_, r) = c
-        .submit(0, &register(&c.service, 0, "api", "a1"), true)
+        .submit(
+            0,
+            &register(&c.genesis.hash(), &c.service, 0, "api", "a1"),
+            true,
+        )
         .await;
     let height = r.receipt.unwrap().height;
     // On the wire: `changed`, no `update`.
@@ -392,7 +412,11 @@ async fn a_service_watch_gets_the_state_proven_by_its_first_synced() {
     let c = Cluster::start(1).await;
     c.wait_height(0, 1).await;
     let (_, api) = c
-        .submit(0, &register(&c.service, 0, "api", "a1"), true)
+        .submit(
+            0,
+            &register(&c.genesis.hash(), &c.service, 0, "api", "a1"),
+            true,
+        )
         .await;
     let at = api.receipt.unwrap().height;
     c.wait_height(0, at + 2).await;
@@ -418,4 +442,73 @@ async fn a_service_watch_gets_the_state_proven_by_its_first_synced() {
         ["a1"]
     );
     c.shutdown().await;
+}
+
+/// Issue-13 review: a node that sends namespace watch streams no change at
+/// all (`omit-watch`, only `synced` events with their honest proofs). The
+/// change chain each `synced` proves names every changed service, so the
+/// client looks each one up and delivers it: the changes below the watch's
+/// start height's batch and one registered while it runs. `inline_max`
+/// small enough makes the node leave the links out, so the client fetches
+/// them from `/v1/namespaces/prod/changes`.
+async fn a_namespace_watch_of_a_node_omitting_every_change(inline_max: Option<usize>) {
+    let c = Cluster::start_with(1, |cfg| {
+        cfg.byzantine = vec![ByzantineMode::OmitWatch];
+        if let Some(max) = inline_max {
+            cfg.api.watch_inline_max_bytes = max;
+        }
+    })
+    .await;
+    c.wait_height(0, 1).await;
+    c.submit(
+        0,
+        &register(&c.genesis.hash(), &c.service, 0, "api", "a1"),
+        true,
+    )
+    .await;
+    c.submit(
+        0,
+        &register(&c.genesis.hash(), &c.service, 1, "db", "d1"),
+        true,
+    )
+    .await;
+    let client = client(&c, &[url(&c, 0)]);
+    let mut rx = watch_thread(client, None, Some(1), Duration::from_secs(20), 3);
+    let mut got = std::collections::BTreeMap::new();
+    for i in 0..3 {
+        let (item, back) = recv(rx, Duration::from_secs(30)).await;
+        rx = back;
+        match item {
+            Some(Ok(v)) => {
+                got.insert(v.service.clone(), v.instances().len());
+            }
+            Some(Err(e)) => panic!("watch refused an honest proof: {e}"),
+            None => break,
+        }
+        if i == 1 {
+            // A change while the watch runs.
+            c.submit(
+                0,
+                &register(&c.genesis.hash(), &c.service, 2, "api", "a2"),
+                true,
+            )
+            .await;
+        }
+    }
+    c.shutdown().await;
+    assert_eq!(
+        got.into_iter().collect::<Vec<_>>(),
+        [("api".to_string(), 2), ("db".to_string(), 1)],
+        "every committed change arrives though the stream sent none"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_watch_delivers_every_change_a_node_omits() {
+    a_namespace_watch_of_a_node_omitting_every_change(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_watch_fetches_change_links_too_large_to_inline() {
+    a_namespace_watch_of_a_node_omitting_every_change(Some(256)).await;
 }

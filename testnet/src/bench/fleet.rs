@@ -188,7 +188,7 @@ fn enroll(c: &Client, authority: &Signer, ns: &str, keys: &[SecretKey]) -> Resul
         for (j, key) in window.iter().enumerate() {
             let body = enrollment(key.public(), vec![ns.to_string()], Role::Service)
                 .map_err(|e| e.to_string())?;
-            let tx = authority.sign(c.chain_id(), next, body);
+            let tx = authority.sign(c.chain_id(), &c.network().genesis_hash, next, body);
             next += 1;
             submit_retrying(c, &tx, j + 1 == window.len())?;
         }
@@ -227,7 +227,12 @@ fn register(
                         ttl as u32,
                     )
                     .expect("valid registration");
-                    let tx = signer.sign(c.chain_id(), seq as u64, TxBody::Register(reg));
+                    let tx = signer.sign(
+                        c.chain_id(),
+                        &c.network().genesis_hash,
+                        seq as u64,
+                        TxBody::Register(reg),
+                    );
                     if let Err(e) = submit_retrying(c, &tx, i + 1 == last) {
                         *failed.lock().expect("lock") =
                             Some(format!("registering {instance}: {e}"));

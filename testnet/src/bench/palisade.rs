@@ -71,8 +71,10 @@ fn registration_body(ns: &str, service: &str, instance: &str, n: u64) -> TxBody 
 pub fn registration_bytes(chain_id: &str) -> usize {
     let signer = Signer::new(SecretKey::from_seed([7; 32]));
     let (service, instance) = write_target(7, 1_000);
+    // The size alone matters: any genesis hash has 32 bytes.
     let tx = signer.sign(
         chain_id,
+        &palisade_crypto::Digest::ZERO,
         1_000,
         registration_body("bench-000000", &service, &instance, 1_000),
     );
@@ -103,7 +105,12 @@ fn enroll(
     for (i, key) in keys.iter().enumerate() {
         let body = enrollment(key.public(), vec![ns.to_string()], Role::Service)
             .map_err(|e| e.to_string())?;
-        let tx = authority.sign(admin.chain_id(), first + i as u64, body);
+        let tx = authority.sign(
+            admin.chain_id(),
+            &admin.network().genesis_hash,
+            first + i as u64,
+            body,
+        );
         if i + 1 < keys.len() {
             admin
                 .submit(&tx)

@@ -86,11 +86,12 @@ fn names(i: u64) -> (String, String, String) {
     )
 }
 
-fn registration_tx(i: u64, keys: &[SecretKey]) -> SignedTransaction {
+fn registration_tx(i: u64, keys: &[SecretKey], genesis_hash: &Digest) -> SignedTransaction {
     let (ns, service, instance) = names(i);
     let key = &keys[(i / PER_IDENTITY) as usize];
     Transaction {
         chain_id: CHAIN.into(),
+        genesis_hash: *genesis_hash,
         signer: key.public(),
         sequence: i % PER_IDENTITY,
         body: TxBody::Register(Registration {
@@ -116,15 +117,22 @@ fn registration_tx(i: u64, keys: &[SecretKey]) -> SignedTransaction {
 }
 
 /// Sign registrations `from..to` on two threads.
-fn sign_range(from: u64, to: u64, keys: &[SecretKey]) -> Vec<SignedTransaction> {
+fn sign_range(
+    from: u64,
+    to: u64,
+    keys: &[SecretKey],
+    genesis_hash: &Digest,
+) -> Vec<SignedTransaction> {
     let mid = from + (to - from) / 2;
     std::thread::scope(|s| {
         let a = s.spawn(|| {
             (from..mid)
-                .map(|i| registration_tx(i, keys))
+                .map(|i| registration_tx(i, keys, genesis_hash))
                 .collect::<Vec<_>>()
         });
-        let b: Vec<_> = (mid..to).map(|i| registration_tx(i, keys)).collect();
+        let b: Vec<_> = (mid..to)
+            .map(|i| registration_tx(i, keys, genesis_hash))
+            .collect();
         let mut a = a.join().expect("signing thread");
         a.extend(b);
         a
@@ -134,6 +142,7 @@ fn sign_range(from: u64, to: u64, keys: &[SecretKey]) -> Vec<SignedTransaction> 
 struct Builder {
     exec: RegistryExecutor<MemStore>,
     keys: Vec<SecretKey>,
+    genesis_hash: Digest,
     height: u64,
     next: u64,
 }
@@ -168,6 +177,7 @@ impl Builder {
         Ok(Builder {
             exec,
             keys,
+            genesis_hash: genesis.hash(),
             height: 0,
             next: 0,
         })
@@ -176,7 +186,7 @@ impl Builder {
     /// Execute and commit the next `count` registrations as one block;
     /// returns (execute, commit) times.
     fn block(&mut self, count: u64) -> Result<(Duration, Duration), String> {
-        let txs = sign_range(self.next, self.next + count, &self.keys);
+        let txs = sign_range(self.next, self.next + count, &self.keys, &self.genesis_hash);
         let payload = encode_payload(&txs);
         self.height += 1;
         let mut id = [0u8; 32];

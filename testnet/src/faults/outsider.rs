@@ -83,7 +83,11 @@ fn connect_from_outsider(node: SocketAddr) -> std::io::Result<TcpStream> {
 }
 
 /// A transaction a throwaway key signs: nothing committed allows it.
-fn throwaway_tx(chain_id: &str, rng: &mut ChaCha8Rng, namespace: &str) -> SignedTransaction {
+fn throwaway_tx(
+    (chain_id, genesis_hash): (&str, &Digest),
+    rng: &mut ChaCha8Rng,
+    namespace: &str,
+) -> SignedTransaction {
     let key = SecretKey::from_seed(rng.gen());
     let body = match rng.gen_range(0..3) {
         0 => palisade_client::enrollment(
@@ -111,6 +115,7 @@ fn throwaway_tx(chain_id: &str, rng: &mut ChaCha8Rng, namespace: &str) -> Signed
     };
     Transaction {
         chain_id: chain_id.to_string(),
+        genesis_hash: *genesis_hash,
         signer: key.public(),
         sequence: rng.gen_range(0..3),
         body,
@@ -122,7 +127,7 @@ fn throwaway_tx(chain_id: &str, rng: &mut ChaCha8Rng, namespace: &str) -> Signed
 /// most `max_requests` requests, holding at most `max_watches` watch streams.
 pub fn flood(
     nodes: &[SocketAddr],
-    chain_id: &str,
+    (chain_id, genesis_hash): (&str, &Digest),
     namespace: &str,
     seed: u64,
     duration: Duration,
@@ -145,7 +150,7 @@ pub fn flood(
             };
             request(node, "POST", "/v1/tx", &body, false)
         } else if roll < 70 {
-            let tx = throwaway_tx(chain_id, &mut rng, namespace);
+            let tx = throwaway_tx((chain_id, genesis_hash), &mut rng, namespace);
             let id = tx.id();
             let body = serde_json::to_vec(&palisade_crypto::api::SubmitRequest {
                 tx: Hex::new(&tx),

@@ -78,6 +78,8 @@ fn genesis_info(validators: &ValidatorSet) -> BlockInfo {
 /// refused as a replay.
 struct RegistryPayloads {
     rng: ChaCha8Rng,
+    /// The genesis transactions name, learnt when the simulation builds it.
+    genesis_hash: std::sync::Arc<std::sync::Mutex<palisade_crypto::Digest>>,
     seqs: [u64; IDENTITIES as usize],
     /// Transactions generated (valid or not).
     generated: u64,
@@ -87,6 +89,7 @@ impl RegistryPayloads {
     fn new(seed: u64) -> Self {
         RegistryPayloads {
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f7e),
+            genesis_hash: Default::default(),
             seqs: [0; IDENTITIES as usize],
             generated: 0,
         }
@@ -144,6 +147,7 @@ impl PayloadSource for RegistryPayloads {
                 self.generated += 1;
                 Transaction {
                     chain_id: CHAIN.into(),
+                    genesis_hash: *self.genesis_hash.lock().expect("genesis hash lock"),
                     signer: key.public(),
                     sequence: self.seqs[who as usize],
                     body,
@@ -231,9 +235,14 @@ fn registry_replicas_agree_under_loss_and_crashes() {
                 },
             ];
             config.heal_at_ms = Some(5_500);
-            let mut sim =
-                Simulation::with_genesis(config, genesis_info, open, RegistryPayloads::new(seed))
-                    .map_err(|e| e.to_string())?;
+            let payloads = RegistryPayloads::new(seed);
+            let genesis_hash = payloads.genesis_hash.clone();
+            let make_genesis = move |v: &ValidatorSet| {
+                *genesis_hash.lock().expect("genesis hash lock") = registry_genesis(v).hash();
+                genesis_info(v)
+            };
+            let mut sim = Simulation::with_genesis(config, make_genesis, open, payloads)
+                .map_err(|e| e.to_string())?;
             sim.run_until(8_000);
             let report = sim.report();
             safe(&report)?;

@@ -245,6 +245,13 @@ fn run(cli: Cli) -> Result<(), ClientError> {
                     blocks.0,
                     blocks.1
                 ),
+                palisade_client::Equivocation::TwoEpochEnds { epoch, heights } => println!(
+                    "evidence verified: {} ({}) certified two different ends of epoch {epoch}, at heights {} and {}",
+                    terminal_safe(&network.datacenter),
+                    terminal_safe(&network.chain_id),
+                    heights.0,
+                    heights.1
+                ),
                 palisade_client::Equivocation::BrokenChain { first, second } => println!(
                     "evidence verified: {} ({}) certified a block at height {second} whose chain does not reach its certified block at height {first}",
                     terminal_safe(&network.datacenter),

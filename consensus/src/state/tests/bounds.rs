@@ -231,3 +231,39 @@ fn a_rejected_transaction_consumes_its_sequence() {
     assert_eq!(c.one(ok), TxOutcome::Applied);
     assert_eq!(c.reader().next_sequence(&alice().public()).unwrap(), 3);
 }
+
+/// Issue-13 review: after a re-genesis that keeps the chain id and the
+/// keys, sequences start over, so a transaction signed for the old genesis
+/// would replay. It names the genesis it was signed for and is refused.
+#[test]
+fn a_transaction_signed_for_another_genesis_with_the_same_chain_id_and_keys_is_refused() {
+    let old = genesis();
+    let mut new = genesis();
+    new.genesis_time_ms += 1;
+    assert_eq!(old.chain_id, new.chain_id);
+    assert_ne!(old.hash(), new.hash());
+    let mut c = Chain::with(new.clone());
+    let replayed = sign_for(
+        &old.hash(),
+        &alice(),
+        0,
+        TxBody::Register(reg("shop", "web", "a1")),
+    );
+    let reason = match c.try_block(1_000, &[replayed]) {
+        Err(ExecutionError::Inadmissible { reason, .. }) => Some(reason),
+        _ => None,
+    };
+    assert_eq!(
+        reason,
+        Some(
+            TxRejection::WrongGenesis {
+                got: old.hash(),
+                expected: new.hash(),
+            }
+            .to_string()
+        )
+    );
+    // Signed for the new genesis, the same act is applied.
+    let fresh = c.tx(&alice(), TxBody::Register(reg("shop", "web", "a1")));
+    assert_eq!(c.one(fresh), TxOutcome::Applied);
+}

@@ -108,9 +108,21 @@ pub(super) fn heartbeat(ns: &str, svc: &str, inst: &str) -> TxBody {
     }
 }
 
+/// Sign for the default [`genesis`].
 pub(super) fn sign(k: &SecretKey, seq: u64, body: TxBody) -> SignedTransaction {
+    sign_for(&genesis().hash(), k, seq, body)
+}
+
+/// Sign for the genesis of hash `genesis_hash`.
+pub(super) fn sign_for(
+    genesis_hash: &Digest,
+    k: &SecretKey,
+    seq: u64,
+    body: TxBody,
+) -> SignedTransaction {
     Transaction {
         chain_id: CHAIN.into(),
+        genesis_hash: *genesis_hash,
         signer: k.public(),
         sequence: seq,
         body,
@@ -124,6 +136,8 @@ pub(super) struct Chain {
     pub(super) time: u64,
     height: u64,
     seqs: HashMap<PublicKey, u64>,
+    /// The genesis every transaction of [`Chain::tx`] is signed for.
+    pub(super) genesis_hash: Digest,
 }
 
 pub(super) fn block_id(parent: &Digest, height: u64, salt: u64) -> Digest {
@@ -141,13 +155,14 @@ impl Chain {
             time: g.genesis_time_ms,
             height: 0,
             seqs: HashMap::new(),
+            genesis_hash: g.hash(),
         }
     }
 
     /// Sign with the signer's next sequence number.
     pub(super) fn tx(&mut self, k: &SecretKey, body: TxBody) -> SignedTransaction {
         let seq = self.seqs.entry(k.public()).or_insert(0);
-        let stx = sign(k, *seq, body);
+        let stx = sign_for(&self.genesis_hash, k, *seq, body);
         *seq += 1;
         stx
     }

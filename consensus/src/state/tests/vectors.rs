@@ -90,46 +90,49 @@ impl Check {
     }
 }
 
+// Ids changed with the issue-13 review: a transaction names its genesis
+// (the signed envelope itself is pinned, and re-derived outside Rust, by
+// crypto's `transaction_formats_are_frozen`).
 const BODY_VECTORS: &[(&str, &str, &str)] = &[
     (
         "enroll",
         "0020828bf5c5bdcacb684863336c202fb5599da48be5596615742170705beca9f7010000000400000073686f7001",
-        "3818c219c360f71ee7a049d8291fa76420033c4ab6ed70b463f43751f4e970da",
+        "04e4da1f8dff21d5df99d2bd5aaa8b03847c088b4240a572f5dcc80e8cd63d49",
     ),
     (
         "revoke",
         "0120828bf5c5bdcacb684863336c202fb5599da48be5596615742170705beca9f7",
-        "95df14af5e2f9819a8b9f644f617d3fc4e041f3830d7747e479848de3e65cec2",
+        "a83d9abf6cebb8310ce2c8671cf6e62f9aff4a59514ae20d668a488d15c47557",
     ),
     (
         "register",
         "020400000073686f70030000007765620200000061310100000004000000687474700800000031302e302e302e31901f010001000000040000007a6f6e65010000006105000000312e302e301e0000000100070000002f6865616c74680a000000",
-        "8181009eb724d7b0f5e0766d48a89a70684ebbc1265e6b4e5e8350ef4484d562",
+        "6ee91aed7c684a2d88ee0ac833a0f14b9bed19ed2274e14cc734900e10c317b9",
     ),
     (
         "deregister",
         "030400000073686f7003000000776562020000006131",
-        "ea9aefc69baa4c0cf6b195f70188bd740d68c3388de4f7d7c0f163a1d969c51e",
+        "99797b8bbd52aff6907dcb5dd4845842cd36705c569e117055da52bf28525f24",
     ),
     (
         "heartbeat",
         "040400000073686f7003000000776562020000006131",
-        "9b34620c1a00a5ae7a43d592e72d9ef84bede1836d4139dd8d1341c6adc33809",
+        "cb4c5ee2a0785c1ba30b5d8877db6bef813f91733f1e06907b497c7fc8bfc0f4",
     ),
     (
         "health_report",
         "050400000073686f700300000077656202000000613100",
-        "a749f9fc5eee90e43c3ffa5a7c9a93c3e9e019faf3da499d2023ffb9b55ca8cb",
+        "2a1b2d470d44651662cd8f5a4a1cdaa189df96818fc393ad0eb8f26c980b32fb",
     ),
     (
         "change_validators",
         "06010000006e7a1cdd29b0b78fd13af4c5598feff4ef2a97166e3ca6f2e4fbfccd80505bf10700000000000000",
-        "46296023ceea42af8c1eb2092f772fd38b7d2cfb9803506b97b1e474724c6de6",
+        "280c6300875a2fed8444d9f25f48e869c4d3599fddca83d503a55c7e585602c0",
     ),
     (
         "expire_silent",
         "07010000000d00000070616c69736164652d7465737400000000000000008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c4004e6cf8b0100000400000073686f700300000077656201000000020000006131ea67eecd303612fdf8db6bb7cf86f131fb2397a68873678ed951531fb83ceddb862c6104600f4ffef37fc44fd065834f79c336afbaf03628a7140d919c354605",
-        "624eda5df3541e88df4b710bc81ffbea9db81f05623df8a761f37de84dd6624d",
+        "57514706896beabc247bb8adf2aa3ab35c2320a24163b14dc7205f759703d096",
     ),
 ];
 
@@ -162,10 +165,14 @@ const RECORD_VECTORS: &[(&str, &str)] = &[
 
 const ROOTS: &[&str] = &[
     "6b5c82fccefb71a091837f4ac5075dc5ce2d733e0e83cb59a85b79d33338fa70",
-    "ba72b8e7a1499ad98a40747a9315bf08daa4df2ae2350794b07fe0f32011361f",
-    "258297c060a8ea587e3487613f1c57443ed864a8a727c10f7180f59c58869ccb",
-    "2d4f439b290ab852230056db797b60f571c6efc976594cbd211a19f42190fca8",
-    "0fe9a55ab86c9baf4cb33eb1d69ff521b20de3cefe3039432d749ccdb6df39d7",
+    // Roots 1-4 changed with the namespace change chain (issue-13 review):
+    // each block that changes a namespace's services also writes its
+    // `NamespaceLog` leaf (the link format is frozen, and re-derived
+    // outside Rust, in crypto's `registry_formats_are_frozen`).
+    "bd92518201558f9ebe944e8c9fb9e5d76637e9b36854cde99eab5390d4a69c2f",
+    "b9eb4e0ba8013aba7d1a8fc6c9bb699333ad21678140caef786879e77324a749",
+    "1a06e9a99b98ea410e22f5e862e375b1028a20e9461c7c80b5371b6fcb116afb",
+    "74ed606de0d3bcf91e90ead3cfe32a2c6d384264aeac0f314d41603d9f4cd587",
 ];
 
 #[test]
@@ -302,6 +309,51 @@ fn state_roots_after_a_fixed_sequence() {
     );
 }
 
+/// The namespace change chain (issue-13 review): each block that changes
+/// a namespace's services writes one link naming exactly those services and
+/// the previous link; a block that changes none leaves it as it was.
+#[test]
+fn each_block_chains_the_services_it_changed_per_namespace() {
+    let mut c = Chain::new();
+    let log = |c: &Chain, ns: &str| -> Option<palisade_crypto::NamespaceLink> {
+        c.reader()
+            .get(&StateKey::NamespaceLog {
+                namespace: ns.into(),
+            })
+            .unwrap()
+    };
+    let b1 = vec![
+        c.tx(&alice(), TxBody::Register(reg("shop", "web", "a1"))),
+        c.tx(&bob(), TxBody::Register(reg("shop", "api", "b1"))),
+    ];
+    c.block(1_000, &b1);
+    let h1 = c.reader().version();
+    let l1 = palisade_crypto::NamespaceLink::next(None, "shop", h1, &["api".into(), "web".into()]);
+    assert_eq!(log(&c, "shop"), Some(l1.clone()));
+    // A block that changes no service leaves the chain alone.
+    let enroll = vec![c.authority_tx(TxBody::Enroll(Enrollment {
+        identity: key(24).public(),
+        namespaces: vec!["billing".into()],
+        role: Role::Admin,
+    }))];
+    c.block(2_000, &enroll);
+    assert_eq!(log(&c, "shop"), Some(l1.clone()));
+    assert_eq!(log(&c, "billing"), None);
+    let b3 = vec![c.tx(
+        &admin(),
+        TxBody::Deregister {
+            namespace: "shop".into(),
+            service: "api".into(),
+            instance: "b1".into(),
+        },
+    )];
+    c.block(3_000, &b3);
+    let h3 = c.reader().version();
+    let l3 = palisade_crypto::NamespaceLink::next(Some(&l1), "shop", h3, &["api".into()]);
+    assert_eq!(log(&c, "shop"), Some(l3.clone()));
+    assert_eq!((l3.prev, l3.prev_height), (l1.digest(), h1));
+}
+
 /// The rejection code table: what receipt leaves hash. A code is never
 /// changed or reused (stored receipts and certified transaction roots name
 /// it); new reasons take the next number.
@@ -408,6 +460,13 @@ fn rejection_code_table() {
             TxRejection::BadSilenceReport {
                 index: 0,
                 reason: s(),
+            },
+        ),
+        (
+            38,
+            TxRejection::WrongGenesis {
+                got: Digest([1; 32]),
+                expected: Digest([2; 32]),
             },
         ),
     ];
