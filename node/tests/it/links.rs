@@ -680,7 +680,7 @@ async fn binary_export_answers_carry_the_json_content_and_import_over_http() {
 
     let c = super::cluster::Cluster::start(1).await;
     c.wait_height(0, 1).await;
-    let tx = register(&c.service, 0, "api", "i1");
+    let tx = register(&c.genesis.hash(), &c.service, 0, "api", "i1");
     let (status, resp) = c.submit(0, &tx, true).await;
     assert_eq!(status, 200, "{resp:?}");
     let committed = resp.receipt.as_ref().unwrap().height;
