@@ -43,6 +43,7 @@ mod net;
 mod node;
 mod probe;
 mod shutdown;
+pub mod snapshot;
 pub mod storage;
 mod verdicts;
 

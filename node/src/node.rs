@@ -151,6 +151,14 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let genesis = load_genesis(&config.genesis_file)?;
     let attested = genesis.params.lease_mode == palisade_consensus::state::LeaseMode::Attested;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| setup(&config.data_dir, e))?;
+    // Before the database opens: finish or drop an earlier snapshot install,
+    // and catch up from a certified snapshot when the peers pruned what this
+    // node lacks (blocking HTTP, off the runtime).
+    let catch_up_config = config.clone();
+    tokio::task::spawn_blocking(move || crate::snapshot::at_start(&catch_up_config, &me))
+        .await
+        .map_err(|e| setup(&config.data_dir, e))?
+        .map_err(|e| setup(&config.data_dir, e))?;
     let store = NodeStore::open_rocks(&config.data_dir.join("db"))?;
     // One verdict cache for the consensus core, the block executor and
     // admission: a transaction's signature is verified once, at admission.

@@ -63,6 +63,12 @@ pub fn pruned_below(kv: &dyn KvBackend) -> Result<u64, StorageError> {
     })
 }
 
+/// Stage the low-water mark `below` into `batch` (a snapshot install keeps
+/// nothing below its committed tail).
+pub(crate) fn stage_pruned_below(batch: &mut Batch, below: u64) {
+    batch.put(Cf::Meta, META_PRUNED_BELOW, below.to_be_bytes());
+}
+
 /// Remove every height below `committed + 1 - window` (never height 0's
 /// genesis records, never the committed height) from `cfs`, with the
 /// receipts of their transactions; at most `max_heights` heights per call.

@@ -17,6 +17,12 @@ use crate::error::StorageError;
 
 const META_STATE: &[u8] = b"state_last_commit";
 
+/// Stage the state machine's commit record (what `last_commit` reads) into
+/// `batch`: a snapshot install stands the executor on the snapshot's height.
+pub(crate) fn stage_state_meta(batch: &mut Batch, meta: &CommitMeta) {
+    batch.put(Cf::Meta, META_STATE, encode(meta));
+}
+
 fn backend(e: StorageError) -> StoreError {
     match e {
         StorageError::Corrupt { cf, reason } => StoreError::Corrupt(format!("{cf}: {reason}")),
