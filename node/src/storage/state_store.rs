@@ -67,6 +67,7 @@ impl StateStore for NodeStore {
         }
         let mut batch = Batch::new();
         KvTreeStore::stage(&commit.tree.node_batch, &mut batch);
+        KvTreeStore::stage_stale(&commit.tree.stale_node_index_batch, &mut batch);
         let record = HeightRecord {
             tx_ids: commit.receipts.tx_ids(),
             outcomes: commit
