@@ -45,7 +45,7 @@ use palisade_crypto::dc::{ExportHead, ExportSnapshot, LeafChange, MAX_EXPORT_LEA
 use palisade_crypto::{BlockInfo, CommitCertificate, Digest, Hex, JmtHasher};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use install::{complete_pending, CrashPoint, Installer, SnapshotRoot};
 
@@ -342,6 +342,10 @@ fn heads(trust: &mut TrustedChain, sources: &[Box<dyn SnapshotSource>]) -> Vec<H
         });
         match head {
             Ok(h) => out.push(h),
+            // A peer not up (yet) is ordinary at a testnet's first start.
+            Err(e @ CatchUpError::Remote { .. }) => {
+                debug!(peer = %sources[i].name(), error = %e, "no head")
+            }
             Err(e) => warn!(peer = %sources[i].name(), error = %e, "no usable head"),
         }
     }
@@ -358,16 +362,18 @@ fn tail(
     let bad = |r: String| CatchUpError::BadTail(r);
     let mut out: Vec<CommittedBlock> = Vec::new();
     let mut expect = info.clone();
+    let mut next = source.committed(info.height)?;
     loop {
-        let c = match source.committed(expect.height)? {
+        let c = match next {
             Committed::Block(c) => *c,
-            Committed::Pruned | Committed::Missing if !out.is_empty() => break,
-            other => {
+            other if out.is_empty() => {
                 return Err(bad(format!(
                     "no log entry at the certified height: {other:?}"
                 )))
             }
+            _ => break,
         };
+        // The stored info is the block's own (its id and claimed roots).
         if c.info != expect || c.block.info() != expect {
             return Err(bad(format!(
                 "entry at {} is not the chained block",
@@ -399,14 +405,12 @@ fn tail(
             break;
         }
         // The parent's info must hash to what the child names.
-        match source.committed(height - 1)? {
-            Committed::Block(p) if p.info.hash() == parent && p.info.height + 1 == height => {
-                expect = p.info.clone();
+        next = source.committed(height - 1)?;
+        if let Committed::Block(p) = &next {
+            if p.info.hash() != parent || p.info.height + 1 != height {
+                return Err(bad(format!("entry at {} does not chain", height - 1)));
             }
-            Committed::Block(_) => {
-                return Err(bad(format!("entry at {} does not chain", height - 1)))
-            }
-            _ => break,
+            expect = p.info.clone();
         }
     }
     out.reverse();
@@ -598,7 +602,7 @@ pub(crate) fn at_start(
         Ok(done) => Ok(done),
         Err(e @ CatchUpError::Local(_)) => Err(e),
         Err(e) => {
-            warn!(error = %e, "snapshot catch-up not possible now; starting on local state");
+            info!(error = %e, "no snapshot catch-up now; starting on local state");
             Ok(None)
         }
     }
