@@ -135,8 +135,15 @@ async fn a_wiped_node_catches_up_from_a_snapshot_when_peers_pruned_and_commits_a
     c.shutdown().await;
 }
 
-/// A peer that alters one leaf of every page it serves.
-struct Tamper(HttpSnapshotSource);
+/// A peer that alters what it serves: one leaf of every page, or the
+/// state root in every committed log entry.
+struct Tamper(HttpSnapshotSource, What);
+
+#[derive(Clone, Copy, PartialEq)]
+enum What {
+    Leaf,
+    Tail,
+}
 
 impl SnapshotSource for Tamper {
     fn name(&self) -> String {
@@ -147,6 +154,9 @@ impl SnapshotSource for Tamper {
     }
     fn page(&self, height: u64, after: Option<Digest>) -> Result<ExportSnapshot, CatchUpError> {
         let mut page = self.0.page(height, after)?;
+        if self.1 != What::Leaf {
+            return Ok(page);
+        }
         let mut leaves: Vec<LeafChange> = page.leaves.decode().unwrap();
         let v = leaves[0].value.as_mut().unwrap();
         v[0] ^= 1;
@@ -157,7 +167,13 @@ impl SnapshotSource for Tamper {
         self.0.proof(height, key)
     }
     fn committed(&self, height: u64) -> Result<Committed, CatchUpError> {
-        self.0.committed(height)
+        match self.0.committed(height)? {
+            Committed::Block(mut c) if self.1 == What::Tail => {
+                c.info.state_root = Digest([7; 32]);
+                Ok(Committed::Block(c))
+            }
+            other => Ok(other),
+        }
     }
     fn epochs(&self, from: u64) -> Result<Vec<CommitCertificate>, CatchUpError> {
         self.0.epochs(from)
@@ -167,13 +183,17 @@ impl SnapshotSource for Tamper {
 use palisade_crypto::CommitCertificate;
 
 fn tampering(net: &NetworkFile, nodes: &[usize]) -> Vec<Box<dyn SnapshotSource>> {
+    tampering_with(net, nodes, What::Leaf)
+}
+
+fn tampering_with(net: &NetworkFile, nodes: &[usize], what: What) -> Vec<Box<dyn SnapshotSource>> {
     nodes
         .iter()
         .map(|&i| {
-            Box::new(Tamper(HttpSnapshotSource::new(
-                &net.nodes[i].api_url,
-                Duration::from_secs(10),
-            ))) as Box<dyn SnapshotSource>
+            Box::new(Tamper(
+                HttpSnapshotSource::new(&net.nodes[i].api_url, Duration::from_secs(10)),
+                what,
+            )) as Box<dyn SnapshotSource>
         })
         .collect()
 }
@@ -224,6 +244,13 @@ async fn tampered_chunks_are_refused_and_crashed_installs_leave_old_or_whole_sta
         None,
         "a refused install is dropped"
     );
+    // A committed log whose infos are not the certified block's: refused.
+    let r = run(
+        tampering_with(&net, &[0, 1, 2], What::Tail),
+        CrashPoint::Never,
+    );
+    assert_eq!(r, Err(CatchUpError::Exhausted));
+    assert!(!d.join("db").exists());
 
     // Two tampering peers and an honest one: the honest one serves.
     let mut srcs = tampering(&net, &[0, 1]);
