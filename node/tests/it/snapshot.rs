@@ -135,6 +135,49 @@ async fn a_wiped_node_catches_up_from_a_snapshot_when_peers_pruned_and_commits_a
     c.shutdown().await;
 }
 
+/// A new node (a key in no validator set, a learner) starting empty on a
+/// pruning network installs the certified state before it starts. (That it
+/// then follows the chain needs the validators to know it, as `add-node`
+/// arranges through the network file; checked by hand, see the notes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_learner_installs_a_certified_snapshot_before_it_starts() {
+    let c = pruning_cluster().await;
+    let net = network(&c);
+    let net_file = c.dir.path().join("network.json");
+    std::fs::write(&net_file, serde_json::to_string_pretty(&net).unwrap()).unwrap();
+    let key = palisade_crypto::SecretKey::from_seed([55; 32]);
+    let key_file = c.dir.path().join("learner.key");
+    palisade_keys::write_key_file(&key_file, &key).unwrap();
+    let mut cfg = palisade_node::NodeConfig::new(
+        c.dir.path().join("learner"),
+        key_file,
+        c.configs[0].genesis_file.clone(),
+    );
+    cfg.listen_p2p = "/ip4/127.0.0.1/tcp/0".into();
+    cfg.listen_api = "127.0.0.1:0".into();
+    cfg.probes.enabled = false;
+    cfg.consensus.learner = true;
+    cfg.network_file = Some(net_file);
+    cfg.storage.catch_up_min_gap = 0;
+    let before = c.status(0).await.height;
+    let learner = palisade_node::start(cfg).await.unwrap();
+    let api = learner.api_addr();
+    let (status, _) = request(api, "GET", "/v1/audit/blocks/1", None).await;
+    assert_eq!(status, 410, "the learner stands on a snapshot");
+    let s: palisade_crypto::api::StatusResponse = get_json(api, "/v1/status", 200).await;
+    assert!(
+        s.height >= before,
+        "snapshot at {} below {before}",
+        s.height
+    );
+    for svc in ["api", "db", "cache"] {
+        let r: LookupResponse = get_json(api, &format!("/v1/services/prod/{svc}"), 200).await;
+        assert!(r.record.is_some(), "{svc} missing on the learner");
+    }
+    learner.stop().await;
+    c.shutdown().await;
+}
+
 /// A peer that alters what it serves: one leaf of every page, or the
 /// state root in every committed log entry.
 struct Tamper(HttpSnapshotSource, What);
