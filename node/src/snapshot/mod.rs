@@ -581,15 +581,7 @@ pub(crate) fn at_start(
     let network = palisade_crypto::NetworkFile::from_json(&text).map_err(CatchUpError::Local)?;
     let mut trust = TrustedChain::from_network(&network)
         .map_err(|e| CatchUpError::Local(format!("trust anchor: {e}")))?;
-    let sources: Vec<Box<dyn SnapshotSource>> = network
-        .nodes
-        .iter()
-        .filter(|n| n.public_key != *me)
-        .map(|n| {
-            Box::new(HttpSnapshotSource::new(&n.api_url, Duration::from_secs(10)))
-                as Box<dyn SnapshotSource>
-        })
-        .collect();
+    let sources = http_sources(&network, me);
     if sources.is_empty() {
         return Ok(None);
     }
@@ -604,6 +596,99 @@ pub(crate) fn at_start(
         Err(e) => {
             info!(error = %e, "no snapshot catch-up now; starting on local state");
             Ok(None)
+        }
+    }
+}
+
+/// Time between two checks of [`watch_behind`].
+const BEHIND_CHECK: Duration = Duration::from_secs(15);
+
+/// Whether f+1 peers with verified heads above `height` answer that
+/// `height + 1` is pruned (one honest peer among them no longer holds it).
+fn peers_pruned_past(
+    network: &palisade_crypto::NetworkFile,
+    me: &palisade_crypto::PublicKey,
+    height: u64,
+) -> bool {
+    let Ok(mut trust) = TrustedChain::from_network(network) else {
+        return false;
+    };
+    let sources = http_sources(network, me);
+    // n = sources + this node; f = (n - 1) / 3.
+    let need = sources.len() / 3 + 1;
+    let ahead: Vec<Head> = heads(&mut trust, &sources)
+        .into_iter()
+        .filter(|h| h.info.height > height)
+        .collect();
+    let pruned = ahead
+        .iter()
+        .filter(|h| {
+            matches!(
+                sources[h.source].committed(height + 1),
+                Ok(Committed::Pruned)
+            )
+        })
+        .count();
+    pruned >= need
+}
+
+fn http_sources(
+    network: &palisade_crypto::NetworkFile,
+    me: &palisade_crypto::PublicKey,
+) -> Vec<Box<dyn SnapshotSource>> {
+    network
+        .nodes
+        .iter()
+        .filter(|n| n.public_key != *me)
+        .map(|n| {
+            Box::new(HttpSnapshotSource::new(&n.api_url, Duration::from_secs(10)))
+                as Box<dyn SnapshotSource>
+        })
+        .collect()
+}
+
+/// While running: when the committed height has not moved for a check
+/// interval and f+1 peers answer that the next height is pruned, this node
+/// cannot sync blocks any more; say so (error log) and raise `behind`, on
+/// which `palisade-node run` restarts the node, whose start catches up from
+/// a snapshot. Until shutdown.
+pub(crate) async fn watch_behind(
+    store: crate::storage::NodeStore,
+    config: crate::NodeConfig,
+    me: palisade_crypto::PublicKey,
+    behind: std::sync::Arc<tokio::sync::Notify>,
+    mut shutdown: crate::shutdown::Shutdown,
+) {
+    let Some(path) = config.network_file.clone() else {
+        return;
+    };
+    let mut last = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(BEHIND_CHECK) => {}
+        }
+        let Ok(height) = store.committed_height() else {
+            continue;
+        };
+        if last != Some(height) {
+            last = Some(height);
+            continue;
+        }
+        let path = path.clone();
+        let check = tokio::task::spawn_blocking(move || {
+            let text = std::fs::read_to_string(&path).ok()?;
+            let network = palisade_crypto::NetworkFile::from_json(&text).ok()?;
+            Some(peers_pruned_past(&network, &me, height))
+        })
+        .await;
+        if let Ok(Some(true)) = check {
+            tracing::error!(
+                height,
+                "this node is behind its peers' retention window and cannot sync blocks; restart to catch up from a snapshot"
+            );
+            behind.notify_one();
+            return;
         }
     }
 }

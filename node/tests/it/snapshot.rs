@@ -135,6 +135,45 @@ async fn a_wiped_node_catches_up_from_a_snapshot_when_peers_pruned_and_commits_a
     c.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_node_left_behind_the_window_says_so_and_a_restart_catches_up() {
+    let mut c = pruning_cluster().await;
+    let net = network(&c);
+    let net_file = c.dir.path().join("network.json");
+    std::fs::write(&net_file, serde_json::to_string_pretty(&net).unwrap()).unwrap();
+    c.stop(3).await;
+    c.configs[3].network_file = Some(net_file);
+    c.restart(3).await;
+    let top = c.status(0).await.height;
+    c.wait_height(3, top).await;
+    // Cut node 3 off from every peer until they pruned past it.
+    let blocked: Vec<String> = (0..3).map(|i| c.keys[i].public().to_hex()).collect();
+    let body = serde_json::to_vec(&serde_json::json!({ "blocked": blocked })).unwrap();
+    let (status, _) = request(c.api(3), "POST", "/admin/partition", Some(&body)).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let h3 = c.status(3).await.height;
+    for i in 0..3 {
+        wait_pruned(&c, i, h3 + 2).await;
+    }
+    let (status, _) = request(c.api(3), "POST", "/admin/heal", None).await;
+    assert_eq!(status, 200);
+    // It cannot sync blocks any more, and says so (a check every 15 s).
+    tokio::time::timeout(
+        Duration::from_secs(90),
+        c.nodes[3].as_ref().unwrap().wait_behind(),
+    )
+    .await
+    .expect("the node did not notice it is behind the window within 90 s");
+    assert!(c.status(3).await.height < c.status(0).await.height);
+    // A restart (what `palisade-node run` does) catches up from a snapshot.
+    c.stop(3).await;
+    c.restart(3).await;
+    let top = c.status(0).await.height;
+    c.wait_height(3, top).await;
+    c.shutdown().await;
+}
+
 /// A new node (a key in no validator set, a learner) starting empty on a
 /// pruning network installs the certified state before it starts. (That it
 /// then follows the chain needs the validators to know it, as `add-node`
