@@ -48,6 +48,8 @@
 //!
 //! [storage]
 //! retain_heights = 0                        # 0 = archive (keep every height); N = prune blocks, receipts and per-height indexes older than the last N heights
+//! snapshot_catch_up = true                  # at start, install a certified snapshot from the network file's nodes when they pruned what this node lacks
+//! catch_up_min_gap = 1000                   # ... or when this node is empty and they are more than this many heights ahead (0 = only when pruned)
 //! ```
 
 use std::net::SocketAddr;
@@ -210,7 +212,7 @@ impl Default for ProbeConfig {
 }
 
 /// What history the node keeps on disk.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Committed heights kept (blocks, certificates, block infos, receipts,
@@ -219,6 +221,22 @@ pub struct StorageConfig {
     /// the only choice until nodes catch up from snapshots (a node further
     /// behind than the window cannot be served the blocks it lacks).
     pub retain_heights: u64,
+    /// At start, install a certified state snapshot from the network file's
+    /// other nodes when they pruned the heights this node lacks, or when it
+    /// is empty and they are more than `catch_up_min_gap` heights ahead.
+    pub snapshot_catch_up: bool,
+    /// See `snapshot_catch_up` (0 = only when the peers pruned).
+    pub catch_up_min_gap: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            retain_heights: 0,
+            snapshot_catch_up: true,
+            catch_up_min_gap: 1000,
+        }
+    }
 }
 
 /// A node's whole configuration.

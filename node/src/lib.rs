@@ -4,6 +4,9 @@
 //!
 //! - [`config`]: the TOML configuration ([`NodeConfig`]), documented defaults,
 //!   errors that name the field.
+//! - [`snapshot`]: catch-up at start from a certified state snapshot when
+//!   the peers pruned what this node lacks (chunks proven against the
+//!   certified root, installed atomically beside the database).
 //! - [`storage`]: RocksDB column families (blocks, committed log,
 //!   certificates, safety state, jmt nodes and values, receipts, indexes) and
 //!   the same store in memory; implements the state machine's `StateStore`.
@@ -43,6 +46,7 @@ mod net;
 mod node;
 mod probe;
 mod shutdown;
+pub mod snapshot;
 pub mod storage;
 mod verdicts;
 

@@ -33,6 +33,7 @@ pub struct NodeHandle {
     public_key: PublicKey,
     trigger: ShutdownTrigger,
     tasks: Vec<JoinHandle<()>>,
+    behind: Arc<Notify>,
 }
 
 impl NodeHandle {
@@ -47,6 +48,12 @@ impl NodeHandle {
     /// This validator's key.
     pub fn public_key(&self) -> PublicKey {
         self.public_key
+    }
+    /// Resolves when the node finds itself behind its peers' retention
+    /// window while running (it can no longer sync blocks): restarting it
+    /// catches up from a snapshot. `run` does that restart.
+    pub async fn wait_behind(&self) {
+        self.behind.notified().await;
     }
     /// Stop every task and wait for them (RocksDB is closed when the last
     /// store handle drops).
@@ -151,6 +158,14 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let genesis = load_genesis(&config.genesis_file)?;
     let attested = genesis.params.lease_mode == palisade_consensus::state::LeaseMode::Attested;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| setup(&config.data_dir, e))?;
+    // Before the database opens: finish or drop an earlier snapshot install,
+    // and catch up from a certified snapshot when the peers pruned what this
+    // node lacks (blocking HTTP, off the runtime).
+    let catch_up_config = config.clone();
+    tokio::task::spawn_blocking(move || crate::snapshot::at_start(&catch_up_config, &me))
+        .await
+        .map_err(|e| setup(&config.data_dir, e))?
+        .map_err(|e| setup(&config.data_dir, e))?;
     let store = NodeStore::open_rocks(&config.data_dir.join("db"))?;
     // One verdict cache for the consensus core, the block executor and
     // admission: a transaction's signature is verified once, at admission.
@@ -298,6 +313,16 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             shutdown.clone(),
         )));
     }
+    let behind = Arc::new(Notify::new());
+    if config.storage.snapshot_catch_up && config.network_file.is_some() {
+        tasks.push(tokio::spawn(crate::snapshot::watch_behind(
+            ctx.store.clone(),
+            config.clone(),
+            me,
+            behind.clone(),
+            shutdown.clone(),
+        )));
+    }
     if config.probes.enabled {
         let prober = probe::Prober::new(ctx.clone(), key, config.probes.clone());
         tasks.push(tokio::spawn(prober.run(shutdown.clone())));
@@ -308,16 +333,27 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         public_key: me,
         trigger,
         tasks,
+        behind,
     })
 }
 
-/// Run a node until SIGINT/SIGTERM.
+/// Run a node until SIGINT/SIGTERM; restart it when it finds itself behind
+/// its peers' retention window (its start then catches up from a snapshot).
 pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
-    let node = start(config).await?;
-    wait_for_signal().await;
-    info!("stopping");
-    node.stop().await;
-    Ok(())
+    loop {
+        let node = start(config.clone()).await?;
+        tokio::select! {
+            _ = wait_for_signal() => {
+                info!("stopping");
+                node.stop().await;
+                return Ok(());
+            }
+            _ = node.wait_behind() => {
+                tracing::warn!("restarting to catch up from a snapshot");
+                node.stop().await;
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -76,6 +76,11 @@ enum Command {
         /// quorum of validators' silence reports).
         #[arg(long, default_value = "block-time", value_parser = ["block-time", "attested"])]
         leases: String,
+        /// Committed heights each node keeps (`[storage] retain_heights`;
+        /// 0 = archive). A node further behind than the window (or wiped)
+        /// catches up from a certified snapshot.
+        #[arg(long, default_value_t = 0)]
+        retain_heights: u64,
     },
     /// Make testnet --dir import testnet --to (another datacenter) through a
     /// TCP delay proxy per remote node; restarts --dir's nodes.
@@ -370,6 +375,7 @@ fn run(cli: Cli) -> Result<()> {
             round_timeout_ms,
             datacenter,
             leases,
+            retain_heights,
         } => {
             let node_binary = match node_bin {
                 Some(p) => cluster::absolute(&p),
@@ -380,6 +386,7 @@ fn run(cli: Cli) -> Result<()> {
             opts.twins = twins;
             opts.byzantine = parse_byzantine(&byzantine, nodes)?;
             opts.round_timeout_ms = round_timeout_ms;
+            opts.retain_heights = retain_heights;
             if let Some(name) = datacenter {
                 if name.is_empty()
                     || name.len() > 63

@@ -21,6 +21,7 @@ pub(crate) async fn block(
     let height: u64 = height
         .parse()
         .map_err(|_| ApiErr::bad("bad_height", format!("{height:?} is not a height")))?;
+    super::refuse_pruned(&ctx, height)?;
     let committed = ctx.store.committed_block(height)?.ok_or_else(|| {
         ApiErr::not_found(
             "unknown_block",

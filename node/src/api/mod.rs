@@ -15,6 +15,7 @@ mod changes;
 mod export;
 mod limits;
 mod query;
+mod snapshot;
 mod tx;
 mod watch;
 
@@ -40,6 +41,21 @@ pub(crate) struct ApiErr {
     status: StatusCode,
     code: &'static str,
     message: String,
+}
+
+/// 410 `pruned` for a committed height below this node's pruned mark (a
+/// retention window passed it, or the node started from a snapshot above
+/// it): the height existed, this node no longer has it.
+pub(crate) fn refuse_pruned(ctx: &Context, height: u64) -> Result<(), ApiErr> {
+    let below = crate::storage::prune::pruned_below(ctx.store.kv().as_ref())?;
+    if height > 0 && height < below {
+        return Err(ApiErr::new(
+            StatusCode::GONE,
+            "pruned",
+            format!("heights below {below} are pruned here"),
+        ));
+    }
+    Ok(())
 }
 
 impl ApiErr {
@@ -166,6 +182,7 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/export/head", get(export::head))
         .route("/v1/export/changes", get(export::changes))
         .route("/v1/export/snapshot", get(export::snapshot))
+        .route("/v1/snapshot/proof", get(snapshot::proof))
         .route("/v1/links", get(export::links))
         .route(
             "/v1/remote/{datacenter}/services/{namespace}/{service}",

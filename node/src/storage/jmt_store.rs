@@ -2,8 +2,9 @@
 //!
 //! Values are keyed `key_hash (32 bytes) || version (u64 big-endian)`, so the
 //! newest value at or below a version is one reverse seek. Nodes are keyed by
-//! their borsh `NodeKey`. Stale nodes are kept (history stays provable);
-//! pruning is left to an operator tool. Hot nodes and the newest value of
+//! their borsh `NodeKey`. Each commit also records jmt's stale-node
+//! index ([`Cf::Stale`]); the pruner deletes nodes stale since at most its
+//! mark, and values superseded at or below it (`prune::prune_stale`). Hot nodes and the newest value of
 //! each key are served from memory ([`TreeCache`]); a commit tells the cache
 //! what it wrote ([`KvTreeStore::committed`]).
 
@@ -37,6 +38,19 @@ fn value_key(key_hash: &KeyHash, version: Version) -> Vec<u8> {
     k
 }
 
+/// The stale index key: version first, so a range scan finds every node
+/// stale since at most a version.
+pub(crate) fn stale_key(since: Version, node_key: &NodeKey) -> Vec<u8> {
+    let mut k = since.to_be_bytes().to_vec();
+    k.extend_from_slice(&encode(node_key));
+    k
+}
+
+/// The value key of `key_hash` at `version`.
+pub(crate) fn value_key_of(key_hash: &KeyHash, version: Version) -> Vec<u8> {
+    value_key(key_hash, version)
+}
+
 impl KvTreeStore {
     /// A tree store over `kv`.
     pub fn new(kv: Arc<dyn KvBackend>) -> Self {
@@ -59,6 +73,18 @@ impl KvTreeStore {
         }
         for ((version, key_hash), value) in node_batch.values() {
             batch.put(Cf::JmtValues, value_key(key_hash, *version), encode(value));
+        }
+    }
+
+    /// Add a batch's stale-node index to `batch` (what the pruner deletes
+    /// once no kept version needs it).
+    pub fn stage_stale(stale: &jmt::storage::StaleNodeIndexBatch, batch: &mut Batch) {
+        for s in stale {
+            batch.put(
+                Cf::Stale,
+                stale_key(s.stale_since_version, &s.node_key),
+                Vec::new(),
+            );
         }
     }
 

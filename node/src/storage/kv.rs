@@ -45,11 +45,15 @@ pub enum Cf {
     /// map key (all leaf kinds) the block at that height changed, written in
     /// the state commit's batch. Per-height; pruned with the retention window.
     Changes,
+    /// Stale tree nodes: `stale_since_version (u64 BE) || borsh NodeKey` ->
+    /// empty, from jmt's stale-node index of each committed batch; the
+    /// pruner deletes the nodes stale since at most its mark.
+    Stale,
 }
 
 impl Cf {
     /// Every column family.
-    pub const ALL: [Cf; 11] = [
+    pub const ALL: [Cf; 12] = [
         Cf::Blocks,
         Cf::Certs,
         Cf::Safety,
@@ -61,6 +65,7 @@ impl Cf {
         Cf::Infos,
         Cf::Log,
         Cf::Changes,
+        Cf::Stale,
     ];
 
     /// RocksDB name.
@@ -77,6 +82,7 @@ impl Cf {
             Cf::Infos => "infos",
             Cf::Log => "log",
             Cf::Changes => "changes",
+            Cf::Stale => "stale",
         }
     }
 }

@@ -31,11 +31,19 @@ use palisade_crypto::{decode, encode, BlockInfo, CommitCertificate, Digest, Stat
 
 pub use jmt_store::KvTreeStore;
 pub use kv::{Batch, Cf, Entry, KvBackend, MemKv, RocksKv};
+pub(crate) use state_store::stage_state_meta;
 
 use crate::error::StorageError;
 
 const META_COMMITTED: &[u8] = b"committed_height";
 const META_EPOCH_PREFIX: &[u8] = b"epoch_end/";
+
+/// Stage an epoch-ending certificate (served by `/v1/epochs`) into `batch`.
+pub(crate) fn stage_epoch_change(batch: &mut Batch, cert: &CommitCertificate) {
+    let mut key = META_EPOCH_PREFIX.to_vec();
+    key.extend_from_slice(&cert.ledger_info.epoch.to_be_bytes());
+    batch.put(Cf::Meta, key, encode(cert));
+}
 
 /// What the node indexes about a committed height's state transition.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]

@@ -14,8 +14,14 @@
 //! certificates (kept in [`Cf::Meta`]) and everything at or above the mark
 //! are never touched.
 //!
-//! Not pruned here (written down in the notes): superseded tree nodes and
-//! values, which need jmt's stale-node index persisted at commit.
+//! Superseded tree nodes go with [`prune_stale`]: every commit records
+//! jmt's stale-node index ([`Cf::Stale`], keyed by the version since which a
+//! node is stale), and a node stale since `v <= mark` is needed only by
+//! versions below `v`, all pruned. A stale leaf also names a key whose older
+//! values may be superseded: of that key's values at or below the mark only
+//! the newest is kept (versions at or above the mark read through it).
+//! Nodes still referenced by a kept version are never in the index below
+//! the mark, so every key stays provable at every kept height.
 
 use palisade_crypto::decode;
 
@@ -61,6 +67,12 @@ pub fn pruned_below(kv: &dyn KvBackend) -> Result<u64, StorageError> {
         ),
         None => 0,
     })
+}
+
+/// Stage the low-water mark `below` into `batch` (a snapshot install keeps
+/// nothing below its committed tail).
+pub(crate) fn stage_pruned_below(batch: &mut Batch, below: u64) {
+    batch.put(Cf::Meta, META_PRUNED_BELOW, below.to_be_bytes());
 }
 
 /// Remove every height below `committed + 1 - window` (never height 0's
@@ -113,6 +125,128 @@ pub fn prune_heights(
     Ok(out)
 }
 
+/// Stale index entries handled per atomic batch.
+const STALE_PER_BATCH: usize = 1024;
+
+/// What one [`prune_stale`] call removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrunedTree {
+    /// Tree nodes deleted.
+    pub nodes: u64,
+    /// Superseded values deleted.
+    pub values: u64,
+}
+
+/// Delete the tree nodes stale since at most `below` (at most `max` index
+/// entries per call), with the values their leaves' keys superseded at or
+/// below it. Each batch is atomic and deletes its index entries with the
+/// nodes, so a crash leaves the rest for the next call.
+pub fn prune_stale(kv: &dyn KvBackend, below: u64, max: usize) -> Result<PrunedTree, StorageError> {
+    use jmt::storage::Node;
+    let mut out = PrunedTree::default();
+    let mut done = 0usize;
+    while done < max {
+        let page = kv.scan(Cf::Stale, &[], STALE_PER_BATCH.min(max - done))?;
+        let mut batch = Batch::new();
+        let mut keys = std::collections::BTreeSet::new();
+        let mut any = false;
+        for (k, _) in &page {
+            let since = u64::from_be_bytes(
+                k.get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| super::corrupt("stale", "short key"))?,
+            );
+            if since > below {
+                break;
+            }
+            any = true;
+            let node_key = &k[8..];
+            if let Some(bytes) = kv.get(Cf::JmtNodes, node_key)? {
+                if let Node::Leaf(leaf) =
+                    decode::<Node>(&bytes).map_err(|e| super::corrupt("jmt_nodes", e))?
+                {
+                    keys.insert(leaf.key_hash());
+                }
+                batch.delete(Cf::JmtNodes, node_key.to_vec());
+                out.nodes += 1;
+            }
+            batch.delete(Cf::Stale, k.clone());
+            done += 1;
+        }
+        for key_hash in keys {
+            out.values += stage_superseded_values(kv, &key_hash, below, &mut batch)?;
+        }
+        if !any {
+            break;
+        }
+        kv.write(batch, false)?;
+        if page.len() < STALE_PER_BATCH {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Stage the deletion of `key_hash`'s values older than its newest value at
+/// or below `below`; returns how many.
+fn stage_superseded_values(
+    kv: &dyn KvBackend,
+    key_hash: &jmt::KeyHash,
+    below: u64,
+    batch: &mut Batch,
+) -> Result<u64, StorageError> {
+    let Some((newest, _)) = kv.seek_prev(
+        Cf::JmtValues,
+        &super::jmt_store::value_key_of(key_hash, below),
+    )?
+    else {
+        return Ok(0);
+    };
+    if newest.len() != 40 || newest[..32] != key_hash.0 {
+        return Ok(0);
+    }
+    let mut n = 0;
+    let mut start = super::jmt_store::value_key_of(key_hash, 0);
+    loop {
+        let page = kv.scan(Cf::JmtValues, &start, 256)?;
+        let mut last = None;
+        for (k, _) in &page {
+            if k.len() != 40 || k[..32] != key_hash.0 || *k >= newest {
+                return Ok(n);
+            }
+            batch.delete(Cf::JmtValues, k.clone());
+            n += 1;
+            last = Some(k.clone());
+        }
+        match last {
+            Some(mut k) if page.len() == 256 => {
+                k.push(0);
+                start = k;
+            }
+            _ => return Ok(n),
+        }
+    }
+}
+
+/// One pass: heights below the window, then the tree nodes and values no
+/// kept height needs. Archive retention deletes nothing.
+pub fn prune(
+    kv: &dyn KvBackend,
+    retention: Retention,
+    committed: u64,
+    max_heights: u64,
+) -> Result<(Pruned, PrunedTree), StorageError> {
+    let heights = prune_heights(kv, PER_HEIGHT_CFS, retention, committed, max_heights)?;
+    if retention == Retention::Archive || heights.below <= 1 {
+        return Ok((heights, PrunedTree::default()));
+    }
+    let tree = prune_stale(kv, heights.below, MAX_STALE_PER_PASS)?;
+    Ok((heights, tree))
+}
+
+/// Stale index entries handled per pass of [`run`].
+const MAX_STALE_PER_PASS: usize = 200_000;
+
 /// Heights pruned per pass of [`run`] (bounds the work of one pass).
 const MAX_HEIGHTS_PER_PASS: u64 = 20_000;
 /// Time between passes.
@@ -134,14 +268,16 @@ pub(crate) async fn run(
                 let store = store.clone();
                 let pass = tokio::task::spawn_blocking(move || {
                     let committed = store.committed_height()?;
-                    prune_heights(store.kv().as_ref(), PER_HEIGHT_CFS, retention, committed, MAX_HEIGHTS_PER_PASS)
+                    prune(store.kv().as_ref(), retention, committed, MAX_HEIGHTS_PER_PASS)
                 })
                 .await;
                 match pass {
-                    Ok(Ok(p)) if p.heights > 0 => tracing::info!(
+                    Ok(Ok((p, t))) if p.heights > 0 || t.nodes > 0 => tracing::info!(
                         heights = p.heights,
                         receipts = p.receipts,
                         below = p.below,
+                        nodes = t.nodes,
+                        values = t.values,
                         "pruned history"
                     ),
                     Ok(Ok(_)) => {}
@@ -240,5 +376,103 @@ mod tests {
         .unwrap();
         assert_eq!(kept(&kv, Cf::Log).len(), 6);
         assert_eq!(kept(&kv, Cf::Infos).len(), 21);
+    }
+
+    /// A tree written version by version as commits write it (nodes, values
+    /// and the stale index), with the expected map at every version.
+    type Maps = Vec<std::collections::BTreeMap<[u8; 32], Vec<u8>>>;
+
+    fn tree_history(versions: u64) -> (std::sync::Arc<MemKv>, Maps) {
+        use jmt::{JellyfishMerkleTree, KeyHash};
+        let kv = MemKv::new();
+        let store = crate::storage::KvTreeStore::new(kv.clone());
+        let mut expected = Vec::new();
+        let mut map: std::collections::BTreeMap<[u8; 32], Vec<u8>> = Default::default();
+        for v in 0..versions {
+            let mut set = Vec::new();
+            // 40 keys; each version rewrites a few, deletes one, adds one.
+            for j in 0..4u64 {
+                let k = [((v * 7 + j * 11) % 40) as u8; 32];
+                let value = format!("v{v}-{j}").into_bytes();
+                set.push((KeyHash(k), Some(value.clone())));
+                map.insert(k, value);
+            }
+            if v % 5 == 4 {
+                let k = [((v * 3) % 40) as u8; 32];
+                if !set.iter().any(|(h, _)| h.0 == k) {
+                    set.push((KeyHash(k), None));
+                    map.remove(&k);
+                }
+            }
+            let tree = JellyfishMerkleTree::<_, palisade_crypto::JmtHasher>::new(&store);
+            let (_, update) = tree.put_value_set(set, v).unwrap();
+            let mut batch = Batch::new();
+            crate::storage::KvTreeStore::stage(&update.node_batch, &mut batch);
+            crate::storage::KvTreeStore::stage_stale(&update.stale_node_index_batch, &mut batch);
+            kv.write(batch, false).unwrap();
+            store.committed(&update.node_batch);
+            expected.push(map.clone());
+        }
+        (kv, expected)
+    }
+
+    /// Every key (present or absent) proves at `v` against the root, with
+    /// the expected value; read through a fresh tree store (no cache).
+    fn proves_everything(
+        kv: &std::sync::Arc<MemKv>,
+        v: u64,
+        map: &std::collections::BTreeMap<[u8; 32], Vec<u8>>,
+    ) {
+        use jmt::{JellyfishMerkleTree, KeyHash};
+        let store = crate::storage::KvTreeStore::new(kv.clone());
+        let tree = JellyfishMerkleTree::<_, palisade_crypto::JmtHasher>::new(&store);
+        let root = tree.get_root_hash(v).unwrap();
+        for i in 0..40u8 {
+            let k = [i; 32];
+            let (value, proof) = tree.get_with_proof(KeyHash(k), v).unwrap();
+            assert_eq!(value.as_ref(), map.get(&k), "key {i} at {v}");
+            proof.verify(root, KeyHash(k), value.as_ref()).unwrap();
+        }
+    }
+
+    #[test]
+    fn stale_nodes_go_past_the_window_and_every_kept_height_still_proves() {
+        let (kv, expected) = tree_history(60);
+        let nodes_before = kv.scan(Cf::JmtNodes, &[], 1_000_000).unwrap().len();
+        let values_before = kv.scan(Cf::JmtValues, &[], 1_000_000).unwrap().len();
+        let below = 45;
+        let t = prune_stale(kv.as_ref(), below, usize::MAX).unwrap();
+        assert!(t.nodes > 0 && t.values > 0, "{t:?}");
+        let nodes_after = kv.scan(Cf::JmtNodes, &[], 1_000_000).unwrap().len();
+        let values_after = kv.scan(Cf::JmtValues, &[], 1_000_000).unwrap().len();
+        assert_eq!(nodes_before - nodes_after, t.nodes as usize);
+        assert_eq!(values_before - values_after, t.values as usize);
+        for v in below..60 {
+            proves_everything(&kv, v, &expected[v as usize]);
+        }
+        // Nothing stale since at most the mark is left; again is a no-op.
+        assert_eq!(
+            prune_stale(kv.as_ref(), below, usize::MAX).unwrap(),
+            PrunedTree::default()
+        );
+    }
+
+    #[test]
+    fn archive_deletes_no_tree_node_and_a_bounded_pass_resumes() {
+        let (kv, expected) = tree_history(30);
+        let nodes = kv.scan(Cf::JmtNodes, &[], 1_000_000).unwrap().len();
+        let (_, t) = prune(kv.as_ref(), Retention::Archive, 29, 1_000).unwrap();
+        assert_eq!(t, PrunedTree::default());
+        assert_eq!(kv.scan(Cf::JmtNodes, &[], 1_000_000).unwrap().len(), nodes);
+        for v in 0..30 {
+            proves_everything(&kv, v, &expected[v as usize]);
+        }
+        // Bounded: a few entries per call, then the rest, same result.
+        let first = prune_stale(kv.as_ref(), 20, 3).unwrap();
+        assert!(first.nodes <= 3);
+        prune_stale(kv.as_ref(), 20, usize::MAX).unwrap();
+        for v in 20..30 {
+            proves_everything(&kv, v, &expected[v as usize]);
+        }
     }
 }

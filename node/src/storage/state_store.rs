@@ -17,6 +17,12 @@ use crate::error::StorageError;
 
 const META_STATE: &[u8] = b"state_last_commit";
 
+/// Stage the state machine's commit record (what `last_commit` reads) into
+/// `batch`: a snapshot install stands the executor on the snapshot's height.
+pub(crate) fn stage_state_meta(batch: &mut Batch, meta: &CommitMeta) {
+    batch.put(Cf::Meta, META_STATE, encode(meta));
+}
+
 fn backend(e: StorageError) -> StoreError {
     match e {
         StorageError::Corrupt { cf, reason } => StoreError::Corrupt(format!("{cf}: {reason}")),
@@ -61,6 +67,7 @@ impl StateStore for NodeStore {
         }
         let mut batch = Batch::new();
         KvTreeStore::stage(&commit.tree.node_batch, &mut batch);
+        KvTreeStore::stage_stale(&commit.tree.stale_node_index_batch, &mut batch);
         let record = HeightRecord {
             tx_ids: commit.receipts.tx_ids(),
             outcomes: commit

@@ -10,6 +10,7 @@ mod links;
 mod metrics;
 mod probes;
 mod recovery;
+mod snapshot;
 mod state_store;
 mod storage;
 mod watch_client;

@@ -200,3 +200,40 @@ fn verified_ledger(info: BlockInfo) -> VerifiedLedgerInfo {
     .verify(&set, "c")
     .unwrap()
 }
+
+/// Commits record jmt's stale-node index, so the pruner can delete the
+/// nodes that block 3's state no longer uses; block 3 still proves.
+#[test]
+fn commits_record_stale_nodes_that_the_pruner_deletes_and_the_kept_height_proves() {
+    use palisade_node::storage::{prune, Cf};
+    let validators: Vec<SecretKey> = (1..=4).map(|i| SecretKey::from_seed([i; 32])).collect();
+    let svc = SecretKey::from_seed([9; 32]);
+    let g = genesis(&validators, &svc);
+    let store = NodeStore::in_memory();
+    let (roots, exec) = run(store.clone(), &g, &svc);
+    drop(exec);
+    let stale = store.kv().scan(Cf::Stale, &[], 100_000).unwrap().len();
+    assert!(stale > 0, "no stale-node index recorded at commit");
+    let nodes = store.kv().scan(Cf::JmtNodes, &[], 100_000).unwrap().len();
+    let t = prune::prune_stale(store.kv().as_ref(), 3, usize::MAX).unwrap();
+    assert!(t.nodes > 0, "{t:?}");
+    assert_eq!(
+        store.kv().scan(Cf::JmtNodes, &[], 100_000).unwrap().len(),
+        nodes - t.nodes as usize
+    );
+    // A fresh store over the same data (no node cache): height 3 proves.
+    let fresh = NodeStore::new(store.kv().clone());
+    let lookup = StateReader::at(&fresh, 3).service("prod", "api").unwrap();
+    let info = BlockInfo {
+        round: 3,
+        height: 3,
+        block_id: Digest([3; 32]),
+        state_root: roots[3],
+        tx_root: Digest::ZERO,
+        timestamp_ms: 0,
+        next_validators: None,
+        parent_info: Digest::ZERO,
+    };
+    let verified = lookup.verify(&verified_ledger(info)).unwrap();
+    assert_eq!(verified.record.unwrap().instances.len(), 3);
+}

@@ -1,0 +1,706 @@
+//! Snapshot catch-up (DESIGN.md "Leases at fleet scale": a new or wiped
+//! node catches up from a certified snapshot, not by replaying genesis).
+//!
+//! At start, before the database is opened, a node with a network file:
+//!
+//! 1. finishes or drops an install an earlier run left ([`complete_pending`]);
+//! 2. asks every other node of the network file for its newest commit
+//!    certificate (`/v1/export/head`) and verifies each against the trust
+//!    chain followed from the genesis set ([`TrustedChain`], the cross-DC
+//!    importer's verifier): at least f+1 must verify, so one honest answer
+//!    shows a withheld head;
+//! 3. decides: catch up from a snapshot when the peer with the newest head
+//!    answers that the first height this node lacks is pruned (410), or
+//!    when this node is empty and that head is more than
+//!    `storage.catch_up_min_gap` heights ahead; otherwise it syncs blocks as
+//!    before;
+//! 4. takes the committed log tail ending at the certified block from that
+//!    peer (`/v1/audit/blocks/H`, checked by hashes from the certified block
+//!    down) and the leaves at `H` page by page (`/v1/export/snapshot`, the
+//!    pages the cross-DC importer reads), each page with a range proof of
+//!    its last key (`/v1/snapshot/proof`) checked against the certified
+//!    state root before it is kept ([`install::Installer`]). A bad chunk,
+//!    tail or certificate drops the attempt and the next peer is tried with
+//!    its own head;
+//! 5. installs the whole state atomically ([`install`]), and starts on it
+//!    like a restart: the root is the certified block with the QC that
+//!    committed it, the blocks after it come through the normal commit
+//!    sync, and below the snapshot the node answers like a pruned node.
+//!
+//! Bounds: pages at most `MAX_EXPORT_LEAVES` leaves (the export's bound),
+//! at most [`MAX_SNAPSHOT_LEAVES`] leaves in all, a committed tail of at most
+//! [`TAIL`] blocks, answers at most [`MAX_BODY`] bytes, one attempt per peer.
+
+pub mod install;
+
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use jmt::proof::SparseMerkleRangeProof;
+use palisade_client::{ClientError, TrustedChain};
+use palisade_consensus::hotstuff::CommittedBlock;
+use palisade_crypto::api::EpochsResponse;
+use palisade_crypto::dc::{ExportHead, ExportSnapshot, LeafChange, MAX_EXPORT_LEAVES};
+use palisade_crypto::{BlockInfo, CommitCertificate, Digest, Hex, JmtHasher};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+pub use install::{complete_pending, CrashPoint, Installer, SnapshotRoot};
+
+/// Largest answer read from a peer.
+pub const MAX_BODY: u64 = 16 << 20;
+/// Most leaves a snapshot may hold.
+pub const MAX_SNAPSHOT_LEAVES: usize = 16 << 20;
+/// Committed blocks taken below and at the snapshot (leader reputation
+/// looks at the last 20; a restart recovers the last 64).
+pub const TAIL: u64 = 64;
+
+/// Why a catch-up step failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatchUpError {
+    /// A peer could not be reached or answered badly.
+    #[error("peer {node}: {reason}")]
+    Remote {
+        /// Its URL.
+        node: String,
+        /// What happened.
+        reason: String,
+    },
+    /// A certificate did not verify against the trust chain.
+    #[error("bad certificate: {0}")]
+    BadCertificate(String),
+    /// The committed tail does not chain to the certified block.
+    #[error("bad committed tail: {0}")]
+    BadTail(String),
+    /// A chunk of leaves was refused (order, bound, or proof).
+    #[error("bad chunk: {0}")]
+    BadChunk(String),
+    /// Fewer than f+1 peers showed a verifiable head.
+    #[error("{got} verified heads, {need} needed")]
+    TooFewHeads {
+        /// Verified.
+        got: usize,
+        /// Needed (f+1).
+        need: usize,
+    },
+    /// Every peer was tried.
+    #[error("no peer could serve a snapshot")]
+    Exhausted,
+    /// Local storage or files.
+    #[error("local: {0}")]
+    Local(String),
+    /// A test's crash point was reached.
+    #[error("crashed on purpose ({0})")]
+    Crashed(&'static str),
+}
+
+impl From<crate::error::StorageError> for CatchUpError {
+    fn from(e: crate::error::StorageError) -> Self {
+        CatchUpError::Local(e.to_string())
+    }
+}
+
+/// A range proof as served by `/v1/snapshot/proof`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotProof {
+    /// The height (tree version) proven.
+    pub height: u64,
+    /// The rightmost key of the range.
+    pub key_hash: Digest,
+    /// jmt's range proof (right siblings), borsh.
+    pub proof: Hex<SparseMerkleRangeProof<JmtHasher>>,
+}
+
+/// What a peer answers for a committed height.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    /// The log entry.
+    Block(Box<CommittedBlock>),
+    /// Below the peer's pruned mark (410).
+    Pruned,
+    /// Not committed there (404).
+    Missing,
+}
+
+/// One peer, as catch-up reads it.
+pub trait SnapshotSource: Send + Sync {
+    /// Its name in logs.
+    fn name(&self) -> String;
+    /// Its newest certificate (`/v1/export/head`).
+    fn head(&self) -> Result<ExportHead, CatchUpError>;
+    /// One page of leaves (`/v1/export/snapshot`).
+    fn page(&self, height: u64, after: Option<Digest>) -> Result<ExportSnapshot, CatchUpError>;
+    /// The range proof of `key` at `height` (`/v1/snapshot/proof`).
+    fn proof(&self, height: u64, key: Digest) -> Result<SnapshotProof, CatchUpError>;
+    /// The committed log entry at `height` (`/v1/audit/blocks/H`).
+    fn committed(&self, height: u64) -> Result<Committed, CatchUpError>;
+    /// Epoch-change certificates from `from` (`/v1/epochs`).
+    fn epochs(&self, from: u64) -> Result<Vec<CommitCertificate>, CatchUpError>;
+}
+
+/// A peer over HTTP.
+pub struct HttpSnapshotSource {
+    url: String,
+    agent: ureq::Agent,
+}
+
+impl HttpSnapshotSource {
+    /// A peer at `url`, each request bounded by `timeout`.
+    pub fn new(url: &str, timeout: Duration) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(timeout))
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        HttpSnapshotSource {
+            url: url.trim_end_matches('/').to_string(),
+            agent,
+        }
+    }
+
+    fn remote(&self, reason: String) -> CatchUpError {
+        CatchUpError::Remote {
+            node: self.url.clone(),
+            reason,
+        }
+    }
+
+    fn get_raw(&self, path: &str) -> Result<(u16, Vec<u8>), CatchUpError> {
+        let response = self
+            .agent
+            .get(&format!("{}{path}", self.url))
+            .call()
+            .map_err(|e| self.remote(e.to_string()))?;
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        response
+            .into_body()
+            .into_reader()
+            .take(MAX_BODY + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| self.remote(e.to_string()))?;
+        if body.len() as u64 > MAX_BODY {
+            return Err(self.remote(format!("answer above {MAX_BODY} bytes")));
+        }
+        Ok((status, body))
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CatchUpError> {
+        let (status, body) = self.get_raw(path)?;
+        if !(200..300).contains(&status) {
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+            return Err(self.remote(format!("status {status}: {text}")));
+        }
+        serde_json::from_slice(&body).map_err(|e| self.remote(format!("unparsable answer: {e}")))
+    }
+}
+
+#[derive(Deserialize)]
+struct AuditBlock {
+    committed: Hex<CommittedBlock>,
+}
+
+impl SnapshotSource for HttpSnapshotSource {
+    fn name(&self) -> String {
+        self.url.clone()
+    }
+    fn head(&self) -> Result<ExportHead, CatchUpError> {
+        self.get("/v1/export/head")
+    }
+    fn page(&self, height: u64, after: Option<Digest>) -> Result<ExportSnapshot, CatchUpError> {
+        let after = after.map_or(String::new(), |a| format!("&after={}", a.to_hex()));
+        self.get(&format!("/v1/export/snapshot?height={height}{after}"))
+    }
+    fn proof(&self, height: u64, key: Digest) -> Result<SnapshotProof, CatchUpError> {
+        self.get(&format!(
+            "/v1/snapshot/proof?height={height}&key={}",
+            key.to_hex()
+        ))
+    }
+    fn committed(&self, height: u64) -> Result<Committed, CatchUpError> {
+        let (status, body) = self.get_raw(&format!("/v1/audit/blocks/{height}"))?;
+        match status {
+            410 => Ok(Committed::Pruned),
+            404 => Ok(Committed::Missing),
+            200 => {
+                let a: AuditBlock = serde_json::from_slice(&body)
+                    .map_err(|e| self.remote(format!("unparsable answer: {e}")))?;
+                let c = a
+                    .committed
+                    .decode()
+                    .map_err(|e| self.remote(format!("undecodable block: {e}")))?;
+                Ok(Committed::Block(Box::new(c)))
+            }
+            s => Err(self.remote(format!("status {s}"))),
+        }
+    }
+    fn epochs(&self, from: u64) -> Result<Vec<CommitCertificate>, CatchUpError> {
+        let r: EpochsResponse = self.get(&format!("/v1/epochs?from={from}"))?;
+        r.changes
+            .iter()
+            .map(|c| {
+                c.decode()
+                    .map_err(|e| CatchUpError::BadCertificate(e.to_string()))
+            })
+            .collect()
+    }
+}
+
+/// What this node has, as catch-up sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Local {
+    /// Committed height (0 = empty or genesis only).
+    pub height: u64,
+    /// The safety record to carry over (votes already cast stay cast).
+    pub safety: Option<Vec<u8>>,
+}
+
+/// How catch-up is asked to run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CatchUpOptions {
+    /// Catch up from a snapshot when empty and the head is more than this
+    /// many heights ahead (0 = only when the peers pruned what is needed).
+    pub min_gap: u64,
+    /// Where to stop as if crashed (tests).
+    pub crash: CrashPoint,
+}
+
+/// What a catch-up did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaughtUp {
+    /// The snapshot height installed.
+    pub height: u64,
+    /// Leaves installed.
+    pub leaves: usize,
+    /// Chunks installed.
+    pub chunks: usize,
+    /// Peers whose snapshot was refused (bad chunk, tail, or unreachable).
+    pub refused: Vec<String>,
+    /// Wall time of the whole catch-up, ms.
+    pub elapsed_ms: u64,
+}
+
+/// A verified head and who showed it.
+struct Head {
+    info: BlockInfo,
+    certificate: CommitCertificate,
+    source: usize,
+}
+
+fn verify(
+    trust: &mut TrustedChain,
+    source: &dyn SnapshotSource,
+    cert: &CommitCertificate,
+) -> Result<BlockInfo, CatchUpError> {
+    match trust.verify(cert) {
+        Ok(v) => Ok(v.block().clone()),
+        Err(ClientError::UnknownEpoch { .. }) => {
+            let changes = source.epochs(trust.latest_epoch())?;
+            trust
+                .follow(&changes)
+                .map_err(|e| CatchUpError::BadCertificate(e.to_string()))?;
+            trust
+                .verify(cert)
+                .map(|v| v.block().clone())
+                .map_err(|e| CatchUpError::BadCertificate(e.to_string()))
+        }
+        Err(e) => Err(CatchUpError::BadCertificate(e.to_string())),
+    }
+}
+
+/// Every source's head, asked in parallel, verified in order.
+fn heads(trust: &mut TrustedChain, sources: &[Box<dyn SnapshotSource>]) -> Vec<Head> {
+    let answers: Vec<Result<ExportHead, CatchUpError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sources
+            .iter()
+            .map(|s| scope.spawn(move || s.head()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(CatchUpError::Local("head request panicked".into())))
+            })
+            .collect()
+    });
+    let mut out = Vec::new();
+    for (i, answer) in answers.into_iter().enumerate() {
+        let head = answer.and_then(|h| {
+            let cert = h
+                .certificate
+                .decode()
+                .map_err(|e| CatchUpError::BadCertificate(e.to_string()))?;
+            let info = verify(trust, sources[i].as_ref(), &cert)?;
+            Ok(Head {
+                info,
+                certificate: cert,
+                source: i,
+            })
+        });
+        match head {
+            Ok(h) => out.push(h),
+            // A peer not up (yet) is ordinary at a testnet's first start.
+            Err(e @ CatchUpError::Remote { .. }) => {
+                debug!(peer = %sources[i].name(), error = %e, "no head")
+            }
+            Err(e) => warn!(peer = %sources[i].name(), error = %e, "no usable head"),
+        }
+    }
+    out
+}
+
+/// The committed log tail ending at the certified `info`, checked from it
+/// downwards by block ids and info hashes.
+fn tail(
+    trust: &mut TrustedChain,
+    source: &dyn SnapshotSource,
+    info: &BlockInfo,
+) -> Result<Vec<CommittedBlock>, CatchUpError> {
+    let bad = |r: String| CatchUpError::BadTail(r);
+    let mut out: Vec<CommittedBlock> = Vec::new();
+    let mut expect = info.clone();
+    let mut next = source.committed(info.height)?;
+    loop {
+        let c = match next {
+            Committed::Block(c) => *c,
+            other if out.is_empty() => {
+                return Err(bad(format!(
+                    "no log entry at the certified height: {other:?}"
+                )))
+            }
+            _ => break,
+        };
+        // The stored info is the block's own (its id and claimed roots).
+        if c.info != expect || c.block.info() != expect {
+            return Err(bad(format!(
+                "entry at {} is not the chained block",
+                expect.height
+            )));
+        }
+        let commits = c.commit_qc.commit_info().map(|i| i.height);
+        if commits.is_none_or(|h| h < expect.height || h > info.height) {
+            return Err(bad(format!(
+                "entry at {} has a QC committing {commits:?}",
+                expect.height
+            )));
+        }
+        if out.is_empty() {
+            // The QC the root restarts with: it must verify.
+            let cert = c
+                .commit_qc
+                .commit_certificate()
+                .ok_or_else(|| bad("root QC commits nothing".into()))?;
+            let named = verify(trust, source, &cert)?;
+            if named != *info {
+                return Err(bad("the root's QC does not commit the root".into()));
+            }
+        }
+        let parent = c.info.parent_info;
+        let height = c.info.height;
+        out.push(c);
+        if height <= 1 || out.len() as u64 >= TAIL {
+            break;
+        }
+        // The parent's info must hash to what the child names.
+        next = source.committed(height - 1)?;
+        if let Committed::Block(p) = &next {
+            if p.info.hash() != parent || p.info.height + 1 != height {
+                return Err(bad(format!("entry at {} does not chain", height - 1)));
+            }
+            expect = p.info.clone();
+        }
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// Install the snapshot a peer serves at its head.
+fn install_from(
+    data_dir: &Path,
+    source: &dyn SnapshotSource,
+    head: &Head,
+    crash: CrashPoint,
+) -> Result<Installer, CatchUpError> {
+    let height = head.info.height;
+    let mut installer = Installer::begin(data_dir, height, head.info.state_root, crash)?;
+    let mut after = None;
+    loop {
+        let page = source.page(height, after)?;
+        if page.height != height {
+            return Err(CatchUpError::BadChunk("a page of another height".into()));
+        }
+        let leaves: Vec<LeafChange> = page
+            .leaves
+            .decode()
+            .map_err(|e| CatchUpError::BadChunk(e.to_string()))?;
+        if leaves.len() > MAX_EXPORT_LEAVES || installer.leaves + leaves.len() > MAX_SNAPSHOT_LEAVES
+        {
+            return Err(CatchUpError::BadChunk("above the snapshot bounds".into()));
+        }
+        let last = leaves
+            .last()
+            .map(|l| l.key_hash)
+            .ok_or_else(|| CatchUpError::BadChunk("an empty page".into()))?;
+        let proof = source.proof(height, last)?;
+        if proof.height != height || proof.key_hash != last {
+            return Err(CatchUpError::BadChunk("a proof of another key".into()));
+        }
+        let proof = proof
+            .proof
+            .decode()
+            .map_err(|e| CatchUpError::BadChunk(e.to_string()))?;
+        installer.add_chunk(leaves, proof)?;
+        match page.next {
+            None => break,
+            Some(n) if n == last => after = Some(n),
+            Some(_) => {
+                return Err(CatchUpError::BadChunk(
+                    "the cursor does not follow its page".into(),
+                ))
+            }
+        }
+    }
+    Ok(installer)
+}
+
+/// Catch up from a snapshot if needed (see the module doc). `Ok(None)`:
+/// not needed; this node syncs blocks as before.
+pub fn catch_up(
+    data_dir: &Path,
+    trust: &mut TrustedChain,
+    sources: &[Box<dyn SnapshotSource>],
+    local: &Local,
+    options: CatchUpOptions,
+) -> Result<Option<CaughtUp>, CatchUpError> {
+    let started = Instant::now();
+    let nodes = sources.len() + 1;
+    let need = (nodes - 1) / 3 + 1;
+    let mut heads = heads(trust, sources);
+    if heads.len() < need {
+        return Err(CatchUpError::TooFewHeads {
+            got: heads.len(),
+            need,
+        });
+    }
+    heads.sort_by_key(|h| std::cmp::Reverse(h.info.height));
+    let best = &heads[0];
+    if best.info.height <= local.height {
+        return Ok(None);
+    }
+    let pruned = matches!(
+        sources[best.source].committed(local.height + 1)?,
+        Committed::Pruned
+    );
+    let far = local.height == 0
+        && options.min_gap > 0
+        && best.info.height > local.height.saturating_add(options.min_gap);
+    if !pruned && !far {
+        return Ok(None);
+    }
+    info!(
+        local = local.height,
+        head = best.info.height,
+        pruned,
+        "catching up from a snapshot"
+    );
+    let mut refused = Vec::new();
+    for head in &heads {
+        let source = sources[head.source].as_ref();
+        let attempt = tail(trust, source, &head.info).and_then(|committed| {
+            let installer = install_from(data_dir, source, head, options.crash)?;
+            let root = SnapshotRoot {
+                info: head.info.clone(),
+                certificate: head.certificate.clone(),
+                committed,
+                epoch_changes: trust.changes().to_vec(),
+            };
+            let (leaves, chunks) = (installer.leaves, installer.chunks);
+            installer.finish(&root, local.safety.clone())?;
+            Ok((leaves, chunks))
+        });
+        match attempt {
+            Ok((leaves, chunks)) => {
+                let done = CaughtUp {
+                    height: head.info.height,
+                    leaves,
+                    chunks,
+                    refused,
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                };
+                info!(
+                    height = done.height,
+                    leaves,
+                    chunks,
+                    elapsed_ms = done.elapsed_ms,
+                    "installed a certified snapshot"
+                );
+                return Ok(Some(done));
+            }
+            Err(e @ (CatchUpError::Crashed(_) | CatchUpError::Local(_))) => return Err(e),
+            Err(e) => {
+                warn!(peer = %source.name(), error = %e, "snapshot refused; trying the next peer");
+                refused.push(source.name());
+            }
+        }
+    }
+    Err(CatchUpError::Exhausted)
+}
+
+/// Read what the database at `data_dir/db` holds (closing it again).
+pub fn local_state(data_dir: &Path) -> Result<Local, CatchUpError> {
+    let db = data_dir.join(install::DB);
+    if !db.exists() {
+        return Ok(Local::default());
+    }
+    let store = crate::storage::NodeStore::open_rocks(&db)?;
+    Ok(Local {
+        height: store.committed_height()?,
+        safety: store.safety("safety")?,
+    })
+}
+
+/// The node's start-up step: finish a pending install, then catch up from
+/// the network file's other nodes when needed. Failures to reach peers are
+/// logged and the node starts on what it has.
+pub(crate) fn at_start(
+    config: &crate::NodeConfig,
+    me: &palisade_crypto::PublicKey,
+) -> Result<Option<CaughtUp>, CatchUpError> {
+    complete_pending(&config.data_dir)?;
+    let Some(path) = &config.network_file else {
+        return Ok(None);
+    };
+    if !config.storage.snapshot_catch_up {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CatchUpError::Local(format!("{}: {e}", path.display())))?;
+    let network = palisade_crypto::NetworkFile::from_json(&text).map_err(CatchUpError::Local)?;
+    let mut trust = TrustedChain::from_network(&network)
+        .map_err(|e| CatchUpError::Local(format!("trust anchor: {e}")))?;
+    let sources = http_sources(&network, me);
+    if sources.is_empty() {
+        return Ok(None);
+    }
+    let local = local_state(&config.data_dir)?;
+    let options = CatchUpOptions {
+        min_gap: config.storage.catch_up_min_gap,
+        crash: CrashPoint::Never,
+    };
+    match catch_up(&config.data_dir, &mut trust, &sources, &local, options) {
+        Ok(done) => Ok(done),
+        Err(e @ CatchUpError::Local(_)) => Err(e),
+        Err(e) => {
+            info!(error = %e, "no snapshot catch-up now; starting on local state");
+            Ok(None)
+        }
+    }
+}
+
+/// Time between two checks of [`watch_behind`].
+const BEHIND_CHECK: Duration = Duration::from_secs(15);
+
+/// Whether f+1 peers with verified heads above `height` answer that
+/// `height + 1` is pruned (one honest peer among them no longer holds it).
+fn peers_pruned_past(
+    network: &palisade_crypto::NetworkFile,
+    me: &palisade_crypto::PublicKey,
+    height: u64,
+) -> bool {
+    let Ok(mut trust) = TrustedChain::from_network(network) else {
+        return false;
+    };
+    let sources = http_sources(network, me);
+    // n = sources + this node; f = (n - 1) / 3.
+    let need = sources.len() / 3 + 1;
+    let ahead: Vec<Head> = heads(&mut trust, &sources)
+        .into_iter()
+        .filter(|h| h.info.height > height)
+        .collect();
+    let pruned = ahead
+        .iter()
+        .filter(|h| {
+            matches!(
+                sources[h.source].committed(height + 1),
+                Ok(Committed::Pruned)
+            )
+        })
+        .count();
+    pruned >= need
+}
+
+fn http_sources(
+    network: &palisade_crypto::NetworkFile,
+    me: &palisade_crypto::PublicKey,
+) -> Vec<Box<dyn SnapshotSource>> {
+    network
+        .nodes
+        .iter()
+        .filter(|n| n.public_key != *me)
+        .map(|n| {
+            Box::new(HttpSnapshotSource::new(&n.api_url, Duration::from_secs(10)))
+                as Box<dyn SnapshotSource>
+        })
+        .collect()
+}
+
+/// While running: when the committed height has not moved for a check
+/// interval and f+1 peers answer that the next height is pruned, this node
+/// cannot sync blocks any more; say so (error log) and raise `behind`, on
+/// which `palisade-node run` restarts the node, whose start catches up from
+/// a snapshot. Until shutdown.
+pub(crate) async fn watch_behind(
+    store: crate::storage::NodeStore,
+    config: crate::NodeConfig,
+    me: palisade_crypto::PublicKey,
+    behind: std::sync::Arc<tokio::sync::Notify>,
+    mut shutdown: crate::shutdown::Shutdown,
+) {
+    let Some(path) = config.network_file.clone() else {
+        return;
+    };
+    let mut last = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(BEHIND_CHECK) => {}
+        }
+        let Ok(height) = store.committed_height() else {
+            continue;
+        };
+        if last != Some(height) {
+            last = Some(height);
+            continue;
+        }
+        let path = path.clone();
+        let check = tokio::task::spawn_blocking(move || {
+            let text = std::fs::read_to_string(&path).ok()?;
+            let network = palisade_crypto::NetworkFile::from_json(&text).ok()?;
+            Some(peers_pruned_past(&network, &me, height))
+        })
+        .await;
+        if let Ok(Some(true)) = check {
+            tracing::error!(
+                height,
+                "this node is behind its peers' retention window and cannot sync blocks; restart to catch up from a snapshot"
+            );
+            behind.notify_one();
+            return;
+        }
+    }
+}
+
+/// The range proof of `key` at `height` from `store` (what
+/// `/v1/snapshot/proof` serves).
+pub fn prove_range(
+    store: &crate::storage::NodeStore,
+    height: u64,
+    key: Digest,
+) -> Result<SparseMerkleRangeProof<JmtHasher>, String> {
+    let tree = jmt::JellyfishMerkleTree::<_, JmtHasher>::new(store.tree());
+    tree.get_range_proof(jmt::KeyHash(key.0), height)
+        .map_err(|e| format!("{e:#}"))
+}
