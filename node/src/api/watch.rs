@@ -293,7 +293,7 @@ impl Scanner {
         // A pruned height's changes are gone: resuming there would skip
         // them silently, so the stream is refused (the client starts over
         // from a lookup).
-        let kept_from = crate::storage::prune::pruned_below(self.ctx.store.kv().as_ref())?;
+        let kept_from = crate::storage::prune::history_from(self.ctx.store.kv().as_ref())?;
         if from < kept_from {
             return Err(ApiErr::new(
                 axum::http::StatusCode::GONE,

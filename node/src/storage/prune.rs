@@ -57,6 +57,24 @@ pub struct Pruned {
     pub below: u64,
 }
 
+/// The lowest height whose per-height change records this node has: above
+/// the pruned mark, and above the height of a snapshot it started from (a
+/// snapshot install brings the state and the certificate at its height and
+/// a tail of blocks below it, but no per-height records for any of them).
+/// A watch or change walk resuming below it would skip changes silently.
+pub fn history_from(kv: &dyn KvBackend) -> Result<u64, StorageError> {
+    let below = pruned_below(kv)?;
+    let snapshot = match kv.get(Cf::Meta, crate::snapshot::install::SNAPSHOT_HEIGHT)? {
+        Some(v) => u64::from_be_bytes(
+            v.as_slice()
+                .try_into()
+                .map_err(|_| super::corrupt("meta", "snapshot_height is not 8 bytes"))?,
+        ),
+        None => return Ok(below),
+    };
+    Ok(below.max(snapshot.saturating_add(1)))
+}
+
 /// The lowest height still kept (0 when nothing was pruned).
 pub fn pruned_below(kv: &dyn KvBackend) -> Result<u64, StorageError> {
     Ok(match kv.get(Cf::Meta, META_PRUNED_BELOW)? {

@@ -128,6 +128,32 @@ async fn a_wiped_node_catches_up_from_a_snapshot_when_peers_pruned_and_commits_a
     assert_eq!(status, 410, "{}", String::from_utf8_lossy(&body));
     let (status, _) = request(c.api(3), "GET", "/v1/export/changes?from_height=1", None).await;
     assert_eq!(status, 410, "changes below the snapshot: snapshot_required");
+    // A watch resuming at or below the snapshot's height is refused too:
+    // the install brings no per-height change records for the tail below
+    // it, and a stream from there would skip those changes silently
+    // (review S4).
+    let standing = c.status(3).await.height;
+    let path = format!(
+        "/v1/watch?namespace=prod&from_height={}",
+        standing.saturating_sub(1).max(1)
+    );
+    let watch = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        request(c.api(3), "GET", &path, None),
+    )
+    .await;
+    match watch {
+        // Refused before the stream (410) or as its first event (a
+        // `cutoff` carrying the 410 `pruned`), never streamed on.
+        Ok((status, body)) => {
+            let body = String::from_utf8_lossy(&body);
+            assert!(
+                status == 410 || (body.starts_with("event: cutoff") && body.contains("pruned")),
+                "a watch below the snapshot: {status} {body}"
+            )
+        }
+        Err(_) => panic!("a watch from below the snapshot was streamed, not refused"),
+    }
     c.wait_height(3, before).await;
     // The state came with it: every service registered before.
     for svc in ["api", "db", "cache"] {
