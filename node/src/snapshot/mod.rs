@@ -138,6 +138,11 @@ pub trait SnapshotSource: Send + Sync {
     fn committed(&self, height: u64) -> Result<Committed, CatchUpError>;
     /// Epoch-change certificates from `from` (`/v1/epochs`).
     fn epochs(&self, from: u64) -> Result<Vec<CommitCertificate>, CatchUpError>;
+    /// The consensus round it reports being in (`/v1/status`; its word,
+    /// unverified). `None` when it does not say.
+    fn round(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A peer over HTTP.
@@ -246,6 +251,12 @@ impl SnapshotSource for HttpSnapshotSource {
                     .map_err(|e| CatchUpError::BadCertificate(e.to_string()))
             })
             .collect()
+    }
+
+    fn round(&self) -> Option<u64> {
+        self.get::<palisade_crypto::api::StatusResponse>("/v1/status")
+            .ok()
+            .map(|s| s.round)
     }
 }
 
@@ -466,6 +477,47 @@ fn install_from(
     Ok(installer)
 }
 
+/// The rounds a validator without its safety record must sit out.
+const REJOIN_MARGIN: u64 = 3;
+
+/// The safety record of a node that installs a snapshot without its own
+/// (a wiped data directory): it may have voted, before the wipe, in any
+/// round up to the one the network was in, and a second vote in such a
+/// round, for another block, is equivocation (review S1: one Byzantine
+/// leader plus one wiped validator would make two QCs in one round). So it
+/// starts as if it had voted and timed out in every round up to the
+/// current one plus [`REJOIN_MARGIN`]: the highest of the certified head's
+/// round and the (f+1)-th highest round the peers report (at least one of
+/// the f+1 highest is honest, so f liars cannot push it above every honest
+/// node's round, nor, reporting low, below the f+1 highest honest ones).
+/// A node that never voted with its key loses only those few rounds. The
+/// record is for the newest epoch the trust chain reached (the one the
+/// node starts in; an older one would be reset at start).
+fn rejoin_safety(
+    epoch: u64,
+    head: &BlockInfo,
+    sources: &[Box<dyn SnapshotSource>],
+    f_plus_one: usize,
+) -> palisade_consensus::hotstuff::SafetyState {
+    let mut rounds: Vec<u64> = sources.iter().filter_map(|s| s.round()).collect();
+    rounds.sort_unstable_by(|a, b| b.cmp(a));
+    let reported = rounds
+        .get(f_plus_one.saturating_sub(1))
+        .copied()
+        .unwrap_or(0);
+    let guard = head.round.max(reported).saturating_add(REJOIN_MARGIN);
+    let mut safety = palisade_consensus::hotstuff::SafetyState::new(epoch);
+    safety.last_voted_round = guard;
+    safety.highest_timeout_round = guard;
+    warn!(
+        guard,
+        head_round = head.round,
+        reported,
+        "installed without a safety record: no vote or timeout up to the guard round"
+    );
+    safety
+}
+
 /// Catch up from a snapshot if needed (see the module doc). `Ok(None)`:
 /// not needed; this node syncs blocks as before.
 pub fn catch_up(
@@ -518,7 +570,16 @@ pub fn catch_up(
                 epoch_changes: trust.changes().to_vec(),
             };
             let (leaves, chunks) = (installer.leaves, installer.chunks);
-            installer.finish(&root, local.safety.clone())?;
+            let safety = match &local.safety {
+                Some(kept) => Some(kept.clone()),
+                None => Some(palisade_crypto::encode(&rejoin_safety(
+                    trust.latest_epoch(),
+                    &head.info,
+                    sources,
+                    need,
+                ))),
+            };
+            installer.finish(&root, safety)?;
             Ok((leaves, chunks))
         });
         match attempt {
@@ -703,4 +764,74 @@ pub fn prove_range(
     let tree = jmt::JellyfishMerkleTree::<_, JmtHasher>::new(store.tree());
     tree.get_range_proof(jmt::KeyHash(key.0), height)
         .map_err(|e| format!("{e:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that only says which round it is in.
+    struct Says(Option<u64>);
+
+    impl SnapshotSource for Says {
+        fn name(&self) -> String {
+            "says".into()
+        }
+        fn head(&self) -> Result<ExportHead, CatchUpError> {
+            Err(CatchUpError::Local("not served".into()))
+        }
+        fn page(&self, _: u64, _: Option<Digest>) -> Result<ExportSnapshot, CatchUpError> {
+            Err(CatchUpError::Local("not served".into()))
+        }
+        fn proof(&self, _: u64, _: Digest) -> Result<SnapshotProof, CatchUpError> {
+            Err(CatchUpError::Local("not served".into()))
+        }
+        fn committed(&self, _: u64) -> Result<Committed, CatchUpError> {
+            Err(CatchUpError::Local("not served".into()))
+        }
+        fn epochs(&self, _: u64) -> Result<Vec<CommitCertificate>, CatchUpError> {
+            Err(CatchUpError::Local("not served".into()))
+        }
+        fn round(&self) -> Option<u64> {
+            self.0
+        }
+    }
+
+    fn head(round: u64) -> BlockInfo {
+        BlockInfo {
+            round,
+            height: 5,
+            block_id: Digest::ZERO,
+            state_root: Digest::ZERO,
+            tx_root: Digest::ZERO,
+            timestamp_ms: 0,
+            next_validators: None,
+            parent_info: Digest::ZERO,
+        }
+    }
+
+    fn guard(head_round: u64, rounds: &[Option<u64>]) -> u64 {
+        let sources: Vec<Box<dyn SnapshotSource>> = rounds
+            .iter()
+            .map(|r| Box::new(Says(*r)) as Box<dyn SnapshotSource>)
+            .collect();
+        // n = 4: three peers, f + 1 = 2.
+        let s = rejoin_safety(3, &head(head_round), &sources, 2);
+        assert_eq!(s.epoch, 3);
+        assert_eq!(s.last_voted_round, s.highest_timeout_round);
+        s.last_voted_round
+    }
+
+    #[test]
+    fn a_node_without_its_safety_record_sits_out_the_rounds_it_may_have_voted_in() {
+        // Honest peers in rounds 40 and 41, the certified head older: the
+        // wiped node may have voted up to round 41; it votes again above 43.
+        assert_eq!(guard(30, &[Some(40), Some(41), None]), 43);
+        // A liar reporting a huge round cannot silence it for ever...
+        assert_eq!(guard(30, &[Some(u64::MAX - 5), Some(41), Some(40)]), 44);
+        // ...nor, reporting low, pull the guard below the honest rounds.
+        assert!(guard(30, &[Some(0), Some(41), Some(40)]) > 41);
+        // With no peer saying, the certified head's round still counts.
+        assert_eq!(guard(30, &[None, None, None]), 33);
+    }
 }
