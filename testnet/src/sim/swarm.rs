@@ -209,7 +209,19 @@ pub fn draw_twins(seed: u64) -> SwarmPlan {
     let heal = rng.gen_range(2_500..4_000);
     config.heal_at_ms = Some(heal);
     config.duration_ms = heal + 1_500;
-    let scenario = twins_plan(&mut config, &mut rng);
+    // One seed in four: a scenario like a named fork schedule (relabelled,
+    // its late delay and later rounds drawn); the rest sampled uniformly.
+    let scenario = if rng.gen_range(0..4) == 0 {
+        let named = schedules::all();
+        let base = &named[rng.gen_range(0..named.len())].scenario;
+        let (twin, scenario) =
+            TwinsScenario::near(base, TWINS_ROUNDS, TWINS_LATE_PERCENT, &mut rng);
+        config.twins = vec![twin];
+        scenario.apply(&mut config);
+        scenario
+    } else {
+        twins_plan(&mut config, &mut rng)
+    };
     // Some messages outside the scenario's late sets are slow too.
     config.faults.slow_percent = rng.gen_range(0..=10);
     SwarmPlan {

@@ -200,6 +200,53 @@ impl TwinsScenario {
     }
 }
 
+impl TwinsScenario {
+    /// A scenario like `base` (written for validator 0 doubled): its
+    /// validators relabelled by a random permutation (the twin becomes
+    /// validator `twin_of[0]`, returned), its late delay drawn in
+    /// 1.2-2.4 s, and sampled rounds (`late_percent` late) after its own up
+    /// to `rounds`. This is how the swarm reaches schedules like the named
+    /// fork schedules, which uniform sampling of the 80^8 space almost never
+    /// builds: the timeout fork needs two rounds of precise late sets.
+    pub fn near(
+        base: &TwinsScenario,
+        rounds: u64,
+        late_percent: u32,
+        rng: &mut impl rand::Rng,
+    ) -> (usize, Self) {
+        let mut perm = [0usize, 1, 2, 3];
+        for i in (1..4).rev() {
+            perm.swap(i, rng.gen_range(0..=i));
+        }
+        let map = |i: &usize| if *i < 4 { perm[*i] } else { *i };
+        let mut out: Vec<TwinsRound> = base
+            .rounds
+            .iter()
+            .map(|r| TwinsRound {
+                groups: r
+                    .groups
+                    .iter()
+                    .map(|g| g.iter().map(map).collect())
+                    .collect(),
+                leader: perm[r.leader],
+                late_from: r.late_from.iter().map(map).collect(),
+                late_to: r.late_to.iter().map(map).collect(),
+            })
+            .collect();
+        let twin = perm[0];
+        let extra = rounds.saturating_sub(out.len() as u64);
+        out.extend(TwinsScenario::sample(twin, extra, late_percent, 0, rng).rounds);
+        let late_ms = rng.gen_range(1_200..2_400);
+        (
+            twin,
+            TwinsScenario {
+                rounds: out,
+                late_ms,
+            },
+        )
+    }
+}
+
 /// Round partitions and leader schedule of scenario `index` in
 /// [`twins_space`]`(twin)` over rounds `1..=rounds` (no late messages).
 pub fn twins_scenario(twin: usize, rounds: u64, index: u128) -> (Vec<RoundPartition>, Vec<usize>) {
