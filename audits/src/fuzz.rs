@@ -170,11 +170,14 @@ pub fn silence_report(bytes: &[u8], original: &SignedSilenceReport) {
 }
 
 /// Hex text from a config file, a key file or an API body: keys and digests.
+/// What parses is the canonical lowercase hex of what it parsed to, except
+/// that a key may be surrounded by whitespace (`PublicKey::from_hex` trims:
+/// keys are pasted into CLI arguments and files; found by this target).
 pub fn hex_text(text: &str) {
     if let Ok(key) = PublicKey::from_hex(text) {
         assert_eq!(
             key.to_hex(),
-            text.to_ascii_lowercase(),
+            text.trim().to_ascii_lowercase(),
             "key hex is not canonical"
         );
     }

@@ -48,13 +48,16 @@ impl TermLike for LinesOnStderr {
 #[derive(Debug)]
 pub(crate) struct Progress {
     bar: ProgressBar,
+    /// Lines, not a bar: the final state stays as the last progress line.
+    lines: bool,
 }
 
 impl Progress {
     /// A bar when stderr is a terminal, lines when `forced` on anything
     /// else, nothing otherwise.
     pub(crate) fn new(forced: bool) -> Self {
-        let target = if std::io::stderr().is_terminal() {
+        let terminal = std::io::stderr().is_terminal();
+        let target = if terminal {
             ProgressDrawTarget::stderr()
         } else if forced {
             ProgressDrawTarget::term_like_with_hz(Box::new(LinesOnStderr), 1)
@@ -69,7 +72,10 @@ impl Progress {
             .expect("a fixed template")
             .progress_chars("=> "),
         );
-        Progress { bar }
+        Progress {
+            bar,
+            lines: forced && !terminal,
+        }
     }
 
     /// Is anything drawn?
@@ -98,8 +104,13 @@ impl Progress {
         }
     }
 
-    /// Remove the bar (before the summary lines).
+    /// Remove the bar (before the summary lines); as lines, write the
+    /// final state (a short audit may finish before the first redraw).
     pub(crate) fn finish(&self) {
-        self.bar.finish_and_clear();
+        if self.lines {
+            self.bar.finish();
+        } else {
+            self.bar.finish_and_clear();
+        }
     }
 }

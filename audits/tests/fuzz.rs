@@ -134,6 +134,16 @@ fn corpus_is_real() {
     );
 }
 
+/// Found by `fuzz_hex_text`: a key with a trailing tab parses (keys are
+/// trimmed); the target's canonicality check now allows exactly that.
+#[test]
+fn key_hex_with_surrounding_whitespace_is_the_key() {
+    let hex = corpus().key.public().to_hex();
+    for text in [format!("{hex}\t"), format!(" {hex}\n")] {
+        fuzz::hex_text(&text);
+    }
+}
+
 /// A fresh path for each key-file case (proptest runs cases in one thread).
 fn key_path(dir: &std::path::Path) -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
