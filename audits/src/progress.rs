@@ -28,13 +28,15 @@ impl TermLike for LinesOnStderr {
         Ok(())
     }
     fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.write_str(s)
+    }
+    /// indicatif writes a bar's (last) line with `write_str`, then blank
+    /// fillers and `\r`: each non-blank piece is one line here.
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
         if s.trim().is_empty() {
             return Ok(());
         }
-        writeln!(std::io::stderr(), "{s}")
-    }
-    fn write_str(&self, _: &str) -> std::io::Result<()> {
-        Ok(())
+        writeln!(std::io::stderr(), "{}", s.trim_end())
     }
     fn clear_line(&self) -> std::io::Result<()> {
         Ok(())
