@@ -9,8 +9,10 @@
 use palisade_consensus::hotstuff::{Config, Output, Replica, SimExecutor};
 use palisade_crypto::api::{BlockResponse, StatusResponse};
 use palisade_crypto::{
-    encode, hash, tx_root, BlockInfo, CommitCertificate, Digest, Domain, Hex, NetworkFile,
-    NodeEndpoint, SecretKey, SignedTransaction, Transaction, TxBody, Validator, ValidatorSet,
+    encode, hash, receipt_root, tx_root, BlockInfo, CommitCertificate, Digest, Domain, Hex,
+    LeaseHeartbeat, NetworkFile, NodeEndpoint, SecretKey, SignedHeartbeat, SignedSilenceReport,
+    SignedTransaction, SilenceReport, Transaction, TxBody, TxInclusionProof, Validator,
+    ValidatorSet,
 };
 
 /// Chain id of the corpus chain.
@@ -37,6 +39,21 @@ pub struct Corpus {
     pub network_json: String,
     /// API JSON bodies.
     pub api_json: Vec<String>,
+    /// Transaction inclusion proofs of one block (borsh, with the value
+    /// each encodes), its tx root and receipt root, and its ids and outcomes.
+    pub inclusion_proofs: Vec<(Vec<u8>, TxInclusionProof)>,
+    /// The block's tx root and receipt root.
+    pub proof_roots: (Digest, Digest),
+    /// The block's transaction ids and outcome codes.
+    pub receipts: Vec<(Digest, u16)>,
+    /// Signed lease heartbeats (borsh, with the value each encodes).
+    pub heartbeats: Vec<(Vec<u8>, SignedHeartbeat)>,
+    /// Signed silence reports (borsh, with the value each encodes).
+    pub silence_reports: Vec<(Vec<u8>, SignedSilenceReport)>,
+    /// A key file's text, as `palisade_keys::write_key_file` writes it.
+    pub key_file: String,
+    /// Hex texts: keys and digests.
+    pub hex: Vec<String>,
 }
 
 impl Corpus {
@@ -87,6 +104,13 @@ impl Corpus {
             transactions: Vec::new(),
             network_json: String::new(),
             api_json: Vec::new(),
+            inclusion_proofs: Vec::new(),
+            proof_roots: (Digest::ZERO, Digest::ZERO),
+            receipts: Vec::new(),
+            heartbeats: Vec::new(),
+            silence_reports: Vec::new(),
+            key_file: String::new(),
+            hex: Vec::new(),
         };
         let mut replica = Replica::genesis(
             Config::new(CHAIN_ID),
@@ -184,6 +208,55 @@ impl Corpus {
         corpus
             .api_json
             .push(serde_json::to_string(&status).expect("serialises"));
+        corpus.add_proofs_leases_and_keys();
         corpus
+    }
+
+    /// Inclusion proofs of the corpus transactions (one block of three),
+    /// heartbeats and silence reports signed by the corpus key, its key file.
+    fn add_proofs_leases_and_keys(&mut self) {
+        self.receipts = self
+            .transactions
+            .iter()
+            .enumerate()
+            .map(|(i, (_, tx))| (tx.id(), i as u16))
+            .collect();
+        let ids: Vec<Digest> = self.receipts.iter().map(|(id, _)| *id).collect();
+        self.proof_roots = (tx_root(&ids), receipt_root(&self.receipts));
+        for i in 0..ids.len() {
+            let proof = TxInclusionProof::build_receipt(&self.receipts, i);
+            self.inclusion_proofs.push((encode(&proof), proof));
+        }
+        for sent_at_ms in [1_000, 2_000] {
+            let h = LeaseHeartbeat {
+                chain_id: CHAIN_ID.into(),
+                identity: self.key.public(),
+                sent_at_ms,
+            }
+            .sign(&self.key);
+            self.heartbeats.push((encode(&h), h));
+        }
+        let report = SilenceReport {
+            chain_id: CHAIN_ID.into(),
+            epoch: 0,
+            validator: self.key.public(),
+            observed_at_ms: 5_000,
+            namespace: "prod".into(),
+            service: "api".into(),
+            instances: vec!["a-1".into(), "b-2".into()],
+        }
+        .sign(&self.key);
+        self.silence_reports.push((encode(&report), report));
+        // Byte for byte what `palisade_keys::write_key_file` writes.
+        let seed: String = self.key.seed().iter().map(|b| format!("{b:02x}")).collect();
+        self.key_file = format!(
+            "{}\n",
+            serde_json::json!({
+                "format": palisade_keys::KEY_FORMAT,
+                "public_key": self.key.public().to_hex(),
+                "secret_seed": seed,
+            })
+        );
+        self.hex = vec![self.key.public().to_hex(), self.genesis.block_id.to_hex()];
     }
 }

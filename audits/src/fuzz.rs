@@ -12,8 +12,8 @@ use palisade_crypto::api::{
     SubmitRequest, WatchUpdate,
 };
 use palisade_crypto::{
-    decode, BlockInfo, CommitCertificate, MapProof, NetworkFile, PublicKey, ServiceLookup,
-    SignedTransaction, ValidatorSet,
+    decode, BlockInfo, CommitCertificate, Digest, MapProof, NetworkFile, PublicKey, ServiceLookup,
+    SignedHeartbeat, SignedSilenceReport, SignedTransaction, TxInclusionProof, ValidatorSet,
 };
 
 use crate::corpus::CHAIN_ID;
@@ -105,4 +105,107 @@ pub fn api_json(bytes: &[u8]) {
         let _ = r.certificate.decode();
         let _ = r.lookup.decode();
     }
+}
+
+/// A transaction (or receipt) inclusion proof from a node: decode, then
+/// verify for `id` (and its outcome `code`) under `root`. If a mutated proof
+/// verifies, it places the transaction where the original did.
+pub fn inclusion_proof(
+    bytes: &[u8],
+    root: &Digest,
+    receipt_root: &Digest,
+    id: &Digest,
+    code: u16,
+    original: &TxInclusionProof,
+) {
+    let Ok(proof) = decode::<TxInclusionProof>(bytes) else {
+        return;
+    };
+    if proof.verify(root, id).is_ok() {
+        assert_eq!(
+            proof.index, original.index,
+            "a mutated proof moved the transaction"
+        );
+    }
+    if proof.verify_receipt(receipt_root, id, code).is_ok() {
+        assert_eq!(
+            proof.index, original.index,
+            "a mutated receipt proof moved it"
+        );
+    }
+    // The same proof never proves another outcome.
+    assert!(
+        proof.verify_receipt(receipt_root, id, code ^ 1).is_err(),
+        "a receipt proof verified for another outcome"
+    );
+}
+
+/// A signed lease heartbeat from a service: decode and verify. If a mutated
+/// one verifies, it is the original heartbeat.
+pub fn heartbeat(bytes: &[u8], original: &SignedHeartbeat) {
+    let Ok(h) = decode::<SignedHeartbeat>(bytes) else {
+        return;
+    };
+    if h.verify().is_ok() {
+        assert_eq!(
+            h.heartbeat, original.heartbeat,
+            "a mutated heartbeat verified"
+        );
+    }
+}
+
+/// A signed silence report from a validator: decode, check its shape and
+/// verify. If a mutated one verifies, it is the original report.
+pub fn silence_report(bytes: &[u8], original: &SignedSilenceReport) {
+    let Ok(r) = decode::<SignedSilenceReport>(bytes) else {
+        return;
+    };
+    let _ = r.report.well_formed();
+    if r.verify().is_ok() {
+        assert_eq!(
+            r.report, original.report,
+            "a mutated silence report verified"
+        );
+    }
+}
+
+/// Hex text from a config file, a key file or an API body: keys and digests.
+/// What parses is the canonical lowercase hex of what it parsed to, except
+/// that a key may be surrounded by whitespace (`PublicKey::from_hex` trims:
+/// keys are pasted into CLI arguments and files; found by this target).
+pub fn hex_text(text: &str) {
+    if let Ok(key) = PublicKey::from_hex(text) {
+        assert_eq!(
+            key.to_hex(),
+            text.trim().to_ascii_lowercase(),
+            "key hex is not canonical"
+        );
+    }
+    if let Ok(d) = Digest::from_hex(text) {
+        assert_eq!(
+            d.to_hex(),
+            text.to_ascii_lowercase(),
+            "digest hex is not canonical"
+        );
+    }
+}
+
+/// A key file's contents (`palisade_keys::load_key_file`), written with
+/// mode 0600 to `path`, which must not exist yet. Returns the loaded key's
+/// public half; whatever loads is consistent (its public key is the one
+/// its seed gives).
+pub fn key_file(path: &std::path::Path, bytes: &[u8]) -> Option<PublicKey> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .expect("fuzz key file path is fresh");
+    file.write_all(bytes).expect("fuzz key file written");
+    drop(file);
+    let loaded = palisade_keys::load_key_file(path).ok().map(|k| k.public());
+    std::fs::remove_file(path).expect("fuzz key file removed");
+    loaded
 }

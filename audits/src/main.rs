@@ -1,4 +1,4 @@
-//! `palisade-audit --network FILE [--genesis FILE] [--node URL]... [--follow [--follow-secs N]]`:
+//! `palisade-audit --network FILE [--genesis FILE] [--node URL]... [--follow [--follow-secs N]] [--progress]`:
 //! replay a chain's whole history from genesis and check everything (see
 //! `palisade_audits::audit`). With several `--node`s every height is fetched
 //! from each and two different blocks at one height are reported. The last
@@ -7,8 +7,11 @@
 //! `--follow` it keeps auditing heights as they commit, riding out a node
 //! that does not answer for a while, and stops at the first mismatch (a
 //! monitor's alarm: findings, evidence file, non-zero exit) or after
-//! `--follow-secs`.
+//! `--follow-secs`. Progress goes to stderr: a bar on a terminal, one line
+//! a second with `--progress` elsewhere.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a CLI prints
+
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +52,10 @@ struct Cli {
     /// Where findings are written (JSON lines).
     #[arg(long, default_value = "audit-evidence.jsonl")]
     evidence: PathBuf,
+    /// Show progress on stderr even when it is not a terminal (one line a
+    /// second); on a terminal a progress bar is always drawn.
+    #[arg(long)]
+    progress: bool,
 }
 
 #[derive(Deserialize)]
@@ -174,17 +181,19 @@ fn run(cli: Cli) -> Result<u64> {
     let mut evidence = Vec::new();
     let start = Instant::now();
     let deadline = cli.follow_secs.map(|s| start + Duration::from_secs(s));
+    let progress = progress::Progress::new(cli.progress);
     loop {
         let head = match nodes.iter().filter_map(|n| n.head().ok()).max() {
             Some(head) => head,
             // A follower outlives a node restart; a one-shot audit cannot.
             None if cli.follow && auditor.height() > 0 => {
-                eprintln!("  no node answered its status; retrying");
+                progress.note("  no node answered its status; retrying");
                 std::thread::sleep(Duration::from_secs(1));
                 continue;
             }
             None => bail!("no node answered its status"),
         };
+        progress.set_head(head);
         while auditor.height() < head {
             let height = auditor.height() + 1;
             let mut served: Vec<(String, Box<UntrustedHeight>, String)> = Vec::new();
@@ -193,7 +202,7 @@ fn run(cli: Cli) -> Result<u64> {
                     Ok(f) => f,
                     // Unreachable for now: a follower tries again later.
                     Err(e) if cli.follow => {
-                        eprintln!("  {e:#}; trying again later");
+                        progress.note(&format!("  {e:#}; trying again later"));
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -226,7 +235,12 @@ fn run(cli: Cli) -> Result<u64> {
             for f in &found {
                 evidence.push(record(f, url, Some(body)));
             }
-            if height % 1_000 == 0 {
+            progress.set_audited(
+                auditor.height(),
+                auditor.transactions(),
+                auditor.findings().len(),
+            );
+            if height % 1_000 == 0 && !progress.visible() {
                 let secs = start.elapsed().as_secs_f64();
                 eprintln!(
                     "  {height}/{head} heights, {:.0} heights/s, {} findings",
@@ -250,6 +264,7 @@ fn run(cli: Cli) -> Result<u64> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    progress.finish();
     for f in auditor.findings() {
         println!("{}: {f:?}", f.class());
     }

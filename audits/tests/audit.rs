@@ -234,6 +234,33 @@ fn audit_passes_an_honest_history_and_names_each_tampering() {
         .unwrap_or(0);
     assert!(txs >= 2, "the demo's transactions were audited: {last}");
 
+    // `--progress` off a terminal: progress lines on stderr, stdout ends
+    // with the audit line all the same.
+    let layout = net.0.layout();
+    let out = Command::new(env!("CARGO_BIN_EXE_palisade-audit"))
+        .arg("--network")
+        .arg(layout.network_file())
+        .args(["--node", &node0, "--progress"])
+        .output()
+        .expect("run palisade-audit --progress");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("audit [") && l.contains(" heights, ")),
+        "no progress line on stderr:\n{stderr}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("audit: ") && l.ends_with(" 0 mismatches")),
+        "stdout does not end with the audit line:\n{stdout}"
+    );
+
     let cases: [(Tamper, &[&str]); 6] = [
         (Tamper::AlterBlock, &["altered block"]),
         (Tamper::AlterCertificate, &["bad certificate"]),

@@ -112,6 +112,43 @@ fn corpus_is_real() {
         palisade_consensus::hotstuff::Message::decode(m).expect("corpus message decodes");
     }
     palisade_crypto::NetworkFile::from_json(&c.network_json).expect("corpus network file parses");
+    let (txs, receipts) = c.proof_roots;
+    for ((bytes, proof), (id, code)) in c.inclusion_proofs.iter().zip(&c.receipts) {
+        proof
+            .verify_receipt(&receipts, id, *code)
+            .expect("corpus receipt proof verifies");
+        fuzz::inclusion_proof(bytes, &txs, &receipts, id, *code, proof);
+    }
+    for (_, h) in &c.heartbeats {
+        h.verify().expect("corpus heartbeat verifies");
+    }
+    for (_, r) in &c.silence_reports {
+        assert!(r.report.well_formed());
+        r.verify().expect("corpus silence report verifies");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_eq!(
+        fuzz::key_file(&dir.path().join("k"), c.key_file.as_bytes()),
+        Some(c.key.public()),
+        "the corpus key file loads"
+    );
+}
+
+/// Found by `fuzz_hex_text`: a key with a trailing tab parses (keys are
+/// trimmed); the target's canonicality check now allows exactly that.
+#[test]
+fn key_hex_with_surrounding_whitespace_is_the_key() {
+    let hex = corpus().key.public().to_hex();
+    for text in [format!("{hex}\t"), format!(" {hex}\n")] {
+        fuzz::hex_text(&text);
+    }
+}
+
+/// A fresh path for each key-file case (proptest runs cases in one thread).
+fn key_path(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    dir.join(format!("k{}", NEXT.fetch_add(1, Ordering::Relaxed)))
 }
 
 proptest! {
@@ -168,5 +205,34 @@ proptest! {
     #[test]
     fn fuzz_api_json(b in prop_oneof![bytes(), mutated(corpus().api_json.iter().map(|s| s.clone().into_bytes()).collect()).prop_map(|(_, b)| b)]) {
         fuzz::api_json(&b);
+    }
+
+    #[test]
+    fn fuzz_inclusion_proof((i, b) in mutated(corpus().inclusion_proofs.iter().map(|(b, _)| b.clone()).collect())) {
+        let c = corpus();
+        let (id, code) = c.receipts[i];
+        fuzz::inclusion_proof(&b, &c.proof_roots.0, &c.proof_roots.1, &id, code, &c.inclusion_proofs[i].1);
+    }
+
+    #[test]
+    fn fuzz_heartbeat((i, b) in mutated(corpus().heartbeats.iter().map(|(b, _)| b.clone()).collect())) {
+        fuzz::heartbeat(&b, &corpus().heartbeats[i].1);
+    }
+
+    #[test]
+    fn fuzz_silence_report((i, b) in mutated(corpus().silence_reports.iter().map(|(b, _)| b.clone()).collect())) {
+        fuzz::silence_report(&b, &corpus().silence_reports[i].1);
+    }
+
+    #[test]
+    fn fuzz_hex_text((_, b) in mutated(corpus().hex.iter().map(|s| s.clone().into_bytes()).collect())) {
+        fuzz::hex_text(&String::from_utf8_lossy(&b));
+    }
+
+    #[test]
+    fn fuzz_key_file(b in prop_oneof![bytes(), mutated(vec![corpus().key_file.clone().into_bytes()]).prop_map(|(_, b)| b)]) {
+        static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+        let dir = DIR.get_or_init(|| tempfile::tempdir().expect("tempdir"));
+        fuzz::key_file(&key_path(dir.path()), &b);
     }
 }

@@ -217,4 +217,101 @@ mod tests {
         }
         assert_eq!(r.next_event().unwrap().data, "x");
     }
+
+    /// Fuzz target (proptest on stable): arbitrary bytes and structured
+    /// mutations of event streams as the node writes them (axum's SSE
+    /// encoding of `node/src/api/watch.rs`'s events). The reader must end
+    /// on every input, never panic, and hand out no event longer than what
+    /// it read. `FUZZ_CASES` sets the case count (default 2,000).
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn seeds() -> Vec<Vec<u8>> {
+            let synced = r#"{"certificate":"00aa","service":null}"#;
+            let update = r#"{"namespace":"prod","service":"api","lookup":{"height":7}}"#;
+            let cutoff = r#"{"code":"cutoff","message":"stream too slow"}"#;
+            [
+                format!("event: update\ndata: {update}\n\nevent: synced\ndata: {synced}\n\n"),
+                ": heartbeat\n\n: heartbeat\n\nevent: changed\ndata: prod/api\n\n".to_string(),
+                format!("event: cutoff\ndata: {cutoff}\n\n"),
+                format!("event: synced\r\ndata: {synced}\r\n\r\nevent: update\ndata:\ndata: x\n\n"),
+            ]
+            .into_iter()
+            .map(String::into_bytes)
+            .collect()
+        }
+
+        fn mutate(seed: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {
+            let mut b = seed.to_vec();
+            for &(at, kind, v) in edits {
+                let at = at % (b.len() + 1);
+                match kind % 4 {
+                    0 if at < b.len() => b[at] = v,
+                    1 => b.insert(at, v),
+                    2 if at < b.len() => {
+                        b.remove(at);
+                    }
+                    3 => b.insert(at, [b'\n', b'\r', b':', b' '][v as usize % 4]),
+                    _ => {}
+                }
+            }
+            b
+        }
+
+        fn input() -> impl Strategy<Value = Vec<u8>> {
+            let seeds = seeds();
+            let n = seeds.len();
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..1024),
+                (
+                    0..n,
+                    prop::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..8)
+                )
+                    .prop_map(move |(i, edits)| mutate(&seeds[i], &edits)),
+            ]
+        }
+
+        fn cases() -> u32 {
+            std::env::var("FUZZ_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2_000)
+        }
+
+        #[test]
+        fn seeds_are_real_streams() {
+            for seed in seeds() {
+                let mut r = SseReader::new(&seed[..]);
+                let mut events = 0;
+                while r.next_event().is_ok() {
+                    events += 1;
+                }
+                assert!(events >= 1, "{}", String::from_utf8_lossy(&seed));
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: cases(),
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn fuzz_sse_stream(bytes in input()) {
+                let mut r = SseReader::new(&bytes[..]);
+                // Every event consumes at least one line: bounded.
+                for _ in 0..=bytes.len() {
+                    match r.next_event() {
+                        Ok(e) => prop_assert!(e.event.len() + e.data.len() <= bytes.len()),
+                        Err(SseEnd::Closed(_)) => return Ok(()),
+                        Err(SseEnd::TooLarge) => prop_assert!(false, "under the bound"),
+                    }
+                }
+                prop_assert!(false, "the reader did not end");
+            }
+        }
+    }
 }

@@ -3,6 +3,7 @@ mod api_doc;
 mod byzantine;
 mod cluster;
 mod config;
+mod config_fuzz;
 mod example_config;
 mod http;
 mod leases;

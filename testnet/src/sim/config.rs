@@ -36,7 +36,8 @@ impl NetFaults {
 }
 
 /// Twins-style partition for a range of rounds: a message sent by an
-/// instance in round r in `rounds` reaches only instances of its group.
+/// instance in round r in `rounds` reaches only instances of its group,
+/// except where a [`Link`] says otherwise for one direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoundPartition {
     /// First round (inclusive).
@@ -45,6 +46,36 @@ pub struct RoundPartition {
     pub to_round: u64,
     /// Groups of instance indices; instances in no group are isolated.
     pub groups: Vec<Vec<usize>>,
+    /// Directed exceptions to the groups, in these rounds.
+    pub links: Vec<Link>,
+}
+
+impl RoundPartition {
+    /// Groups for rounds `from_round..=to_round`, no exceptions.
+    pub fn new(from_round: u64, to_round: u64, groups: Vec<Vec<usize>>) -> Self {
+        RoundPartition {
+            from_round,
+            to_round,
+            groups,
+            links: Vec::new(),
+        }
+    }
+}
+
+/// One direction of one pair of instances, overriding the groups of a
+/// [`RoundPartition`]: what `from` sends to `to` is dropped (`late_ms:
+/// None`) or delivered `late_ms` later than the network's own delay. A late
+/// link is how a schedule says "this proposal arrives after its receiver
+/// timed out" (messages between two instances stay in order: each copy gets
+/// the same extra delay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// Sending instance.
+    pub from: usize,
+    /// Receiving instance.
+    pub to: usize,
+    /// Extra delay (ms), or `None`: dropped.
+    pub late_ms: Option<u64>,
 }
 
 /// A partition by virtual time.

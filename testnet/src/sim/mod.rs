@@ -45,13 +45,14 @@ mod network;
 mod node;
 mod payload;
 mod runner;
+pub mod schedules;
 mod seeds;
 pub mod swarm;
 pub mod twins_gen;
 mod verdicts;
 
 pub use checker::{Checker, Violation};
-pub use config::{Crash, NetFaults, RoundPartition, SimConfig, TimePartition};
+pub use config::{Crash, Link, NetFaults, RoundPartition, SimConfig, TimePartition};
 pub use network::WireStats;
 pub use node::Disk;
 pub use payload::{PayloadSource, SimPayloads};

@@ -13,25 +13,34 @@ use palisade_crypto::{Digest, PublicKey};
 
 use super::{RoundPartition, TimePartition};
 
-/// May `from` reach `to` for a message sent in `round` at `elapsed_ms`?
-pub(crate) fn connected(
+/// May `from` reach `to` for a message sent in `round` at `elapsed_ms`,
+/// and how much later than the network's own delay? `None`: dropped.
+pub(crate) fn reach(
     rounds: &[RoundPartition],
     times: &[TimePartition],
     from: usize,
     to: usize,
     round: u64,
     elapsed_ms: u64,
-) -> bool {
+) -> Option<u64> {
     let same_group =
         |groups: &[Vec<usize>]| groups.iter().any(|g| g.contains(&from) && g.contains(&to));
-    rounds
+    let mut late = 0;
+    for p in rounds
         .iter()
         .filter(|p| p.from_round <= round && round <= p.to_round)
+    {
+        match p.links.iter().find(|l| l.from == from && l.to == to) {
+            Some(link) => late = late.max(link.late_ms?),
+            None if same_group(&p.groups) => {}
+            None => return None,
+        }
+    }
+    times
+        .iter()
+        .filter(|p| p.from_ms <= elapsed_ms && elapsed_ms < p.to_ms)
         .all(|p| same_group(&p.groups))
-        && times
-            .iter()
-            .filter(|p| p.from_ms <= elapsed_ms && elapsed_ms < p.to_ms)
-            .all(|p| same_group(&p.groups))
+        .then_some(late)
 }
 
 /// Counters of the wire.

@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use tracing::debug;
 
 use super::checker::{Checker, Violation};
-use super::network::{connected, WireStats};
+use super::network::{reach, WireStats};
 use super::node::{Boot, SimNode};
 use super::{PayloadSource, SharedVerdicts, SimConfig};
 
@@ -444,8 +444,10 @@ impl<E: Executor, P: PayloadSource> Simulation<E, P> {
         for &to in targets {
             self.wire.sent += 1;
             let cfg = &self.config;
-            if !healed
-                && !connected(
+            let late = if healed {
+                Some(0)
+            } else {
+                reach(
                     &cfg.round_partitions,
                     &cfg.time_partitions,
                     from,
@@ -453,10 +455,11 @@ impl<E: Executor, P: PayloadSource> Simulation<E, P> {
                     round,
                     elapsed,
                 )
-            {
+            };
+            let Some(late) = late else {
                 self.wire.dropped += 1;
                 continue;
-            }
+            };
             let faults = self.config.faults.clone();
             if !healed && self.rng.gen_range(0..100) < faults.drop_percent {
                 self.wire.dropped += 1;
@@ -475,9 +478,10 @@ impl<E: Executor, P: PayloadSource> Simulation<E, P> {
                     bytes[at] ^= 1 << self.rng.gen_range(0..8);
                     self.wire.corrupted += 1;
                 }
-                let mut delay = self
-                    .rng
-                    .gen_range(faults.min_delay_ms..=faults.max_delay_ms.max(faults.min_delay_ms));
+                let mut delay = late
+                    + self.rng.gen_range(
+                        faults.min_delay_ms..=faults.max_delay_ms.max(faults.min_delay_ms),
+                    );
                 if !healed
                     && faults.slow_percent > 0
                     && self.rng.gen_range(0..100) < faults.slow_percent

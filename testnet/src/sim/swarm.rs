@@ -7,8 +7,9 @@
 //! - n in {4, 5, 7}; up to f Byzantine keys, each a twin (two instances,
 //!   one key: equivocation from unmodified code) or a liar (its proposals
 //!   carry a false state root, re-signed);
-//! - Twins round partitions: for n = 4 with one twin, a scenario sampled by
-//!   index from the enumerated space (80 partition x leader choices per round,
+//! - Twins round partitions: for n = 4 with one twin, a scenario sampled
+//!   from the enumerated space (80 partition x leader choices per round over
+//!   8 rounds, late messages in some rounds, votes to the next leader;
 //!   [`twins_gen`](super::twins_gen)); otherwise random per-round groups;
 //! - loss, duplication, delay/reordering, bit flips in flight and slow
 //!   messages (held back past a round timeout); time partitions;
@@ -18,6 +19,7 @@
 //! - a quarter of the seeds heal the network and must then make progress.
 //!
 //! A seed replays exactly: `palisade-testnet sim swarm --from S --seeds 1`.
+//! `sim schedule [NAME]` runs the named fork schedules ([`schedules`]).
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -27,7 +29,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::twins_gen::{twins_scenario, twins_space};
+use super::schedules;
+use super::twins_gen::TwinsScenario;
 use super::{Crash, NetFaults, RoundPartition, SimConfig, SimReport, Simulation, TimePartition};
 
 /// What one seed runs.
@@ -39,8 +42,8 @@ pub struct SwarmPlan {
     pub epoch_end: Option<u64>,
     /// Transactions per block.
     pub txs: usize,
-    /// The Twins scenario index, when the plan is an enumerated one.
-    pub twins_index: Option<u128>,
+    /// The Twins scenario, when the plan is an enumerated one.
+    pub twins_scenario: Option<TwinsScenario>,
 }
 
 impl SwarmPlan {
@@ -67,8 +70,8 @@ impl SwarmPlan {
             self.epoch_end,
             self.txs,
         );
-        if let Some(i) = self.twins_index {
-            let _ = write!(s, " twins-scenario={i}");
+        if let Some(t) = &self.twins_scenario {
+            let _ = write!(s, " twins-scenario: {}", t.describe());
         }
         s
     }
@@ -81,8 +84,12 @@ impl SwarmPlan {
 }
 
 /// Rounds covered by Twins partitions (the first rounds, where a 2-chain
-/// fork needs its schedule; later rounds run on the healed network).
-const TWINS_ROUNDS: u64 = 16;
+/// fork needs its schedule; later rounds run connected). The named fork
+/// schedules ([`schedules`]) need 6-7.
+const TWINS_ROUNDS: u64 = 8;
+
+/// Percent of Twins scenario rounds with a late set.
+const TWINS_LATE_PERCENT: u32 = 30;
 
 /// Draw the plan of `seed`.
 pub fn draw(seed: u64) -> SwarmPlan {
@@ -137,11 +144,10 @@ pub fn draw(seed: u64) -> SwarmPlan {
         };
     }
     let instances = n + config.twins.len();
-    let mut twins_index = None;
+    let mut twins_scenario = None;
     if !config.twins.is_empty() && rng.gen_bool(0.85) {
         if instances == 5 {
-            let index = twins_plan(&mut config, &mut rng);
-            twins_index = Some(index);
+            twins_scenario = Some(twins_plan(&mut config, &mut rng));
         } else {
             config.round_partitions = random_round_partitions(&mut rng, instances, TWINS_ROUNDS);
         }
@@ -185,13 +191,14 @@ pub fn draw(seed: u64) -> SwarmPlan {
         config,
         epoch_end,
         txs: rng.gen_range(0..=8),
-        twins_index,
+        twins_scenario,
     }
 }
 
-/// The plan of an enumerated Twins scenario for n = 4 with one twin:
-/// scenario `index` (sampled by `seed`) of the 80^16 space, with 0-20% of
-/// messages slowed past a round timeout and no other fault.
+/// The plan of an enumerated Twins scenario for n = 4 with one twin: 8
+/// rounds sampled by `seed` from the 80^8 (partition, leader) space, late
+/// sets in some rounds, 0-10% of other messages slowed past a round timeout
+/// and no other fault.
 pub fn draw_twins(seed: u64) -> SwarmPlan {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7714_5EED);
     let mut config = SimConfig::new(seed, 4);
@@ -199,31 +206,41 @@ pub fn draw_twins(seed: u64) -> SwarmPlan {
     // A scenario round without a quorum in the leader's group can leave
     // part of a group a round behind for ever (partitions are by round), so
     // the network heals after a while and the run goes on healthy.
-    let heal = rng.gen_range(1_500..3_000);
+    let heal = rng.gen_range(2_500..4_000);
     config.heal_at_ms = Some(heal);
     config.duration_ms = heal + 1_500;
-    let index = twins_plan(&mut config, &mut rng);
-    // Some proposals and votes arrive after their receiver timed out: the
-    // schedule in which voting after a timeout lets a TC hide a QC.
-    config.faults.slow_percent = rng.gen_range(0..=20);
+    // One seed in four: a scenario like a named fork schedule (relabelled,
+    // its late delay and later rounds drawn); the rest sampled uniformly.
+    let scenario = if rng.gen_range(0..4) == 0 {
+        let named = schedules::all();
+        let base = &named[rng.gen_range(0..named.len())].scenario;
+        let (twin, scenario) =
+            TwinsScenario::near(base, TWINS_ROUNDS, TWINS_LATE_PERCENT, &mut rng);
+        config.twins = vec![twin];
+        scenario.apply(&mut config);
+        scenario
+    } else {
+        twins_plan(&mut config, &mut rng)
+    };
+    // Some messages outside the scenario's late sets are slow too.
+    config.faults.slow_percent = rng.gen_range(0..=10);
     SwarmPlan {
         config,
         epoch_end: None,
         txs: 2,
-        twins_index: Some(index),
+        twins_scenario: Some(scenario),
     }
 }
 
-/// Draw an enumerated Twins scenario for `config` (n = 4, one twin): its
-/// round partitions and leaders; returns the scenario's index.
-fn twins_plan(config: &mut SimConfig, rng: &mut ChaCha8Rng) -> u128 {
+/// Draw a Twins scenario for `config` (n = 4, one twin) and apply it: per
+/// round a partition and leader of the enumerated space, a late set in
+/// [`TWINS_LATE_PERCENT`] of the rounds, votes to the next leader.
+fn twins_plan(config: &mut SimConfig, rng: &mut ChaCha8Rng) -> TwinsScenario {
     let twin = config.twins[0];
-    let space = twins_space(twin).len() as u128;
-    let index = rng.gen::<u128>() % space.pow(TWINS_ROUNDS as u32);
-    let (partitions, leaders) = twins_scenario(twin, TWINS_ROUNDS, index);
-    config.round_partitions = partitions;
-    config.consensus.leader_schedule = leaders;
-    index
+    let late_ms = rng.gen_range(600..2_000);
+    let scenario = TwinsScenario::sample(twin, TWINS_ROUNDS, TWINS_LATE_PERCENT, late_ms, rng);
+    scenario.apply(config);
+    scenario
 }
 
 fn random_round_partitions(
@@ -238,11 +255,7 @@ fn random_round_partitions(
             for i in 0..instances {
                 groups[rng.gen_range(0..groups_n)].push(i);
             }
-            RoundPartition {
-                from_round: round,
-                to_round: round,
-                groups,
-            }
+            RoundPartition::new(round, round, groups)
         })
         .collect()
 }
@@ -381,6 +394,13 @@ pub fn run_swarm(
 /// `palisade-testnet sim ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum SimCommand {
+    /// Run a named fork schedule (all of them without NAME): each must stay
+    /// safe with every safety rule in place, and fork with the rule it
+    /// names disabled (`PALISADE_MUTATION`, `mutation` builds only).
+    Schedule {
+        /// `tc-high-qc-fork` or `timeout-fork`.
+        name: Option<String>,
+    },
     /// Run swarm seeds: each draws its own faults; prints seeds/s and the
     /// replay line of every failing seed; exits non-zero if any failed.
     Swarm {
@@ -405,16 +425,19 @@ pub enum SimCommand {
 /// Run a `sim` command, handing each output line to `out`; `Ok(false)` when
 /// a seed failed.
 pub fn cli(command: &SimCommand, mut out: impl FnMut(&str)) -> bool {
-    let SimCommand::Swarm {
-        seeds,
-        from,
-        twins,
-        max_failures,
-        progress,
-    } = command;
     for m in Mutation::selected() {
         out(&format!("mutation: {} disabled", m.name()));
     }
+    let (seeds, from, twins, max_failures, progress) = match command {
+        SimCommand::Schedule { name } => return run_schedules(name.as_deref(), out),
+        SimCommand::Swarm {
+            seeds,
+            from,
+            twins,
+            max_failures,
+            progress,
+        } => (seeds, from, twins, max_failures, progress),
+    };
     let start = Instant::now();
     let summary = run_swarm(*from, *seeds, *twins, (*max_failures).max(1), |seed, o| {
         if let Err(f) = o {
@@ -437,4 +460,42 @@ pub fn cli(command: &SimCommand, mut out: impl FnMut(&str)) -> bool {
     });
     out(&summary.line());
     summary.failures.is_empty()
+}
+
+/// Run the named schedules (or the one called `name`); `false` when one
+/// found a violation or `name` names none.
+fn run_schedules(name: Option<&str>, mut out: impl FnMut(&str)) -> bool {
+    let chosen: Vec<_> = schedules::all()
+        .into_iter()
+        .filter(|s| name.is_none_or(|n| n == s.name))
+        .collect();
+    if chosen.is_empty() {
+        let names: Vec<&str> = schedules::all().iter().map(|s| s.name).collect();
+        out(&format!(
+            "no schedule named {:?}; known: {}",
+            name.unwrap_or(""),
+            names.join(", ")
+        ));
+        return false;
+    }
+    let mut ok = true;
+    for s in chosen {
+        let plan = SwarmPlan {
+            config: s.config(),
+            epoch_end: None,
+            txs: 2,
+            twins_scenario: Some(s.scenario.clone()),
+        };
+        match run_plan(&plan) {
+            Ok(r) => out(&format!(
+                "schedule {}: safe (height {}, catches {} when disabled)",
+                s.name, r.height, s.catches
+            )),
+            Err(reason) => {
+                ok = false;
+                out(&format!("schedule {} FAILED: {reason}", s.name));
+            }
+        }
+    }
+    ok
 }

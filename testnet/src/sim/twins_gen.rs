@@ -11,7 +11,7 @@
 //! R rounds span 80^R scenarios. The leader of a scenario round is imposed
 //! through `Config::leader_schedule` (a test-only hook of the core).
 
-use super::RoundPartition;
+use super::{Link, RoundPartition};
 
 /// Every partition of `instances` into at most `max_groups` non-empty
 /// groups, in a fixed order (restricted growth strings, lexicographic).
@@ -68,8 +68,187 @@ pub fn twins_space(twin: usize) -> Vec<(Vec<Vec<usize>>, usize)> {
         .collect()
 }
 
+/// One round of a Twins scenario: who hears whom, who leads, and which
+/// messages arrive late instead of on time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TwinsRound {
+    /// Groups of instances; a message sent in this round reaches only its
+    /// sender's group (the Twins partition).
+    pub groups: Vec<Vec<usize>>,
+    /// Validator index that leads the round.
+    pub leader: usize,
+    /// Instances whose messages of this round to `late_to` arrive
+    /// [`TwinsScenario::late_ms`] late (whatever the groups say).
+    pub late_from: Vec<usize>,
+    /// Instances that receive `late_from`'s messages late.
+    pub late_to: Vec<usize>,
+}
+
+impl TwinsRound {
+    /// All instances in one group, led by `leader`, nothing late.
+    pub fn connected(instances: usize, leader: usize) -> Self {
+        TwinsRound {
+            groups: vec![(0..instances).collect()],
+            leader,
+            late_from: Vec::new(),
+            late_to: Vec::new(),
+        }
+    }
+}
+
+/// A Twins scenario: one [`TwinsRound`] for each of rounds `1..=len`; later
+/// rounds run on a connected network under the leader election.
+///
+/// Late messages extend the paper's round partitions with the one thing
+/// they cannot say: that a message arrives after its receiver timed out
+/// (a partition drops a message; with a round-indexed partition a receiver
+/// then never sees it). A proposal that arrives after its voter timed out is
+/// the schedule that tests the timeout rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TwinsScenario {
+    /// Rounds `1..=rounds.len()`.
+    pub rounds: Vec<TwinsRound>,
+    /// How late a late message is (ms beyond the network's own delay).
+    pub late_ms: u64,
+}
+
+impl TwinsScenario {
+    /// Round partitions, leaders and linear votes of this scenario into `config`.
+    ///
+    /// Votes go to the next leader only (the paper's DiemBFT setting, and
+    /// Jolteon's linear path): with votes broadcast, every voter of a round
+    /// hears every vote of its group, and a QC formed by one replica only
+    /// (the schedule that tests the lock and the TC rules) cannot be
+    /// built from partitions alone.
+    pub fn apply(&self, config: &mut crate::sim::SimConfig) {
+        config.consensus.broadcast_votes = false;
+        config.consensus.leader_schedule = self.rounds.iter().map(|r| r.leader).collect();
+        config.round_partitions = self
+            .rounds
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let round = i as u64 + 1;
+                let mut p = RoundPartition::new(round, round, r.groups.clone());
+                for &from in &r.late_from {
+                    for &to in r.late_to.iter().filter(|to| **to != from) {
+                        p.links.push(Link {
+                            from,
+                            to,
+                            late_ms: Some(self.late_ms),
+                        });
+                    }
+                }
+                p
+            })
+            .collect();
+    }
+
+    /// One line: per round, its leader, groups and late messages, e.g.
+    /// `r3 L3 [01234] late 034>124`.
+    pub fn describe(&self) -> String {
+        let digits = |v: &[usize]| v.iter().map(|i| i.to_string()).collect::<String>();
+        self.rounds
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let groups: Vec<String> = r.groups.iter().map(|g| digits(g)).collect();
+                let mut s = format!("r{} L{} [{}]", i + 1, r.leader, groups.join(" "));
+                if !r.late_from.is_empty() && !r.late_to.is_empty() {
+                    s.push_str(&format!(
+                        " late {}>{}",
+                        digits(&r.late_from),
+                        digits(&r.late_to)
+                    ));
+                }
+                s
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Sample a scenario of `rounds` rounds for n = 4 with validator `twin`
+    /// doubled: each round one (partition, leader) of [`twins_space`],
+    /// uniformly, and with probability `late_percent` a late set (each
+    /// instance a late sender with probability 1/2, each a late receiver
+    /// with probability 1/2).
+    pub fn sample(
+        twin: usize,
+        rounds: u64,
+        late_percent: u32,
+        late_ms: u64,
+        rng: &mut impl rand::Rng,
+    ) -> Self {
+        let space = twins_space(twin);
+        let rounds = (0..rounds)
+            .map(|_| {
+                let (groups, leader) = space[rng.gen_range(0..space.len())].clone();
+                let mut round = TwinsRound {
+                    groups,
+                    leader,
+                    late_from: Vec::new(),
+                    late_to: Vec::new(),
+                };
+                if rng.gen_range(0..100) < late_percent {
+                    round.late_from = (0..5).filter(|_| rng.gen_bool(0.5)).collect();
+                    round.late_to = (0..5).filter(|_| rng.gen_bool(0.5)).collect();
+                }
+                round
+            })
+            .collect();
+        TwinsScenario { rounds, late_ms }
+    }
+}
+
+impl TwinsScenario {
+    /// A scenario like `base` (written for validator 0 doubled): its
+    /// validators relabelled by a random permutation (the twin becomes
+    /// validator `twin_of[0]`, returned), its late delay drawn in
+    /// 1.2-2.4 s, and sampled rounds (`late_percent` late) after its own up
+    /// to `rounds`. This is how the swarm reaches schedules like the named
+    /// fork schedules, which uniform sampling of the 80^8 space almost never
+    /// builds: the timeout fork needs two rounds of precise late sets.
+    pub fn near(
+        base: &TwinsScenario,
+        rounds: u64,
+        late_percent: u32,
+        rng: &mut impl rand::Rng,
+    ) -> (usize, Self) {
+        let mut perm = [0usize, 1, 2, 3];
+        for i in (1..4).rev() {
+            perm.swap(i, rng.gen_range(0..=i));
+        }
+        let map = |i: &usize| if *i < 4 { perm[*i] } else { *i };
+        let mut out: Vec<TwinsRound> = base
+            .rounds
+            .iter()
+            .map(|r| TwinsRound {
+                groups: r
+                    .groups
+                    .iter()
+                    .map(|g| g.iter().map(map).collect())
+                    .collect(),
+                leader: perm[r.leader],
+                late_from: r.late_from.iter().map(map).collect(),
+                late_to: r.late_to.iter().map(map).collect(),
+            })
+            .collect();
+        let twin = perm[0];
+        let extra = rounds.saturating_sub(out.len() as u64);
+        out.extend(TwinsScenario::sample(twin, extra, late_percent, 0, rng).rounds);
+        let late_ms = rng.gen_range(1_200..2_400);
+        (
+            twin,
+            TwinsScenario {
+                rounds: out,
+                late_ms,
+            },
+        )
+    }
+}
+
 /// Round partitions and leader schedule of scenario `index` in
-/// [`twins_space`]`(twin)` over rounds `1..=rounds`.
+/// [`twins_space`]`(twin)` over rounds `1..=rounds` (no late messages).
 pub fn twins_scenario(twin: usize, rounds: u64, index: u128) -> (Vec<RoundPartition>, Vec<usize>) {
     let space = twins_space(twin);
     let base = space.len() as u128;
@@ -91,11 +270,7 @@ fn scenario_of(per_round: &[Vec<Vec<usize>>]) -> Vec<RoundPartition> {
         let round = i as u64 + 1;
         match out.last_mut() {
             Some(last) if last.groups == *groups => last.to_round = round,
-            _ => out.push(RoundPartition {
-                from_round: round,
-                to_round: round,
-                groups: groups.clone(),
-            }),
+            _ => out.push(RoundPartition::new(round, round, groups.clone())),
         }
     }
     out
@@ -114,11 +289,7 @@ pub fn scenario(space: &[Vec<Vec<usize>>], rounds: u64, mut index: u128) -> Vec<
             Some(last) if last.groups == *pick && last.to_round + 1 == round => {
                 last.to_round = round;
             }
-            _ => out.push(RoundPartition {
-                from_round: round,
-                to_round: round,
-                groups: pick.clone(),
-            }),
+            _ => out.push(RoundPartition::new(round, round, pick.clone())),
         }
     }
     out

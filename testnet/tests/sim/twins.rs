@@ -23,11 +23,7 @@ fn random_round_partitions(
         for i in 0..instances {
             groups[rng.gen_range(0..groups_n)].push(i);
         }
-        out.push(RoundPartition {
-            from_round: round,
-            to_round: round + len - 1,
-            groups,
-        });
+        out.push(RoundPartition::new(round, round + len - 1, groups));
         round += len;
     }
     out
@@ -99,11 +95,11 @@ fn checker_sees_the_fork_of_f_plus_1_twins() {
         let mut c = SimConfig::new(seed, 4);
         c.twins = vec![0, 1];
         c.duration_ms = 3_000;
-        c.round_partitions = vec![RoundPartition {
-            from_round: 0,
-            to_round: u64::MAX,
-            groups: vec![vec![0, 1, 2], vec![4, 5, 3]],
-        }];
+        c.round_partitions = vec![RoundPartition::new(
+            0,
+            u64::MAX,
+            vec![vec![0, 1, 2], vec![4, 5, 3]],
+        )];
         let r = simulation(c).run();
         let forked = r
             .violations
