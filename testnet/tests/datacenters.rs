@@ -204,6 +204,69 @@ fn a_remote_registration_is_served_verified_and_survives_a_wan_cut() {
     assert!(answer["lag_ms"].as_u64().is_some(), "{answer}");
     assert_eq!(answer["stale"], false);
 
+    // And the other way: B links to A and serves A's services, verified
+    // against A's validators (two testnets linked both ways).
+    ok(&testnet, &cwd, &["link", "--dir", "b", "--to", "a"]);
+    ok(
+        &palisade,
+        &cwd,
+        &[
+            "enroll",
+            "--network",
+            "a/network.json",
+            "--key",
+            "a/keys/authority.key",
+            "--identity",
+            identity.trim(),
+            "--namespace",
+            "prod",
+        ],
+    );
+    ok(
+        &palisade,
+        &cwd,
+        &[
+            "register",
+            "--network",
+            "a/network.json",
+            "--key",
+            "svc.key",
+            "--namespace",
+            "prod",
+            "--service",
+            "web",
+            "--instance",
+            "web-1",
+            "--endpoint",
+            "127.0.0.1:8081",
+            "--ttl",
+            "600",
+        ],
+    );
+    let mut back = serde_json::Value::Null;
+    within(Duration::from_secs(30), || {
+        let out = run(
+            &palisade,
+            &cwd,
+            &[
+                "lookup",
+                "--network",
+                "b/network.json",
+                "--remote",
+                "a/network.json",
+                "--dc",
+                "dc-a",
+                "prod/web",
+                "--json",
+                "--no-cache",
+            ],
+        );
+        back = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        out.status.success() && back["instances"][0]["instance"] == "web-1"
+    })
+    .expect("A's registration is served verified through B");
+    assert_eq!(back["datacenter"], "dc-a");
+
     // Against validators B does not have, the same answer is refused (exit 3).
     let mut fake: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(cwd.join("b/network.json")).unwrap())
