@@ -422,10 +422,7 @@ impl Client {
     fn follow_epochs_from(&self, node: &NodeApi, from: u64) -> Result<(), ClientError> {
         let response: EpochsResponse = node.get(&format!("/v1/epochs?from={from}"))?;
         let changes = response
-            .changes
-            .iter()
-            .map(|c| c.decode())
-            .collect::<Result<Vec<_>, _>>()
+            .certificates()
             .map_err(|e| ClientError::Malformed(format!("epoch change: {e}")))?;
         let mut trust = self.trust.write().unwrap_or_else(|e| e.into_inner());
         let before = trust.latest_epoch();

@@ -56,10 +56,7 @@ impl RemoteDatacenter {
             let result = node
                 .get::<EpochsResponse>(&format!("/v1/epochs?from={from}"))
                 .and_then(|r| {
-                    r.changes
-                        .iter()
-                        .map(|c| c.decode())
-                        .collect::<Result<Vec<_>, _>>()
+                    r.certificates()
                         .map_err(|e| ClientError::Malformed(format!("epoch change: {e}")))
                 })
                 .and_then(|changes| {

@@ -233,6 +233,13 @@ pub struct EpochsResponse {
     pub epochs: Vec<CertificateView>,
 }
 
+impl EpochsResponse {
+    /// The certificates, decoded in order (not yet verified).
+    pub fn certificates(&self) -> Result<Vec<CommitCertificate>, crate::DecodeError> {
+        self.changes.iter().map(Hex::decode).collect()
+    }
+}
+
 /// One watch event: the new state of a service, provable like a lookup.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WatchUpdate {

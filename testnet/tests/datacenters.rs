@@ -39,7 +39,56 @@ fn ok(bin: &Path, cwd: &Path, args: &[&str]) -> String {
 }
 
 /// Register prod/api/INSTANCE in testnet `dir` with svc.key.
-fn register(palisade: &Path, cwd: &Path, dir: &str, instance: &str) {
+/// `palisade lookup --json --no-cache` of `prod/SERVICE` in datacenter `dc`
+/// (testnet `remote`) through testnet `local`'s nodes, with `extra` flags.
+fn remote_lookup(
+    palisade: &Path,
+    cwd: &Path,
+    (local, remote, dc): (&str, &str, &str),
+    service: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let (network, remote, service) = (
+        format!("{local}/network.json"),
+        format!("{remote}/network.json"),
+        format!("prod/{service}"),
+    );
+    let mut args = vec![
+        "lookup",
+        "--network",
+        &network,
+        "--remote",
+        &remote,
+        "--dc",
+        dc,
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[&service, "--json", "--no-cache"]);
+    run(palisade, cwd, &args)
+}
+
+/// Enroll `identity` in `prod` of testnet `dir` with its authority.
+fn enroll(palisade: &Path, cwd: &Path, dir: &str, identity: &str) {
+    let network = format!("{dir}/network.json");
+    let authority = format!("{dir}/keys/authority.key");
+    ok(
+        palisade,
+        cwd,
+        &[
+            "enroll",
+            "--network",
+            &network,
+            "--key",
+            &authority,
+            "--identity",
+            identity,
+            "--namespace",
+            "prod",
+        ],
+    );
+}
+
+fn register(palisade: &Path, cwd: &Path, dir: &str, service: &str, instance: &str) {
     let network = format!("{dir}/network.json");
     ok(
         palisade,
@@ -53,7 +102,7 @@ fn register(palisade: &Path, cwd: &Path, dir: &str, instance: &str) {
             "--namespace",
             "prod",
             "--service",
-            "api",
+            service,
             "--instance",
             instance,
             "--endpoint",
@@ -139,63 +188,12 @@ fn a_remote_registration_is_served_verified_and_survives_a_wan_cut() {
 
     // Register prod/api/api-1 in B.
     let identity = ok(&palisade, &cwd, &["keys", "gen", "--out", "svc.key"]);
-    ok(
-        &palisade,
-        &cwd,
-        &[
-            "enroll",
-            "--network",
-            "b/network.json",
-            "--key",
-            "b/keys/authority.key",
-            "--identity",
-            identity.trim(),
-            "--namespace",
-            "prod",
-        ],
-    );
-    ok(
-        &palisade,
-        &cwd,
-        &[
-            "register",
-            "--network",
-            "b/network.json",
-            "--key",
-            "svc.key",
-            "--namespace",
-            "prod",
-            "--service",
-            "api",
-            "--instance",
-            "api-1",
-            "--endpoint",
-            "127.0.0.1:8080",
-            "--ttl",
-            "600",
-        ],
-    );
-    let remote_lookup = || {
-        run(
-            &palisade,
-            &cwd,
-            &[
-                "lookup",
-                "--network",
-                "a/network.json",
-                "--remote",
-                "b/network.json",
-                "--dc",
-                "dc-b",
-                "prod/api",
-                "--json",
-                "--no-cache",
-            ],
-        )
-    };
+    enroll(&palisade, &cwd, "b", identity.trim());
+    register(&palisade, &cwd, "b", "api", "api-1");
+    let b_through_a = || remote_lookup(&palisade, &cwd, ("a", "b", "dc-b"), "api", &[]);
     let mut answer = serde_json::Value::Null;
     within(Duration::from_secs(20), || {
-        let out = remote_lookup();
+        let out = b_through_a();
         answer = serde_json::from_slice(&out.stdout).unwrap_or_default();
         out.status.success() && answer["instances"][0]["instance"] == "api-1"
     })
@@ -207,60 +205,11 @@ fn a_remote_registration_is_served_verified_and_survives_a_wan_cut() {
     // And the other way: B links to A and serves A's services, verified
     // against A's validators (two testnets linked both ways).
     ok(&testnet, &cwd, &["link", "--dir", "b", "--to", "a"]);
-    ok(
-        &palisade,
-        &cwd,
-        &[
-            "enroll",
-            "--network",
-            "a/network.json",
-            "--key",
-            "a/keys/authority.key",
-            "--identity",
-            identity.trim(),
-            "--namespace",
-            "prod",
-        ],
-    );
-    ok(
-        &palisade,
-        &cwd,
-        &[
-            "register",
-            "--network",
-            "a/network.json",
-            "--key",
-            "svc.key",
-            "--namespace",
-            "prod",
-            "--service",
-            "web",
-            "--instance",
-            "web-1",
-            "--endpoint",
-            "127.0.0.1:8081",
-            "--ttl",
-            "600",
-        ],
-    );
+    enroll(&palisade, &cwd, "a", identity.trim());
+    register(&palisade, &cwd, "a", "web", "web-1");
     let mut back = serde_json::Value::Null;
     within(Duration::from_secs(30), || {
-        let out = run(
-            &palisade,
-            &cwd,
-            &[
-                "lookup",
-                "--network",
-                "b/network.json",
-                "--remote",
-                "a/network.json",
-                "--dc",
-                "dc-a",
-                "prod/web",
-                "--json",
-                "--no-cache",
-            ],
-        );
+        let out = remote_lookup(&palisade, &cwd, ("b", "a", "dc-a"), "web", &[]);
         back = serde_json::from_slice(&out.stdout).unwrap_or_default();
         out.status.success() && back["instances"][0]["instance"] == "web-1"
     })
@@ -301,25 +250,19 @@ fn a_remote_registration_is_served_verified_and_survives_a_wan_cut() {
     // local-first: A has no prod/api, so the answer is dc-b's; once A has
     // a passing instance of its own, A's.
     let local_first = || {
-        let out = ok(
+        let out = remote_lookup(
             &palisade,
             &cwd,
-            &[
-                "lookup",
-                "--network",
-                "a/network.json",
-                "--remote",
-                "b/network.json",
-                "--dc",
-                "dc-b",
-                "--policy",
-                "local-first",
-                "prod/api",
-                "--json",
-                "--no-cache",
-            ],
+            ("a", "b", "dc-b"),
+            "api",
+            &["--policy", "local-first"],
         );
-        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
     let first = local_first();
     assert_eq!(first["datacenter"], "dc-b", "{first}");
@@ -372,7 +315,7 @@ fn a_remote_registration_is_served_verified_and_survives_a_wan_cut() {
         .expect("the remote watch delivers the current state");
     assert_eq!(current["datacenter"], "dc-b", "{current}");
     assert_eq!(instances(&current), ["api-1"]);
-    register(&palisade, &cwd, "b", "api-2");
+    register(&palisade, &cwd, "b", "api", "api-2");
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut next = serde_json::Value::Null;
     while Instant::now() < deadline && !instances(&next).contains(&"api-2".to_string()) {
@@ -387,22 +330,7 @@ fn a_remote_registration_is_served_verified_and_survives_a_wan_cut() {
     let _ = watch.wait();
 
     // A passing instance of A's own: local-first answers locally.
-    ok(
-        &palisade,
-        &cwd,
-        &[
-            "enroll",
-            "--network",
-            "a/network.json",
-            "--key",
-            "a/keys/authority.key",
-            "--identity",
-            identity.trim(),
-            "--namespace",
-            "prod",
-        ],
-    );
-    register(&palisade, &cwd, "a", "local-1");
+    register(&palisade, &cwd, "a", "api", "local-1");
     let local = local_first();
     assert_eq!(local["datacenter"], "dc-a", "{local}");
     assert_eq!(instances(&local), ["local-1"]);
@@ -429,7 +357,7 @@ fn a_remote_registration_is_served_verified_and_survives_a_wan_cut() {
     .expect("the link is declared partitioned");
     eprintln!("partition detected after {detected:?}");
     assert!(detected <= Duration::from_secs(10), "{detected:?}");
-    let out = remote_lookup();
+    let out = b_through_a();
     assert!(out.status.success(), "the frozen record still verifies");
     let frozen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(frozen["stale"], true, "{frozen}");

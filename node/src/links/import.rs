@@ -204,13 +204,8 @@ impl Source for HttpSource {
     }
     fn epochs(&self, from: u64) -> Result<Vec<CommitCertificate>, LinkError> {
         let r: EpochsResponse = self.get_json(&format!("/v1/epochs?from={from}"))?;
-        r.changes
-            .iter()
-            .map(|c| {
-                c.decode()
-                    .map_err(|e| LinkError::BadCertificate(e.to_string()))
-            })
-            .collect()
+        r.certificates()
+            .map_err(|e| LinkError::BadCertificate(e.to_string()))
     }
 }
 

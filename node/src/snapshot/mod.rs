@@ -244,13 +244,8 @@ impl SnapshotSource for HttpSnapshotSource {
     }
     fn epochs(&self, from: u64) -> Result<Vec<CommitCertificate>, CatchUpError> {
         let r: EpochsResponse = self.get(&format!("/v1/epochs?from={from}"))?;
-        r.changes
-            .iter()
-            .map(|c| {
-                c.decode()
-                    .map_err(|e| CatchUpError::BadCertificate(e.to_string()))
-            })
-            .collect()
+        r.certificates()
+            .map_err(|e| CatchUpError::BadCertificate(e.to_string()))
     }
 
     fn round(&self) -> Option<u64> {
