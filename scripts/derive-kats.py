@@ -77,3 +77,8 @@ for kind, enc, digest, sig in re.findall(r'\("(\w+)", "([0-9a-f]+)", "([0-9a-f]+
     d = h("Transaction", raw)
     s_ = key1.sign(d).signature.hex()
     print("tx", kind, d.hex(), s_, "match" if (d.hex(), s_) == (digest, sig) else "MISMATCH")
+
+# Timeouts sign the genesis hash since the wave-3 review (H1): the consensus
+# KAT "timeout digest" is hash(Timeout, borsh(("kat", [7; 32], 0u64, 5u64, 3u64))).
+kat = b"kat"
+print("timeout_digest", h("Timeout", struct.pack("<I", len(kat)) + kat + bytes([7]) * 32 + struct.pack("<QQQ", 0, 5, 3)).hex())

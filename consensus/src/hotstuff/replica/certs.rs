@@ -192,7 +192,10 @@ impl<E: Executor> Replica<E> {
         let chain_id = self.config.chain_id.clone();
         let set = self.validators.clone();
         let verifier = self.verifier.clone();
-        tc.verify(&chain_id, &set, &*verifier, |qc| self.verify_qc(qc))
+        let genesis_hash = self.config.genesis_hash;
+        tc.verify(&chain_id, &genesis_hash, &set, &*verifier, |qc| {
+            self.verify_qc(qc)
+        })
     }
 
     /// Act on a verified QC: fetch its block if missing, else adopt it,
@@ -348,7 +351,13 @@ impl<E: Executor> Replica<E> {
         }
         self.verifier.verify(
             &from,
-            &timeout_digest(&self.config.chain_id, t.epoch, t.round, t.high_qc.round()),
+            &timeout_digest(
+                &self.config.chain_id,
+                &self.config.genesis_hash,
+                t.epoch,
+                t.round,
+                t.high_qc.round(),
+            ),
             &t.signature,
         )?;
         if t.round < self.round() {
@@ -400,6 +409,7 @@ impl<E: Executor> Replica<E> {
         self.persist_safety();
         let digest = timeout_digest(
             &self.config.chain_id,
+            &self.config.genesis_hash,
             self.validators.epoch,
             round,
             high_qc.round(),

@@ -408,4 +408,16 @@ fn a_replica_of_another_genesis_with_the_same_keys_is_refused() {
         net.committed[3].is_empty(),
         "the old genesis commits nothing"
     );
+    // Its timeouts too: they sign the genesis hash (wave-3 review H1), so
+    // the old genesis's timeouts do not verify for the new one and can
+    // never help form its timeout certificates.
+    let old_key = keys[3].public();
+    assert!(
+        net.errors.iter().any(|e| matches!(
+            e,
+            ConsensusError::Signature(SigError::BadSignature(k)) if *k == old_key
+        )),
+        "no timeout of the other genesis was refused: {:?}",
+        net.errors
+    );
 }

@@ -27,8 +27,20 @@ pub struct Timeout {
 }
 
 /// The digest a timeout signs.
-pub(crate) fn timeout_digest(chain_id: &str, epoch: u64, round: u64, high_qc_round: u64) -> Digest {
-    hash_encoded(Domain::Timeout, &(chain_id, epoch, round, high_qc_round))
+pub(crate) fn timeout_digest(
+    chain_id: &str,
+    genesis_hash: &Digest,
+    epoch: u64,
+    round: u64,
+    high_qc_round: u64,
+) -> Digest {
+    // The genesis hash is signed too (wave-3 review H1): otherwise, after a
+    // re-genesis that keeps the chain id and the keys, the old chain's
+    // timeouts would form valid timeout certificates on the new one.
+    hash_encoded(
+        Domain::Timeout,
+        &(chain_id, genesis_hash, epoch, round, high_qc_round),
+    )
 }
 
 /// A quorum of timeouts for one round.
@@ -59,6 +71,7 @@ impl TimeoutCert {
     pub(crate) fn verify(
         &self,
         chain_id: &str,
+        genesis_hash: &Digest,
         set: &ValidatorSet,
         verifier: &dyn SignatureVerifier,
         verify_qc: impl FnOnce(&QuorumCert) -> Result<(), ConsensusError>,
@@ -85,7 +98,13 @@ impl TimeoutCert {
         let items: Vec<_> = self
             .signatures
             .iter()
-            .map(|(k, r, s)| (*k, timeout_digest(chain_id, self.epoch, self.round, *r), *s))
+            .map(|(k, r, s)| {
+                (
+                    *k,
+                    timeout_digest(chain_id, genesis_hash, self.epoch, self.round, *r),
+                    *s,
+                )
+            })
             .collect();
         verifier
             .verify_batch(&items)

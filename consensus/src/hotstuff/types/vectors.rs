@@ -49,7 +49,10 @@ fn consensus_hashes_are_fixed() {
         ("block id", hex(b.id())),
         ("block info", hex(b.info().hash())),
         ("proposal digest", hex(b.signing_digest("kat"))),
-        ("timeout digest", hex(timeout_digest("kat", 0, 5, 3))),
+        (
+            "timeout digest",
+            hex(timeout_digest("kat", &Digest([7; 32]), 0, 5, 3)),
+        ),
     ];
     let expected = [
         ("root qc data", KAT[0]),
@@ -103,5 +106,5 @@ const KAT: [&str; 5] = [
     "2c86065dc9251ffc62722d00bb7207f66fb57dc0d2bc878b7a8c834994dd5112",
     "c76886c655a1507a18528ec8c0d60805e9e02e106138082f9d1a039612aba175",
     "25ef457471644433db938c1ac9d12bd46ff1bf037f99f7e3e08e3865476f4ad8",
-    "a35b939af7369489cde4ac98975da3d9fdc30bb12d557e4f86f7fdc4b21a19fb",
+    "bff0067f5ebc858ef9ed02da7e41b2bcf887feb9c6dea1fb82cf17751748bd1b",
 ];
