@@ -45,6 +45,7 @@ mod metrics;
 mod net;
 mod node;
 mod probe;
+mod scan;
 mod shutdown;
 pub mod snapshot;
 pub mod storage;

@@ -13,9 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use palisade_consensus::state::StateReader;
-use palisade_crypto::{
-    Health, InstanceRecord, NamespaceRecord, ProbeKind, SecretKey, StateKey, TxBody,
-};
+use palisade_crypto::{Health, InstanceRecord, ProbeKind, SecretKey, TxBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
@@ -26,10 +24,6 @@ use crate::metrics::ReasonLabel;
 use crate::shutdown::Shutdown;
 
 type Target = (String, String, String);
-
-/// Heights after which the probe scan reads every service again instead of
-/// the services the heights changed.
-const FULL_RESCAN_AFTER: u64 = 10_000;
 
 struct Slot {
     instance: InstanceRecord,
@@ -93,7 +87,7 @@ impl Prober {
     /// once per default interval). The first scan reads every service; later
     /// ones re-read only the services the heights since changed (the node's
     /// per-height change index), so an idle registry of many instances costs
-    /// nothing here. A gap longer than [`FULL_RESCAN_AFTER`] heights (or a
+    /// nothing here. A gap longer than [`crate::scan::FULL_RESCAN_AFTER`] heights (or a
     /// missing index entry) falls back to a full scan.
     fn rescan(&mut self) {
         let now = Instant::now();
@@ -107,36 +101,24 @@ impl Prober {
         let Ok(reader) = StateReader::latest(&self.ctx.store) else {
             return;
         };
-        let latest = reader.version();
-        let changed = match self.scanned_height {
-            Some(h) if h == latest => return,
-            Some(h) if h < latest && latest - h <= FULL_RESCAN_AFTER => {
-                self.changed_services(h + 1, latest)
-            }
-            _ => None,
+        let Some(crate::scan::Scan {
+            latest,
+            services,
+            full,
+        }) = crate::scan::since(&self.ctx.store, &reader, self.scanned_height)
+        else {
+            return;
         };
-        let services = match changed {
-            Some(services) => services,
-            None => {
-                // Full scan: every service of every namespace.
-                let mut all = Vec::new();
-                for ns in reader.namespaces().unwrap_or_default() {
-                    let key = StateKey::Namespace {
-                        namespace: ns.clone(),
-                    };
-                    if let Ok(Some(record)) = reader.get::<NamespaceRecord>(&key) {
-                        all.extend(record.services.into_iter().map(|svc| (ns.clone(), svc)));
-                    }
-                }
-                // Services that are gone lose their slots; the others keep
-                // theirs (and their backoff) and are refreshed below.
-                let listed: std::collections::HashSet<(&str, &str)> =
-                    all.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
-                self.slots
-                    .retain(|(n, s, _), _| listed.contains(&(n.as_str(), s.as_str())));
-                all
-            }
-        };
+        if full {
+            // Services that are gone lose their slots; the others keep
+            // theirs (and their backoff) and are refreshed below.
+            let listed: std::collections::HashSet<(&str, &str)> = services
+                .iter()
+                .map(|(n, s)| (n.as_str(), s.as_str()))
+                .collect();
+            self.slots
+                .retain(|(n, s, _), _| listed.contains(&(n.as_str(), s.as_str())));
+        }
         self.scanned_height = Some(latest);
         for (ns, svc) in services {
             let instances: Vec<InstanceRecord> = match reader.service_record(&ns, &svc) {
@@ -174,17 +156,6 @@ impl Prober {
                 }
             }
         }
-    }
-
-    /// Services changed in heights `from..=to`, from the change index; `None`
-    /// when a height's entry is missing (then scan everything).
-    fn changed_services(&self, from: u64, to: u64) -> Option<Vec<(String, String)>> {
-        let mut set = std::collections::BTreeSet::new();
-        for h in from..=to {
-            let record = self.ctx.store.height_record(h).ok()??;
-            set.extend(record.changed);
-        }
-        Some(set.into_iter().collect())
     }
 
     /// The verdict the committed state holds for this validator, if any.

@@ -9,14 +9,14 @@
 //!    the set ([`STAGGER`] each) so that usually one does; a silent liar
 //!    only delays the next.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_consensus::state::StateReader;
 use palisade_crypto::{
-    encode, NamespaceRecord, PublicKey, SecretKey, SignedSilenceReport, SilenceReport, StateKey,
-    TxBody, ValidatorSet, MAX_SILENT_PER_REPORT,
+    encode, PublicKey, SecretKey, SignedSilenceReport, SilenceReport, TxBody, ValidatorSet,
+    MAX_SILENT_PER_REPORT,
 };
 use tracing::{debug, info, warn};
 
@@ -34,8 +34,6 @@ pub(crate) const STAGGER: Duration = Duration::from_secs(3);
 const RESUBMIT_AFTER_MS: u64 = 15_000;
 /// Fresh reports must stay fresh this long (the block that carries them).
 const FRESH_MARGIN_MS: u64 = 5_000;
-/// Heights after which the scan reads every service again.
-const FULL_RESCAN_AFTER: u64 = 10_000;
 
 /// The reporter of one validator.
 pub(crate) struct Reporter {
@@ -80,17 +78,13 @@ impl Reporter {
         let Ok(reader) = StateReader::latest(&self.ctx.store) else {
             return;
         };
-        let latest = reader.version();
-        let changed = match self.scanned_height {
-            Some(h) if h == latest => return,
-            Some(h) if h < latest && latest - h <= FULL_RESCAN_AFTER => {
-                self.changed_services(h + 1, latest)
-            }
-            _ => None,
-        };
-        let (services, full) = match changed {
-            Some(s) => (s, false),
-            None => (all_services(&reader), true),
+        let Some(crate::scan::Scan {
+            latest,
+            services,
+            full,
+        }) = crate::scan::since(&self.ctx.store, &reader, self.scanned_height)
+        else {
+            return;
         };
         let mut tracker = self.ctx.leases.tracker.lock().expect("lease tracker lock");
         if full {
@@ -123,15 +117,6 @@ impl Reporter {
             tracker.replace_service(&ns, &svc, now);
         }
         self.scanned_height = Some(latest);
-    }
-
-    fn changed_services(&self, from: u64, to: u64) -> Option<Vec<(String, String)>> {
-        let mut set = BTreeSet::new();
-        for h in from..=to {
-            let record = self.ctx.store.height_record(h).ok()??;
-            set.extend(record.changed);
-        }
-        Some(set.into_iter().collect())
     }
 
     /// Step 2: sign and send this validator's reports.
@@ -263,17 +248,4 @@ impl Reporter {
             }
         }
     }
-}
-
-fn all_services(reader: &StateReader<'_>) -> Vec<(String, String)> {
-    let mut all = Vec::new();
-    for ns in reader.namespaces().unwrap_or_default() {
-        let key = StateKey::Namespace {
-            namespace: ns.clone(),
-        };
-        if let Ok(Some(record)) = reader.get::<NamespaceRecord>(&key) {
-            all.extend(record.services.into_iter().map(|svc| (ns.clone(), svc)));
-        }
-    }
-    all
 }
