@@ -397,6 +397,18 @@ async fn tampered_chunks_are_refused_and_crashed_installs_leave_old_or_whole_sta
     );
     let (h, _, below) = installed(d);
     assert_eq!(h, done.height);
+    // Installed without a safety record of its own (a wiped validator): it
+    // starts as if it had voted in every round up to past the certified
+    // head's (review S1), never from round 0.
+    {
+        let store = NodeStore::open_rocks(&d.join("db")).unwrap();
+        let safety = store.safety_state().unwrap().expect("a safety record");
+        let head_round = store.block_info(h).unwrap().unwrap().round;
+        assert!(
+            safety.last_voted_round > head_round && safety.highest_timeout_round > head_round,
+            "a wiped node may vote again in rounds it may have voted in: {safety:?} head round {head_round}"
+        );
+    }
     assert!(
         below <= h && below + 64 > h,
         "kept only the committed tail: {below} {h}"
