@@ -12,6 +12,7 @@
 //! from the certified head, and its services against its hash.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use palisade_crypto::api::{ChangeLink, ChangesResponse, NamespaceChanges};
 use palisade_crypto::{Digest, NamespaceLink, ProofError, StateKey};
@@ -35,6 +36,11 @@ enum Source<'a> {
     Fetch {
         node: &'a NodeApi,
         page: std::vec::IntoIter<ChangeLink>,
+        /// When the walk started and when it must end: a node that pages
+        /// its chain one slow link at a time delays the watch by at most
+        /// this long, then the watch moves on (wave-3 review H3).
+        started: Instant,
+        deadline: Instant,
     },
 }
 
@@ -47,9 +53,23 @@ impl Source<'_> {
                     "the change chain of {namespace} ends above height {from} (link {height} missing)"
                 ))
             }),
-            Source::Fetch { node, page } => {
+            Source::Fetch {
+                node,
+                page,
+                started,
+                deadline,
+            } => {
                 if let Some(link) = page.next() {
                     return Ok(link);
+                }
+                if Instant::now() >= *deadline {
+                    return Err(ClientError::Timeout {
+                        what: format!(
+                            "the change chain of {namespace} from {} (still at height {height}, walking down to {from})",
+                            node.url()
+                        ),
+                        waited_ms: started.elapsed().as_millis() as u64,
+                    });
                 }
                 let answer: ChangesResponse = node.get(&format!(
                     "/v1/namespaces/{}/changes?height={height}&from_height={from}",
@@ -67,13 +87,15 @@ impl Source<'_> {
 /// Verify `changes` against the certified `root` and return every service
 /// of `namespace` changed at a height of at least `from`, with the height
 /// of its newest change. `from = None` (a watch that started wherever the
-/// node stood) checks the head only.
+/// node stood) checks the head only. Links fetched from the node must all
+/// arrive before `deadline`.
 pub(crate) fn changed_since(
     node: &NodeApi,
     namespace: &str,
     root: &Digest,
     changes: &NamespaceChanges,
     from: Option<u64>,
+    deadline: Instant,
 ) -> Result<BTreeMap<String, u64>, ClientError> {
     let key = StateKey::NamespaceLog {
         namespace: namespace.to_string(),
@@ -108,6 +130,8 @@ pub(crate) fn changed_since(
         None => Source::Fetch {
             node,
             page: Vec::new().into_iter(),
+            started: Instant::now(),
+            deadline,
         },
     };
     let (mut expected, mut height) = (head.digest(), head.height);

@@ -78,6 +78,10 @@ pub struct Watch<'a> {
     floor: Option<u64>,
     /// Where the next connection starts (`from_height` of the request).
     resume: Option<u64>,
+    /// A resume point a namespace `synced` proved while it queued changes:
+    /// it takes effect when the last of them is handed out, so
+    /// [`Watch::resume_height`] never passes an undelivered change.
+    pending_resume: Option<u64>,
     /// Highest verified height seen (update or `synced`).
     seen: u64,
     delivered: HashMap<String, u64>,
@@ -108,10 +112,11 @@ impl std::fmt::Debug for Watch<'_> {
 
 impl Client {
     /// Watch one service (`Some(service)`) or a whole namespace, from
-    /// `from_height` on. With `None` the node starts after its latest
-    /// certified height, and a reconnection before the first `synced` does
-    /// so again, which may skip changes committed in between: pass the
-    /// height after a verified lookup (or [`Client::services`]) to be exact.
+    /// `from_height` on. With `None`, a namespace watch first takes a
+    /// verified listing of the namespace ([`Client::services`]) and starts
+    /// right after its height, so every later change is delivered; a
+    /// service watch delivers the service's proven state at the first
+    /// `synced` (state, not each change in between).
     pub fn watch(
         &self,
         namespace: &str,
@@ -124,6 +129,7 @@ impl Client {
             service: service.map(str::to_string),
             floor: from_height,
             resume: from_height,
+            pending_resume: None,
             seen: 0,
             delivered: HashMap::new(),
             last_state: None,
@@ -145,7 +151,9 @@ enum Step {
 }
 
 impl Watch<'_> {
-    /// The height the next connection resumes from.
+    /// The height the next connection resumes from: every change below it
+    /// has been handed out by this iterator, so it is safe to persist after
+    /// processing an item and to pass as `from_height` after a restart.
     pub fn resume_height(&self) -> Option<u64> {
         self.resume
     }
@@ -174,6 +182,15 @@ impl Watch<'_> {
     }
 
     fn connect(&mut self) -> Result<(), ClientError> {
+        if self.resume.is_none() && self.service.is_none() {
+            // A namespace watch from "now" starts at a verified height: a
+            // node that later proves its change chain then proves it from
+            // there, and a stream cut before the first `synced` resumes
+            // from there rather than from the next node's "now" (wave-3
+            // review H2).
+            let listing = self.client.services(&self.namespace)?;
+            self.resume = Some(listing.height.saturating_add(1));
+        }
         let node = self.current_node().clone();
         let lifetime = self.client.config().watch_stream_lifetime;
         let reader = node.stream(&self.path(), lifetime)?;
@@ -320,10 +337,20 @@ impl Watch<'_> {
             self.made_progress();
         }
         let next = height.saturating_add(1);
+        if self.queue.is_empty() {
+            self.advance_resume(next);
+        } else {
+            // Changes proven at or below `height` wait in the queue: the
+            // resume point moves when the last one is handed out (H5).
+            self.pending_resume = self.pending_resume.max(Some(next));
+        }
+        Ok(step)
+    }
+
+    fn advance_resume(&mut self, next: u64) {
         if self.resume.is_none_or(|r| next > r) {
             self.resume = Some(next);
         }
-        Ok(step)
     }
 
     /// The watched service's state at the synced height `height`: from the
@@ -388,7 +415,15 @@ impl Watch<'_> {
             ))
         })?;
         let node = self.current_node().clone();
-        let changed = changed_since(&node, &self.namespace, root, &changes, self.resume)?;
+        let deadline = Instant::now() + self.stall;
+        let changed = changed_since(
+            &node,
+            &self.namespace,
+            root,
+            &changes,
+            self.resume,
+            deadline,
+        )?;
         let mut found = Vec::new();
         for (service, changed_at) in changed {
             let name = format!("{}/{service}", self.namespace);
@@ -457,6 +492,11 @@ impl Iterator for Watch<'_> {
         loop {
             if let Some(v) = self.queue.pop_front() {
                 self.failures = 0;
+                if self.queue.is_empty() {
+                    if let Some(next) = self.pending_resume.take() {
+                        self.advance_resume(next);
+                    }
+                }
                 return Some(Ok(v));
             }
             if self.stream.is_none() {
