@@ -78,6 +78,17 @@ const PEER_QUEUE_BYTES: usize = 32 << 20;
 /// the next frame opens a new stream).
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Inbound connections still in their handshake at once (wave-3 review N4:
+/// an outsider could open them without bound, each held up to libp2p's
+/// 10 s upgrade timeout). Beyond it a new one is refused at once; validators
+/// dial each other from both sides, so a flood of one node's listener does
+/// not keep it apart from its peers.
+const MAX_PENDING_INBOUND: u32 = 128;
+
+/// Established connections with one peer (a reconnect may overlap the old
+/// connection for a moment; a validator needs one).
+const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+
 /// The libp2p peer id of a validator key.
 pub fn peer_id_of(key: &PublicKey) -> Option<PeerId> {
     let pk = identity::ed25519::PublicKey::try_from_bytes(&key.0).ok()?;
@@ -218,7 +229,25 @@ impl NetHandle {
     }
 }
 
-type Behaviour = libp2p_stream::Behaviour;
+/// The transport's behaviour: connection limits, then the frame streams.
+#[derive(libp2p::swarm::NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+struct Behaviour {
+    limits: libp2p::connection_limits::Behaviour,
+    stream: libp2p_stream::Behaviour,
+}
+
+impl Behaviour {
+    fn new() -> Self {
+        let limits = libp2p::connection_limits::ConnectionLimits::default()
+            .with_max_pending_incoming(Some(MAX_PENDING_INBOUND))
+            .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER));
+        Behaviour {
+            limits: libp2p::connection_limits::Behaviour::new(limits),
+            stream: libp2p_stream::Behaviour::new(),
+        }
+    }
+}
 
 /// A peer's writer: its frame queue and the bytes in it.
 struct Writer {
@@ -273,7 +302,7 @@ pub(crate) async fn start(
         .map_err(|e| io("libp2p behaviour", &e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
         .build();
-    let mut control = swarm.behaviour().new_control();
+    let mut control = swarm.behaviour().stream.new_control();
     let incoming = control
         .accept(codec::PROTOCOL)
         .map_err(|e| io("p2p protocol", &e))?;
@@ -602,7 +631,7 @@ impl Transport {
         debug!("transport stopped");
     }
 
-    fn handle_event(&mut self, event: SwarmEvent<()>) {
+    fn handle_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 if !self.peers.contains_key(&peer_id) {
@@ -703,6 +732,77 @@ mod tests {
                 break;
             }
         }
+    }
+
+    /// Wave-3 review N4: an outsider opening connections that never finish
+    /// their handshake is refused beyond [`MAX_PENDING_INBOUND`] at once
+    /// (before, every one was kept until libp2p's 10 s upgrade timeout), and
+    /// the flooded node still reaches its validators (it dials them).
+    #[tokio::test]
+    async fn half_open_connections_beyond_the_bound_are_refused_and_validators_still_connect() {
+        use tokio::io::AsyncReadExt;
+        let (_trigger, stop) = ShutdownTrigger::new();
+        let (kb, b, mut rb, ab) = node(2, &stop).await;
+        let port = ab
+            .iter()
+            .find_map(|p| match p {
+                libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+                _ => None,
+            })
+            .unwrap();
+        let extra = 32usize;
+        let mut sockets = Vec::new();
+        for _ in 0..MAX_PENDING_INBOUND as usize + extra {
+            sockets.push(
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .unwrap(),
+            );
+        }
+        // Every refused socket ends well inside the 10 s upgrade timeout.
+        let mut closed = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        for s in sockets.iter_mut() {
+            let mut buf = [0u8; 64];
+            let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+            loop {
+                match tokio::time::timeout(wait, s.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => {
+                        closed += 1;
+                        break;
+                    }
+                    // Handshake bytes from the node (multistream-select).
+                    Ok(Ok(_)) => continue,
+                    Err(_) => break,
+                }
+            }
+        }
+        assert!(
+            closed >= extra,
+            "{closed} of {} half-open connections closed within 5 s",
+            sockets.len()
+        );
+        // The flooded node still connects to a validator (B dials A).
+        let (ka, a, _ra, aa) = node(1, &stop).await;
+        a.set_peers(vec![peer(&kb, &ab)]);
+        b.set_peers(vec![peer(&ka, &aa)]);
+        let mut got = None;
+        for _ in 0..15 {
+            a.send(kb.public(), b"after the flood".to_vec());
+            match tokio::time::timeout(Duration::from_secs(2), rb.recv()).await {
+                Ok(f) => {
+                    got = f;
+                    break;
+                }
+                Err(_) => continue,
+            }
+        }
+        let got = got.expect("a frame from the validator within 30 s");
+        assert_eq!(
+            (got.from, got.bytes),
+            (ka.public(), b"after the flood".to_vec())
+        );
+        drop(sockets);
     }
 
     #[tokio::test]
