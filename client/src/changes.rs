@@ -23,8 +23,20 @@ use crate::ClientError;
 /// Most links one `synced` may make the client walk (each one height).
 pub(crate) const MAX_LINKS: usize = 1 << 20;
 
-/// Most distinct changed services one `synced` may name.
-pub(crate) const MAX_CHANGED: usize = 1 << 16;
+/// Most distinct changed services one `synced` may name (the default of
+/// [`crate::Watch::max_changed`]).
+pub const MAX_CHANGED: usize = 1 << 16;
+
+/// What a verified change chain says changed since the watch's start.
+#[derive(Debug)]
+pub(crate) enum Changed {
+    /// Each changed service with the height of its newest change.
+    Services(BTreeMap<String, u64>),
+    /// More links or services than one `synced` may make the client walk:
+    /// an honest chain can be that long after a long gap, so this is a
+    /// limit, not a forgery; the watch re-lists the namespace instead.
+    TooMany,
+}
 
 fn malformed(what: impl Into<String>) -> ClientError {
     ClientError::ForgedProof(ProofError::WrongRecord(what.into()))
@@ -96,7 +108,8 @@ pub(crate) fn changed_since(
     changes: &NamespaceChanges,
     from: Option<u64>,
     deadline: Instant,
-) -> Result<BTreeMap<String, u64>, ClientError> {
+    max_changed: usize,
+) -> Result<Changed, ClientError> {
     let key = StateKey::NamespaceLog {
         namespace: namespace.to_string(),
     };
@@ -117,7 +130,7 @@ pub(crate) fn changed_since(
     };
     let mut out = BTreeMap::new();
     let (Some(head), Some(from)) = (head, from) else {
-        return Ok(out);
+        return Ok(Changed::Services(out));
     };
     if head.namespace != namespace {
         return Err(malformed(format!(
@@ -137,7 +150,7 @@ pub(crate) fn changed_since(
     let (mut expected, mut height) = (head.digest(), head.height);
     for _ in 0..MAX_LINKS {
         if height < from {
-            return Ok(out);
+            return Ok(Changed::Services(out));
         }
         let entry = source.next(namespace, height, from)?;
         let link = entry
@@ -159,13 +172,11 @@ pub(crate) fn changed_since(
         for service in entry.services {
             out.entry(service).or_insert(link.height);
         }
-        if out.len() > MAX_CHANGED {
-            return Err(malformed(format!(
-                "more than {MAX_CHANGED} changed services in one synced"
-            )));
+        if out.len() > max_changed {
+            return Ok(Changed::TooMany);
         }
         if link.prev == Digest::ZERO {
-            return Ok(out);
+            return Ok(Changed::Services(out));
         }
         if link.prev_height >= link.height {
             return Err(malformed(format!(
@@ -175,7 +186,5 @@ pub(crate) fn changed_since(
         }
         (expected, height) = (link.prev, link.prev_height);
     }
-    Err(malformed(format!(
-        "more than {MAX_LINKS} change links in one synced"
-    )))
+    Ok(Changed::TooMany)
 }

@@ -47,14 +47,16 @@ use std::io::BufRead;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use palisade_crypto::api::{ApiError, LookupResponse, NamespaceChanges, WatchSynced, WatchUpdate};
+use palisade_crypto::api::{
+    ApiError, LookupResponse, NamespaceChanges, NamespaceResponse, WatchSynced, WatchUpdate,
+};
 use palisade_crypto::{Digest, ServiceRecord};
 
-use crate::changes::changed_since;
+use crate::changes::{changed_since, Changed, MAX_CHANGED};
 use crate::client::now_ms;
 use crate::node::{encode_component, NodeApi};
 use crate::sse::{SseEnd, SseReader, MAX_EVENT_BYTES};
-use crate::verify::verify_lookup;
+use crate::verify::{verify_lookup, verify_namespace};
 use crate::{Client, ClientError, VerifiedService};
 
 /// Longest pause between reconnection attempts.
@@ -97,6 +99,9 @@ pub struct Watch<'a> {
     /// Verified changes a namespace `synced` proved and the stream did not
     /// send, to deliver before reading on.
     queue: VecDeque<VerifiedService>,
+    /// Most changed services one namespace `synced` may name before the
+    /// watch re-lists the namespace instead.
+    max_changed: usize,
 }
 
 impl std::fmt::Debug for Watch<'_> {
@@ -116,7 +121,9 @@ impl Client {
     /// verified listing of the namespace ([`Client::services`]) and starts
     /// right after its height, so every later change is delivered; a
     /// service watch delivers the service's proven state at the first
-    /// `synced` (state, not each change in between).
+    /// `synced` (state, not each change in between). Heights only grow per
+    /// service: across services of a namespace, a change a `synced` proved
+    /// the stream left out is delivered at the height it was looked up.
     pub fn watch(
         &self,
         namespace: &str,
@@ -140,6 +147,7 @@ impl Client {
             progress: Instant::now(),
             stream_progressed: false,
             queue: VecDeque::new(),
+            max_changed: MAX_CHANGED,
         }
     }
 }
@@ -162,6 +170,15 @@ impl Watch<'_> {
     /// this long (default [`WATCH_STALL`]).
     pub fn stall_after(mut self, stall: Duration) -> Self {
         self.stall = stall;
+        self
+    }
+
+    /// Most changed services one namespace `synced` may name (default
+    /// [`MAX_CHANGED`]); beyond it (or beyond 2^20 links) the watch takes a
+    /// verified listing of the namespace and delivers the proven state of
+    /// every listed service and of every one it delivered before.
+    pub fn max_changed(mut self, max: usize) -> Self {
+        self.max_changed = max.max(1);
         self
     }
 
@@ -423,42 +440,95 @@ impl Watch<'_> {
             &changes,
             self.resume,
             deadline,
+            self.max_changed,
         )?;
         let mut found = Vec::new();
-        for (service, changed_at) in changed {
-            let name = format!("{}/{service}", self.namespace);
-            if self.delivered.get(&name).is_some_and(|&d| d >= changed_at) {
-                continue;
+        match changed {
+            Changed::Services(changed) => {
+                for (service, changed_at) in changed {
+                    let name = format!("{}/{service}", self.namespace);
+                    if self.delivered.get(&name).is_some_and(|&d| d >= changed_at) {
+                        continue;
+                    }
+                    let verified = self.lookup_at_least(&node, &service, height)?;
+                    tracing::info!(
+                        service = %name,
+                        changed_at,
+                        height = verified.height,
+                        "synced proves a change the stream did not send; delivering it"
+                    );
+                    found.push(verified);
+                }
             }
-            let namespace = self.namespace.clone();
-            let response: LookupResponse = node.get(&format!(
-                "/v1/services/{}/{}",
-                encode_component(&namespace),
-                encode_component(&service)
-            ))?;
-            let fresh = self.client.config().freshness;
-            let verified = self.client.verified(&node, |t| {
-                verify_lookup(t, &namespace, &service, &response, now_ms(), Some(&fresh))
-            })?;
-            if verified.height < height {
-                return Err(ClientError::Malformed(format!(
-                    "watch `synced` at height {height}: {name} looked up at height {}",
-                    verified.height
-                )));
+            Changed::TooMany => {
+                // Too long a chain to walk (wave-3 review H6): the proven
+                // state of every service listed now, and of every one
+                // delivered before (a vanished one as a proven absence).
+                let response: NamespaceResponse = node.get(&format!(
+                    "/v1/namespaces/{}",
+                    encode_component(&self.namespace)
+                ))?;
+                let (namespace, fresh) = (self.namespace.clone(), self.client.config().freshness);
+                let listing = self.client.verified(&node, |t| {
+                    verify_namespace(t, &namespace, &response, now_ms(), Some(&fresh))
+                })?;
+                if listing.height < height {
+                    return Err(ClientError::Malformed(format!(
+                        "watch `synced` at height {height}: {namespace} listed at height {}",
+                        listing.height
+                    )));
+                }
+                let prefix = format!("{namespace}/");
+                let mut names: std::collections::BTreeSet<String> =
+                    listing.services.iter().map(|s| s.to_string()).collect();
+                names.extend(
+                    self.delivered
+                        .keys()
+                        .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string)),
+                );
+                tracing::warn!(
+                    namespace = %namespace,
+                    height,
+                    services = names.len(),
+                    "more changes than one synced may name; delivering the namespace's proven state"
+                );
+                for service in names {
+                    found.push(self.lookup_at_least(&node, &service, height)?);
+                }
             }
-            tracing::info!(
-                service = %name,
-                changed_at,
-                height = verified.height,
-                "synced proves a change the stream did not send; delivering it"
-            );
-            found.push(verified);
         }
         for verified in found {
             self.delivered.insert(verified.name(), verified.height);
             self.queue.push_back(verified);
         }
         Ok(Step::Continue)
+    }
+
+    /// `service` of the watched namespace looked up from `node`, verified
+    /// and proven at `height` or later.
+    fn lookup_at_least(
+        &self,
+        node: &NodeApi,
+        service: &str,
+        height: u64,
+    ) -> Result<VerifiedService, ClientError> {
+        let namespace = self.namespace.clone();
+        let response: LookupResponse = node.get(&format!(
+            "/v1/services/{}/{}",
+            encode_component(&namespace),
+            encode_component(service)
+        ))?;
+        let fresh = self.client.config().freshness;
+        let verified = self.client.verified(node, |t| {
+            verify_lookup(t, &namespace, service, &response, now_ms(), Some(&fresh))
+        })?;
+        if verified.height < height {
+            return Err(ClientError::Malformed(format!(
+                "watch `synced` at height {height}: {namespace}/{service} looked up at height {}",
+                verified.height
+            )));
+        }
+        Ok(verified)
     }
 
     /// Handle one event of the current stream.

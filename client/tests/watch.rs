@@ -790,3 +790,61 @@ fn a_node_paging_its_change_chain_slowly_is_left_after_the_stall_limit() {
         .collect();
     assert_eq!(got, ["api", "db"]);
 }
+
+/// Wave-3 review H6: a change chain naming more services than one `synced`
+/// may (here the cap is set to 1; the default is 65,536) is an honest chain
+/// after a long gap, not a forgery: the watch re-lists the namespace and
+/// delivers the proven state of every listed service.
+#[test]
+fn a_synced_naming_more_changes_than_the_cap_relists_the_namespace() {
+    let (world, link) = chained_world();
+    let synced6 = ns_synced(&world, 6, Some(vec![link.clone()]));
+    let (api6, db6) = (
+        world.answer("prod", "api", 6),
+        world.answer("prod", "db", 6),
+    );
+    let listing = crate::support::fixture::namespace_response(&world, "prod", 6);
+    let node = MockNode::start(move |req| {
+        if req.path.starts_with("/v1/epochs") {
+            Reply::error(404, "not_found")
+        } else if req.path.starts_with("/v1/services/prod/api") {
+            Reply::ok(&api6)
+        } else if req.path.starts_with("/v1/services/prod/db") {
+            Reply::ok(&db6)
+        } else if req.path == "/v1/namespaces/prod" {
+            Reply::ok(&listing)
+        } else if req.path.starts_with("/v1/watch") {
+            Reply::Sse(vec![synced6.clone()])
+        } else {
+            Reply::error(404, "not_found")
+        }
+    });
+    let c = client(&world.chain, &[node.url.clone()], config());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let items: Vec<_> = c
+            .watch("prod", None, Some(5))
+            .max_changed(1)
+            .take(2)
+            .collect();
+        let _ = tx.send(items);
+    });
+    let items = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("two items within 30 s");
+    let got: Vec<(String, u64)> = items
+        .iter()
+        .map(|u| {
+            let u = u.as_ref().unwrap();
+            (u.service.clone(), u.height)
+        })
+        .collect();
+    assert_eq!(got, [("api".to_string(), 6), ("db".to_string(), 6)]);
+    assert!(
+        node.paths()
+            .iter()
+            .any(|p| p == "GET /v1/namespaces/prod" || p.ends_with("/v1/namespaces/prod")),
+        "{:?}",
+        node.paths()
+    );
+}
