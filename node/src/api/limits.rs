@@ -43,17 +43,20 @@ impl RequestLimit {
     }
 }
 
-/// Whether a held poll may wait for news (a request extension; absent on
-/// requests that are not held polls).
+/// Whether a held poll may wait for news (a request extension, set by
+/// [`limit_concurrency`] only on requests it counted in the held pool).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MayHold(pub bool);
 
 impl MayHold {
-    /// How long a poll asking for `wait_ms` may be held.
+    /// How long a poll asking for `wait_ms` may be held: only a request the
+    /// middleware admitted to the held pool waits at all (a request whose
+    /// query names it did not recognise, e.g. percent-encoded, holds a
+    /// global permit and so is answered at once; wave-3 review D2-1).
     pub(crate) fn wait_ms(hold: Option<axum::Extension<MayHold>>, wait_ms: u64) -> u64 {
         match hold {
-            Some(axum::Extension(MayHold(false))) => 0,
-            _ => wait_ms,
+            Some(axum::Extension(MayHold(true))) => wait_ms,
+            _ => 0,
         }
     }
 }
@@ -199,6 +202,21 @@ mod tests {
         .unwrap();
         assert_eq!(second.status(), axum::http::StatusCode::OK);
         let body = axum::body::to_bytes(second.into_body(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"at once");
+        // A poll whose query name is percent-encoded (`aft%65r`, which the
+        // handler's decoder reads as `after`) is not in the held pool, so it
+        // is not held either: it cannot keep a global permit for 5 s.
+        let disguised = tokio::time::timeout(
+            Duration::from_secs(10),
+            app.clone()
+                .oneshot(request("/v1/export/head?aft%65r=3&wait_ms=5000")),
+        )
+        .await
+        .expect("a disguised poll is answered at once")
+        .unwrap();
+        let body = axum::body::to_bytes(disguised.into_body(), 1024)
             .await
             .unwrap();
         assert_eq!(&body[..], b"at once");
