@@ -271,10 +271,8 @@ impl Context {
 
     /// Whether `id` is waiting in the mempool.
     pub(crate) fn is_pending(&self, id: &Digest) -> bool {
-        self.mempool
-            .lock()
-            .expect("mempool lock poisoned")
-            .contains(id)
+        let pool = self.mempool.lock().expect("mempool lock poisoned");
+        pool.contains(id) || pool.recently_set_aside(id, std::time::Instant::now())
     }
 }
 

@@ -387,7 +387,7 @@ impl Driver {
                     ctx.mempool
                         .lock()
                         .expect("mempool lock poisoned")
-                        .remove_committed(&tx_ids);
+                        .set_aside(&tx_ids, Instant::now());
                     txs.retain(|t| !tx_ids.contains(&t.id()));
                 }
                 Err(e) => {

@@ -116,12 +116,23 @@ pub(crate) struct MempoolLimits {
     pub(crate) retry_after: Duration,
 }
 
+/// How long a transaction set aside from a proposal still counts as
+/// pending (it may commit in an uncommitted block that already holds it).
+const SET_ASIDE_FOR: Duration = Duration::from_secs(30);
+
+/// Most transactions remembered as set aside (oldest forgotten first).
+const MAX_SET_ASIDE: usize = 4096;
+
 /// Pending transactions.
 pub(crate) struct Mempool {
     limits: MempoolLimits,
     by_slot: BTreeMap<(PublicKey, u64), Entry>,
     ids: HashMap<Digest, (PublicKey, u64)>,
     per_signer: HashMap<PublicKey, usize>,
+    /// Transactions dropped from a proposal as inadmissible on the chain it
+    /// extends, with when: see [`Mempool::set_aside`].
+    set_aside: HashMap<Digest, Instant>,
+    set_aside_order: std::collections::VecDeque<Digest>,
 }
 
 impl std::fmt::Debug for Mempool {
@@ -138,6 +149,8 @@ impl Mempool {
             by_slot: BTreeMap::new(),
             ids: HashMap::new(),
             per_signer: HashMap::new(),
+            set_aside: HashMap::new(),
+            set_aside_order: std::collections::VecDeque::new(),
         }
     }
 
@@ -323,12 +336,76 @@ impl Mempool {
             }
         }
     }
+
+    /// Drop transactions that execution found inadmissible on the chain a
+    /// proposal extends. The usual cause is benign: an uncommitted ancestor
+    /// block (another leader's) already holds the transaction, so its
+    /// sequence is used there. Until that block commits, the node must not
+    /// call the transaction unknown (a client waiting for its receipt gave
+    /// up on that 404): it stays "pending" for [`SET_ASIDE_FOR`].
+    pub(crate) fn set_aside(&mut self, ids: &[Digest], now: Instant) {
+        self.remove_committed(ids);
+        for id in ids {
+            if self.set_aside.insert(*id, now).is_none() {
+                self.set_aside_order.push_back(*id);
+            }
+        }
+        while self.set_aside_order.len() > MAX_SET_ASIDE
+            || self
+                .set_aside_order
+                .front()
+                .and_then(|id| self.set_aside.get(id))
+                .is_some_and(|t| now.saturating_duration_since(*t) >= SET_ASIDE_FOR)
+        {
+            if let Some(id) = self.set_aside_order.pop_front() {
+                self.set_aside.remove(&id);
+            }
+        }
+    }
+
+    /// Whether `id` was set aside from a proposal less than
+    /// [`SET_ASIDE_FOR`] before `now`.
+    pub(crate) fn recently_set_aside(&self, id: &Digest, now: Instant) -> bool {
+        self.set_aside
+            .get(id)
+            .is_some_and(|t| now.saturating_duration_since(*t) < SET_ASIDE_FOR)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use palisade_crypto::{SecretKey, Transaction, TxBody};
+
+    /// audit3's observation: a transaction another leader's uncommitted
+    /// block already holds is inadmissible on top of it; the proposer drops
+    /// it from its pool, and the node then answered 404 "neither pending nor
+    /// committed" to the client waiting for its receipt. Set aside, it
+    /// stays pending for 30 s; the memory is bounded.
+    #[test]
+    fn a_transaction_set_aside_from_a_proposal_stays_pending_for_a_while() {
+        let mut pool = Mempool::new(limits());
+        let key = SecretKey::from_seed([7; 32]);
+        let t = tx(&key, 0, "c");
+        let id = t.id();
+        admit(&mut pool, t, 0).unwrap();
+        assert!(pool.contains(&id));
+        let now = Instant::now();
+        pool.set_aside(&[id], now);
+        assert!(!pool.contains(&id), "no longer proposable");
+        assert!(pool.recently_set_aside(&id, now + Duration::from_secs(29)));
+        assert!(!pool.recently_set_aside(&id, now + SET_ASIDE_FOR));
+        let many: Vec<Digest> = (0..MAX_SET_ASIDE as u64 + 10)
+            .map(|i| {
+                let mut d = [0u8; 32];
+                d[..8].copy_from_slice(&i.to_be_bytes());
+                palisade_crypto::Digest(d)
+            })
+            .collect();
+        pool.set_aside(&many, now);
+        assert!(pool.set_aside.len() <= MAX_SET_ASIDE);
+        assert!(pool.recently_set_aside(many.last().unwrap(), now));
+    }
 
     fn limits() -> MempoolLimits {
         MempoolLimits {
