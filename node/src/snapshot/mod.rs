@@ -514,7 +514,13 @@ fn tail(
         }
         // The parent's info must hash to what the child names.
         next = source.committed(height - 1)?;
-        pace.received(0)?;
+        // Blocks count toward the floor like leaves (a tail of full blocks
+        // on a slow link is honest).
+        let got = match &next {
+            Committed::Block(b) => palisade_crypto::encode(b.as_ref()).len() as u64,
+            _ => 0,
+        };
+        pace.received(got)?;
         if let Committed::Block(p) = &next {
             if p.info.hash() != parent || p.info.height + 1 != height {
                 return Err(bad(format!("entry at {} does not chain", height - 1)));
