@@ -454,6 +454,22 @@ fn heads(trust: &mut TrustedChain, sources: &[Box<dyn SnapshotSource>]) -> Vec<H
     out
 }
 
+/// `shown`'s peer's head now, verified, if newer than `shown`.
+fn current_head(
+    trust: &mut TrustedChain,
+    source: &dyn SnapshotSource,
+    shown: &Head,
+) -> Option<Head> {
+    let answer = source.head().ok()?;
+    let certificate = answer.certificate.decode().ok()?;
+    let info = verify(trust, source, &certificate).ok()?;
+    (info.height > shown.info.height).then_some(Head {
+        info,
+        certificate,
+        source: shown.source,
+    })
+}
+
 /// The committed log tail ending at the certified `info`, checked from it
 /// downwards by block ids and info hashes.
 fn tail(
@@ -763,8 +779,15 @@ pub fn catch_up(
         "catching up from a snapshot"
     );
     let mut refused = Vec::new();
-    for head in &heads {
-        let source = sources[head.source].as_ref();
+    for (i, shown) in heads.iter().enumerate() {
+        let source = sources[shown.source].as_ref();
+        // After a failed attempt, possibly a long one, the head this peer
+        // showed at the start may have left its window: ask again and take
+        // the newer one (review S3).
+        let fresh = (i > 0)
+            .then(|| current_head(trust, source, shown))
+            .flatten();
+        let head = fresh.as_ref().unwrap_or(shown);
         // Kept from its pruner while paged; a peer that refuses still
         // serves while the height is in its window.
         if let Err(e) = source.pin(head.info.height) {

@@ -278,8 +278,9 @@ struct Tamper {
     /// The highest committed height asked so far (the tail asks its root
     /// first).
     top: Mutex<u64>,
-    /// A head older than the peer's own (an honest peer that lags).
-    frozen: Option<ExportHead>,
+    /// A head older than the peer's own, shown once (an honest peer that
+    /// lagged when first asked).
+    frozen: Mutex<Option<ExportHead>>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -309,7 +310,7 @@ impl Tamper {
             inner: HttpSnapshotSource::new(url, Duration::from_secs(10)),
             what,
             top: Mutex::new(0),
-            frozen: None,
+            frozen: Mutex::new(None),
         }
     }
 }
@@ -319,8 +320,8 @@ impl SnapshotSource for Tamper {
         format!("tamper {}", self.inner.name())
     }
     fn head(&self) -> Result<ExportHead, CatchUpError> {
-        match &self.frozen {
-            Some(h) => Ok(h.clone()),
+        match self.frozen.lock().unwrap().take() {
+            Some(h) => Ok(h),
             None => self.inner.head(),
         }
     }
@@ -621,14 +622,17 @@ async fn one_peer_alone_does_not_decide_whether_a_snapshot_is_needed() {
     let d = dir.path();
     let url = |i: usize| net.nodes[i].api_url.clone();
     let frozen = |i: usize| {
-        let mut t = Tamper::new(&url(i), What::Nothing);
-        t.frozen = Some(t.inner.head().unwrap());
+        let t = Tamper::new(&url(i), What::Nothing);
+        *t.frozen.lock().unwrap() = Some(t.inner.head().unwrap());
         t
     };
     let lagging = [frozen(1), frozen(2)];
     let older = lagging
         .iter()
-        .map(|t| t.frozen.as_ref().unwrap().certificate.decode().unwrap())
+        .map(|t| {
+            let head = t.frozen.lock().unwrap().clone().unwrap();
+            head.certificate.decode().unwrap()
+        })
         .map(|cert: CommitCertificate| cert.ledger_info.commit.unwrap().height)
         .max()
         .unwrap();
@@ -783,5 +787,88 @@ async fn an_install_slower_than_the_peers_window_completes_on_a_pinned_height() 
         "the download outlasted the window: snapshot {} head {now}",
         done.height
     );
+    c.shutdown().await;
+}
+
+/// The first peer stalls until the second one pruned the head it showed at
+/// the start, then fails; the second is tried at its current head (review
+/// S3: a long failed attempt left every later peer's start-up head pruned).
+struct StallThenFail {
+    inner: HttpSnapshotSource,
+    /// The peer that must prune `height` first.
+    other: HttpSnapshotSource,
+    height: u64,
+}
+
+impl SnapshotSource for StallThenFail {
+    fn name(&self) -> String {
+        format!("stalling {}", self.inner.name())
+    }
+    fn head(&self) -> Result<ExportHead, CatchUpError> {
+        self.inner.head()
+    }
+    fn page(&self, _: u64, _: Option<Digest>) -> Result<ExportSnapshot, CatchUpError> {
+        for _ in 0..600 {
+            if self.other.committed(self.height) == Ok(Committed::Pruned) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(CatchUpError::BadChunk("stalled".into()))
+    }
+    fn proof(&self, height: u64, key: Digest) -> Result<SnapshotProof, CatchUpError> {
+        self.inner.proof(height, key)
+    }
+    fn committed(&self, height: u64) -> Result<Committed, CatchUpError> {
+        self.inner.committed(height)
+    }
+    fn epochs(&self, from: u64) -> Result<Vec<CommitCertificate>, CatchUpError> {
+        self.inner.epochs(from)
+    }
+    fn pin(&self, height: u64) -> Result<(), CatchUpError> {
+        self.inner.pin(height)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_long_failed_attempt_the_next_peer_is_tried_at_its_current_head() {
+    let c = pruning_cluster().await;
+    let net = network(&c);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = |i: usize| net.nodes[i].api_url.clone();
+    // Node 1's head now; node 0 newer, so it is tried first.
+    let second = Tamper::new(&url(1), What::Nothing);
+    let shown = second.inner.head().unwrap();
+    let cert: CommitCertificate = shown.certificate.decode().unwrap();
+    let h1 = cert.ledger_info.commit.unwrap().height;
+    *second.frozen.lock().unwrap() = Some(shown);
+    c.wait_height(0, h1 + 1).await;
+    let first = StallThenFail {
+        inner: HttpSnapshotSource::new(&url(0), Duration::from_secs(10)),
+        other: HttpSnapshotSource::new(&url(1), Duration::from_secs(10)),
+        height: h1,
+    };
+    let options = CatchUpOptions {
+        floor: Floor {
+            grace: Duration::from_secs(300),
+            ..Floor::default()
+        },
+        ..CatchUpOptions::default()
+    };
+    let r = catch_up_in(
+        &net,
+        d,
+        vec![Box::new(first), boxed(second)],
+        Local::default(),
+        options,
+    );
+    let done = r
+        .unwrap()
+        .expect("the second peer served at its current head");
+    assert!(done.height > h1, "{done:?} (shown {h1})");
+    assert_eq!(done.refused.len(), 1, "{done:?}");
+    let (h, _, _) = installed(d);
+    assert_eq!(h, done.height);
     c.shutdown().await;
 }
