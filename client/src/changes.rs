@@ -12,6 +12,7 @@
 //! from the certified head, and its services against its hash.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use palisade_crypto::api::{ChangeLink, ChangesResponse, NamespaceChanges};
 use palisade_crypto::{Digest, NamespaceLink, ProofError, StateKey};
@@ -22,8 +23,20 @@ use crate::ClientError;
 /// Most links one `synced` may make the client walk (each one height).
 pub(crate) const MAX_LINKS: usize = 1 << 20;
 
-/// Most distinct changed services one `synced` may name.
-pub(crate) const MAX_CHANGED: usize = 1 << 16;
+/// Most distinct changed services one `synced` may name (the default of
+/// [`crate::Watch::max_changed`]).
+pub const MAX_CHANGED: usize = 1 << 16;
+
+/// What a verified change chain says changed since the watch's start.
+#[derive(Debug)]
+pub(crate) enum Changed {
+    /// Each changed service with the height of its newest change.
+    Services(BTreeMap<String, u64>),
+    /// More links or services than one `synced` may make the client walk:
+    /// an honest chain can be that long after a long gap, so this is a
+    /// limit, not a forgery; the watch re-lists the namespace instead.
+    TooMany,
+}
 
 fn malformed(what: impl Into<String>) -> ClientError {
     ClientError::ForgedProof(ProofError::WrongRecord(what.into()))
@@ -35,6 +48,11 @@ enum Source<'a> {
     Fetch {
         node: &'a NodeApi,
         page: std::vec::IntoIter<ChangeLink>,
+        /// When the walk started and when it must end: a node that pages
+        /// its chain one slow link at a time delays the watch by at most
+        /// this long, then the watch moves on (wave-3 review H3).
+        started: Instant,
+        deadline: Instant,
     },
 }
 
@@ -47,9 +65,23 @@ impl Source<'_> {
                     "the change chain of {namespace} ends above height {from} (link {height} missing)"
                 ))
             }),
-            Source::Fetch { node, page } => {
+            Source::Fetch {
+                node,
+                page,
+                started,
+                deadline,
+            } => {
                 if let Some(link) = page.next() {
                     return Ok(link);
+                }
+                if Instant::now() >= *deadline {
+                    return Err(ClientError::Timeout {
+                        what: format!(
+                            "the change chain of {namespace} from {} (still at height {height}, walking down to {from})",
+                            node.url()
+                        ),
+                        waited_ms: started.elapsed().as_millis() as u64,
+                    });
                 }
                 let answer: ChangesResponse = node.get(&format!(
                     "/v1/namespaces/{}/changes?height={height}&from_height={from}",
@@ -67,14 +99,17 @@ impl Source<'_> {
 /// Verify `changes` against the certified `root` and return every service
 /// of `namespace` changed at a height of at least `from`, with the height
 /// of its newest change. `from = None` (a watch that started wherever the
-/// node stood) checks the head only.
+/// node stood) checks the head only. Links fetched from the node must all
+/// arrive before `deadline`.
 pub(crate) fn changed_since(
     node: &NodeApi,
     namespace: &str,
     root: &Digest,
     changes: &NamespaceChanges,
     from: Option<u64>,
-) -> Result<BTreeMap<String, u64>, ClientError> {
+    deadline: Instant,
+    max_changed: usize,
+) -> Result<Changed, ClientError> {
     let key = StateKey::NamespaceLog {
         namespace: namespace.to_string(),
     };
@@ -95,7 +130,7 @@ pub(crate) fn changed_since(
     };
     let mut out = BTreeMap::new();
     let (Some(head), Some(from)) = (head, from) else {
-        return Ok(out);
+        return Ok(Changed::Services(out));
     };
     if head.namespace != namespace {
         return Err(malformed(format!(
@@ -108,12 +143,14 @@ pub(crate) fn changed_since(
         None => Source::Fetch {
             node,
             page: Vec::new().into_iter(),
+            started: Instant::now(),
+            deadline,
         },
     };
     let (mut expected, mut height) = (head.digest(), head.height);
     for _ in 0..MAX_LINKS {
         if height < from {
-            return Ok(out);
+            return Ok(Changed::Services(out));
         }
         let entry = source.next(namespace, height, from)?;
         let link = entry
@@ -135,13 +172,11 @@ pub(crate) fn changed_since(
         for service in entry.services {
             out.entry(service).or_insert(link.height);
         }
-        if out.len() > MAX_CHANGED {
-            return Err(malformed(format!(
-                "more than {MAX_CHANGED} changed services in one synced"
-            )));
+        if out.len() > max_changed {
+            return Ok(Changed::TooMany);
         }
         if link.prev == Digest::ZERO {
-            return Ok(out);
+            return Ok(Changed::Services(out));
         }
         if link.prev_height >= link.height {
             return Err(malformed(format!(
@@ -151,7 +186,5 @@ pub(crate) fn changed_since(
         }
         (expected, height) = (link.prev, link.prev_height);
     }
-    Err(malformed(format!(
-        "more than {MAX_LINKS} change links in one synced"
-    )))
+    Ok(Changed::TooMany)
 }

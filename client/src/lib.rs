@@ -45,6 +45,7 @@ mod verify;
 mod watch;
 
 pub use cache::Cache;
+pub use changes::MAX_CHANGED;
 pub use client::{
     load_network_file, Client, ClientConfig, LookupAnswer, EPOCH_CHECK_INTERVAL, EPOCH_CHECK_RETRY,
 };

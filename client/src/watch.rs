@@ -47,14 +47,16 @@ use std::io::BufRead;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use palisade_crypto::api::{ApiError, LookupResponse, NamespaceChanges, WatchSynced, WatchUpdate};
+use palisade_crypto::api::{
+    ApiError, LookupResponse, NamespaceChanges, NamespaceResponse, WatchSynced, WatchUpdate,
+};
 use palisade_crypto::{Digest, ServiceRecord};
 
-use crate::changes::changed_since;
+use crate::changes::{changed_since, Changed, MAX_CHANGED};
 use crate::client::now_ms;
 use crate::node::{encode_component, NodeApi};
 use crate::sse::{SseEnd, SseReader, MAX_EVENT_BYTES};
-use crate::verify::verify_lookup;
+use crate::verify::{verify_lookup, verify_namespace};
 use crate::{Client, ClientError, VerifiedService};
 
 /// Longest pause between reconnection attempts.
@@ -78,6 +80,10 @@ pub struct Watch<'a> {
     floor: Option<u64>,
     /// Where the next connection starts (`from_height` of the request).
     resume: Option<u64>,
+    /// A resume point a namespace `synced` proved while it queued changes:
+    /// it takes effect when the last of them is handed out, so
+    /// [`Watch::resume_height`] never passes an undelivered change.
+    pending_resume: Option<u64>,
     /// Highest verified height seen (update or `synced`).
     seen: u64,
     delivered: HashMap<String, u64>,
@@ -93,6 +99,9 @@ pub struct Watch<'a> {
     /// Verified changes a namespace `synced` proved and the stream did not
     /// send, to deliver before reading on.
     queue: VecDeque<VerifiedService>,
+    /// Most changed services one namespace `synced` may name before the
+    /// watch re-lists the namespace instead.
+    max_changed: usize,
 }
 
 impl std::fmt::Debug for Watch<'_> {
@@ -108,10 +117,13 @@ impl std::fmt::Debug for Watch<'_> {
 
 impl Client {
     /// Watch one service (`Some(service)`) or a whole namespace, from
-    /// `from_height` on. With `None` the node starts after its latest
-    /// certified height, and a reconnection before the first `synced` does
-    /// so again, which may skip changes committed in between: pass the
-    /// height after a verified lookup (or [`Client::services`]) to be exact.
+    /// `from_height` on. With `None`, a namespace watch first takes a
+    /// verified listing of the namespace ([`Client::services`]) and starts
+    /// right after its height, so every later change is delivered; a
+    /// service watch delivers the service's proven state at the first
+    /// `synced` (state, not each change in between). Heights only grow per
+    /// service: across services of a namespace, a change a `synced` proved
+    /// the stream left out is delivered at the height it was looked up.
     pub fn watch(
         &self,
         namespace: &str,
@@ -124,6 +136,7 @@ impl Client {
             service: service.map(str::to_string),
             floor: from_height,
             resume: from_height,
+            pending_resume: None,
             seen: 0,
             delivered: HashMap::new(),
             last_state: None,
@@ -134,6 +147,7 @@ impl Client {
             progress: Instant::now(),
             stream_progressed: false,
             queue: VecDeque::new(),
+            max_changed: MAX_CHANGED,
         }
     }
 }
@@ -145,7 +159,9 @@ enum Step {
 }
 
 impl Watch<'_> {
-    /// The height the next connection resumes from.
+    /// The height the next connection resumes from: every change below it
+    /// has been handed out by this iterator, so it is safe to persist after
+    /// processing an item and to pass as `from_height` after a restart.
     pub fn resume_height(&self) -> Option<u64> {
         self.resume
     }
@@ -154,6 +170,15 @@ impl Watch<'_> {
     /// this long (default [`WATCH_STALL`]).
     pub fn stall_after(mut self, stall: Duration) -> Self {
         self.stall = stall;
+        self
+    }
+
+    /// Most changed services one namespace `synced` may name (default
+    /// [`MAX_CHANGED`]); beyond it (or beyond 2^20 links) the watch takes a
+    /// verified listing of the namespace and delivers the proven state of
+    /// every listed service and of every one it delivered before.
+    pub fn max_changed(mut self, max: usize) -> Self {
+        self.max_changed = max.max(1);
         self
     }
 
@@ -174,6 +199,15 @@ impl Watch<'_> {
     }
 
     fn connect(&mut self) -> Result<(), ClientError> {
+        if self.resume.is_none() && self.service.is_none() {
+            // A namespace watch from "now" starts at a verified height: a
+            // node that later proves its change chain then proves it from
+            // there, and a stream cut before the first `synced` resumes
+            // from there rather than from the next node's "now" (wave-3
+            // review H2).
+            let listing = self.client.services(&self.namespace)?;
+            self.resume = Some(listing.height.saturating_add(1));
+        }
         let node = self.current_node().clone();
         let lifetime = self.client.config().watch_stream_lifetime;
         let reader = node.stream(&self.path(), lifetime)?;
@@ -320,10 +354,20 @@ impl Watch<'_> {
             self.made_progress();
         }
         let next = height.saturating_add(1);
+        if self.queue.is_empty() {
+            self.advance_resume(next);
+        } else {
+            // Changes proven at or below `height` wait in the queue: the
+            // resume point moves when the last one is handed out (H5).
+            self.pending_resume = self.pending_resume.max(Some(next));
+        }
+        Ok(step)
+    }
+
+    fn advance_resume(&mut self, next: u64) {
         if self.resume.is_none_or(|r| next > r) {
             self.resume = Some(next);
         }
-        Ok(step)
     }
 
     /// The watched service's state at the synced height `height`: from the
@@ -388,42 +432,103 @@ impl Watch<'_> {
             ))
         })?;
         let node = self.current_node().clone();
-        let changed = changed_since(&node, &self.namespace, root, &changes, self.resume)?;
+        let deadline = Instant::now() + self.stall;
+        let changed = changed_since(
+            &node,
+            &self.namespace,
+            root,
+            &changes,
+            self.resume,
+            deadline,
+            self.max_changed,
+        )?;
         let mut found = Vec::new();
-        for (service, changed_at) in changed {
-            let name = format!("{}/{service}", self.namespace);
-            if self.delivered.get(&name).is_some_and(|&d| d >= changed_at) {
-                continue;
+        match changed {
+            Changed::Services(changed) => {
+                for (service, changed_at) in changed {
+                    let name = format!("{}/{service}", self.namespace);
+                    if self.delivered.get(&name).is_some_and(|&d| d >= changed_at) {
+                        continue;
+                    }
+                    let verified = self.lookup_at_least(&node, &service, height)?;
+                    tracing::info!(
+                        service = %name,
+                        changed_at,
+                        height = verified.height,
+                        "synced proves a change the stream did not send; delivering it"
+                    );
+                    found.push(verified);
+                }
             }
-            let namespace = self.namespace.clone();
-            let response: LookupResponse = node.get(&format!(
-                "/v1/services/{}/{}",
-                encode_component(&namespace),
-                encode_component(&service)
-            ))?;
-            let fresh = self.client.config().freshness;
-            let verified = self.client.verified(&node, |t| {
-                verify_lookup(t, &namespace, &service, &response, now_ms(), Some(&fresh))
-            })?;
-            if verified.height < height {
-                return Err(ClientError::Malformed(format!(
-                    "watch `synced` at height {height}: {name} looked up at height {}",
-                    verified.height
-                )));
+            Changed::TooMany => {
+                // Too long a chain to walk (wave-3 review H6): the proven
+                // state of every service listed now, and of every one
+                // delivered before (a vanished one as a proven absence).
+                let response: NamespaceResponse = node.get(&format!(
+                    "/v1/namespaces/{}",
+                    encode_component(&self.namespace)
+                ))?;
+                let (namespace, fresh) = (self.namespace.clone(), self.client.config().freshness);
+                let listing = self.client.verified(&node, |t| {
+                    verify_namespace(t, &namespace, &response, now_ms(), Some(&fresh))
+                })?;
+                if listing.height < height {
+                    return Err(ClientError::Malformed(format!(
+                        "watch `synced` at height {height}: {namespace} listed at height {}",
+                        listing.height
+                    )));
+                }
+                let prefix = format!("{namespace}/");
+                let mut names: std::collections::BTreeSet<String> =
+                    listing.services.iter().map(|s| s.to_string()).collect();
+                names.extend(
+                    self.delivered
+                        .keys()
+                        .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string)),
+                );
+                tracing::warn!(
+                    namespace = %namespace,
+                    height,
+                    services = names.len(),
+                    "more changes than one synced may name; delivering the namespace's proven state"
+                );
+                for service in names {
+                    found.push(self.lookup_at_least(&node, &service, height)?);
+                }
             }
-            tracing::info!(
-                service = %name,
-                changed_at,
-                height = verified.height,
-                "synced proves a change the stream did not send; delivering it"
-            );
-            found.push(verified);
         }
         for verified in found {
             self.delivered.insert(verified.name(), verified.height);
             self.queue.push_back(verified);
         }
         Ok(Step::Continue)
+    }
+
+    /// `service` of the watched namespace looked up from `node`, verified
+    /// and proven at `height` or later.
+    fn lookup_at_least(
+        &self,
+        node: &NodeApi,
+        service: &str,
+        height: u64,
+    ) -> Result<VerifiedService, ClientError> {
+        let namespace = self.namespace.clone();
+        let response: LookupResponse = node.get(&format!(
+            "/v1/services/{}/{}",
+            encode_component(&namespace),
+            encode_component(service)
+        ))?;
+        let fresh = self.client.config().freshness;
+        let verified = self.client.verified(node, |t| {
+            verify_lookup(t, &namespace, service, &response, now_ms(), Some(&fresh))
+        })?;
+        if verified.height < height {
+            return Err(ClientError::Malformed(format!(
+                "watch `synced` at height {height}: {namespace}/{service} looked up at height {}",
+                verified.height
+            )));
+        }
+        Ok(verified)
     }
 
     /// Handle one event of the current stream.
@@ -457,6 +562,11 @@ impl Iterator for Watch<'_> {
         loop {
             if let Some(v) = self.queue.pop_front() {
                 self.failures = 0;
+                if self.queue.is_empty() {
+                    if let Some(next) = self.pending_resume.take() {
+                        self.advance_resume(next);
+                    }
+                }
                 return Some(Ok(v));
             }
             if self.stream.is_none() {

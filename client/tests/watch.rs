@@ -144,7 +144,7 @@ fn watch_refuses_forged_updates_and_moves_to_another_node() {
         &[liar.url.clone(), good.url.clone()],
         config(),
     );
-    let mut watch = c.watch("prod", None, None);
+    let mut watch = c.watch("prod", None, Some(3));
     assert!(matches!(
         watch.next(),
         Some(Err(ClientError::ForgedProof(_)))
@@ -250,7 +250,7 @@ fn namespace_watch_refuses_a_service_older_than_what_was_seen() {
     );
     let node = MockNode::start(move |_| Reply::Sse(vec![api8.clone(), db6.clone()]));
     let c = client(&world.chain, &[node.url.clone()], config());
-    let mut watch = c.watch("prod", None, None);
+    let mut watch = c.watch("prod", None, Some(1));
     assert_eq!(watch.next().unwrap().unwrap().height, 8);
     assert_eq!(
         watch.next().unwrap(),
@@ -606,5 +606,245 @@ fn a_change_link_listing_fewer_services_than_it_hashes_is_refused() {
         matches!(&items[1], Err(ClientError::ForgedProof(_))),
         "{:?}",
         items[1]
+    );
+}
+
+/// A node that sends a namespace watch only `synced` at 6 (every change
+/// left out), with the chain inline; it answers lookups of `api` and `db`
+/// at 6 and lists the namespace at 4.
+fn silent_node(world: &World, link: &ChangeLink) -> MockNode {
+    let synced6 = ns_synced(world, 6, Some(vec![link.clone()]));
+    let (api6, db6) = (
+        world.answer("prod", "api", 6),
+        world.answer("prod", "db", 6),
+    );
+    let listing = crate::support::fixture::namespace_response(world, "prod", 4);
+    MockNode::start(move |req| {
+        if req.path.starts_with("/v1/epochs") {
+            Reply::error(404, "not_found")
+        } else if req.path.starts_with("/v1/services/prod/api") {
+            Reply::ok(&api6)
+        } else if req.path.starts_with("/v1/services/prod/db") {
+            Reply::ok(&db6)
+        } else if req.path == "/v1/namespaces/prod" {
+            Reply::ok(&listing)
+        } else if req.path.starts_with("/v1/watch") {
+            Reply::Sse(vec![synced6.clone()])
+        } else {
+            Reply::error(404, "not_found")
+        }
+    })
+}
+
+/// Wave-3 review H2: an SDK namespace watch started without a height used
+/// to check only the chain's head, so a node that held the stream and then
+/// sent a fresh `synced` hid every change in between. It now starts after a
+/// verified listing (height 4), and the chain from 5 names both changes.
+#[test]
+fn a_namespace_watch_without_a_height_starts_after_a_verified_listing() {
+    let (world, link) = chained_world();
+    let node = silent_node(&world, &link);
+    let c = client(&world.chain, &[node.url.clone()], config());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let items: Vec<_> = c.watch("prod", None, None).take(2).collect();
+        let _ = tx.send(items);
+    });
+    let items = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("both changes the stream left out within 30 s");
+    let got: Vec<(String, u64)> = items
+        .iter()
+        .map(|u| {
+            let u = u.as_ref().unwrap();
+            (u.service.clone(), u.height)
+        })
+        .collect();
+    assert_eq!(got, [("api".to_string(), 6), ("db".to_string(), 6)]);
+    let watch = node
+        .paths()
+        .into_iter()
+        .find(|p| p.contains("/v1/watch"))
+        .unwrap();
+    assert!(watch.ends_with("from_height=5"), "{watch}");
+}
+
+/// Wave-3 review H5: the changes a namespace `synced` proves and queues are
+/// handed out one per call; the resume point reaches the synced height only
+/// with the last of them, so persisting `resume_height()` after an item
+/// never skips one still queued.
+#[test]
+fn the_resume_point_waits_for_the_changes_a_synced_queued() {
+    let (world, link) = chained_world();
+    let node = silent_node(&world, &link);
+    let c = client(&world.chain, &[node.url.clone()], config());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut watch = c.watch("prod", None, Some(5));
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let item = watch.next().unwrap().unwrap();
+            seen.push((item.service, watch.resume_height()));
+        }
+        let _ = tx.send(seen);
+    });
+    let seen = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("two changes within 30 s");
+    assert_eq!(
+        seen,
+        [("api".to_string(), Some(5)), ("db".to_string(), Some(7))],
+        "the resume point passed a change still queued"
+    );
+}
+
+/// Wave-3 review H3: a node that serves a long change chain one slow page
+/// at a time cannot hold a `synced` for longer than the stall limit: the
+/// walk gives up (a timeout, not a forgery) and the next node, which
+/// serves the chain at once, delivers the changes.
+#[test]
+fn a_node_paging_its_change_chain_slowly_is_left_after_the_stall_limit() {
+    let (mut world, _) = chained_world();
+    // Links at heights 2..=6, `api` at each and `db` at 6.
+    let mut links: Vec<ChangeLink> = Vec::new();
+    let mut prev: Option<NamespaceLink> = None;
+    for h in 2..=6u64 {
+        let services: Vec<String> = if h == 6 {
+            vec!["api".into(), "db".into()]
+        } else {
+            vec!["api".into()]
+        };
+        let link = NamespaceLink::next(prev.as_ref(), "prod", h, &services);
+        links.push(ChangeLink {
+            link: Hex::new(&link),
+            services,
+        });
+        prev = Some(link);
+    }
+    links.reverse();
+    world.state.put(vec![(
+        StateKey::NamespaceLog {
+            namespace: "prod".into(),
+        },
+        Some(encode(prev.as_ref().unwrap())),
+    )]);
+    let start = |delay: Duration| {
+        let synced6 = ns_synced(&world, 6, None);
+        let (api6, db6) = (
+            world.answer("prod", "api", 6),
+            world.answer("prod", "db", 6),
+        );
+        let links = links.clone();
+        MockNode::start(move |req| {
+            if req.path.starts_with("/v1/epochs") {
+                Reply::error(404, "not_found")
+            } else if req.path.starts_with("/v1/services/prod/api") {
+                Reply::ok(&api6)
+            } else if req.path.starts_with("/v1/services/prod/db") {
+                Reply::ok(&db6)
+            } else if let Some(rest) = req.path.strip_prefix("/v1/namespaces/prod/changes?height=")
+            {
+                // One link per page, from the height asked for, after `delay`.
+                let height: u64 = rest.split('&').next().unwrap().parse().unwrap();
+                std::thread::sleep(delay);
+                let page: Vec<ChangeLink> = links
+                    .iter()
+                    .filter(|l| l.link.decode().unwrap().height <= height)
+                    .take(if delay.is_zero() { links.len() } else { 1 })
+                    .cloned()
+                    .collect();
+                Reply::ok(&ChangesResponse { links: page })
+            } else if req.path.starts_with("/v1/watch") {
+                Reply::Sse(vec![synced6.clone()])
+            } else {
+                Reply::error(404, "not_found")
+            }
+        })
+    };
+    let (slow, fast) = (start(Duration::from_millis(400)), start(Duration::ZERO));
+    let c = client(
+        &world.chain,
+        &[slow.url.clone(), fast.url.clone()],
+        config(),
+    );
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let items: Vec<_> = c
+            .watch("prod", None, Some(2))
+            .stall_after(Duration::from_millis(600))
+            .take(3)
+            .collect();
+        let _ = tx.send(items);
+    });
+    let items = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("three items within 30 s");
+    assert!(
+        matches!(&items[0], Err(ClientError::Timeout { .. })),
+        "{:?}",
+        items[0]
+    );
+    let got: Vec<String> = items[1..]
+        .iter()
+        .map(|u| u.as_ref().unwrap().service.clone())
+        .collect();
+    assert_eq!(got, ["api", "db"]);
+}
+
+/// Wave-3 review H6: a change chain naming more services than one `synced`
+/// may (here the cap is set to 1; the default is 65,536) is an honest chain
+/// after a long gap, not a forgery: the watch re-lists the namespace and
+/// delivers the proven state of every listed service.
+#[test]
+fn a_synced_naming_more_changes_than_the_cap_relists_the_namespace() {
+    let (world, link) = chained_world();
+    let synced6 = ns_synced(&world, 6, Some(vec![link.clone()]));
+    let (api6, db6) = (
+        world.answer("prod", "api", 6),
+        world.answer("prod", "db", 6),
+    );
+    let listing = crate::support::fixture::namespace_response(&world, "prod", 6);
+    let node = MockNode::start(move |req| {
+        if req.path.starts_with("/v1/epochs") {
+            Reply::error(404, "not_found")
+        } else if req.path.starts_with("/v1/services/prod/api") {
+            Reply::ok(&api6)
+        } else if req.path.starts_with("/v1/services/prod/db") {
+            Reply::ok(&db6)
+        } else if req.path == "/v1/namespaces/prod" {
+            Reply::ok(&listing)
+        } else if req.path.starts_with("/v1/watch") {
+            Reply::Sse(vec![synced6.clone()])
+        } else {
+            Reply::error(404, "not_found")
+        }
+    });
+    let c = client(&world.chain, &[node.url.clone()], config());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let items: Vec<_> = c
+            .watch("prod", None, Some(5))
+            .max_changed(1)
+            .take(2)
+            .collect();
+        let _ = tx.send(items);
+    });
+    let items = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("two items within 30 s");
+    let got: Vec<(String, u64)> = items
+        .iter()
+        .map(|u| {
+            let u = u.as_ref().unwrap();
+            (u.service.clone(), u.height)
+        })
+        .collect();
+    assert_eq!(got, [("api".to_string(), 6), ("db".to_string(), 6)]);
+    assert!(
+        node.paths()
+            .iter()
+            .any(|p| p == "GET /v1/namespaces/prod" || p.ends_with("/v1/namespaces/prod")),
+        "{:?}",
+        node.paths()
     );
 }

@@ -12,6 +12,7 @@ use palisade_crypto::dc::{ExportHead, LinksResponse, RemoteLookupResponse};
 use palisade_crypto::{CommitCertificate, Digest, Hex};
 use serde::Deserialize;
 
+use super::limits::MayHold;
 use super::{check_name, ApiErr};
 use crate::byzantine::ByzantineMode;
 use crate::context::Context;
@@ -117,13 +118,14 @@ async fn wait_for_news(ctx: &Context, after: u64, wait_ms: u64) -> Result<Export
 /// heartbeat) and a change travels as soon as it is certified.
 pub(crate) async fn head(
     State(ctx): State<Arc<Context>>,
+    hold: Option<axum::Extension<MayHold>>,
     headers: HeaderMap,
     q: Result<Query<HeadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiErr> {
     let q = query(q)?;
     let head = match q.after {
         None => export_head(&ctx.store)?,
-        Some(after) => wait_for_news(&ctx, after, q.wait_ms).await?,
+        Some(after) => wait_for_news(&ctx, after, MayHold::wait_ms(hold, q.wait_ms)).await?,
     };
     Ok(answer(&headers, &lie_about_head(&ctx, head)?))
 }
@@ -208,12 +210,14 @@ pub(crate) struct ChangesQuery {
 
 pub(crate) async fn changes(
     State(ctx): State<Arc<Context>>,
+    hold: Option<axum::Extension<MayHold>>,
     headers: HeaderMap,
     q: Result<Query<ChangesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiErr> {
     let q = query(q)?;
-    if q.wait_ms > 0 {
-        wait_for_news(&ctx, q.from_height, q.wait_ms).await?;
+    let wait_ms = MayHold::wait_ms(hold, q.wait_ms);
+    if wait_ms > 0 {
+        wait_for_news(&ctx, q.from_height, wait_ms).await?;
     }
     let store = ctx.store.clone();
     let page = tokio::task::spawn_blocking(move || export_changes(&store, q.from_height))
@@ -273,6 +277,7 @@ pub(crate) struct RemoteQuery {
 /// at the wait's end, with what it has).
 pub(crate) async fn remote_service(
     State(ctx): State<Arc<Context>>,
+    hold: Option<axum::Extension<MayHold>>,
     Path((datacenter, namespace, service)): Path<(String, String, String)>,
     q: Result<Query<RemoteQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<RemoteLookupResponse>, ApiErr> {
@@ -288,7 +293,8 @@ pub(crate) async fn remote_service(
     })?;
     if let Some(after) = q.after_height {
         let mut imported = link.imported.subscribe();
-        let wait = std::time::Duration::from_millis(q.wait_ms.min(MAX_HEAD_WAIT_MS));
+        let wait_ms = MayHold::wait_ms(hold, q.wait_ms).min(MAX_HEAD_WAIT_MS);
+        let wait = std::time::Duration::from_millis(wait_ms);
         let mut shutdown = ctx.shutdown.clone();
         tokio::select! {
             _ = imported.wait_for(|h| *h > after) => {}

@@ -763,6 +763,22 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Least time between two rounds that found nothing new. An honest remote
+/// holds an idle head request up to `head_wait`; one that answers at once
+/// (its held-poll pool is full, or it lies) must not make the link poll it
+/// every `poll` (wave-3 review D2-2: 50 polls a second per remote DC).
+const MIN_IDLE_ROUND: Duration = Duration::from_millis(250);
+
+/// The pause after a round that took `elapsed` and ended with `outcome`.
+fn pause_after(outcome: &RoundOutcome, elapsed: Duration, timing: &ImportTiming) -> Duration {
+    match outcome {
+        RoundOutcome::UpToDate | RoundOutcome::Unreachable => {
+            timing.poll.max(MIN_IDLE_ROUND.saturating_sub(elapsed))
+        }
+        _ => timing.poll,
+    }
+}
+
 /// Run one link's import loop until `shutdown`.
 pub(crate) async fn run_link(
     link: Arc<Link>,
@@ -801,6 +817,7 @@ pub(crate) async fn run_link(
             metrics.clone(),
         );
         let mut last = (seen_refusals.clone(), seen_bytes);
+        let started = std::time::Instant::now();
         let round = tokio::task::spawn_blocking(move || {
             let mut imp = imp.lock().expect("importer lock");
             let outcome = imp.round(now_ms());
@@ -827,19 +844,49 @@ pub(crate) async fn run_link(
             *l.status.lock().expect("link status lock") = status;
             (outcome, last)
         });
+        let mut pause = timing.poll;
         tokio::select! {
             r = round => match r {
-                Ok((_, (refusals, bytes))) => {
+                Ok((outcome, (refusals, bytes))) => {
                     seen_refusals = refusals;
                     seen_bytes = bytes;
+                    pause = pause_after(&outcome, started.elapsed(), &timing);
                 }
                 Err(e) => error!(%datacenter, error = %e, "import round failed"),
             },
             _ = shutdown.wait() => return,
         }
         tokio::select! {
-            _ = tokio::time::sleep(timing.poll) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = shutdown.wait() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Wave-3 review D2-2: a remote that answers an idle head request at
+    /// once (its held-poll pool full, or lying) is polled at most every
+    /// [`MIN_IDLE_ROUND`], not every `poll` (20 ms); a round that imported
+    /// something goes on at once, and an honest held round (2 s) adds nothing.
+    #[test]
+    fn idle_rounds_answered_at_once_are_paced() {
+        let t = ImportTiming::default();
+        let quick = Duration::from_millis(3);
+        assert_eq!(
+            pause_after(&RoundOutcome::UpToDate, quick, &t),
+            MIN_IDLE_ROUND - quick
+        );
+        assert_eq!(
+            pause_after(&RoundOutcome::Unreachable, quick, &t),
+            MIN_IDLE_ROUND - quick
+        );
+        assert_eq!(pause_after(&RoundOutcome::Imported(7), quick, &t), t.poll);
+        assert_eq!(
+            pause_after(&RoundOutcome::UpToDate, t.head_wait, &t),
+            t.poll
+        );
     }
 }

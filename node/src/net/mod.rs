@@ -29,6 +29,7 @@
 //! Fault injection: when enabled by config, a filter drops every frame to or
 //! from the peers it blocks (testnets simulate partitions with it).
 
+mod admission;
 mod codec;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -77,6 +78,10 @@ const PEER_QUEUE_BYTES: usize = 32 << 20;
 /// stream is dropped (a paused or wedged peer must not hold frames forever;
 /// the next frame opens a new stream).
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Established connections with one peer (a reconnect may overlap the old
+/// connection for a moment; a validator needs one).
+const MAX_CONNECTIONS_PER_PEER: u32 = 4;
 
 /// The libp2p peer id of a validator key.
 pub fn peer_id_of(key: &PublicKey) -> Option<PeerId> {
@@ -218,7 +223,26 @@ impl NetHandle {
     }
 }
 
-type Behaviour = libp2p_stream::Behaviour;
+/// The transport's behaviour: connection limits, then the frame streams.
+#[derive(libp2p::swarm::NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+struct Behaviour {
+    pending: admission::PendingInbound,
+    limits: libp2p::connection_limits::Behaviour,
+    stream: libp2p_stream::Behaviour,
+}
+
+impl Behaviour {
+    fn new() -> Self {
+        let limits = libp2p::connection_limits::ConnectionLimits::default()
+            .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER));
+        Behaviour {
+            pending: admission::PendingInbound::default(),
+            limits: libp2p::connection_limits::Behaviour::new(limits),
+            stream: libp2p_stream::Behaviour::new(),
+        }
+    }
+}
 
 /// A peer's writer: its frame queue and the bytes in it.
 struct Writer {
@@ -273,7 +297,7 @@ pub(crate) async fn start(
         .map_err(|e| io("libp2p behaviour", &e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
         .build();
-    let mut control = swarm.behaviour().new_control();
+    let mut control = swarm.behaviour().stream.new_control();
     let incoming = control
         .accept(codec::PROTOCOL)
         .map_err(|e| io("p2p protocol", &e))?;
@@ -602,7 +626,7 @@ impl Transport {
         debug!("transport stopped");
     }
 
-    fn handle_event(&mut self, event: SwarmEvent<()>) {
+    fn handle_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 if !self.peers.contains_key(&peer_id) {
@@ -703,6 +727,100 @@ mod tests {
                 break;
             }
         }
+    }
+
+    fn tcp_port(addr: &Multiaddr) -> u16 {
+        addr.iter()
+            .find_map(|p| match p {
+                libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    /// A socket from 127.0.0.2 (an outsider's address; the nodes dial each
+    /// other from 127.0.0.1) that never starts a handshake.
+    async fn half_open(port: u16) -> tokio::net::TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        socket.connect(([127, 0, 0, 1], port).into()).await.unwrap()
+    }
+
+    /// Wave-3 review N4 and review-3 N4-1: an outsider opening connections
+    /// that never finish their handshake gets [`admission::MAX_PENDING_PER_IP`]
+    /// of them per node; the rest are refused at once (before, every one was
+    /// kept until libp2p's 10 s upgrade timeout, and a bound on all of them
+    /// alone let a steady flood of both nodes keep them apart). Two nodes
+    /// flooded this way still connect.
+    #[tokio::test]
+    async fn half_open_connections_beyond_a_sources_share_are_refused_and_validators_still_connect()
+    {
+        use tokio::io::AsyncReadExt;
+        let (_trigger, stop) = ShutdownTrigger::new();
+        let (ka, a, _ra, aa) = node(1, &stop).await;
+        let (kb, b, mut rb, ab) = node(2, &stop).await;
+        let ports = [tcp_port(&aa), tcp_port(&ab)];
+        let extra = 32usize;
+        let mut sockets = Vec::new();
+        for port in ports {
+            for _ in 0..admission::MAX_PENDING_PER_IP + extra {
+                sockets.push(half_open(port).await);
+            }
+        }
+        // Every refused socket ends well inside the 10 s upgrade timeout.
+        let mut closed = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        for s in sockets.iter_mut() {
+            let mut buf = [0u8; 64];
+            loop {
+                let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match tokio::time::timeout(wait, s.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => {
+                        closed += 1;
+                        break;
+                    }
+                    // Handshake bytes from the node (multistream-select).
+                    Ok(Ok(_)) => continue,
+                    Err(_) => break,
+                }
+            }
+        }
+        assert!(
+            closed >= 2 * extra,
+            "{closed} of {} half-open connections closed within 5 s",
+            sockets.len()
+        );
+        // Keep flooding both nodes (a socket every 10 ms to each, all kept
+        // open: at most 4,000) from before they know each other until they
+        // connect.
+        let flood = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            for _ in 0..2000 {
+                for port in ports {
+                    kept.push(half_open(port).await);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            kept.len()
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        a.set_peers(vec![peer(&kb, &ab)]);
+        b.set_peers(vec![peer(&ka, &aa)]);
+        let mut got = None;
+        for _ in 0..15 {
+            a.send(kb.public(), b"while flooded".to_vec());
+            if let Ok(f) = tokio::time::timeout(Duration::from_secs(2), rb.recv()).await {
+                got = f;
+                break;
+            }
+        }
+        flood.abort();
+        let got = got.expect("a frame from the validator within 30 s of flooding");
+        assert_eq!(
+            (got.from, got.bytes),
+            (ka.public(), b"while flooded".to_vec())
+        );
+        drop(sockets);
     }
 
     #[tokio::test]
