@@ -155,6 +155,8 @@ pub(crate) struct Context {
     pub(crate) links: crate::links::Links,
     /// Off-consensus leases (last-seen memory, silence reports).
     pub(crate) leases: crate::leases::Leases,
+    /// Heights a snapshot download pages, kept from the pruner.
+    pub(crate) snapshot_pins: crate::snapshot::pin::Pins,
 }
 
 impl Context {
@@ -331,6 +333,7 @@ impl Context {
             shutdown,
             links: Default::default(),
             leases: crate::leases::Leases::new("test".into(), true, 0),
+            snapshot_pins: Default::default(),
         };
         (Arc::new(ctx), trigger)
     }

@@ -258,6 +258,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             attested,
             crate::leases::now_ms(),
         ),
+        snapshot_pins: Default::default(),
     });
     let api_addr = config.api_socket_addr()?;
     let listener = tokio::net::TcpListener::bind(api_addr)
@@ -310,6 +311,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         tasks.push(tokio::spawn(crate::storage::prune::run(
             ctx.store.clone(),
             retention,
+            ctx.snapshot_pins.clone(),
             shutdown.clone(),
         )));
     }

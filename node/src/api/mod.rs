@@ -183,6 +183,7 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/export/changes", get(export::changes))
         .route("/v1/export/snapshot", get(export::snapshot))
         .route("/v1/snapshot/proof", get(snapshot::proof))
+        .route("/v1/snapshot/pin", post(snapshot::pin))
         .route("/v1/links", get(export::links))
         .route(
             "/v1/remote/{datacenter}/services/{namespace}/{service}",

@@ -308,9 +308,18 @@ pub fn complete_pending(data_dir: &Path) -> Result<Option<u64>, CatchUpError> {
         }
         return Ok(None);
     }
-    let complete = {
-        let store = NodeStore::open_rocks(&staging)?;
-        store.kv().get(Cf::Meta, COMPLETE)?
+    // A staging store RocksDB cannot open (a crash while it was created,
+    // a full disk) is incomplete by definition: dropped, never a reason to
+    // refuse every start (review S6).
+    let complete = match NodeStore::open_rocks(&staging) {
+        Ok(store) => store.kv().get(Cf::Meta, COMPLETE).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the staging store's completion mark is unreadable");
+            None
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "the staging store does not open");
+            None
+        }
     };
     match complete {
         Some(h) => {
@@ -328,8 +337,48 @@ pub fn complete_pending(data_dir: &Path) -> Result<Option<u64>, CatchUpError> {
         }
         None => {
             std::fs::remove_dir_all(&staging).map_err(|e| io(&staging, e))?;
+            // A swap cut short renamed the old database away: put it back.
+            let db = data_dir.join(DB);
+            if !db.exists() && replaced.exists() {
+                std::fs::rename(&replaced, &db).map_err(|e| io(&replaced, e))?;
+            }
+            sync_dir(data_dir)?;
             tracing::warn!("dropped an unfinished snapshot install; it starts over");
             Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_staging_store_that_does_not_open_is_dropped_and_the_old_database_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A staging folder RocksDB refuses (a torn CURRENT file).
+        let staging = d.join(STAGING);
+        std::fs::create_dir_all(&staging).unwrap();
+        std::fs::write(staging.join("CURRENT"), b"MANIFEST-999999").unwrap();
+        assert!(
+            NodeStore::open_rocks(&staging).is_err(),
+            "the torn store opens"
+        );
+        assert_eq!(complete_pending(d).unwrap(), None);
+        assert!(!staging.exists(), "dropped");
+        // The same after a swap cut short: the old database comes back.
+        {
+            let old = NodeStore::open_rocks(&d.join(REPLACED)).unwrap();
+            drop(old);
+        }
+        std::fs::create_dir_all(&staging).unwrap();
+        std::fs::write(staging.join("CURRENT"), b"MANIFEST-999999").unwrap();
+        assert_eq!(complete_pending(d).unwrap(), None);
+        assert!(!staging.exists() && !d.join(REPLACED).exists());
+        assert!(
+            NodeStore::open_rocks(&d.join(DB)).is_ok(),
+            "the old database is back"
+        );
     }
 }

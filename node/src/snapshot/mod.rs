@@ -9,19 +9,24 @@
 //!    chain followed from the genesis set ([`TrustedChain`], the cross-DC
 //!    importer's verifier): at least f+1 must verify, so one honest answer
 //!    shows a withheld head;
-//! 3. decides: catch up from a snapshot when the peer with the newest head
-//!    answers that the first height this node lacks is pruned (410), or
-//!    when this node is empty and that head is more than
-//!    `storage.catch_up_min_gap` heights ahead; otherwise it syncs blocks as
-//!    before;
-//! 4. takes the committed log tail ending at the certified block from that
-//!    peer (`/v1/audit/blocks/H`, checked by hashes from the certified block
-//!    down) and the leaves at `H` page by page (`/v1/export/snapshot`, the
-//!    pages the cross-DC importer reads), each page with a range proof of
-//!    its last key (`/v1/snapshot/proof`) checked against the certified
-//!    state root before it is kept ([`install::Installer`]). A bad chunk,
-//!    tail or certificate drops the attempt and the next peer is tried with
-//!    its own head;
+//! 3. decides: catch up from a snapshot when f+1 of the peers with a newer
+//!    head answer that the first height this node lacks is pruned (410: at
+//!    least one honest peer no longer serves it; one peer's word decides
+//!    nothing either way, review S2), or when this node is empty and the
+//!    newest verified head is more than `storage.catch_up_min_gap` heights
+//!    ahead; otherwise it syncs blocks as before;
+//! 4. asks the peer with the newest head to pin that height
+//!    (`/v1/snapshot/pin`, [`pin`]: it is not pruned there while paged) and
+//!    takes the committed log tail ending at the certified block from it
+//!    (`/v1/audit/blocks/H`, checked by hashes from the certified block
+//!    down, every entry's QC verified against its epoch's set) and the
+//!    leaves at `H` page by page (`/v1/export/snapshot`, the pages the
+//!    cross-DC importer reads), each page with a range proof of its last
+//!    key (`/v1/snapshot/proof`) checked against the certified state root
+//!    before it is kept ([`install::Installer`]). A bad chunk, tail or
+//!    certificate drops the attempt, and so does a peer that serves pages
+//!    far below the export's page size or too slowly ([`Floor`]); the next
+//!    peer is tried with its own head;
 //! 5. installs the whole state atomically ([`install`]), and starts on it
 //!    like a restart: the root is the certified block with the QC that
 //!    committed it, the blocks after it come through the normal commit
@@ -29,9 +34,11 @@
 //!
 //! Bounds: pages at most `MAX_EXPORT_LEAVES` leaves (the export's bound),
 //! at most [`MAX_SNAPSHOT_LEAVES`] leaves in all, a committed tail of at most
-//! [`TAIL`] blocks, answers at most [`MAX_BODY`] bytes, one attempt per peer.
+//! [`TAIL`] blocks, answers at most [`MAX_BODY`] bytes, one attempt per peer,
+//! each attempt within [`Floor`]'s time.
 
 pub mod install;
+pub mod pin;
 
 use std::io::Read;
 use std::path::Path;
@@ -41,7 +48,9 @@ use jmt::proof::SparseMerkleRangeProof;
 use palisade_client::{ClientError, TrustedChain};
 use palisade_consensus::hotstuff::CommittedBlock;
 use palisade_crypto::api::EpochsResponse;
-use palisade_crypto::dc::{ExportHead, ExportSnapshot, LeafChange, MAX_EXPORT_LEAVES};
+use palisade_crypto::dc::{
+    ExportHead, ExportSnapshot, LeafChange, MAX_EXPORT_BYTES, MAX_EXPORT_LEAVES,
+};
 use palisade_crypto::{BlockInfo, CommitCertificate, Digest, Hex, JmtHasher};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -85,6 +94,9 @@ pub enum CatchUpError {
         /// Needed (f+1).
         need: usize,
     },
+    /// The peer served too slowly (below [`Floor`]).
+    #[error("too slow: {0}")]
+    TooSlow(String),
     /// Every peer was tried.
     #[error("no peer could serve a snapshot")]
     Exhausted,
@@ -138,6 +150,9 @@ pub trait SnapshotSource: Send + Sync {
     fn committed(&self, height: u64) -> Result<Committed, CatchUpError>;
     /// Epoch-change certificates from `from` (`/v1/epochs`).
     fn epochs(&self, from: u64) -> Result<Vec<CommitCertificate>, CatchUpError>;
+    /// Ask it to keep `height` from its pruner while it is paged
+    /// (`/v1/snapshot/pin`).
+    fn pin(&self, height: u64) -> Result<(), CatchUpError>;
     /// The consensus round it reports being in (`/v1/status`; its word,
     /// unverified). `None` when it does not say.
     fn round(&self) -> Option<u64> {
@@ -179,6 +194,13 @@ impl HttpSnapshotSource {
             .get(&format!("{}{path}", self.url))
             .call()
             .map_err(|e| self.remote(e.to_string()))?;
+        self.read(response)
+    }
+
+    fn read(
+        &self,
+        response: ureq::http::Response<ureq::Body>,
+    ) -> Result<(u16, Vec<u8>), CatchUpError> {
         let status = response.status().as_u16();
         let mut body = Vec::new();
         response
@@ -248,6 +270,21 @@ impl SnapshotSource for HttpSnapshotSource {
             .map_err(|e| CatchUpError::BadCertificate(e.to_string()))
     }
 
+    fn pin(&self, height: u64) -> Result<(), CatchUpError> {
+        let response = self
+            .agent
+            .post(&format!("{}/v1/snapshot/pin?height={height}", self.url))
+            .send_empty()
+            .map_err(|e| self.remote(e.to_string()))?;
+        match self.read(response)? {
+            (200..=299, _) => Ok(()),
+            (status, body) => Err(self.remote(format!(
+                "pin: status {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ))),
+        }
+    }
+
     fn round(&self) -> Option<u64> {
         self.get::<palisade_crypto::api::StatusResponse>("/v1/status")
             .ok()
@@ -264,6 +301,30 @@ pub struct Local {
     pub safety: Option<Vec<u8>>,
 }
 
+/// The slowest a peer may serve a snapshot attempt (review S2: a peer
+/// dripping honest pages, each request just inside its timeout, held a
+/// catching-up node for days): an attempt that has run longer than `grace`
+/// plus the bytes of leaves received so far at `bytes_per_sec` is dropped
+/// and the next peer tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Floor {
+    /// Time allowed whatever was received (heads, tail, first pages).
+    pub grace: Duration,
+    /// The throughput below which the peer is left.
+    pub bytes_per_sec: u64,
+}
+
+impl Default for Floor {
+    /// 30 s, then 128 KiB/s (the 100k-instance state, 30 pages of up to
+    /// 2 MiB, installed in 8.2 s on a loaded machine here).
+    fn default() -> Self {
+        Floor {
+            grace: Duration::from_secs(30),
+            bytes_per_sec: 128 << 10,
+        }
+    }
+}
+
 /// How catch-up is asked to run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CatchUpOptions {
@@ -272,6 +333,41 @@ pub struct CatchUpOptions {
     pub min_gap: u64,
     /// Where to stop as if crashed (tests).
     pub crash: CrashPoint,
+    /// The slowest a peer may serve.
+    pub floor: Floor,
+}
+
+/// The clock of one attempt against its [`Floor`].
+struct Pace {
+    started: Instant,
+    bytes: u64,
+    floor: Floor,
+}
+
+impl Pace {
+    fn new(floor: Floor) -> Self {
+        Pace {
+            started: Instant::now(),
+            bytes: 0,
+            floor,
+        }
+    }
+
+    /// Count `bytes` more received and check the attempt is within time.
+    fn received(&mut self, bytes: u64) -> Result<(), CatchUpError> {
+        self.bytes = self.bytes.saturating_add(bytes);
+        let earned =
+            Duration::from_secs_f64(self.bytes as f64 / self.floor.bytes_per_sec.max(1) as f64);
+        let elapsed = self.started.elapsed();
+        if elapsed > self.floor.grace.saturating_add(earned) {
+            return Err(CatchUpError::TooSlow(format!(
+                "{} bytes in {} ms",
+                self.bytes,
+                elapsed.as_millis()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// What a catch-up did.
@@ -358,12 +454,29 @@ fn heads(trust: &mut TrustedChain, sources: &[Box<dyn SnapshotSource>]) -> Vec<H
     out
 }
 
+/// `shown`'s peer's head now, verified, if newer than `shown`.
+fn current_head(
+    trust: &mut TrustedChain,
+    source: &dyn SnapshotSource,
+    shown: &Head,
+) -> Option<Head> {
+    let answer = source.head().ok()?;
+    let certificate = answer.certificate.decode().ok()?;
+    let info = verify(trust, source, &certificate).ok()?;
+    (info.height > shown.info.height).then_some(Head {
+        info,
+        certificate,
+        source: shown.source,
+    })
+}
+
 /// The committed log tail ending at the certified `info`, checked from it
 /// downwards by block ids and info hashes.
 fn tail(
     trust: &mut TrustedChain,
     source: &dyn SnapshotSource,
     info: &BlockInfo,
+    pace: &mut Pace,
 ) -> Result<Vec<CommittedBlock>, CatchUpError> {
     let bad = |r: String| CatchUpError::BadTail(r);
     let mut out: Vec<CommittedBlock> = Vec::new();
@@ -404,6 +517,11 @@ fn tail(
                 return Err(bad("the root's QC does not commit the root".into()));
             }
         }
+        // Every entry's QC is stored and served again as this node's word
+        // (`/v1/audit/blocks`, commit sync): it must be a quorum of its
+        // epoch's set, and what it commits one of the blocks chained above
+        // (review S4b).
+        verify_tail_qc(trust, &c, info, &out)?;
         let parent = c.info.parent_info;
         let height = c.info.height;
         out.push(c);
@@ -412,6 +530,13 @@ fn tail(
         }
         // The parent's info must hash to what the child names.
         next = source.committed(height - 1)?;
+        // Blocks count toward the floor like leaves (a tail of full blocks
+        // on a slow link is honest).
+        let got = match &next {
+            Committed::Block(b) => palisade_crypto::encode(b.as_ref()).len() as u64,
+            _ => 0,
+        };
+        pace.received(got)?;
         if let Committed::Block(p) = &next {
             if p.info.hash() != parent || p.info.height + 1 != height {
                 return Err(bad(format!("entry at {} does not chain", height - 1)));
@@ -423,16 +548,67 @@ fn tail(
     Ok(out)
 }
 
+/// The QC of tail entry `c`, against the trusted set of its epoch, and what
+/// it commits against the chain checked so far (`above`: the entries from
+/// `root` down, newest first).
+fn verify_tail_qc(
+    trust: &TrustedChain,
+    c: &CommittedBlock,
+    root: &BlockInfo,
+    above: &[CommittedBlock],
+) -> Result<(), CatchUpError> {
+    let bad = |r: String| CatchUpError::BadTail(r);
+    let qc = &c.commit_qc;
+    let set = trust.validators(qc.epoch()).ok_or_else(|| {
+        bad(format!(
+            "entry at {}: QC of an epoch not followed ({})",
+            c.info.height,
+            qc.epoch()
+        ))
+    })?;
+    let genesis = trust.genesis_hash().unwrap_or(qc.ledger_info.genesis_hash);
+    qc.verify(trust.chain_id(), genesis, set).map_err(|e| {
+        bad(format!(
+            "entry at {}: QC does not verify: {e}",
+            c.info.height
+        ))
+    })?;
+    let commits = qc
+        .commit_info()
+        .ok_or_else(|| bad(format!("entry at {}: QC commits nothing", c.info.height)))?;
+    // `above[i]` is at `root.height - i`; the entry itself is next.
+    let chained = match root.height.checked_sub(commits.height) {
+        Some(i) if (i as usize) < above.len() => &above[i as usize].info,
+        Some(i) if i as usize == above.len() => &c.info,
+        _ => {
+            return Err(bad(format!(
+                "entry at {}: QC commits height {} outside the tail",
+                c.info.height, commits.height
+            )))
+        }
+    };
+    if commits != chained {
+        return Err(bad(format!(
+            "entry at {}: QC commits another block at {}",
+            c.info.height, commits.height
+        )));
+    }
+    Ok(())
+}
+
 /// Install the snapshot a peer serves at its head.
 fn install_from(
     data_dir: &Path,
     source: &dyn SnapshotSource,
     head: &Head,
     crash: CrashPoint,
+    pace: &mut Pace,
 ) -> Result<Installer, CatchUpError> {
     let height = head.info.height;
     let mut installer = Installer::begin(data_dir, height, head.info.state_root, crash)?;
     let mut after = None;
+    // The bytes of the previous page when it was short (see `MIN_PAGE_*`).
+    let mut short: Option<usize> = None;
     loop {
         let page = source.page(height, after)?;
         if page.height != height {
@@ -450,6 +626,18 @@ fn install_from(
             .last()
             .map(|l| l.key_hash)
             .ok_or_else(|| CatchUpError::BadChunk("an empty page".into()))?;
+        let bytes: usize = leaves.iter().map(leaf_bytes).sum();
+        if let Some(before) = short {
+            // The export ends a page early only when the next leaf would not
+            // fit its byte bound: that leaf opens this page.
+            if before + leaf_bytes(&leaves[0]) < MIN_PAGE_BYTES {
+                return Err(CatchUpError::BadChunk(format!(
+                    "a page of {before} bytes ended although the next leaf fitted"
+                )));
+            }
+        }
+        short = (page.next.is_some() && leaves.len() < MIN_PAGE_LEAVES && bytes < MIN_PAGE_BYTES)
+            .then_some(bytes);
         let proof = source.proof(height, last)?;
         if proof.height != height || proof.key_hash != last {
             return Err(CatchUpError::BadChunk("a proof of another key".into()));
@@ -459,6 +647,7 @@ fn install_from(
             .decode()
             .map_err(|e| CatchUpError::BadChunk(e.to_string()))?;
         installer.add_chunk(leaves, proof)?;
+        pace.received(bytes as u64)?;
         match page.next {
             None => break,
             Some(n) if n == last => after = Some(n),
@@ -470,6 +659,39 @@ fn install_from(
         }
     }
     Ok(installer)
+}
+
+/// A page the export ends before its last leaf holds `MAX_EXPORT_LEAVES`
+/// leaves, or stops because the next leaf would pass `MAX_EXPORT_BYTES`
+/// (`links::export_snapshot`). A page far below both (half, leaving room
+/// for a different byte count) whose next leaf would have fitted is a peer
+/// dripping the state to hold this node (review S2): it is left.
+const MIN_PAGE_LEAVES: usize = MAX_EXPORT_LEAVES / 2;
+/// See [`MIN_PAGE_LEAVES`].
+const MIN_PAGE_BYTES: usize = MAX_EXPORT_BYTES / 2;
+
+/// A leaf's size as the export counts it.
+fn leaf_bytes(l: &LeafChange) -> usize {
+    36 + l.value.as_ref().map_or(0, Vec::len)
+}
+
+/// How many of the peers whose verified head is at or above `height` answer that
+/// `height` is pruned (410), asked in parallel.
+fn pruned_by(sources: &[Box<dyn SnapshotSource>], heads: &[Head], height: u64) -> usize {
+    std::thread::scope(|scope| {
+        let asks: Vec<_> = heads
+            .iter()
+            .filter(|h| h.info.height >= height)
+            .map(|h| {
+                let source = sources[h.source].as_ref();
+                scope.spawn(move || matches!(source.committed(height), Ok(Committed::Pruned)))
+            })
+            .collect();
+        asks.into_iter()
+            .map(|a| a.join())
+            .filter(|a| matches!(a, Ok(true)))
+            .count()
+    })
 }
 
 /// The rounds a validator without its safety record must sit out.
@@ -537,10 +759,12 @@ pub fn catch_up(
     if best.info.height <= local.height {
         return Ok(None);
     }
-    let pruned = matches!(
-        sources[best.source].committed(local.height + 1)?,
-        Committed::Pruned
-    );
+    // f+1 peers that pruned the next height: at least one honest one, so
+    // the honest peers are dropping it; fewer, and an honest peer still
+    // serves it (or will once it reaches it) through block sync. One peer's
+    // 410 (or 404) alone decides nothing (review S2).
+    let pruned_count = pruned_by(sources, &heads, local.height + 1);
+    let pruned = pruned_count >= need;
     let far = local.height == 0
         && options.min_gap > 0
         && best.info.height > local.height.saturating_add(options.min_gap);
@@ -551,13 +775,27 @@ pub fn catch_up(
         local = local.height,
         head = best.info.height,
         pruned,
+        pruned_count,
         "catching up from a snapshot"
     );
     let mut refused = Vec::new();
-    for head in &heads {
-        let source = sources[head.source].as_ref();
-        let attempt = tail(trust, source, &head.info).and_then(|committed| {
-            let installer = install_from(data_dir, source, head, options.crash)?;
+    for (i, shown) in heads.iter().enumerate() {
+        let source = sources[shown.source].as_ref();
+        // After a failed attempt, possibly a long one, the head this peer
+        // showed at the start may have left its window: ask again and take
+        // the newer one (review S3).
+        let fresh = (i > 0)
+            .then(|| current_head(trust, source, shown))
+            .flatten();
+        let head = fresh.as_ref().unwrap_or(shown);
+        // Kept from its pruner while paged; a peer that refuses still
+        // serves while the height is in its window.
+        if let Err(e) = source.pin(head.info.height) {
+            debug!(peer = %source.name(), error = %e, "no pin");
+        }
+        let mut pace = Pace::new(options.floor);
+        let attempt = tail(trust, source, &head.info, &mut pace).and_then(|committed| {
+            let installer = install_from(data_dir, source, head, options.crash, &mut pace)?;
             let root = SnapshotRoot {
                 info: head.info.clone(),
                 certificate: head.certificate.clone(),
@@ -645,6 +883,7 @@ pub(crate) fn at_start(
     let options = CatchUpOptions {
         min_gap: config.storage.catch_up_min_gap,
         crash: CrashPoint::Never,
+        floor: Floor::default(),
     };
     match catch_up(&config.data_dir, &mut trust, &sources, &local, options) {
         Ok(done) => Ok(done),
@@ -672,20 +911,8 @@ fn peers_pruned_past(
     let sources = http_sources(network, me);
     // n = sources + this node; f = (n - 1) / 3.
     let need = sources.len() / 3 + 1;
-    let ahead: Vec<Head> = heads(&mut trust, &sources)
-        .into_iter()
-        .filter(|h| h.info.height > height)
-        .collect();
-    let pruned = ahead
-        .iter()
-        .filter(|h| {
-            matches!(
-                sources[h.source].committed(height + 1),
-                Ok(Committed::Pruned)
-            )
-        })
-        .count();
-    pruned >= need
+    let heads = heads(&mut trust, &sources);
+    pruned_by(&sources, &heads, height + 1) >= need
 }
 
 fn http_sources(
@@ -785,6 +1012,9 @@ mod tests {
             Err(CatchUpError::Local("not served".into()))
         }
         fn epochs(&self, _: u64) -> Result<Vec<CommitCertificate>, CatchUpError> {
+            Err(CatchUpError::Local("not served".into()))
+        }
+        fn pin(&self, _: u64) -> Result<(), CatchUpError> {
             Err(CatchUpError::Local("not served".into()))
         }
         fn round(&self) -> Option<u64> {

@@ -271,10 +271,12 @@ const MAX_HEIGHTS_PER_PASS: u64 = 20_000;
 const PASS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Prune `store` to `retention` every [`PASS_INTERVAL`] until shutdown (off
-/// the async runtime: a pass reads and deletes many keys).
+/// the async runtime: a pass reads and deletes many keys), never at or above
+/// a height a snapshot download has pinned.
 pub(crate) async fn run(
     store: super::NodeStore,
     retention: Retention,
+    pins: crate::snapshot::pin::Pins,
     mut shutdown: crate::shutdown::Shutdown,
 ) {
     let mut ticker = tokio::time::interval(PASS_INTERVAL);
@@ -283,9 +285,12 @@ pub(crate) async fn run(
         tokio::select! {
             _ = shutdown.wait() => break,
             _ = ticker.tick() => {
-                let store = store.clone();
+                let (store, pins) = (store.clone(), pins.clone());
                 let pass = tokio::task::spawn_blocking(move || {
-                    let committed = store.committed_height()?;
+                    let mut committed = store.committed_height()?;
+                    if let Retention::Heights(window) = retention {
+                        committed = pins.hold(committed, window, std::time::Instant::now());
+                    }
                     prune(store.kv().as_ref(), retention, committed, MAX_HEIGHTS_PER_PASS)
                 })
                 .await;

@@ -6,6 +6,7 @@
 //! database or the whole snapshot.
 
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use palisade_client::TrustedChain;
@@ -14,7 +15,7 @@ use palisade_crypto::api::{LookupResponse, TxStatus};
 use palisade_crypto::dc::{ExportHead, ExportSnapshot, LeafChange};
 use palisade_crypto::{Digest, Hex, NetworkFile, NodeEndpoint};
 use palisade_node::snapshot::{
-    catch_up, complete_pending, CatchUpError, CatchUpOptions, Committed, CrashPoint,
+    catch_up, complete_pending, CatchUpError, CatchUpOptions, Committed, CrashPoint, Floor,
     HttpSnapshotSource, Local, SnapshotProof, SnapshotSource,
 };
 use palisade_node::NodeStore;
@@ -270,48 +271,110 @@ async fn a_new_learner_installs_a_certified_snapshot_before_it_starts() {
     c.shutdown().await;
 }
 
-/// A peer that alters what it serves: one leaf of every page, or the
-/// state root in every committed log entry.
-struct Tamper(HttpSnapshotSource, What);
+/// A peer that alters what it serves (or how), otherwise honest.
+struct Tamper {
+    inner: HttpSnapshotSource,
+    what: What,
+    /// The highest committed height asked so far (the tail asks its root
+    /// first).
+    top: Mutex<u64>,
+    /// A head older than the peer's own, shown once (an honest peer that
+    /// lagged when first asked).
+    frozen: Mutex<Option<ExportHead>>,
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum What {
+    /// One leaf of every page flipped.
     Leaf,
+    /// The state root in every committed log entry.
     Tail,
+    /// The QC of every committed log entry below the tail's root cut to one
+    /// signature (review S4b).
+    Qc,
+    /// Pages of one leaf, each with a valid proof (review S2a).
+    Drip,
+    /// Honest pages, each after this long (review S2a).
+    Slow(Duration),
+    /// 410 for every height below its head (review S2b).
+    SaysPruned,
+    /// 404 for every height below its head (review S2c).
+    SaysMissing,
+    /// Nothing altered (with `frozen`: a lagging honest peer).
+    Nothing,
+}
+
+impl Tamper {
+    fn new(url: &str, what: What) -> Self {
+        Tamper {
+            inner: HttpSnapshotSource::new(url, Duration::from_secs(10)),
+            what,
+            top: Mutex::new(0),
+            frozen: Mutex::new(None),
+        }
+    }
 }
 
 impl SnapshotSource for Tamper {
     fn name(&self) -> String {
-        format!("tamper {}", self.0.name())
+        format!("tamper {}", self.inner.name())
     }
     fn head(&self) -> Result<ExportHead, CatchUpError> {
-        self.0.head()
+        match self.frozen.lock().unwrap().take() {
+            Some(h) => Ok(h),
+            None => self.inner.head(),
+        }
     }
     fn page(&self, height: u64, after: Option<Digest>) -> Result<ExportSnapshot, CatchUpError> {
-        let mut page = self.0.page(height, after)?;
-        if self.1 != What::Leaf {
-            return Ok(page);
+        let mut page = self.inner.page(height, after)?;
+        match self.what {
+            What::Leaf => {
+                let mut leaves: Vec<LeafChange> = page.leaves.decode().unwrap();
+                let v = leaves[0].value.as_mut().unwrap();
+                v[0] ^= 1;
+                page.leaves = Hex::new(&leaves);
+            }
+            What::Drip => {
+                let mut leaves: Vec<LeafChange> = page.leaves.decode().unwrap();
+                if leaves.len() > 1 {
+                    leaves.truncate(1);
+                    page.next = Some(leaves[0].key_hash);
+                    page.leaves = Hex::new(&leaves);
+                }
+            }
+            What::Slow(pause) => std::thread::sleep(pause),
+            _ => {}
         }
-        let mut leaves: Vec<LeafChange> = page.leaves.decode().unwrap();
-        let v = leaves[0].value.as_mut().unwrap();
-        v[0] ^= 1;
-        page.leaves = Hex::new(&leaves);
         Ok(page)
     }
     fn proof(&self, height: u64, key: Digest) -> Result<SnapshotProof, CatchUpError> {
-        self.0.proof(height, key)
+        self.inner.proof(height, key)
     }
     fn committed(&self, height: u64) -> Result<Committed, CatchUpError> {
-        match self.0.committed(height)? {
-            Committed::Block(mut c) if self.1 == What::Tail => {
+        let top = {
+            let mut top = self.top.lock().unwrap();
+            *top = (*top).max(height);
+            *top
+        };
+        match (self.inner.committed(height)?, self.what) {
+            (Committed::Block(mut c), What::Tail) => {
                 c.info.state_root = Digest([7; 32]);
                 Ok(Committed::Block(c))
             }
-            other => Ok(other),
+            (Committed::Block(mut c), What::Qc) if height < top => {
+                c.commit_qc.signatures.truncate(1);
+                Ok(Committed::Block(c))
+            }
+            (_, What::SaysPruned) => Ok(Committed::Pruned),
+            (_, What::SaysMissing) => Ok(Committed::Missing),
+            (other, _) => Ok(other),
         }
     }
     fn epochs(&self, from: u64) -> Result<Vec<CommitCertificate>, CatchUpError> {
-        self.0.epochs(from)
+        self.inner.epochs(from)
+    }
+    fn pin(&self, height: u64) -> Result<(), CatchUpError> {
+        self.inner.pin(height)
     }
 }
 
@@ -324,12 +387,7 @@ fn tampering(net: &NetworkFile, nodes: &[usize]) -> Vec<Box<dyn SnapshotSource>>
 fn tampering_with(net: &NetworkFile, nodes: &[usize], what: What) -> Vec<Box<dyn SnapshotSource>> {
     nodes
         .iter()
-        .map(|&i| {
-            Box::new(Tamper(
-                HttpSnapshotSource::new(&net.nodes[i].api_url, Duration::from_secs(10)),
-                what,
-            )) as Box<dyn SnapshotSource>
-        })
+        .map(|&i| Box::new(Tamper::new(&net.nodes[i].api_url, what)) as Box<dyn SnapshotSource>)
         .collect()
 }
 
@@ -355,7 +413,11 @@ fn installed(dir: &Path) -> (u64, Digest, u64) {
 async fn tampered_chunks_are_refused_and_crashed_installs_leave_old_or_whole_state() {
     let c = pruning_cluster().await;
     let net = network(&c);
-    let options = |crash| CatchUpOptions { min_gap: 0, crash };
+    let options = |crash| CatchUpOptions {
+        min_gap: 0,
+        crash,
+        ..CatchUpOptions::default()
+    };
     let local = Local::default();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
@@ -382,6 +444,14 @@ async fn tampered_chunks_are_refused_and_crashed_installs_leave_old_or_whole_sta
     // A committed log whose infos are not the certified block's: refused.
     let r = run(
         tampering_with(&net, &[0, 1, 2], What::Tail),
+        CrashPoint::Never,
+    );
+    assert_eq!(r, Err(CatchUpError::Exhausted));
+    assert!(!d.join("db").exists());
+    // Forged QCs below the root (each cut to one signature): refused, not
+    // stored and served again as this node's word (review S4b).
+    let r = run(
+        tampering_with(&net, &[0, 1, 2], What::Qc),
         CrashPoint::Never,
     );
     assert_eq!(r, Err(CatchUpError::Exhausted));
@@ -438,5 +508,367 @@ async fn tampered_chunks_are_refused_and_crashed_installs_leave_old_or_whole_sta
     let (h, _, _) = installed(d);
     assert_eq!(h, swapped);
     assert!(!d.join("db.replaced").exists());
+    c.shutdown().await;
+}
+
+/// `catch_up` on its own thread (it blocks), into `dir`.
+fn catch_up_in(
+    net: &NetworkFile,
+    dir: &Path,
+    srcs: Vec<Box<dyn SnapshotSource>>,
+    local: Local,
+    options: CatchUpOptions,
+) -> Result<Option<palisade_node::snapshot::CaughtUp>, CatchUpError> {
+    let dir = dir.to_path_buf();
+    let mut trust = TrustedChain::from_network(net).unwrap();
+    std::thread::spawn(move || catch_up(&dir, &mut trust, &srcs, &local, options))
+        .join()
+        .unwrap()
+}
+
+fn boxed(t: Tamper) -> Box<dyn SnapshotSource> {
+    Box::new(t)
+}
+
+/// Review S2a: a peer with the newest head that serves honest pages of one
+/// leaf, or too slowly, is left for the next peer instead of holding the
+/// node (before: one leaf per page, two 10 s requests each, no deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_dripping_pages_or_serving_too_slowly_is_left_for_the_next() {
+    let c = pruning_cluster().await;
+    let net = network(&c);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = |i: usize| net.nodes[i].api_url.clone();
+    let options = CatchUpOptions::default();
+
+    // Pages of one leaf, each proven: refused at the second page.
+    let r = catch_up_in(
+        &net,
+        d,
+        vec![
+            boxed(Tamper::new(&url(0), What::Drip)),
+            boxed(Tamper::new(&url(1), What::Drip)),
+        ],
+        Local::default(),
+        options,
+    );
+    assert_eq!(
+        r,
+        Err(CatchUpError::Exhausted),
+        "a dripping peer was followed"
+    );
+    assert!(!d.join("db").exists());
+
+    // Honest pages slower than the floor: refused. (A floor no real
+    // transfer meets: no grace, 1 GiB/s; each page takes 200 ms.)
+    let strict = CatchUpOptions {
+        floor: Floor {
+            grace: Duration::ZERO,
+            bytes_per_sec: 1 << 30,
+        },
+        ..options
+    };
+    let r = catch_up_in(
+        &net,
+        d,
+        vec![boxed(Tamper::new(
+            &url(0),
+            What::Slow(Duration::from_millis(200)),
+        ))],
+        Local::default(),
+        strict,
+    );
+    assert_eq!(
+        r,
+        Err(CatchUpError::Exhausted),
+        "a slow peer was waited for"
+    );
+    assert!(!d.join("db").exists());
+
+    // A dripping peer beside honest ones: an honest one serves.
+    let r = catch_up_in(
+        &net,
+        d,
+        vec![
+            boxed(Tamper::new(&url(0), What::Drip)),
+            boxed(Tamper::new(&url(1), What::Nothing)),
+            boxed(Tamper::new(&url(2), What::Nothing)),
+        ],
+        Local::default(),
+        options,
+    );
+    let done = r.unwrap().expect("caught up from an honest peer");
+    assert!(
+        done.refused.len() <= 1 && done.refused.iter().all(|p| p.contains(&url(0))),
+        "{done:?}"
+    );
+    let (h, _, _) = installed(d);
+    assert_eq!(h, done.height);
+    c.shutdown().await;
+}
+
+/// Review S2b/c: the peer with the newest head alone decides nothing about
+/// whether a snapshot is needed: its false 410 for a height the honest
+/// peers still serve does not force a download, and its false 404 for a
+/// height every honest peer pruned does not leave the node on its stale
+/// state. (The honest peers here show heads a little older than the liar's,
+/// as lagging peers do, so the liar is the one with the newest head.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_alone_does_not_decide_whether_a_snapshot_is_needed() {
+    let c = pruning_cluster().await;
+    let net = network(&c);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = |i: usize| net.nodes[i].api_url.clone();
+    let frozen = |i: usize| {
+        let t = Tamper::new(&url(i), What::Nothing);
+        *t.frozen.lock().unwrap() = Some(t.inner.head().unwrap());
+        t
+    };
+    let lagging = [frozen(1), frozen(2)];
+    let older = lagging
+        .iter()
+        .map(|t| {
+            let head = t.frozen.lock().unwrap().clone().unwrap();
+            head.certificate.decode().unwrap()
+        })
+        .map(|cert: CommitCertificate| cert.ledger_info.commit.unwrap().height)
+        .max()
+        .unwrap();
+    // The liar's own head must be the newest.
+    c.wait_height(0, older + 1).await;
+    let [a, b] = lagging;
+
+    // (b) This node lacks only one height that everybody serves; the liar
+    // answers 410 for it. No snapshot.
+    let local = Local {
+        height: older - 1,
+        safety: None,
+    };
+    let r = catch_up_in(
+        &net,
+        d,
+        vec![
+            boxed(Tamper::new(&url(0), What::SaysPruned)),
+            boxed(a),
+            boxed(b),
+        ],
+        local,
+        CatchUpOptions::default(),
+    );
+    assert_eq!(r, Ok(None), "one peer's 410 forced a snapshot");
+    assert!(!d.join("db").exists());
+
+    // (c) This node is empty, every honest peer pruned height 1; the liar
+    // answers 404 for it (as if it could be synced). A snapshot all the
+    // same.
+    let r = catch_up_in(
+        &net,
+        d,
+        vec![
+            boxed(Tamper::new(&url(0), What::SaysMissing)),
+            boxed(frozen(1)),
+            boxed(frozen(2)),
+        ],
+        Local::default(),
+        CatchUpOptions::default(),
+    );
+    let done = r
+        .unwrap()
+        .expect("one peer's 404 kept the node off a snapshot");
+    let (h, _, _) = installed(d);
+    assert_eq!(h, done.height);
+    c.shutdown().await;
+}
+
+/// A peer that pages honestly but waits, before its first page, until its
+/// node moved far past the snapshot height and ran a pruning pass there:
+/// an install slower than the retention window (review S3).
+struct Slowest {
+    inner: HttpSnapshotSource,
+    /// Ask the node to pin the height (as catch-up does).
+    pin: bool,
+    waited: Mutex<bool>,
+}
+
+impl Slowest {
+    fn wait_past(&self, height: u64) {
+        if std::mem::replace(&mut *self.waited.lock().unwrap(), true) {
+            return;
+        }
+        // The node's committed height well past the window above `height`.
+        for _ in 0..600 {
+            let head = self.inner.head().unwrap();
+            let cert: CommitCertificate = head.certificate.decode().unwrap();
+            if cert.ledger_info.commit.unwrap().height > height + WINDOW + 5 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Then a pruning pass (one every 10 s) at that height: without a
+        // pin it removes `height + 4` (and `height`); with one it keeps
+        // both. Bounded by 20 s.
+        for _ in 0..200 {
+            if self.inner.committed(height + 4) == Ok(Committed::Pruned) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl SnapshotSource for Slowest {
+    fn name(&self) -> String {
+        format!("slowest {}", self.inner.name())
+    }
+    fn head(&self) -> Result<ExportHead, CatchUpError> {
+        self.inner.head()
+    }
+    fn page(&self, height: u64, after: Option<Digest>) -> Result<ExportSnapshot, CatchUpError> {
+        self.wait_past(height);
+        self.inner.page(height, after)
+    }
+    fn proof(&self, height: u64, key: Digest) -> Result<SnapshotProof, CatchUpError> {
+        self.inner.proof(height, key)
+    }
+    fn committed(&self, height: u64) -> Result<Committed, CatchUpError> {
+        self.inner.committed(height)
+    }
+    fn epochs(&self, from: u64) -> Result<Vec<CommitCertificate>, CatchUpError> {
+        self.inner.epochs(from)
+    }
+    fn pin(&self, height: u64) -> Result<(), CatchUpError> {
+        if self.pin {
+            self.inner.pin(height)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Review S3: a download slower than the serving peer's retention window
+/// completes, because the peer keeps the pinned height from its pruner;
+/// the same download without the pin fails once the height is pruned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_slower_than_the_peers_window_completes_on_a_pinned_height() {
+    let c = pruning_cluster().await;
+    let net = network(&c);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let slowest = |pin| {
+        vec![Box::new(Slowest {
+            inner: HttpSnapshotSource::new(&net.nodes[0].api_url, Duration::from_secs(10)),
+            pin,
+            waited: Mutex::new(false),
+        }) as Box<dyn SnapshotSource>]
+    };
+    // The floor is not what this test is about: a loaded machine may take
+    // a while to pass the window.
+    let options = CatchUpOptions {
+        floor: Floor {
+            grace: Duration::from_secs(300),
+            ..Floor::default()
+        },
+        ..CatchUpOptions::default()
+    };
+    // Without a pin, the height is pruned under the download.
+    let r = catch_up_in(&net, d, slowest(false), Local::default(), options);
+    assert_eq!(r, Err(CatchUpError::Exhausted), "the height was not pruned");
+    assert!(!d.join("db").exists());
+    // Pinned, the same slow download completes at its height.
+    let r = catch_up_in(&net, d, slowest(true), Local::default(), options);
+    let done = r.unwrap().expect("installed");
+    let (h, _, _) = installed(d);
+    assert_eq!(h, done.height);
+    let now = c.status(0).await.height;
+    assert!(
+        now > done.height + WINDOW,
+        "the download outlasted the window: snapshot {} head {now}",
+        done.height
+    );
+    c.shutdown().await;
+}
+
+/// The first peer stalls until the second one pruned the head it showed at
+/// the start, then fails; the second is tried at its current head (review
+/// S3: a long failed attempt left every later peer's start-up head pruned).
+struct StallThenFail {
+    inner: HttpSnapshotSource,
+    /// The peer that must prune `height` first.
+    other: HttpSnapshotSource,
+    height: u64,
+}
+
+impl SnapshotSource for StallThenFail {
+    fn name(&self) -> String {
+        format!("stalling {}", self.inner.name())
+    }
+    fn head(&self) -> Result<ExportHead, CatchUpError> {
+        self.inner.head()
+    }
+    fn page(&self, _: u64, _: Option<Digest>) -> Result<ExportSnapshot, CatchUpError> {
+        for _ in 0..600 {
+            if self.other.committed(self.height) == Ok(Committed::Pruned) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(CatchUpError::BadChunk("stalled".into()))
+    }
+    fn proof(&self, height: u64, key: Digest) -> Result<SnapshotProof, CatchUpError> {
+        self.inner.proof(height, key)
+    }
+    fn committed(&self, height: u64) -> Result<Committed, CatchUpError> {
+        self.inner.committed(height)
+    }
+    fn epochs(&self, from: u64) -> Result<Vec<CommitCertificate>, CatchUpError> {
+        self.inner.epochs(from)
+    }
+    fn pin(&self, height: u64) -> Result<(), CatchUpError> {
+        self.inner.pin(height)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_long_failed_attempt_the_next_peer_is_tried_at_its_current_head() {
+    let c = pruning_cluster().await;
+    let net = network(&c);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = |i: usize| net.nodes[i].api_url.clone();
+    // Node 1's head now; node 0 newer, so it is tried first.
+    let second = Tamper::new(&url(1), What::Nothing);
+    let shown = second.inner.head().unwrap();
+    let cert: CommitCertificate = shown.certificate.decode().unwrap();
+    let h1 = cert.ledger_info.commit.unwrap().height;
+    *second.frozen.lock().unwrap() = Some(shown);
+    c.wait_height(0, h1 + 1).await;
+    let first = StallThenFail {
+        inner: HttpSnapshotSource::new(&url(0), Duration::from_secs(10)),
+        other: HttpSnapshotSource::new(&url(1), Duration::from_secs(10)),
+        height: h1,
+    };
+    let options = CatchUpOptions {
+        floor: Floor {
+            grace: Duration::from_secs(300),
+            ..Floor::default()
+        },
+        ..CatchUpOptions::default()
+    };
+    let r = catch_up_in(
+        &net,
+        d,
+        vec![Box::new(first), boxed(second)],
+        Local::default(),
+        options,
+    );
+    let done = r
+        .unwrap()
+        .expect("the second peer served at its current head");
+    assert!(done.height > h1, "{done:?} (shown {h1})");
+    assert_eq!(done.refused.len(), 1, "{done:?}");
+    let (h, _, _) = installed(d);
+    assert_eq!(h, done.height);
     c.shutdown().await;
 }

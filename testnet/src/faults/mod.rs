@@ -225,6 +225,17 @@ pub fn scenarios() -> Vec<Scenario> {
             remote_dc: false,
             retain_heights: WIPE_WINDOW,
         },
+        Scenario {
+            name: "membership-pruning",
+            twins: 0,
+            byzantine: &[],
+            watch: true,
+            inject: membership_pruning,
+            honest: all,
+            nodes: 4,
+            remote_dc: false,
+            retain_heights: MEMBERSHIP_WINDOW,
+        },
     ]
 }
 
@@ -406,8 +417,55 @@ fn partition_heal(run: &mut Run<'_>) -> Result<String, TestnetError> {
 /// down, 4 of the 5 are a quorum only with its votes); clients (the load, the
 /// verified watch) follow both epoch changes.
 fn membership(run: &mut Run<'_>) -> Result<String, TestnetError> {
+    membership_with(run, false)
+}
+
+/// The retention window of the pruning membership scenario's nodes.
+const MEMBERSHIP_WINDOW: u64 = 100;
+
+/// Heights past which no peer serves height 1 from memory either (the
+/// default `consensus.retain_committed` is 1024 committed blocks).
+const PAST_MEMORY: u64 = 1100;
+
+/// `membership` on nodes that prune: once every node pruned height 1 and
+/// the chain is past the committed blocks peers keep in memory, the new
+/// node cannot replay from genesis; it must join from a certified snapshot
+/// and then vote.
+fn membership_pruning(run: &mut Run<'_>) -> Result<String, TestnetError> {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while run
+        .heights(&[0, 1, 2, 3])
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(0)
+        <= PAST_MEMORY
+    {
+        if Instant::now() > deadline {
+            run.violations.push(format!(
+                "the chain did not pass height {PAST_MEMORY} within 240 s"
+            ));
+            return Ok("too slow to pass the in-memory window".into());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    if !wait_pruned_height_one(run, 4, Duration::from_secs(120)) {
+        return Ok("peers never pruned".into());
+    }
+    let done = membership_with(run, true)?;
+    Ok(format!(
+        "peers pruning (window {MEMBERSHIP_WINDOW}); {done}"
+    ))
+}
+
+fn membership_with(run: &mut Run<'_>, from_snapshot: bool) -> Result<String, TestnetError> {
     let added = run.net.add_node()?;
     let joined = run.net.node_status(added)?;
+    if from_snapshot && !pruned_height_one(run, added) {
+        run.violations.push(format!(
+            "node{added} did not join from a snapshot (height 1 is not pruned there)"
+        ));
+    }
     run.expect_progress(
         &[0, 1, 2, 3, added],
         3,
@@ -442,7 +500,12 @@ fn membership(run: &mut Run<'_>) -> Result<String, TestnetError> {
         "after removing it",
     );
     Ok(format!(
-        "node{added} added under load (learner, then validator of epoch {}; with node3 down it signed {signed} of {} certificates); removed at epoch {left}",
+        "node{added} added under load ({}learner, then validator of epoch {}; with node3 down it signed {signed} of {} certificates); removed at epoch {left}",
+        if from_snapshot {
+            "from a certified snapshot, "
+        } else {
+            ""
+        },
         joined.epoch,
         (head + 1).saturating_sub(from)
     ))
@@ -516,6 +579,23 @@ fn kill9_under_load(run: &mut Run<'_>) -> Result<String, TestnetError> {
 
 /// The retention window of the wipe scenario's nodes.
 const WIPE_WINDOW: u64 = 40;
+
+/// Wait (bounded by `within`) until nodes `0..n` all answer 410 for height
+/// 1 (one pruning pass every 10 s); a violation if they never do.
+fn wait_pruned_height_one(run: &mut Run<'_>, n: usize, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while !(0..n).all(|i| pruned_height_one(run, i)) {
+        if Instant::now() > deadline {
+            run.violations.push(format!(
+                "the nodes did not prune height 1 within {} s",
+                within.as_secs()
+            ));
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    true
+}
 
 /// Whether node `i` answers that height 1 is pruned (410).
 fn pruned_height_one(run: &Run<'_>, i: usize) -> bool {
