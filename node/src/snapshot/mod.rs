@@ -697,6 +697,14 @@ fn pruned_by(sources: &[Box<dyn SnapshotSource>], heads: &[Head], height: u64) -
 /// The rounds a validator without its safety record must sit out.
 const REJOIN_MARGIN: u64 = 3;
 
+/// Most rounds the peers' reported round may lead the certified head's
+/// round by, in the rejoin guard (review-3 SNAP-3: when the f+1 count is
+/// off, e.g. network.json lists more Byzantine entries than f, reports of
+/// round u64::MAX made a wiped validator never vote or time out again).
+/// Rounds advance at most about once per 10 ms under load and a round
+/// timeout idle; a day of rounds is far beyond what honest peers report.
+const MAX_ROUND_LEAD: u64 = 24 * 3600 * 100;
+
 /// The safety record of a node that installs a snapshot without its own
 /// (a wiped data directory): it may have voted, before the wipe, in any
 /// round up to the one the network was in, and a second vote in such a
@@ -721,7 +729,8 @@ fn rejoin_safety(
     let reported = rounds
         .get(f_plus_one.saturating_sub(1))
         .copied()
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .min(head.round.saturating_add(MAX_ROUND_LEAD));
     let guard = head.round.max(reported).saturating_add(REJOIN_MARGIN);
     let mut safety = palisade_consensus::hotstuff::SafetyState::new(epoch);
     safety.last_voted_round = guard;
@@ -788,6 +797,11 @@ pub fn catch_up(
             .then(|| current_head(trust, source, shown))
             .flatten();
         let head = fresh.as_ref().unwrap_or(shown);
+        if head.info.height <= local.height {
+            // Never install a state older than the one this node has
+            // (review-3 SNAP-8: a lower head later in the list was tried).
+            continue;
+        }
         // Kept from its pruner while paged; a peer that refuses still
         // serves while the height is in its window.
         if let Err(e) = source.pin(head.info.height) {
@@ -1058,5 +1072,11 @@ mod tests {
         assert!(guard(30, &[Some(0), Some(41), Some(40)]) > 41);
         // With no peer saying, the certified head's round still counts.
         assert_eq!(guard(30, &[None, None, None]), 33);
+        // Review-3 SNAP-3: even when more liars than f report (the count
+        // is off), the guard stays within a day of rounds of the head.
+        assert_eq!(
+            guard(30, &[Some(u64::MAX - 5), Some(u64::MAX - 5), Some(40)]),
+            30 + MAX_ROUND_LEAD + REJOIN_MARGIN
+        );
     }
 }

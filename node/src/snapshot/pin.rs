@@ -20,8 +20,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Heights pinned at once.
-pub const MAX_PINS: usize = 4;
+/// Heights pinned at once. Only the lowest live pin holds the pruner back,
+/// and no pin outlives [`PIN_MAX_AGE`], so their number bounds memory only
+/// (about 40 bytes each): it is large so that an outsider holding pins
+/// cannot deny them to honest catch-ups (review-3 SNAP-1: with 4 slots, one
+/// client renewing 4 pins kept every honest download unpinned); filling it
+/// takes 65,536 renewals a minute.
+pub const MAX_PINS: usize = 65_536;
 /// A pin not renewed for this long is dropped.
 pub const PIN_IDLE: Duration = Duration::from_secs(60);
 /// A pin is dropped this long after it was taken, renewed or not.
@@ -61,23 +66,30 @@ impl Pins {
     /// how long it stays pinned without renewal.
     pub fn pin(&self, height: u64, kept: u64, now: Instant) -> Result<Duration, PinRefused> {
         let mut pins = self.0.lock().expect("pins lock");
-        pins.retain(|_, p| p.live(now));
-        if let Some(p) = pins.get_mut(&height) {
-            p.renewed = now;
-        } else {
-            if height < kept {
-                return Err(PinRefused::Pruned);
+        match pins.get_mut(&height) {
+            Some(p) if p.live(now) => p.renewed = now,
+            _ => {
+                pins.remove(&height);
+                if height < kept {
+                    return Err(PinRefused::Pruned);
+                }
+                if pins.len() >= MAX_PINS {
+                    // Expired pins are dropped lazily, only when they are
+                    // in the way (a pass over all of them per new pin would
+                    // cost O(MAX_PINS) per request).
+                    pins.retain(|_, p| p.live(now));
+                    if pins.len() >= MAX_PINS {
+                        return Err(PinRefused::Full);
+                    }
+                }
+                pins.insert(
+                    height,
+                    Pin {
+                        taken: now,
+                        renewed: now,
+                    },
+                );
             }
-            if pins.len() >= MAX_PINS {
-                return Err(PinRefused::Full);
-            }
-            pins.insert(
-                height,
-                Pin {
-                    taken: now,
-                    renewed: now,
-                },
-            );
         }
         let p = pins[&height];
         let left = PIN_MAX_AGE.saturating_sub(now.saturating_duration_since(p.taken));
@@ -137,6 +149,20 @@ mod tests {
         // An expired pin is not revived by a page.
         pins.renew(500, t1 + PIN_IDLE);
         assert_eq!(pins.lowest(t1 + PIN_IDLE), None);
+    }
+
+    /// Review-3 SNAP-1: with 4 slots, one outsider renewing 4 pins kept
+    /// every honest download unpinned. Slots are now many (only the lowest
+    /// pin costs disk): an honest pin beside a thousand others is taken.
+    #[test]
+    fn pins_held_by_an_outsider_do_not_deny_an_honest_pin() {
+        let pins = Pins::default();
+        let t0 = Instant::now();
+        for h in 0..1000u64 {
+            assert!(pins.pin(100 + h, 90, t0).is_ok());
+        }
+        assert!(pins.pin(5000, 90, t0 + Duration::from_secs(1)).is_ok());
+        assert_eq!(pins.lowest(t0), Some(100), "only the lowest pin holds disk");
     }
 
     #[test]
