@@ -210,7 +210,11 @@ impl Driver {
                         return;
                     }
                 }
-                if let Err(e) = self.replica.handle_message(now_ms(), frame.from, message) {
+                let (kind, round) = message_kind(&message);
+                let started = Instant::now();
+                let result = self.replica.handle_message(now_ms(), frame.from, message);
+                debug!(from = %frame.from.short(), kind, round, handled_us = started.elapsed().as_micros() as u64, "consensus message handled");
+                if let Err(e) = result {
                     self.ctx.metrics.refuse_consensus(&e);
                     debug!(from = %frame.from.short(), error = %e, "consensus message refused");
                 }
@@ -218,6 +222,7 @@ impl Driver {
             Wire::Txs(txs) => {
                 let ctx = self.ctx.clone();
                 let txs: Vec<SignedTransaction> = txs.into_iter().take(MAX_GOSSIP_TXS).collect();
+                debug!(from = %frame.from.short(), txs = txs.len(), "gossip received");
                 // Verification is CPU work: off the driver's task.
                 tokio::task::spawn_blocking(move || {
                     for tx in txs {
@@ -369,12 +374,19 @@ impl Driver {
         // Execution lists them all at once; bounded for safety.
         for _ in 0..4 {
             let n = txs.len();
+            let started = Instant::now();
             match self
                 .replica
                 .handle_payload(now_ms(), due.round, encode_payload(&txs))
             {
                 Ok(()) => {
-                    debug!(round = due.round, txs = n, "proposed");
+                    debug!(
+                        round = due.round,
+                        txs = n,
+                        waited_us = due.asked_at.elapsed().as_micros() as u64,
+                        handled_us = started.elapsed().as_micros() as u64,
+                        "proposed"
+                    );
                     return;
                 }
                 Err(ConsensusError::Execution(ExecutionError::Inadmissible { tx_ids, reason })) => {
@@ -401,7 +413,16 @@ impl Driver {
     /// One sync for everything written so far, then the held-back messages
     /// in order, then the commit notification.
     fn release(&mut self, held: &mut Vec<Held>, notify: &mut Option<u64>) -> Result<(), NodeError> {
+        let started = Instant::now();
         self.ctx.store.sync()?;
+        if !held.is_empty() || notify.is_some() {
+            debug!(
+                sync_us = started.elapsed().as_micros() as u64,
+                messages = held.len(),
+                commit = notify.unwrap_or(0),
+                "synced, releasing"
+            );
+        }
         for h in held.drain(..) {
             match h {
                 Held::Send(to, bytes) => self.ctx.net.send(to, bytes),
@@ -604,6 +625,20 @@ impl Driver {
 enum Held {
     Send(PublicKey, Vec<u8>),
     Broadcast(Vec<u8>),
+}
+
+/// A message's kind and round, for the logs.
+fn message_kind(message: &Message) -> (&'static str, u64) {
+    match message {
+        Message::Proposal(p) => ("proposal", p.block.round),
+        Message::Vote(v) => ("vote", v.vote_data.round),
+        Message::Timeout(t) => ("timeout", t.round),
+        Message::SyncInfo(_) => ("sync_info", 0),
+        Message::BlockRequest(_) => ("block_request", 0),
+        Message::BlockResponse(_) => ("block_response", 0),
+        Message::CommitRequest(_) => ("commit_request", 0),
+        Message::CommitResponse(_) => ("commit_response", 0),
+    }
 }
 
 fn wire(message: &Message) -> Vec<u8> {
