@@ -41,6 +41,11 @@ use crate::storage::NodeStore;
 /// Blocks per sync response served from storage (the core's default batch).
 const SYNC_BATCH: usize = 64;
 
+/// Bound on proposals made inside one drain before its sync (a single
+/// validator's own vote forms the next QC at once, so without a bound its
+/// chain of immediate proposals would run until the ancestors are empty).
+const MAX_PROPOSALS_PER_DRAIN: usize = 4;
+
 /// Milliseconds since the Unix epoch: the `now` handed to the core.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -160,6 +165,13 @@ impl Driver {
     pub(crate) async fn run(mut self, mut shutdown: Shutdown) -> Result<(), NodeError> {
         self.drain()?;
         loop {
+            if self.proposal_due_now() {
+                // Not through the select's timer: a zero sleep still waits
+                // for the next tick of tokio's millisecond wheel.
+                self.propose();
+                self.drain()?;
+                continue;
+            }
             let sleep =
                 Duration::from_millis(self.replica.next_deadline().saturating_sub(now_ms()));
             let payload_wait = self.payload_wait();
@@ -343,6 +355,15 @@ impl Driver {
         Some((due.asked_at + Duration::from_millis(wait)).saturating_duration_since(Instant::now()))
     }
 
+    /// Whether this node leads the current round and should propose now
+    /// (no proposal delay left to wait).
+    fn proposal_due_now(&self) -> bool {
+        self.due
+            .as_ref()
+            .is_some_and(|d| d.round == self.replica.round())
+            && self.payload_wait() == Some(Duration::ZERO)
+    }
+
     fn propose(&mut self) {
         let Some(due) = self.due.take() else { return };
         let max_txs = self
@@ -435,16 +456,41 @@ impl Driver {
         Ok(())
     }
 
-    /// Carry out the replica's outputs in order.
+    /// Carry out the replica's outputs in order. When they make this node
+    /// the leader of the next round with a proposal due at once (the QC just
+    /// formed here), it proposes before the sync: the commit the QC caused,
+    /// the new block and the leader's safety record become durable in one
+    /// sync, and the proposal leaves without waiting for another turn of the
+    /// loop (a timer tick) and a second sync.
     fn drain(&mut self) -> Result<(), NodeError> {
         let round_before = self.ctx.progress.borrow().round;
-        let outputs = self.replica.take_outputs();
         let mut committed: Vec<CommittedBlock> = Vec::new();
         let mut held: Vec<Held> = Vec::new();
         let mut notify: Option<u64> = None;
+        for pass in 0..=MAX_PROPOSALS_PER_DRAIN {
+            self.carry_out(&mut committed, &mut held, &mut notify)?;
+            if pass == MAX_PROPOSALS_PER_DRAIN || !self.proposal_due_now() {
+                break;
+            }
+            self.propose();
+        }
+        self.release(&mut held, &mut notify)?;
+        self.update_progress(round_before);
+        Ok(())
+    }
+
+    /// One batch of the replica's outputs, in order: writes done (unsynced),
+    /// messages held back, commits indexed.
+    fn carry_out(
+        &mut self,
+        committed: &mut Vec<CommittedBlock>,
+        held: &mut Vec<Held>,
+        notify: &mut Option<u64>,
+    ) -> Result<(), NodeError> {
+        let outputs = self.replica.take_outputs();
         for out in outputs {
             if !matches!(out, Output::Committed(_)) && !committed.is_empty() {
-                notify = Some(self.on_committed(std::mem::take(&mut committed))?);
+                *notify = Some(self.on_committed(std::mem::take(committed))?);
             }
             match out {
                 Output::PersistSafety(s) => self.ctx.store.put_safety_state(&s)?,
@@ -494,7 +540,7 @@ impl Driver {
                 }
                 Output::NewEpoch(set) => {
                     // Messages of the old epoch go to the old peers.
-                    self.release(&mut held, &mut notify)?;
+                    self.release(held, notify)?;
                     info!(
                         epoch = set.epoch,
                         validators = set.validators.len(),
@@ -519,10 +565,8 @@ impl Driver {
             }
         }
         if !committed.is_empty() {
-            notify = Some(self.on_committed(committed)?);
+            *notify = Some(self.on_committed(std::mem::take(committed))?);
         }
-        self.release(&mut held, &mut notify)?;
-        self.update_progress(round_before);
         Ok(())
     }
 
