@@ -15,7 +15,9 @@
 //! `consensus.proposal_delay_ms` to fill the block) or a recent ancestor
 //! carries some (its descendants' QCs commit it and tell the other replicas);
 //! an idle chain proposes empty blocks only every half round timeout, so an
-//! idle node stays nearly idle.
+//! idle node stays nearly idle. A proposal due at once is made inside the
+//! drain whose outputs asked for it (typically: the QC just formed here), so
+//! the commit that QC caused and the new block share one sync.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
