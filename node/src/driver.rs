@@ -15,7 +15,9 @@
 //! `consensus.proposal_delay_ms` to fill the block) or a recent ancestor
 //! carries some (its descendants' QCs commit it and tell the other replicas);
 //! an idle chain proposes empty blocks only every half round timeout, so an
-//! idle node stays nearly idle.
+//! idle node stays nearly idle. A proposal due at once is made inside the
+//! drain whose outputs asked for it (typically: the QC just formed here), so
+//! the commit that QC caused and the new block share one sync.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -40,6 +42,11 @@ use crate::storage::NodeStore;
 
 /// Blocks per sync response served from storage (the core's default batch).
 const SYNC_BATCH: usize = 64;
+
+/// Bound on proposals made inside one drain before its sync (a single
+/// validator's own vote forms the next QC at once, so without a bound its
+/// chain of immediate proposals would run until the ancestors are empty).
+const MAX_PROPOSALS_PER_DRAIN: usize = 4;
 
 /// Milliseconds since the Unix epoch: the `now` handed to the core.
 pub(crate) fn now_ms() -> u64 {
@@ -160,6 +167,13 @@ impl Driver {
     pub(crate) async fn run(mut self, mut shutdown: Shutdown) -> Result<(), NodeError> {
         self.drain()?;
         loop {
+            if self.proposal_due_now() {
+                // Not through the select's timer: a zero sleep still waits
+                // for the next tick of tokio's millisecond wheel.
+                self.propose();
+                self.drain()?;
+                continue;
+            }
             let sleep =
                 Duration::from_millis(self.replica.next_deadline().saturating_sub(now_ms()));
             let payload_wait = self.payload_wait();
@@ -210,7 +224,11 @@ impl Driver {
                         return;
                     }
                 }
-                if let Err(e) = self.replica.handle_message(now_ms(), frame.from, message) {
+                let (kind, round) = message_kind(&message);
+                let started = Instant::now();
+                let result = self.replica.handle_message(now_ms(), frame.from, message);
+                debug!(from = %frame.from.short(), kind, round, handled_us = started.elapsed().as_micros() as u64, "consensus message handled");
+                if let Err(e) = result {
                     self.ctx.metrics.refuse_consensus(&e);
                     debug!(from = %frame.from.short(), error = %e, "consensus message refused");
                 }
@@ -218,6 +236,7 @@ impl Driver {
             Wire::Txs(txs) => {
                 let ctx = self.ctx.clone();
                 let txs: Vec<SignedTransaction> = txs.into_iter().take(MAX_GOSSIP_TXS).collect();
+                debug!(from = %frame.from.short(), txs = txs.len(), "gossip received");
                 // Verification is CPU work: off the driver's task.
                 tokio::task::spawn_blocking(move || {
                     for tx in txs {
@@ -338,6 +357,15 @@ impl Driver {
         Some((due.asked_at + Duration::from_millis(wait)).saturating_duration_since(Instant::now()))
     }
 
+    /// Whether this node leads the current round and should propose now
+    /// (no proposal delay left to wait).
+    fn proposal_due_now(&self) -> bool {
+        self.due
+            .as_ref()
+            .is_some_and(|d| d.round == self.replica.round())
+            && self.payload_wait() == Some(Duration::ZERO)
+    }
+
     fn propose(&mut self) {
         let Some(due) = self.due.take() else { return };
         let max_txs = self
@@ -369,12 +397,19 @@ impl Driver {
         // Execution lists them all at once; bounded for safety.
         for _ in 0..4 {
             let n = txs.len();
+            let started = Instant::now();
             match self
                 .replica
                 .handle_payload(now_ms(), due.round, encode_payload(&txs))
             {
                 Ok(()) => {
-                    debug!(round = due.round, txs = n, "proposed");
+                    debug!(
+                        round = due.round,
+                        txs = n,
+                        waited_us = due.asked_at.elapsed().as_micros() as u64,
+                        handled_us = started.elapsed().as_micros() as u64,
+                        "proposed"
+                    );
                     return;
                 }
                 Err(ConsensusError::Execution(ExecutionError::Inadmissible { tx_ids, reason })) => {
@@ -401,7 +436,16 @@ impl Driver {
     /// One sync for everything written so far, then the held-back messages
     /// in order, then the commit notification.
     fn release(&mut self, held: &mut Vec<Held>, notify: &mut Option<u64>) -> Result<(), NodeError> {
+        let started = Instant::now();
         self.ctx.store.sync()?;
+        if !held.is_empty() || notify.is_some() {
+            debug!(
+                sync_us = started.elapsed().as_micros() as u64,
+                messages = held.len(),
+                commit = notify.unwrap_or(0),
+                "synced, releasing"
+            );
+        }
         for h in held.drain(..) {
             match h {
                 Held::Send(to, bytes) => self.ctx.net.send(to, bytes),
@@ -414,16 +458,41 @@ impl Driver {
         Ok(())
     }
 
-    /// Carry out the replica's outputs in order.
+    /// Carry out the replica's outputs in order. When they make this node
+    /// the leader of the next round with a proposal due at once (the QC just
+    /// formed here), it proposes before the sync: the commit the QC caused,
+    /// the new block and the leader's safety record become durable in one
+    /// sync, and the proposal leaves without waiting for another turn of the
+    /// loop (a timer tick) and a second sync.
     fn drain(&mut self) -> Result<(), NodeError> {
         let round_before = self.ctx.progress.borrow().round;
-        let outputs = self.replica.take_outputs();
         let mut committed: Vec<CommittedBlock> = Vec::new();
         let mut held: Vec<Held> = Vec::new();
         let mut notify: Option<u64> = None;
+        for pass in 0..=MAX_PROPOSALS_PER_DRAIN {
+            self.carry_out(&mut committed, &mut held, &mut notify)?;
+            if pass == MAX_PROPOSALS_PER_DRAIN || !self.proposal_due_now() {
+                break;
+            }
+            self.propose();
+        }
+        self.release(&mut held, &mut notify)?;
+        self.update_progress(round_before);
+        Ok(())
+    }
+
+    /// One batch of the replica's outputs, in order: writes done (unsynced),
+    /// messages held back, commits indexed.
+    fn carry_out(
+        &mut self,
+        committed: &mut Vec<CommittedBlock>,
+        held: &mut Vec<Held>,
+        notify: &mut Option<u64>,
+    ) -> Result<(), NodeError> {
+        let outputs = self.replica.take_outputs();
         for out in outputs {
             if !matches!(out, Output::Committed(_)) && !committed.is_empty() {
-                notify = Some(self.on_committed(std::mem::take(&mut committed))?);
+                *notify = Some(self.on_committed(std::mem::take(committed))?);
             }
             match out {
                 Output::PersistSafety(s) => self.ctx.store.put_safety_state(&s)?,
@@ -473,7 +542,7 @@ impl Driver {
                 }
                 Output::NewEpoch(set) => {
                     // Messages of the old epoch go to the old peers.
-                    self.release(&mut held, &mut notify)?;
+                    self.release(held, notify)?;
                     info!(
                         epoch = set.epoch,
                         validators = set.validators.len(),
@@ -498,10 +567,8 @@ impl Driver {
             }
         }
         if !committed.is_empty() {
-            notify = Some(self.on_committed(committed)?);
+            *notify = Some(self.on_committed(std::mem::take(committed))?);
         }
-        self.release(&mut held, &mut notify)?;
-        self.update_progress(round_before);
         Ok(())
     }
 
@@ -604,6 +671,20 @@ impl Driver {
 enum Held {
     Send(PublicKey, Vec<u8>),
     Broadcast(Vec<u8>),
+}
+
+/// A message's kind and round, for the logs.
+fn message_kind(message: &Message) -> (&'static str, u64) {
+    match message {
+        Message::Proposal(p) => ("proposal", p.block.round),
+        Message::Vote(v) => ("vote", v.vote_data.round),
+        Message::Timeout(t) => ("timeout", t.round),
+        Message::SyncInfo(_) => ("sync_info", 0),
+        Message::BlockRequest(_) => ("block_request", 0),
+        Message::BlockResponse(_) => ("block_response", 0),
+        Message::CommitRequest(_) => ("commit_request", 0),
+        Message::CommitResponse(_) => ("commit_response", 0),
+    }
 }
 
 fn wire(message: &Message) -> Vec<u8> {

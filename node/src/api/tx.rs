@@ -146,6 +146,7 @@ pub(crate) async fn submit(
         Ok(_) | Err(AdmitError::Duplicate) => {}
         Err(e) => return Err(admit_error(e)),
     }
+    tracing::debug!(tx = %id, "admitted");
     let mut current = receipt(&ctx, &id)?;
     if req.wait && current.is_none() {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(ctx.api.wait_timeout_ms);
@@ -162,6 +163,7 @@ pub(crate) async fn submit(
             }
         }
     }
+    tracing::debug!(tx = %id, height = current.as_ref().map(|r| r.height), "answered");
     let code = if current.is_some() {
         StatusCode::OK
     } else {

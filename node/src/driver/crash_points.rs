@@ -248,3 +248,41 @@ fn every_crash_point_keeps_every_announced_commit() {
     }
     assert!(checked > 2 * writes);
 }
+
+/// A QC formed here that makes this node the next leader, with a proposal
+/// due at once, leads to the proposal inside the same drain: the commit it
+/// caused and the new block become durable in one sync and the proposal
+/// does not wait for another turn of the driver's loop. On a single
+/// validator every own vote forms the next QC, so one drain carries the
+/// transaction's block to its commit (its child and grandchild proposed at
+/// once), with one sync before the announcement.
+#[test]
+fn a_qc_that_makes_this_node_leader_proposes_in_the_same_drain() {
+    let key = SecretKey::from_seed([1; 32]);
+    let writer = SecretKey::from_seed([2; 32]);
+    let g = genesis(&key, &writer);
+    let kv = Arc::new(LoggingKv::default());
+    let store = NodeStore::new(kv.clone());
+    let (mut d, ctx, _trigger) = driver(store.clone(), &key, &g);
+    let mut announced = ctx.commits.subscribe();
+    d.drain().unwrap();
+    assert!(d.due.is_some(), "the only validator leads the first round");
+    let tx = register(&g.hash(), &writer, 0);
+    ctx.admit(tx.clone(), false).unwrap();
+    let before = kv.log.lock().unwrap().len();
+    d.propose();
+    d.drain().unwrap();
+    let log = kv.log.lock().unwrap()[before..].to_vec();
+    let syncs = log.iter().filter(|o| matches!(o, Op::Sync)).count();
+    let at = store.tx_location(&tx.id()).unwrap().map(|l| l.height);
+    assert_eq!(
+        at,
+        Some(1),
+        "the transaction's block committed in this drain"
+    );
+    assert!(announced.try_recv().unwrap() >= 1, "and was announced");
+    assert_eq!(
+        syncs, 1,
+        "one sync for the proposals and the commit: {log:?}"
+    );
+}
