@@ -6,7 +6,7 @@
 //! Routes (all under the node's API URL):
 //! - `POST /v1/tx` [`SubmitRequest`] -> [`SubmitResponse`]
 //! - `GET /v1/tx/{id}` -> [`SubmitResponse`]
-//! - `GET /v1/services/{namespace}/{service}` -> [`LookupResponse`] (absent services too)
+//! - `GET /v1/services/{namespace}/{service}[?record=false]` -> [`LookupResponse`] (absent services too; `record=false` leaves out the unverified decoded `record`)
 //! - `GET /v1/namespaces/{namespace}` -> [`NamespaceResponse`]
 //! - `GET /v1/epochs?from=E` -> [`EpochsResponse`]
 //! - `GET /v1/accounts/{public_key_hex}` -> [`AccountResponse`] (proven committed sequence)

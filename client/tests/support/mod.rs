@@ -229,6 +229,8 @@ pub fn tx_node(
             return Reply::ok(&account_answer(&chain, key, NEXT_SEQUENCE, suggested));
         }
         if let Some(rest) = req.path.strip_prefix("/v1/services/") {
+            // The SDK's lookup asks `?record=false`: the query is not the name.
+            let rest = rest.split('?').next().unwrap_or_default();
             let (ns, svc) = rest.split_once('/').unwrap();
             let txs = if behavior.applies() {
                 log.lock().unwrap().clone()

@@ -121,13 +121,34 @@ impl<'a> StateReader<'a> {
     /// A service's index (or its absence) with proof, and the instance
     /// records the index lists, in its order.
     pub fn service(&self, namespace: &str, service: &str) -> Result<ServiceProof, StateError> {
+        self.service_reusing(namespace, service, None)
+    }
+
+    /// [`StateReader::service`], taking the instance records from `known`
+    /// (an index's canonical bytes and the records it lists, in its order)
+    /// when this version's index has exactly those bytes: an index lists the
+    /// hash of every record ([`palisade_crypto::ServiceIndex`]), so equal
+    /// index bytes name the same records at any version. This spares a
+    /// lookup its one store read per instance while the service is unchanged.
+    pub fn service_reusing(
+        &self,
+        namespace: &str,
+        service: &str,
+        known: Option<(&[u8], &[Vec<u8>])>,
+    ) -> Result<ServiceProof, StateError> {
         let key = StateKey::Service {
             namespace: namespace.to_string(),
             service: service.to_string(),
         };
         let (value, proof) = self.prove(&key)?;
         let mut instances = Vec::new();
-        if let Some(bytes) = &value {
+        let reuse = match (&value, known) {
+            (Some(bytes), Some((index, records))) if bytes[..] == index[..] => Some(records),
+            _ => None,
+        };
+        if let Some(records) = reuse {
+            instances = records.to_vec();
+        } else if let Some(bytes) = &value {
             let index: ServiceIndex = decode(bytes).map_err(|e| StateError::Corrupt {
                 key: format!("{key:?}"),
                 reason: e.to_string(),

@@ -199,6 +199,7 @@ pub(crate) fn router(ctx: Arc<Context>) -> Router {
     router
         .fallback(fallback)
         .layer(axum::Extension(Arc::new(watch::WatchLimits::default())))
+        .layer(axum::Extension(Arc::new(query::LookupCache::default())))
         .layer(middleware::from_fn_with_state(
             limits::RequestLimit::new(ctx.api.max_concurrent_requests),
             limits::limit_concurrency,

@@ -53,7 +53,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 
-use super::query::lookup_at;
+use super::query::{lookup_at, Record};
 use super::{check_name, ApiErr};
 use crate::context::Context;
 use crate::ByzantineMode;
@@ -240,7 +240,15 @@ impl Scanner {
             carried.clear();
         }
         for (ns, svc) in carried {
-            let lookup = lookup_at(&ctx, proof_height, &proof_cert, &ns, &svc)?;
+            let lookup = lookup_at(
+                &ctx,
+                proof_height,
+                &proof_cert,
+                &ns,
+                &svc,
+                Record::Included,
+                None,
+            )?;
             let update = WatchUpdate {
                 namespace: ns,
                 service: svc,
@@ -258,12 +266,18 @@ impl Scanner {
         // The watched service's state at `certified`, proven under the same
         // certificate (omitted when too large: the client looks it up).
         let subject = match &self.service {
-            Some(svc) => {
-                Some(lookup_at(&ctx, certified, &cert, &self.namespace, svc)?).filter(|l| {
-                    serde_json::to_string(l).map_or(0, |s| s.len())
-                        <= ctx.api.watch_inline_max_bytes
-                })
-            }
+            Some(svc) => Some(lookup_at(
+                &ctx,
+                certified,
+                &cert,
+                &self.namespace,
+                svc,
+                Record::Included,
+                None,
+            )?)
+            .filter(|l| {
+                serde_json::to_string(l).map_or(0, |s| s.len()) <= ctx.api.watch_inline_max_bytes
+            }),
             None => None,
         };
         // A namespace watch's change chain at `certified`, down to the

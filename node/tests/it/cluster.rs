@@ -282,6 +282,25 @@ async fn four_nodes_commit_serve_verified_lookups_and_a_restarted_node_catches_u
     let verified = lookup.proof().unwrap().verify(&ledger).unwrap();
     let record = verified.record.expect("service present");
     assert_eq!(record.instances[0].instance, "i1");
+    assert_eq!(lookup.record.as_ref().map(|r| r.instances.len()), Some(1));
+    // A verifying client leaves out the decoded copy: the same proof
+    // material at the same height, no `record`.
+    let lean: LookupResponse = get_json(c.api(2), "/v1/services/prod/api?record=false", 200).await;
+    assert!(lean.record.is_none(), "{lean:?}");
+    if lean.height == lookup.height {
+        assert_eq!(lean.lookup.bytes(), lookup.lookup.bytes());
+        assert_eq!(lean.instances.len(), lookup.instances.len());
+    }
+    let ledger = lean
+        .certificate
+        .decode()
+        .unwrap()
+        .verify(&c.validators(), &c.genesis.chain_id)
+        .unwrap();
+    let lean_record = lean.proof().unwrap().verify(&ledger).unwrap().record;
+    assert_eq!(lean_record.unwrap().instances[0].instance, "i1");
+    let (status, _) = request(c.api(2), "GET", "/v1/services/prod/api?record=maybe", None).await;
+    assert_eq!(status, 400, "a malformed query is refused");
     // The transport counts the bytes it sent to the other validators.
     let (_, metrics) = request(c.api(0), "GET", "/metrics", None).await;
     let metrics = String::from_utf8(metrics).unwrap();

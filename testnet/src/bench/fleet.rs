@@ -23,13 +23,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use palisade_client::{
-    enrollment, load_network_file, parse_endpoint, registration, Client, ClientConfig, ClientError,
-    Signer,
+    enrollment, load_network_file, parse_endpoint, registration, verify_lookup, Client,
+    ClientConfig, ClientError, Signer,
 };
 use palisade_crypto::api::MAX_HEARTBEATS_PER_REQUEST;
 use palisade_crypto::{Role, SecretKey, SignedHeartbeat, TxBody};
 
-use crate::bench::procfs::{disk_usage, Snapshot};
+use crate::bench::procfs::{disk_usage, SchedStat, Snapshot};
 use crate::bench::stats::Latencies;
 use crate::cluster::{alive, Testnet};
 
@@ -44,6 +44,13 @@ const REGISTER_THREADS: usize = 8;
 const LOOKUP_THREADS: usize = 2;
 /// Slack after the TTL within which a stopped instance must be gone.
 const EXPIRY_SLACK: Duration = Duration::from_secs(10);
+/// The route whose serving time the nodes' `/metrics` histogram keeps.
+const LOOKUP_ROUTE: &str = "/v1/services/{namespace}/{service}";
+/// One lookup answer in this many is verified a second time, timed: the
+/// client's verification share of a lookup.
+const VERIFY_SAMPLE: u64 = 8;
+/// Largest `/metrics` answer read (bytes).
+const MAX_METRICS_BYTES: u64 = 4 << 20;
 
 /// `bench fleet` parameters.
 #[derive(Debug, Clone, clap::Args)]
@@ -82,8 +89,16 @@ pub struct FleetResult {
     pub missed: u64,
     /// Stopped instances (the sample).
     pub stopped: u64,
-    /// Verified lookups.
+    /// Verified lookups (client side: request, answer, verification).
     pub lookups: Latencies,
+    /// A sample of the lookups' verification alone (client CPU).
+    pub verify: Latencies,
+    /// The nodes' own serving time of the lookups (their `/metrics`).
+    pub served: ServerHistogram,
+    /// The lookup threads' scheduler counters (run, waiting for a core).
+    pub client_sched: SchedStat,
+    /// The nodes' tokio workers' scheduler counters over the lookup phase.
+    pub workers_sched: SchedStat,
     /// Nodes' CPU over the heartbeat-only window, in cores.
     pub heartbeat_cores: f64,
     /// Mean data directory size per node at the end, MiB.
@@ -322,37 +337,174 @@ impl Sender {
     }
 }
 
+/// The nodes' serving-time histogram of [`LOOKUP_ROUTE`] (answers 200),
+/// summed over nodes: cumulative counts per upper bound (seconds).
+#[derive(Debug, Clone, Default)]
+pub struct ServerHistogram {
+    buckets: Vec<(f64, u64)>,
+}
+
+impl ServerHistogram {
+    /// Read every node's `/metrics` (a node that does not answer adds nothing).
+    fn scrape(urls: &[String]) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let mut sum = ServerHistogram::default();
+        for url in urls {
+            let body = agent
+                .get(&format!("{url}/metrics"))
+                .call()
+                .and_then(|mut r| {
+                    r.body_mut()
+                        .with_config()
+                        .limit(MAX_METRICS_BYTES)
+                        .read_to_string()
+                });
+            match body {
+                Ok(text) => sum.add(&Self::parse(&text)),
+                Err(e) => progress(&format!("{url}/metrics: {e}")),
+            }
+        }
+        sum
+    }
+
+    /// The lookup route's buckets in a Prometheus text answer.
+    fn parse(text: &str) -> Self {
+        let route = format!("route=\"{LOOKUP_ROUTE}\"");
+        let mut buckets = Vec::new();
+        for line in text.lines() {
+            let name_end = line.find('{').unwrap_or(0);
+            if !line[..name_end].ends_with("api_request_seconds_bucket") {
+                continue;
+            }
+            let rest = &line[name_end + 1..];
+            let Some((labels, value)) = rest.rsplit_once(' ') else {
+                continue;
+            };
+            if !labels.contains(&route) || !labels.contains("status=\"200\"") {
+                continue;
+            }
+            let Some(le) = labels
+                .split_once("le=\"")
+                .and_then(|(_, v)| v.split_once('"'))
+                .map(|(v, _)| v)
+            else {
+                continue;
+            };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                match le.parse::<f64>() {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                }
+            };
+            if let Ok(count) = value.trim().parse::<f64>() {
+                buckets.push((le, count as u64));
+            }
+        }
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        ServerHistogram { buckets }
+    }
+
+    fn add(&mut self, other: &Self) {
+        for &(le, n) in &other.buckets {
+            match self.buckets.iter_mut().find(|(l, _)| *l == le) {
+                Some((_, m)) => *m += n,
+                None => self.buckets.push((le, n)),
+            }
+        }
+        self.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+
+    /// What was added since `earlier`.
+    fn since(&self, earlier: &Self) -> Self {
+        let buckets = self
+            .buckets
+            .iter()
+            .map(|&(le, n)| {
+                let before = earlier
+                    .buckets
+                    .iter()
+                    .find(|(l, _)| *l == le)
+                    .map_or(0, |(_, m)| *m);
+                (le, n.saturating_sub(before))
+            })
+            .collect();
+        ServerHistogram { buckets }
+    }
+
+    /// Lookups served.
+    pub fn count(&self) -> u64 {
+        self.buckets.last().map_or(0, |(_, n)| *n)
+    }
+
+    /// Upper bound (ms) of the bucket holding quantile `q` (0..=1), `None`
+    /// without samples; infinite when it lies above the last finite bound.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).max(1);
+        self.buckets
+            .iter()
+            .find(|(_, n)| *n >= rank)
+            .map(|(le, _)| le * 1000.0)
+    }
+}
+
 /// One round of verified lookups of every service: the instances seen.
 fn scan(
     c: &Client,
     ns: &str,
     services: u64,
     lookups: &Mutex<Latencies>,
+    verify: &Mutex<Latencies>,
+    sched: &Mutex<SchedStat>,
 ) -> Result<HashSet<String>, String> {
+    let trust = c.trusted();
     let next = AtomicU64::new(0);
     let seen: Mutex<HashSet<String>> = Mutex::new(HashSet::new());
     let failed: Mutex<Option<String>> = Mutex::new(None);
+    let lookup_loop = || loop {
+        let j = next.fetch_add(1, Ordering::Relaxed);
+        if j >= services {
+            return;
+        }
+        let service = format!("svc{j:05}");
+        let t = Instant::now();
+        match c.lookup_fresh(ns, &service) {
+            Ok((v, response)) => {
+                lookups.lock().expect("lock").push(t.elapsed());
+                if j % VERIFY_SAMPLE == 0 {
+                    let t = Instant::now();
+                    let again = verify_lookup(&trust, ns, &service, &response, now_ms(), None);
+                    let took = t.elapsed();
+                    if again.is_ok() {
+                        verify.lock().expect("lock").push(took);
+                    }
+                }
+                let mut seen = seen.lock().expect("lock");
+                for i in v.instances() {
+                    seen.insert(i.instance.clone());
+                }
+            }
+            Err(e) => {
+                *failed.lock().expect("lock") = Some(format!("lookup {service}: {e}"));
+                return;
+            }
+        }
+    };
     std::thread::scope(|s| {
         for _ in 0..LOOKUP_THREADS {
-            s.spawn(|| loop {
-                let j = next.fetch_add(1, Ordering::Relaxed);
-                if j >= services {
-                    return;
-                }
-                let service = format!("svc{j:05}");
-                let t = Instant::now();
-                match c.lookup_fresh(ns, &service) {
-                    Ok((v, _)) => {
-                        lookups.lock().expect("lock").push(t.elapsed());
-                        let mut seen = seen.lock().expect("lock");
-                        for i in v.instances() {
-                            seen.insert(i.instance.clone());
-                        }
-                    }
-                    Err(e) => {
-                        *failed.lock().expect("lock") = Some(format!("lookup {service}: {e}"));
-                        return;
-                    }
+            s.spawn(|| {
+                let start = SchedStat::this_thread();
+                lookup_loop();
+                if let (Some(a), Some(b)) = (start, SchedStat::this_thread()) {
+                    sched.lock().expect("lock").add(&b.since(&a));
                 }
             });
         }
@@ -513,6 +665,16 @@ fn steady(
     ));
 
     let lookups = Mutex::new(Latencies::new());
+    let verify = Mutex::new(Latencies::new());
+    let urls: Vec<String> = c
+        .network()
+        .nodes
+        .iter()
+        .map(|n| n.api_url.clone())
+        .collect();
+    let served0 = ServerHistogram::scrape(&urls);
+    let client_sched = Mutex::new(SchedStat::default());
+    let workers0 = SchedStat::threads_named(pids, "tokio-rt-worker");
     let mut spurious: HashSet<String> = HashSet::new();
     let mut ever_seen: HashSet<String> = HashSet::new();
     let mut stopped_at: Option<Instant> = None;
@@ -530,7 +692,7 @@ fn steady(
         if mid_disk.is_none() && started.elapsed() >= phase / 2 {
             mid_disk = Some(disk_mib());
         }
-        let seen = scan(c, ns, services, &lookups)?;
+        let seen = scan(c, ns, services, &lookups, &verify, &client_sched)?;
         let stopped = sender.stopped.lock().expect("lock").clone();
         for i in 0..args.instances {
             let (_, name) = names(i);
@@ -566,7 +728,7 @@ fn steady(
     let blocks_per_s =
         ((probes.height)().saturating_sub(height0)) as f64 / started.elapsed().as_secs_f64();
     let wal_mib = (probes.wal_mib)();
-    let seen = scan(c, ns, services, &lookups)?;
+    let seen = scan(c, ns, services, &lookups, &verify, &client_sched)?;
     let missed = seen
         .iter()
         .filter(|name| identity_of(name).is_some_and(|id| stopped.contains(&id)))
@@ -592,6 +754,10 @@ fn steady(
         missed,
         stopped: stopped_instances,
         lookups: lookups.into_inner().expect("lock"),
+        verify: verify.into_inner().expect("lock"),
+        served: ServerHistogram::scrape(&urls).since(&served0),
+        client_sched: client_sched.into_inner().expect("lock"),
+        workers_sched: SchedStat::threads_named(pids, "tokio-rt-worker").since(&workers0),
         heartbeat_cores,
         disk_mib: end_disk,
         growth_mib: end_disk - mid_disk,
@@ -599,4 +765,34 @@ fn steady(
         blocks_per_s,
         setup_secs: setup.as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const METRICS: &str = r#"# TYPE palisade_api_request_seconds histogram
+palisade_api_request_seconds_bucket{le="0.0001",route="/v1/epochs",status="200"} 7
+palisade_api_request_seconds_bucket{le="0.001",route="/v1/services/{namespace}/{service}",status="200"} 90
+palisade_api_request_seconds_bucket{le="0.01",route="/v1/services/{namespace}/{service}",status="200"} 99
+palisade_api_request_seconds_bucket{le="+Inf",route="/v1/services/{namespace}/{service}",status="200"} 100
+palisade_api_request_seconds_bucket{le="+Inf",route="/v1/services/{namespace}/{service}",status="400"} 50
+"#;
+
+    #[test]
+    fn the_nodes_lookup_histogram_is_read_summed_and_differenced() {
+        let one = ServerHistogram::parse(METRICS);
+        assert_eq!(one.count(), 100, "only the lookup route's 200 answers");
+        assert_eq!(one.quantile_ms(0.5), Some(1.0));
+        assert_eq!(one.quantile_ms(0.99), Some(10.0));
+        assert_eq!(one.quantile_ms(1.0), Some(f64::INFINITY));
+        let mut two = one.clone();
+        two.add(&one);
+        assert_eq!(two.count(), 200);
+        let later = ServerHistogram::parse(&METRICS.replace("} 100", "} 120"));
+        let diff = later.since(&one);
+        assert_eq!(diff.count(), 20);
+        assert_eq!(diff.quantile_ms(0.5), Some(f64::INFINITY));
+        assert_eq!(ServerHistogram::default().quantile_ms(0.99), None);
+    }
 }

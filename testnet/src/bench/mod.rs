@@ -129,14 +129,31 @@ pub fn run(args: &BenchArgs) -> Result<String, BenchError> {
     }
     if let Some(BenchWhat::Fleet(fleet_args)) = &args.what {
         let r = fleet::run(fleet_args).map_err(BenchError)?;
+        let ms = |v: Option<f64>| v.unwrap_or(f64::NAN);
         return Ok(format!(
-            "setup {:.0} s; {} stopped instances; {} verified lookups, p50 {:.1} ms; {:.1} blocks/s; WAL {:.0} MiB of the disk per node\n{}\n",
+            "setup {:.0} s; {} stopped instances; {} verified lookups, p50 {:.1} ms; {:.1} blocks/s; WAL {:.0} MiB of the disk per node\n\
+             lookup split: client p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms; verification alone ({} sampled) p50 {:.2} / p99 {:.2} ms; nodes serving ({} answers) p50 <= {:.1} / p99 <= {:.1} ms\n\
+             waiting for a core: lookup threads {:.2} ms per lookup (ran {:.2} ms); nodes' tokio workers {:.2} ms per ms run ({:.2} ms per time scheduled in)\n{}\n",
             r.setup_secs,
             r.stopped,
             r.lookups.len(),
-            r.lookups.p50().unwrap_or(f64::NAN),
+            ms(r.lookups.p50()),
             r.blocks_per_s,
             r.wal_mib,
+            ms(r.lookups.p50()),
+            ms(r.lookups.percentile_ms(90.0)),
+            ms(r.lookups.p99()),
+            ms(r.lookups.percentile_ms(100.0)),
+            r.verify.len(),
+            ms(r.verify.p50()),
+            ms(r.verify.p99()),
+            r.served.count(),
+            ms(r.served.quantile_ms(0.5)),
+            ms(r.served.quantile_ms(0.99)),
+            r.client_sched.wait_ns as f64 / 1e6 / r.lookups.len().max(1) as f64,
+            r.client_sched.run_ns as f64 / 1e6 / r.lookups.len().max(1) as f64,
+            r.workers_sched.wait_ns as f64 / r.workers_sched.run_ns.max(1) as f64,
+            r.workers_sched.wait_ns as f64 / 1e6 / r.workers_sched.slices.max(1) as f64,
             r.line()
         ));
     }

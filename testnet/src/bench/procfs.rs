@@ -57,6 +57,75 @@ pub fn io(pid: u32) -> Option<IoCounters> {
     Some(c)
 }
 
+/// Scheduler counters of threads (`/proc/.../schedstat`): time on a core,
+/// time runnable but waiting for one, and times scheduled in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedStat {
+    /// Nanoseconds run.
+    pub run_ns: u64,
+    /// Nanoseconds spent on a run queue waiting for a core.
+    pub wait_ns: u64,
+    /// Times scheduled in.
+    pub slices: u64,
+}
+
+impl SchedStat {
+    fn parse(text: &str) -> Option<Self> {
+        let mut f = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+        Some(SchedStat {
+            run_ns: f.next()??,
+            wait_ns: f.next()??,
+            slices: f.next()??,
+        })
+    }
+
+    /// The calling thread's counters, `None` where `/proc` does not say.
+    pub fn this_thread() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/thread-self/schedstat").ok()?)
+    }
+
+    /// Summed over the threads of `pids` named `name` (bounded: the first
+    /// 1,024 threads of each process).
+    pub fn threads_named(pids: &[u32], name: &str) -> Self {
+        let mut sum = SchedStat::default();
+        for pid in pids {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                continue;
+            };
+            for task in tasks.flatten().take(1024) {
+                let dir = task.path();
+                let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+                if comm.trim_end() != name {
+                    continue;
+                }
+                if let Some(s) = std::fs::read_to_string(dir.join("schedstat"))
+                    .ok()
+                    .and_then(|t| Self::parse(&t))
+                {
+                    sum.add(&s);
+                }
+            }
+        }
+        sum
+    }
+
+    /// Add `other`.
+    pub fn add(&mut self, other: &Self) {
+        self.run_ns += other.run_ns;
+        self.wait_ns += other.wait_ns;
+        self.slices += other.slices;
+    }
+
+    /// What was added since `earlier` (threads that ended are not in either).
+    pub fn since(&self, earlier: &Self) -> Self {
+        SchedStat {
+            run_ns: self.run_ns.saturating_sub(earlier.run_ns),
+            wait_ns: self.wait_ns.saturating_sub(earlier.wait_ns),
+            slices: self.slices.saturating_sub(earlier.slices),
+        }
+    }
+}
+
 /// Resident set size of a process in bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;

@@ -223,6 +223,23 @@ fn receipts_prove_inclusion_and_lookups_verify_under_a_certificate() {
         .map(|i| i.instance.as_str())
         .collect();
     assert_eq!(names, vec!["a1", "b1"]);
+    // Records known for this exact index are taken as they are (the index
+    // lists their hashes); for any other index bytes the store is read.
+    let index = lookup.lookup.value.clone().unwrap();
+    let known = vec![b"known".to_vec()];
+    let reused = c
+        .reader()
+        .service_reusing("shop", "web", Some((&index, &known)))
+        .unwrap();
+    assert_eq!(reused.instances, known);
+    assert_eq!(reused.lookup, lookup.lookup);
+    let mut other = index.clone();
+    other.push(0);
+    let read = c
+        .reader()
+        .service_reusing("shop", "web", Some((&other, &known)))
+        .unwrap();
+    assert_eq!(read.instances, lookup.instances);
     let absent = c.reader().service("shop", "nothing").unwrap();
     assert_eq!(absent.verify(&verified).unwrap().record, None);
     let ns = c.reader().namespace("shop").unwrap();
