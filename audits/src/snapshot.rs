@@ -479,3 +479,264 @@ impl SnapshotRestore {
         Ok(self.store)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_crypto::{LedgerInfo, SecretKey, Validator};
+
+    const CHAIN: &str = "audit-snapshot-test";
+    const GENESIS: Digest = Digest([9; 32]);
+
+    fn keys(epoch: u64) -> Vec<SecretKey> {
+        (0..4u8)
+            .map(|i| SecretKey::from_seed([epoch as u8 * 16 + i + 1; 32]))
+            .collect()
+    }
+
+    fn set(epoch: u64) -> ValidatorSet {
+        ValidatorSet {
+            epoch,
+            validators: keys(epoch)
+                .iter()
+                .map(|k| Validator {
+                    key: k.public(),
+                    power: 1,
+                })
+                .collect(),
+        }
+    }
+
+    fn network() -> NetworkFile {
+        NetworkFile {
+            chain_id: CHAIN.into(),
+            datacenter: "dc1".into(),
+            genesis_hash: GENESIS,
+            validators: set(0),
+            nodes: Vec::new(),
+        }
+    }
+
+    fn block(height: u64, next: Option<ValidatorSet>) -> BlockInfo {
+        BlockInfo {
+            round: height + 1,
+            height,
+            block_id: Digest([height as u8; 32]),
+            state_root: Digest([height as u8 + 100; 32]),
+            tx_root: Digest([1; 32]),
+            timestamp_ms: 1_000 + height,
+            next_validators: next,
+            parent_info: Digest::ZERO,
+        }
+    }
+
+    /// A certificate of `block` by three of epoch `epoch`'s four.
+    fn certify(epoch: u64, block: BlockInfo) -> CommitCertificate {
+        let ledger_info = LedgerInfo {
+            chain_id: CHAIN.into(),
+            genesis_hash: GENESIS,
+            epoch,
+            commit: Some(block),
+            consensus_data_hash: Digest([7; 32]),
+        };
+        let digest = ledger_info.digest();
+        CommitCertificate {
+            signatures: keys(epoch)[..3]
+                .iter()
+                .map(|k| (k.public(), k.sign_digest(&digest)))
+                .collect(),
+            ledger_info,
+        }
+    }
+
+    /// Epoch 0 ends at height 5, epoch 1 at height 10.
+    fn changes() -> Vec<CommitCertificate> {
+        vec![
+            certify(0, block(5, Some(set(1)))),
+            certify(1, block(10, Some(set(2)))),
+        ]
+    }
+
+    #[test]
+    fn follows_epoch_changes_below_the_snapshot() {
+        let chain = EpochChain::follow(&network(), &changes(), 12).expect("follows");
+        assert_eq!(chain.latest().epoch, 2);
+        let info = chain
+            .verify_head(&certify(2, block(12, None)), 12)
+            .expect("the head verifies with epoch 2");
+        assert_eq!(info, block(12, None));
+        // The change ending at the snapshot itself is left to the block's
+        // own next_validators: the head is still epoch 1's.
+        let chain = EpochChain::follow(&network(), &changes(), 10).expect("follows");
+        assert_eq!(chain.latest().epoch, 1);
+        chain
+            .verify_head(&certify(1, block(10, Some(set(2)))), 10)
+            .expect("epoch 1 certifies its last block");
+    }
+
+    #[test]
+    fn refuses_a_head_of_a_retired_unknown_or_wrong_epoch() {
+        let chain = EpochChain::follow(&network(), &changes(), 12).expect("follows");
+        // Epoch 1 ended at 10: its signers cannot certify height 12.
+        let err = chain.verify_head(&certify(1, block(12, None)), 12);
+        assert!(
+            matches!(&err, Err(SnapshotError::BadCertificate(r)) if r.contains("ended at height 10")),
+            "{err:?}"
+        );
+        // A withheld epoch change: epoch 2 is unknown.
+        let chain = EpochChain::follow(&network(), &changes()[..1], 12).expect("follows");
+        let err = chain.verify_head(&certify(2, block(12, None)), 12);
+        assert!(
+            matches!(&err, Err(SnapshotError::BadCertificate(r)) if r.contains("reach epoch 1")),
+            "{err:?}"
+        );
+        // A head certifying another height than it names.
+        let chain = EpochChain::follow(&network(), &changes(), 12).expect("follows");
+        assert!(chain.verify_head(&certify(2, block(11, None)), 12).is_err());
+    }
+
+    #[test]
+    fn refuses_an_epoch_change_not_signed_by_the_set_it_ends() {
+        // Epoch 1's change signed by epoch 2's keys (a made-up chain).
+        let mut forged = changes();
+        let li = forged[1].ledger_info.clone();
+        forged[1] = certify(2, li.commit.expect("a block"));
+        forged[1].ledger_info.epoch = 1;
+        let err = EpochChain::follow(&network(), &forged, 12);
+        assert!(
+            matches!(&err, Err(SnapshotError::BadCertificate(r)) if r.contains("epoch change of epoch 1")),
+            "{err:?}"
+        );
+        // Out of order: epoch 1's change first.
+        let mut swapped = changes();
+        swapped.swap(0, 1);
+        assert!(EpochChain::follow(&network(), &swapped, 12).is_err());
+    }
+
+    /// A tree of `n` leaves at version 0; its leaves in key-hash order and
+    /// a source to prove ranges from.
+    fn source(n: u8) -> (SnapshotStore, Digest, Vec<LeafChange>) {
+        let store = SnapshotStore::default();
+        let leaves: BTreeMap<KeyHash, OwnedValue> = (0..n)
+            .map(|i| (KeyHash::with::<JmtHasher>([i]), vec![i; 1 + i as usize]))
+            .collect();
+        let (root, batch) = JellyfishMerkleTree::<_, JmtHasher>::new(&store)
+            .put_value_set(leaves.iter().map(|(k, v)| (*k, Some(v.clone()))), 0)
+            .expect("tree");
+        store
+            .write_node_batch(&batch.node_batch)
+            .expect("source written");
+        let leaves = leaves
+            .into_iter()
+            .map(|(k, v)| LeafChange {
+                key_hash: Digest(k.0),
+                value: Some(v),
+            })
+            .collect();
+        (store, Digest(root.0), leaves)
+    }
+
+    fn proof(store: &SnapshotStore, last: &LeafChange) -> SparseMerkleRangeProof<JmtHasher> {
+        JellyfishMerkleTree::<_, JmtHasher>::new(store)
+            .get_range_proof(KeyHash(last.key_hash.0), 0)
+            .expect("range proof")
+    }
+
+    fn restore_pages(
+        n: u8,
+        page: usize,
+        tamper: impl Fn(usize, &mut Vec<LeafChange>),
+    ) -> Result<(), SnapshotError> {
+        let (src, root, leaves) = source(n);
+        let info = BlockInfo {
+            state_root: root,
+            ..block(0, None)
+        };
+        let mut restore = SnapshotRestore::new(0, root)?;
+        for (i, chunk) in leaves.chunks(page).enumerate() {
+            let p = proof(&src, chunk.last().expect("a leaf"));
+            let mut chunk = chunk.to_vec();
+            tamper(i, &mut chunk);
+            restore.add_page(chunk, p)?;
+        }
+        restore.finish(&info, 0).map(|_| ())
+    }
+
+    #[test]
+    fn pages_that_prove_rebuild_the_certified_state() {
+        restore_pages(50, 7, |_, _| {}).expect("restored");
+        let (src, root, leaves) = source(50);
+        let mut restore = SnapshotRestore::new(0, root).expect("restore");
+        for chunk in leaves.chunks(7) {
+            let p = proof(&src, chunk.last().expect("a leaf"));
+            restore.add_page(chunk.to_vec(), p).expect("page proves");
+        }
+        let info = BlockInfo {
+            state_root: root,
+            ..block(0, None)
+        };
+        let store = restore.finish(&info, 0).expect("closes on the root");
+        for l in &leaves {
+            assert_eq!(
+                StateStore::value(store.as_ref(), 0, KeyHash(l.key_hash.0)).expect("read"),
+                l.value
+            );
+        }
+        assert_eq!(
+            store.last_commit().expect("meta").map(|m| m.height),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn a_tampered_page_is_named() {
+        // An altered value in page 3.
+        let err = restore_pages(50, 7, |i, c| {
+            if i == 2 {
+                c[1].value = Some(b"forged".to_vec());
+            }
+        });
+        assert!(
+            matches!(&err, Err(SnapshotError::BadSnapshot(r)) if r.starts_with("page 3: does not prove")),
+            "{err:?}"
+        );
+        // A leaf left out of page 2.
+        let err = restore_pages(50, 7, |i, c| {
+            if i == 1 {
+                c.remove(0);
+            }
+        });
+        assert!(
+            matches!(&err, Err(SnapshotError::BadSnapshot(r)) if r.starts_with("page 2: ")),
+            "{err:?}"
+        );
+        // Pages out of order.
+        let err = restore_pages(50, 7, |i, c| {
+            if i == 1 {
+                c.reverse();
+            }
+        });
+        assert!(
+            matches!(&err, Err(SnapshotError::BadSnapshot(r)) if r.contains("does not ascend")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_truncated_snapshot_does_not_close_on_the_root() {
+        let (src, root, leaves) = source(50);
+        let info = BlockInfo {
+            state_root: root,
+            ..block(0, None)
+        };
+        let mut restore = SnapshotRestore::new(0, root).expect("restore");
+        let first = leaves[..20].to_vec();
+        let p = proof(&src, first.last().expect("a leaf"));
+        restore.add_page(first, p).expect("page 1 proves");
+        let err = restore.finish(&info, 0).map(|_| ());
+        assert!(
+            matches!(&err, Err(SnapshotError::BadSnapshot(_))),
+            "{err:?}"
+        );
+    }
+}
