@@ -197,6 +197,7 @@ enum Start {
 /// The auditor at the certified head of `node`, with the state there
 /// restored and verified (see `palisade_audits::snapshot`).
 fn snapshot_start(node: &Node, network: &NetworkFile, genesis: &Genesis) -> Result<Start> {
+    let started = Instant::now();
     let head = match node.json::<ExportHead>("/v1/export/head")? {
         Ok(h) => h,
         Err(e) => bail!("{}: no certified head: {e}", node.url),
@@ -309,7 +310,7 @@ fn snapshot_start(node: &Node, network: &NetworkFile, genesis: &Genesis) -> Resu
     };
     eprintln!(
         "snapshot: height {height} (epoch {}), {leaves} leaves in {pages} pages, \
-         {} epoch changes followed, the state root {} certified",
+         {} epoch changes followed, the state root {} certified ({} ms)",
         start.epoch,
         changes
             .iter()
@@ -319,7 +320,8 @@ fn snapshot_start(node: &Node, network: &NetworkFile, genesis: &Genesis) -> Resu
                 .as_ref()
                 .is_some_and(|b| b.height < height))
             .count(),
-        start.info.state_root
+        start.info.state_root,
+        started.elapsed().as_millis()
     );
     match Auditor::from_snapshot(network, genesis, start, store) {
         Ok(a) => Ok(Start::At(Box::new(a))),
