@@ -193,8 +193,10 @@ pub struct EpochChain {
 
 impl EpochChain {
     /// Follow `changes` (in order, as `/v1/epochs` serves them) from
-    /// network.json's set, up to the changes that end below `height`;
-    /// later ones are left to re-execution.
+    /// network.json's set, up to the changes that end at or below `height`;
+    /// later ones are left to re-execution. (A change ending at `height`
+    /// is followed so that a head certificate of either epoch verifies,
+    /// as the client's trust chain accepts it.)
     pub fn follow(
         network: &NetworkFile,
         changes: &[CommitCertificate],
@@ -209,7 +211,7 @@ impl EpochChain {
         for cert in changes {
             let li = &cert.ledger_info;
             let end = li.commit.as_ref().map(|b| b.height);
-            if end.is_none_or(|e| e >= height) {
+            if end.is_none_or(|e| e > height) {
                 break;
             }
             if li.epoch != current.epoch {
@@ -272,7 +274,7 @@ impl EpochChain {
                 self.latest().epoch
             ))
         })?;
-        if let Some(end) = ended {
+        if let Some(end) = ended.filter(|e| *e < height) {
             return Err(bad(format!(
                 "signed in epoch {}, which ended at height {end}",
                 li.epoch
@@ -319,11 +321,33 @@ impl SnapshotStart {
                 info.height
             )));
         }
+        Self::in_epoch(chain, info, block.block.epoch)
+    }
+
+    /// The start at the certified `info`, whose block ran in `epoch`: the
+    /// latest epoch followed, or the one before it when a followed change
+    /// ends at this very block.
+    pub fn in_epoch(
+        chain: &EpochChain,
+        info: BlockInfo,
+        epoch: u64,
+    ) -> Result<Self, SnapshotError> {
         let latest = chain.latest();
-        if block.block.epoch != latest.epoch {
+        // Block H runs in the latest epoch followed, or ends the epoch
+        // before it (a change ending at H was followed: its info names the
+        // latest set).
+        let ends_here = epoch + 1 == latest.epoch
+            && chain.sets.get(&epoch).and_then(|s| s.1) == Some(info.height);
+        if epoch != latest.epoch && !ends_here {
             return Err(SnapshotError::BadCertificate(format!(
-                "the block at {} runs in epoch {}, the certified epoch changes below it reach epoch {}",
-                info.height, block.block.epoch, latest.epoch
+                "the block at {} runs in epoch {epoch}, the certified epoch changes to it reach epoch {}",
+                info.height, latest.epoch
+            )));
+        }
+        if ends_here && info.next_validators.as_ref() != Some(latest) {
+            return Err(SnapshotError::BadCertificate(format!(
+                "the epoch change at {} names another set than the certified block there",
+                info.height
             )));
         }
         let validators = info
@@ -331,7 +355,7 @@ impl SnapshotStart {
             .clone()
             .unwrap_or_else(|| latest.clone());
         Ok(SnapshotStart {
-            epoch: block.block.epoch,
+            epoch,
             validators,
             info,
         })
@@ -565,13 +589,31 @@ mod tests {
             .verify_head(&certify(2, block(12, None)), 12)
             .expect("the head verifies with epoch 2");
         assert_eq!(info, block(12, None));
-        // The change ending at the snapshot itself is left to the block's
-        // own next_validators: the head is still epoch 1's.
+        // A change ending at the snapshot itself: epoch 1 certifies its
+        // own last block, and the next validators are epoch 2's.
         let chain = EpochChain::follow(&network(), &changes(), 10).expect("follows");
-        assert_eq!(chain.latest().epoch, 1);
-        chain
+        assert_eq!(chain.latest().epoch, 2);
+        let info = chain
             .verify_head(&certify(1, block(10, Some(set(2)))), 10)
             .expect("epoch 1 certifies its last block");
+        // The next epoch may certify it too (as the client's trust chain accepts).
+        chain
+            .verify_head(&certify(2, block(10, Some(set(2)))), 10)
+            .expect("epoch 2 certifies the block that started it");
+        let start = SnapshotStart::in_epoch(&chain, info.clone(), 1).expect("ends epoch 1");
+        assert_eq!(start.validators.epoch, 2);
+        // Its info must name the followed set.
+        let other = BlockInfo {
+            next_validators: Some(set(0)),
+            ..info.clone()
+        };
+        assert!(SnapshotStart::in_epoch(&chain, other, 1).is_err());
+        // Above the change, the block must run in the latest epoch.
+        let chain = EpochChain::follow(&network(), &changes(), 12).expect("follows");
+        let at_12 = block(12, None);
+        assert!(SnapshotStart::in_epoch(&chain, at_12.clone(), 1).is_err());
+        let start = SnapshotStart::in_epoch(&chain, at_12, 2).expect("runs in epoch 2");
+        assert_eq!(start.validators.epoch, 2);
     }
 
     #[test]
