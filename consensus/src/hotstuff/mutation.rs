@@ -2,7 +2,7 @@
 //!
 //! A simulator that passes with a safety rule removed is not testing that
 //! rule (Twins, Bano et al. 2020, §6 found planted bugs this way). With the
-//! `mutation` feature, [`Mutation::arm`] names the rules the core then
+//! `mutation` feature, `Mutation::arm` names the rules the core then
 //! skips, process-wide, once. Only the simulator's command arms them (from
 //! `PALISADE_MUTATION`, `palisade-testnet sim`); this crate never reads the
 //! environment outside its own unit tests, so a node linked against a core
@@ -75,7 +75,7 @@ impl Mutation {
     }
 
     /// The mutations this process runs with: the rules armed by
-    /// [`Mutation::arm`] (none unless the `mutation` feature is on and the
+    /// `Mutation::arm` (none unless the `mutation` feature is on and the
     /// simulator armed some). This crate's own unit tests take them from
     /// `PALISADE_MUTATION` (`scripts/mutations.sh` checks the lock's unit
     /// test that way); those test builds are never a node.
