@@ -439,7 +439,7 @@ fn run(cli: Cli) -> Result<u64> {
                 let secs = start.elapsed().as_secs_f64();
                 eprintln!(
                     "  {height}/{head} heights, {:.0} heights/s, {} findings",
-                    height as f64 / secs.max(1e-9),
+                    auditor.audited() as f64 / secs.max(1e-9),
                     auditor.findings().len()
                 );
             }
