@@ -339,7 +339,8 @@ fn wait_pruned(api: &str, height: u64) {
 /// A pruning testnet (`retain_heights`): the audit from genesis cannot get
 /// past the pruned heights, the audit from the certified snapshot at the
 /// head passes with 0 mismatches and re-executes transactions committed
-/// after the snapshot against the restored state; a node that alters a
+/// after the snapshot against the restored state, and follows a real
+/// epoch change's certificate to a later snapshot; a node that alters a
 /// snapshot page (`--byzantine alter-change`) or forges its head
 /// certificate (`forge-checkpoint`) is caught and named.
 #[test]
@@ -357,7 +358,7 @@ fn audit_from_a_snapshot_of_a_pruning_testnet() {
     opts.byzantine = vec![(2, "forge-checkpoint".into()), (3, "alter-change".into())];
     let mut net = generate(&opts).expect("generate testnet");
     net.start_all().expect("start nodes");
-    let net = Down(net);
+    let mut net = Down(net);
     wait_for_height(&net.0, 1, 3, Duration::from_secs(60), |_| {}).expect("the testnet starts");
     let nodes: Vec<String> = net
         .0
@@ -428,6 +429,21 @@ fn audit_from_a_snapshot_of_a_pruning_testnet() {
     assert!(
         txs >= 2,
         "the demo's transactions after the snapshot: {last}"
+    );
+
+    // An epoch change below the snapshot (a fifth validator joins): the
+    // audit follows its certificate from network.json's genesis set.
+    net.0.add_node().expect("a fifth validator joins (epoch 1)");
+    let (code, text) = audit_with(&net.0, &[&nodes[0]], &["--from-snapshot"]);
+    eprintln!("after an epoch change:\n{text}");
+    assert!(
+        code == 0 && last_line(&text).ends_with(" 0 mismatches"),
+        "from a snapshot after an epoch change: exit {code}\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("snapshot: ") && l.contains(" 1 epoch changes followed")),
+        "{text}"
     );
 
     // A tampered snapshot page, a forged head certificate.
