@@ -17,11 +17,14 @@
 //! re-execution that failed stops re-execution, not the other checks).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use palisade_consensus::executor::{ExecutionContext, Executor};
 use palisade_consensus::hotstuff::CommittedBlock;
-use palisade_consensus::state::{Genesis, MemStore, RegistryExecutor};
+use palisade_consensus::state::{Genesis, MemStore, RegistryExecutor, StateStore};
 use palisade_crypto::{BlockInfo, Digest, NetworkFile, ValidatorSet};
+
+use crate::snapshot::{SnapshotStart, SnapshotStore};
 
 /// One height as a node served it (unchecked).
 #[derive(Debug, Clone)]
@@ -107,6 +110,14 @@ pub enum Finding {
         /// Why.
         reason: String,
     },
+    /// The snapshot an audit was to start from is not the certified state
+    /// (a page that does not prove, a tree with another root).
+    BadSnapshot {
+        /// The snapshot height.
+        height: u64,
+        /// What does not hold.
+        reason: String,
+    },
 }
 
 impl Finding {
@@ -123,6 +134,7 @@ impl Finding {
             Finding::TimeBackwards { .. } => "time backwards",
             Finding::MissingBlock { .. } => "missing block",
             Finding::ExecutionFailed { .. } => "execution failed",
+            Finding::BadSnapshot { .. } => "bad snapshot",
         }
     }
 }
@@ -148,7 +160,8 @@ pub struct Auditor {
     chain_id: String,
     genesis_hash: Digest,
     validators: ValidatorSet,
-    executor: RegistryExecutor<MemStore>,
+    executor: RegistryExecutor<Box<dyn StateStore + Send + Sync>>,
+    start: u64,
     executing: bool,
     prev: BlockInfo,
     certified: BTreeMap<u64, Digest>,
@@ -165,7 +178,8 @@ impl Auditor {
                 expected: network.genesis_hash,
             });
         }
-        let executor = RegistryExecutor::open(MemStore::new(), genesis)
+        let store: Box<dyn StateStore + Send + Sync> = Box::new(MemStore::new());
+        let executor = RegistryExecutor::open(store, genesis)
             .map_err(|e| AuditError::Genesis(e.to_string()))?;
         let prev = executor.committed_meta().genesis_info();
         Ok(Auditor {
@@ -173,6 +187,7 @@ impl Auditor {
             genesis_hash: network.genesis_hash,
             validators: network.validators.clone(),
             executor,
+            start: 0,
             executing: true,
             prev,
             certified: BTreeMap::new(),
@@ -181,9 +196,57 @@ impl Auditor {
         })
     }
 
-    /// Heights audited so far.
+    /// Start after a certified snapshot (see [`crate::snapshot`]): `store`
+    /// holds the state at `start.info.height`, restored and checked against
+    /// its certified root. The genesis document is checked as by
+    /// [`Auditor::new`], and the restored state must be of this genesis.
+    pub fn from_snapshot(
+        network: &NetworkFile,
+        genesis: &Genesis,
+        start: SnapshotStart,
+        store: Arc<SnapshotStore>,
+    ) -> Result<Self, AuditError> {
+        if genesis.hash() != network.genesis_hash {
+            return Err(AuditError::GenesisMismatch {
+                got: genesis.hash(),
+                expected: network.genesis_hash,
+            });
+        }
+        let store: Box<dyn StateStore + Send + Sync> = Box::new(store);
+        let executor = RegistryExecutor::open(store, genesis)
+            .map_err(|e| AuditError::Genesis(e.to_string()))?;
+        if executor.committed() != (start.info.block_id, start.info.state_root) {
+            return Err(AuditError::Genesis(
+                "the restored state is not the certified block's".into(),
+            ));
+        }
+        Ok(Auditor {
+            chain_id: network.chain_id.clone(),
+            genesis_hash: network.genesis_hash,
+            validators: start.validators,
+            executor,
+            start: start.info.height,
+            executing: true,
+            prev: start.info,
+            certified: BTreeMap::new(),
+            transactions: 0,
+            findings: Vec::new(),
+        })
+    }
+
+    /// The last height audited (the top of the audited range).
     pub fn height(&self) -> u64 {
         self.prev.height
+    }
+
+    /// The height the audit started after (0: genesis; `H`: a snapshot).
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Heights audited so far.
+    pub fn audited(&self) -> u64 {
+        self.prev.height - self.start
     }
 
     /// Transactions re-executed so far.

@@ -4,6 +4,9 @@
 //!   URL]...`: replays a node's whole history from genesis trusting only
 //!   network.json, verifies every certificate and epoch change, re-executes
 //!   every block and compares roots and receipts.
+//! - [`snapshot`]: the start of an audit of a pruning node
+//!   (`--from-snapshot`): the epoch changes to a certified height, the
+//!   state at it rebuilt page by page against its certified root.
 //! - [`fuzz`]: one target per decoder of untrusted bytes and per verifier,
 //!   each with a seed corpus of real encodings ([`corpus`]); the targets are
 //!   driven by proptest on the stable toolchain (`tests/fuzz.rs`: arbitrary
@@ -21,3 +24,4 @@
 pub mod audit;
 pub mod corpus;
 pub mod fuzz;
+pub mod snapshot;

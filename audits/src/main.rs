@@ -1,6 +1,11 @@
-//! `palisade-audit --network FILE [--genesis FILE] [--node URL]... [--follow [--follow-secs N]] [--progress]`:
+//! `palisade-audit --network FILE [--genesis FILE] [--node URL]... [--from-snapshot] [--follow [--follow-secs N]] [--progress]`:
 //! replay a chain's whole history from genesis and check everything (see
-//! `palisade_audits::audit`). With several `--node`s every height is fetched
+//! `palisade_audits::audit`). With `--from-snapshot` (a node that prunes
+//! its history) it starts instead from the state at the first node's
+//! certified head, reached through the certified epoch changes and checked
+//! page by page against the certified root (`palisade_audits::snapshot`),
+//! and audits every height after it; the last line then says where it
+//! started. With several `--node`s every height is fetched
 //! from each and two different blocks at one height are reported. The last
 //! line is `audit: H heights, T transactions, M mismatches`; the exit code is
 //! non-zero when M > 0, and the findings go to the evidence file. With
@@ -20,9 +25,16 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use palisade_audits::audit::{Auditor, Finding, UntrustedHeight};
+use palisade_audits::snapshot::{
+    EpochChain, SnapshotError, SnapshotRestore, SnapshotStart, MAX_EPOCH_CHANGES,
+};
 use palisade_consensus::hotstuff::CommittedBlock;
+use palisade_consensus::state::jmt::proof::SparseMerkleRangeProof;
 use palisade_consensus::state::Genesis;
-use palisade_crypto::{Digest, Hex, NetworkFile};
+use palisade_crypto::api::EpochsResponse;
+use palisade_crypto::dc::{ExportHead, ExportSnapshot, LeafChange};
+use palisade_crypto::{CommitCertificate, Digest, Hex, JmtHasher, NetworkFile};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 #[derive(Parser)]
@@ -42,6 +54,13 @@ struct Cli {
     /// Node API URL to read from (repeatable; default: network.json's first node).
     #[arg(long)]
     node: Vec<String>,
+    /// Start from the certified state at the (first) node's head instead of
+    /// genesis: for nodes that prune their history (they answer 410 below
+    /// their window). The epoch changes from genesis to it are verified, the
+    /// state is checked against its certified root, and every later height
+    /// is audited as from genesis.
+    #[arg(long)]
+    from_snapshot: bool,
     /// Keep auditing new heights as they commit, until a mismatch, until
     /// interrupted, or for `--follow-secs`.
     #[arg(long)]
@@ -64,6 +83,14 @@ struct AuditBlock {
     committed: Hex<CommittedBlock>,
     tx_ids: Vec<Digest>,
     outcomes: Vec<String>,
+}
+
+/// `/v1/snapshot/proof`'s answer.
+#[derive(Deserialize)]
+struct SnapshotProof {
+    height: u64,
+    key_hash: Digest,
+    proof: Hex<SparseMerkleRangeProof<JmtHasher>>,
 }
 
 #[derive(Deserialize)]
@@ -112,6 +139,16 @@ impl Node {
         Ok((status, body))
     }
 
+    /// A JSON answer; `Ok(Err(why))` when the node answered something else
+    /// (its failure to serve, for the caller to judge).
+    fn json<T: DeserializeOwned>(&self, path: &str) -> Result<Result<T, String>> {
+        let (status, body) = self.get(path)?;
+        if status != 200 {
+            return Ok(Err(format!("{path}: HTTP {status}: {}", first(&body))));
+        }
+        Ok(serde_json::from_str(&body).map_err(|e| format!("{path}: unparsable answer: {e}")))
+    }
+
     fn head(&self) -> Result<u64> {
         let (status, body) = self.get("/v1/status")?;
         if status != 200 {
@@ -151,6 +188,147 @@ fn first(s: &str) -> &str {
     &s[..s.len().min(200)]
 }
 
+/// Where an audit from a snapshot starts, or why it cannot.
+enum Start {
+    At(Box<Auditor>),
+    Refused(u64, Finding),
+}
+
+/// The auditor at the certified head of `node`, with the state there
+/// restored and verified (see `palisade_audits::snapshot`).
+fn snapshot_start(node: &Node, network: &NetworkFile, genesis: &Genesis) -> Result<Start> {
+    let started = Instant::now();
+    let head = match node.json::<ExportHead>("/v1/export/head")? {
+        Ok(h) => h,
+        Err(e) => bail!("{}: no certified head: {e}", node.url),
+    };
+    let height = head.height;
+    let refused = |e: SnapshotError| {
+        let f = match e {
+            SnapshotError::BadCertificate(reason) => Finding::BadCertificate { height, reason },
+            SnapshotError::AlteredBlock(reason) => Finding::AlteredBlock { height, reason },
+            SnapshotError::BadSnapshot(reason) => Finding::BadSnapshot { height, reason },
+        };
+        Ok(Start::Refused(height, f))
+    };
+    let bad = |reason: String| refused(SnapshotError::BadSnapshot(reason));
+    let cert = match head.certificate.decode() {
+        Ok(c) => c,
+        Err(e) => return refused(SnapshotError::BadCertificate(format!("head: {e}"))),
+    };
+    // Every epoch change the node keeps, in order, page by page.
+    let mut changes: Vec<CommitCertificate> = Vec::new();
+    let mut from = 0u64;
+    loop {
+        let page = match node.json::<EpochsResponse>(&format!("/v1/epochs?from={from}"))? {
+            Ok(p) => p,
+            Err(e) => return refused(SnapshotError::BadCertificate(e)),
+        };
+        let certs = match page.certificates() {
+            Ok(c) => c,
+            Err(e) => return refused(SnapshotError::BadCertificate(format!("epochs: {e}"))),
+        };
+        let Some(last) = certs.last().map(|c| c.ledger_info.epoch) else {
+            break;
+        };
+        if last < from || changes.len() + certs.len() > MAX_EPOCH_CHANGES {
+            return refused(SnapshotError::BadCertificate(format!(
+                "epoch changes from {from} end at epoch {last}, or exceed {MAX_EPOCH_CHANGES}"
+            )));
+        }
+        changes.extend(certs);
+        from = last + 1;
+    }
+    let chain = match EpochChain::follow(network, &changes, height) {
+        Ok(c) => c,
+        Err(e) => return refused(e),
+    };
+    let info = match chain.verify_head(&cert, height) {
+        Ok(i) => i,
+        Err(e) => return refused(e),
+    };
+    let block = match node.fetch(height)? {
+        Fetch::Height(h, _) => h,
+        Fetch::Absent(reason) => {
+            let f = Finding::MissingBlock { height, reason };
+            return Ok(Start::Refused(height, f));
+        }
+    };
+    let start = match SnapshotStart::new(&chain, info, &block.committed) {
+        Ok(s) => s,
+        Err(e) => return refused(e),
+    };
+    let mut restore = match SnapshotRestore::new(height, start.info.state_root) {
+        Ok(r) => r,
+        Err(e) => return refused(e),
+    };
+    let mut after: Option<Digest> = None;
+    loop {
+        let cursor = after.map_or(String::new(), |a| format!("&after={}", a.to_hex()));
+        let page = match node
+            .json::<ExportSnapshot>(&format!("/v1/export/snapshot?height={height}{cursor}"))?
+        {
+            Ok(p) => p,
+            Err(e) => return bad(format!("page {}: {e}", restore.pages + 1)),
+        };
+        let n = restore.pages + 1;
+        if page.height != height {
+            return bad(format!("page {n} is of height {}", page.height));
+        }
+        let leaves: Vec<LeafChange> = match page.leaves.decode() {
+            Ok(l) => l,
+            Err(e) => return bad(format!("page {n}: undecodable leaves: {e}")),
+        };
+        let Some(last) = leaves.last().map(|l| l.key_hash) else {
+            return bad(format!("page {n} is empty"));
+        };
+        let proof = match node.json::<SnapshotProof>(&format!(
+            "/v1/snapshot/proof?height={height}&key={}",
+            last.to_hex()
+        ))? {
+            Ok(p) if p.height == height && p.key_hash == last => p,
+            Ok(_) => return bad(format!("page {n}: the proof is of another key or height")),
+            Err(e) => return bad(format!("page {n}: no proof: {e}")),
+        };
+        let proof = match proof.proof.decode() {
+            Ok(p) => p,
+            Err(e) => return bad(format!("page {n}: undecodable proof: {e}")),
+        };
+        if let Err(e) = restore.add_page(leaves, proof) {
+            return refused(e);
+        }
+        match page.next {
+            None => break,
+            Some(next) if next == last => after = Some(next),
+            Some(_) => return bad(format!("page {n}: the cursor does not follow the page")),
+        }
+    }
+    let (pages, leaves) = (restore.pages, restore.leaves);
+    let store = match restore.finish(&start.info, start.epoch) {
+        Ok(s) => s,
+        Err(e) => return refused(e),
+    };
+    eprintln!(
+        "snapshot: height {height} (epoch {}), {leaves} leaves in {pages} pages, \
+         {} epoch changes followed, the state root {} certified ({} ms)",
+        start.epoch,
+        changes
+            .iter()
+            .filter(|c| c
+                .ledger_info
+                .commit
+                .as_ref()
+                .is_some_and(|b| b.height < height))
+            .count(),
+        start.info.state_root,
+        started.elapsed().as_millis()
+    );
+    match Auditor::from_snapshot(network, genesis, start, store) {
+        Ok(a) => Ok(Start::At(Box::new(a))),
+        Err(e) => bad(e.to_string()),
+    }
+}
+
 fn run(cli: Cli) -> Result<u64> {
     let text = std::fs::read_to_string(&cli.network)
         .with_context(|| format!("reading {}", cli.network.display()))?;
@@ -177,8 +355,25 @@ fn run(cli: Cli) -> Result<u64> {
         cli.node.clone()
     };
     let nodes: Vec<Node> = urls.iter().map(|u| Node::new(u)).collect();
-    let mut auditor = Auditor::new(&network, &genesis)?;
     let mut evidence = Vec::new();
+    let mut auditor = if cli.from_snapshot {
+        match snapshot_start(&nodes[0], &network, &genesis)? {
+            Start::At(a) => *a,
+            Start::Refused(height, f) => {
+                println!("{}: {f:?}", f.class());
+                evidence.push(record(&f, &nodes[0].url, None));
+                std::fs::write(&cli.evidence, evidence.join("\n") + "\n")
+                    .with_context(|| format!("writing {}", cli.evidence.display()))?;
+                println!("evidence: {}", cli.evidence.display());
+                println!(
+                    "audit: 0 heights after the snapshot at {height}, 0 transactions, 1 mismatches"
+                );
+                return Ok(1);
+            }
+        }
+    } else {
+        Auditor::new(&network, &genesis)?
+    };
     let start = Instant::now();
     let deadline = cli.follow_secs.map(|s| start + Duration::from_secs(s));
     let progress = progress::Progress::new(cli.progress);
@@ -244,7 +439,7 @@ fn run(cli: Cli) -> Result<u64> {
                 let secs = start.elapsed().as_secs_f64();
                 eprintln!(
                     "  {height}/{head} heights, {:.0} heights/s, {} findings",
-                    height as f64 / secs.max(1e-9),
+                    auditor.audited() as f64 / secs.max(1e-9),
                     auditor.findings().len()
                 );
             }
@@ -277,13 +472,22 @@ fn run(cli: Cli) -> Result<u64> {
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
         "audited in {secs:.2} s ({:.0} us per height)",
-        secs * 1e6 / auditor.height().max(1) as f64
+        secs * 1e6 / auditor.audited().max(1) as f64
     );
-    println!(
-        "audit: {} heights, {} transactions, {mismatches} mismatches",
-        auditor.height(),
-        auditor.transactions()
-    );
+    if auditor.start() > 0 {
+        println!(
+            "audit: {} heights after the snapshot at {}, {} transactions, {mismatches} mismatches",
+            auditor.audited(),
+            auditor.start(),
+            auditor.transactions()
+        );
+    } else {
+        println!(
+            "audit: {} heights, {} transactions, {mismatches} mismatches",
+            auditor.height(),
+            auditor.transactions()
+        );
+    }
     Ok(mismatches)
 }
 

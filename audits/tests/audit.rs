@@ -319,3 +319,146 @@ fn audit_passes_an_honest_history_and_names_each_tampering() {
         "{text}"
     );
 }
+
+/// Wait (bounded) until `api` answers 410 (pruned) for `height`.
+fn wait_pruned(api: &str, height: u64) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    for _ in 0..600 {
+        if get(&agent, &format!("{api}/v1/audit/blocks/{height}")).0 == 410 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{api} did not prune height {height} within 120 s");
+}
+
+/// A pruning testnet (`retain_heights`): the audit from genesis cannot get
+/// past the pruned heights, the audit from the certified snapshot at the
+/// head passes with 0 mismatches and re-executes transactions committed
+/// after the snapshot against the restored state, and follows a real
+/// epoch change's certificate to a later snapshot; a node that alters a
+/// snapshot page (`--byzantine alter-change`) or forges its head
+/// certificate (`forge-checkpoint`) is caught and named.
+#[test]
+fn audit_from_a_snapshot_of_a_pruning_testnet() {
+    use std::process::Stdio;
+    use std::sync::mpsc;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = std::env::current_exe().expect("test binary path");
+    let node_binary = node_binary_for_tests(&exe).expect("palisade-node binary");
+    let mut opts = UpOptions::new(dir.path(), &node_binary);
+    opts.round_timeout_ms = 500;
+    opts.retain_heights = 20;
+    // Export answers only: both still vote and commit honestly.
+    opts.byzantine = vec![(2, "forge-checkpoint".into()), (3, "alter-change".into())];
+    let mut net = generate(&opts).expect("generate testnet");
+    net.start_all().expect("start nodes");
+    let mut net = Down(net);
+    wait_for_height(&net.0, 1, 3, Duration::from_secs(60), |_| {}).expect("the testnet starts");
+    let nodes: Vec<String> = net
+        .0
+        .record()
+        .nodes
+        .iter()
+        .map(|n| n.api_url.clone())
+        .collect();
+    wait_pruned(&nodes[0], 1);
+
+    // From genesis: the pruned heights are missing.
+    let (code, text) = audit(&net.0, &[&nodes[0]]);
+    eprintln!("from genesis:\n{text}");
+    assert_ne!(code, 0, "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("missing block: ")),
+        "{text}"
+    );
+
+    // From the snapshot, following: transactions committed after the
+    // snapshot are re-executed against the restored state.
+    let layout = net.0.layout();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade-audit"))
+        .arg("--network")
+        .arg(layout.network_file())
+        .args(["--node", &nodes[0], "--from-snapshot", "--follow"])
+        .args(["--follow-secs", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run palisade-audit --from-snapshot");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("snapshot: ") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let started = rx.recv_timeout(Duration::from_secs(60));
+    if started.is_ok() {
+        palisade_testnet::demo::run(layout).expect("demo registration after the snapshot");
+    }
+    let out = child.wait_with_output().expect("the follower ends");
+    let stderr = reader.join().expect("stderr reader");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("from the snapshot:\n{stdout}{stderr}");
+    assert!(started.is_ok(), "no snapshot line:\n{stdout}{stderr}");
+    let last = last_line(&stdout);
+    assert!(
+        out.status.success()
+            && last.contains(" heights after the snapshot at ")
+            && last.ends_with(" 0 mismatches"),
+        "honest pruned history: {:?} {last:?}",
+        out.status
+    );
+    let txs: u64 = last
+        .split(", ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        txs >= 2,
+        "the demo's transactions after the snapshot: {last}"
+    );
+
+    // An epoch change below the snapshot (a fifth validator joins): the
+    // audit follows its certificate from network.json's genesis set.
+    net.0.add_node().expect("a fifth validator joins (epoch 1)");
+    let (code, text) = audit_with(&net.0, &[&nodes[0]], &["--from-snapshot"]);
+    eprintln!("after an epoch change:\n{text}");
+    assert!(
+        code == 0 && last_line(&text).ends_with(" 0 mismatches"),
+        "from a snapshot after an epoch change: exit {code}\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("snapshot: ") && l.contains(" 1 epoch changes followed")),
+        "{text}"
+    );
+
+    // A tampered snapshot page, a forged head certificate.
+    for (node, class, detail) in [
+        (&nodes[3], "bad snapshot: ", "page 1: does not prove"),
+        (&nodes[2], "bad certificate: ", ""),
+    ] {
+        let (code, text) = audit_with(&net.0, &[node], &["--from-snapshot"]);
+        eprintln!("{node}:\n{text}");
+        assert_eq!(code, 1, "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(class) && l.contains(detail)),
+            "not reported as {class}{detail}:\n{text}"
+        );
+        assert!(last_line(&text).ends_with(" 1 mismatches"), "{text}");
+    }
+}

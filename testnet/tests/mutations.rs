@@ -10,6 +10,9 @@
 
 use std::process::Command;
 
+use palisade_consensus::hotstuff::Mutation;
+use palisade_testnet::sim::swarm::{draw, draw_twins, run_plan};
+
 /// Run `palisade-testnet sim ARGS` with `rule` disabled; its stdout and
 /// whether it exited zero.
 fn sim(rule: &str, args: &[&str]) -> (String, bool) {
@@ -97,4 +100,24 @@ fn lock_off_alone_is_safe_where_the_others_fork() {
         &["schedule", "tc-high-qc-fork"],
         "ConflictingCommit",
     );
+}
+
+/// The environment alone disables nothing: this test binary links the core
+/// built with the `mutation` feature and never arms it, as a node of a
+/// workspace `--all-features` build does. With every rule named in
+/// `PALISADE_MUTATION`, the seeds that catch each rule in the simulator's
+/// command (which arms them) stay safe in-process.
+#[test]
+fn the_environment_alone_disables_no_rule_in_a_mutation_build() {
+    std::env::set_var(
+        "PALISADE_MUTATION",
+        "vote-once,timeout,tc-high-qc,exec-root",
+    );
+    assert_eq!(Mutation::selected(), &[] as &[Mutation]);
+    for (seed, twins) in [(33, true), (4, true), (28, false), (24, false)] {
+        let plan = if twins { draw_twins(seed) } else { draw(seed) };
+        if let Err(e) = run_plan(&plan) {
+            panic!("seed {seed} (twins: {twins}) obeyed the environment: {e}");
+        }
+    }
 }

@@ -2,10 +2,14 @@
 //!
 //! A simulator that passes with a safety rule removed is not testing that
 //! rule (Twins, Bano et al. 2020, §6 found planted bugs this way). With the
-//! `mutation` feature, the environment variable `PALISADE_MUTATION` names
-//! one rule ([`Mutation::name`]), or several separated by commas, that the
-//! core then skips, process-wide, read once. Without the feature [`active`] is a constant `false` and every
-//! guarded rule compiles to exactly the unmutated code.
+//! `mutation` feature, `Mutation::arm` names the rules the core then
+//! skips, process-wide, once. Only the simulator's command arms them (from
+//! `PALISADE_MUTATION`, `palisade-testnet sim`); this crate never reads the
+//! environment outside its own unit tests, so a node linked against a core
+//! built with the feature (a workspace `--all-features` build) still runs
+//! every rule: nothing in a node arms a mutation. Without the feature
+//! [`active`] is a constant `false` and every guarded rule compiles to
+//! exactly the unmutated code.
 
 /// One safety rule that can be disabled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,27 +55,39 @@ impl Mutation {
         Mutation::ALL.into_iter().find(|m| m.name() == name)
     }
 
-    /// The mutations this process runs with: `PALISADE_MUTATION` names one
-    /// rule, or several separated by commas (rules that cover for each other,
-    /// e.g. `lock,tc-high-qc`), when the `mutation` feature is on.
+    /// Parse a comma-separated list of rule names (`lock,tc-high-qc`); an
+    /// unknown name is an error (a typo must not run the unmutated core).
+    pub fn parse_list(names: &str) -> Result<Vec<Mutation>, String> {
+        names
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(|name| Mutation::parse(name).ok_or_else(|| format!("no mutation named {name:?}")))
+            .collect()
+    }
+
+    /// Disable `rules` in this process (feature `mutation`). Once per
+    /// process: `false` (and nothing changes) if rules were armed already
+    /// or [`Mutation::selected`] was read before. Only the simulator calls
+    /// it; see the module docs.
+    #[cfg(feature = "mutation")]
+    pub fn arm(rules: &[Mutation]) -> bool {
+        SELECTED.set(rules.to_vec()).is_ok()
+    }
+
+    /// The mutations this process runs with: the rules armed by
+    /// `Mutation::arm` (none unless the `mutation` feature is on and the
+    /// simulator armed some). This crate's own unit tests take them from
+    /// `PALISADE_MUTATION` (`scripts/mutations.sh` checks the lock's unit
+    /// test that way); those test builds are never a node.
     pub fn selected() -> &'static [Mutation] {
         #[cfg(feature = "mutation")]
         {
-            static SELECTED: std::sync::OnceLock<Vec<Mutation>> = std::sync::OnceLock::new();
-            SELECTED.get_or_init(|| {
+            #[cfg(test)]
+            if SELECTED.get().is_none() {
                 let names = std::env::var("PALISADE_MUTATION").unwrap_or_default();
-                names
-                    .split(',')
-                    .filter(|n| !n.is_empty())
-                    .filter_map(|name| {
-                        let m = Mutation::parse(name);
-                        if m.is_none() {
-                            tracing::warn!(%name, "PALISADE_MUTATION names no mutation; ignored");
-                        }
-                        m
-                    })
-                    .collect()
-            })
+                let _ = SELECTED.set(Mutation::parse_list(&names).unwrap_or_default());
+            }
+            SELECTED.get_or_init(Vec::new)
         }
         #[cfg(not(feature = "mutation"))]
         {
@@ -79,6 +95,9 @@ impl Mutation {
         }
     }
 }
+
+#[cfg(feature = "mutation")]
+static SELECTED: std::sync::OnceLock<Vec<Mutation>> = std::sync::OnceLock::new();
 
 /// Is rule `m` disabled in this process?
 #[inline(always)]
@@ -96,5 +115,11 @@ mod tests {
             assert_eq!(Mutation::parse(m.name()), Some(m));
         }
         assert_eq!(Mutation::parse("nothing"), None);
+        assert_eq!(
+            Mutation::parse_list("lock,tc-high-qc"),
+            Ok(vec![Mutation::Lock, Mutation::TcHighQc])
+        );
+        assert!(Mutation::parse_list("lock,lokc").is_err());
+        assert_eq!(Mutation::parse_list(""), Ok(vec![]));
     }
 }

@@ -425,6 +425,26 @@ pub enum SimCommand {
 /// Run a `sim` command, handing each output line to `out`; `Ok(false)` when
 /// a seed failed.
 pub fn cli(command: &SimCommand, mut out: impl FnMut(&str)) -> bool {
+    // The only place a mutation is armed: the core never reads the
+    // environment, so a node never obeys PALISADE_MUTATION.
+    if let Ok(names) = std::env::var("PALISADE_MUTATION") {
+        match Mutation::parse_list(&names) {
+            Err(e) => {
+                out(&format!("PALISADE_MUTATION: {e}"));
+                return false;
+            }
+            #[cfg(feature = "mutation")]
+            Ok(rules) => {
+                Mutation::arm(&rules);
+            }
+            #[cfg(not(feature = "mutation"))]
+            Ok(rules) => {
+                if !rules.is_empty() {
+                    out("PALISADE_MUTATION ignored: built without the mutation feature");
+                }
+            }
+        }
+    }
     for m in Mutation::selected() {
         out(&format!("mutation: {} disabled", m.name()));
     }
