@@ -188,6 +188,33 @@ fn first(s: &str) -> &str {
     &s[..s.len().min(200)]
 }
 
+/// Every epoch change `node` keeps, in order, page by page (`Ok(Err)`: its
+/// answer did not decode or did not advance).
+fn epoch_changes(node: &Node) -> Result<Result<Vec<CommitCertificate>, String>> {
+    let mut changes: Vec<CommitCertificate> = Vec::new();
+    let mut from = 0u64;
+    loop {
+        let page = match node.json::<EpochsResponse>(&format!("/v1/epochs?from={from}"))? {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        let certs = match page.certificates() {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(format!("epochs: {e}"))),
+        };
+        let Some(last) = certs.last().map(|c| c.ledger_info.epoch) else {
+            return Ok(Ok(changes));
+        };
+        if last < from || changes.len() + certs.len() > MAX_EPOCH_CHANGES {
+            return Ok(Err(format!(
+                "epoch changes from {from} end at epoch {last}, or exceed {MAX_EPOCH_CHANGES}"
+            )));
+        }
+        changes.extend(certs);
+        from = last + 1;
+    }
+}
+
 /// Where an audit from a snapshot starts, or why it cannot.
 enum Start {
     At(Box<Auditor>),
@@ -217,29 +244,24 @@ fn snapshot_start(node: &Node, network: &NetworkFile, genesis: &Genesis) -> Resu
         Err(e) => return refused(SnapshotError::BadCertificate(format!("head: {e}"))),
     };
     // Every epoch change the node keeps, in order, page by page.
-    let mut changes: Vec<CommitCertificate> = Vec::new();
-    let mut from = 0u64;
-    loop {
-        let page = match node.json::<EpochsResponse>(&format!("/v1/epochs?from={from}"))? {
-            Ok(p) => p,
-            Err(e) => return refused(SnapshotError::BadCertificate(e)),
-        };
-        let certs = match page.certificates() {
-            Ok(c) => c,
-            Err(e) => return refused(SnapshotError::BadCertificate(format!("epochs: {e}"))),
-        };
-        let Some(last) = certs.last().map(|c| c.ledger_info.epoch) else {
-            break;
-        };
-        if last < from || changes.len() + certs.len() > MAX_EPOCH_CHANGES {
-            return refused(SnapshotError::BadCertificate(format!(
-                "epoch changes from {from} end at epoch {last}, or exceed {MAX_EPOCH_CHANGES}"
-            )));
+    let changes = match epoch_changes(node)? {
+        Ok(c) => c,
+        Err(e) => return refused(SnapshotError::BadCertificate(e)),
+    };
+    // The other nodes' lists too: the audited node alone could withhold
+    // the change that retired the epoch its head claims (review-3 AUD-1).
+    let mut lists = vec![changes];
+    for other in &network.nodes {
+        if other.api_url.trim_end_matches('/') == node.url.trim_end_matches('/') {
+            continue;
         }
-        changes.extend(certs);
-        from = last + 1;
+        // An unreachable or unhelpful node adds nothing; the audited
+        // node's own list stands.
+        if let Ok(Ok(list)) = epoch_changes(&Node::new(&other.api_url)) {
+            lists.push(list);
+        }
     }
-    let chain = match EpochChain::follow(network, &changes, height) {
+    let chain = match EpochChain::longest(network, &lists, height) {
         Ok(c) => c,
         Err(e) => return refused(e),
     };
@@ -312,14 +334,7 @@ fn snapshot_start(node: &Node, network: &NetworkFile, genesis: &Genesis) -> Resu
         "snapshot: height {height} (epoch {}), {leaves} leaves in {pages} pages, \
          {} epoch changes followed, the state root {} certified ({} ms)",
         start.epoch,
-        changes
-            .iter()
-            .filter(|c| c
-                .ledger_info
-                .commit
-                .as_ref()
-                .is_some_and(|b| b.height < height))
-            .count(),
+        chain.latest().epoch - network.validators.epoch,
         start.info.state_root,
         started.elapsed().as_millis()
     );

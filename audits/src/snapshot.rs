@@ -240,6 +240,40 @@ impl EpochChain {
         })
     }
 
+    /// Of the epoch-change lists several nodes served, the chain that
+    /// reaches the newest epoch at or below `height` (lists that do not
+    /// verify are left out; a node cannot forge a change, only withhold
+    /// one). The audited node alone could withhold the change that retired
+    /// an epoch whose leaked keys then sign a made-up head (review-3 AUD-1);
+    /// one honest node's list brings it back, and the head is refused.
+    /// `Err` only when no list verifies (the first list's error).
+    pub fn longest(
+        network: &NetworkFile,
+        lists: &[Vec<CommitCertificate>],
+        height: u64,
+    ) -> Result<Self, SnapshotError> {
+        let mut best: Option<Self> = None;
+        let mut first_error = None;
+        for list in lists {
+            match Self::follow(network, list, height) {
+                Ok(chain) => {
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| chain.latest().epoch > b.latest().epoch)
+                    {
+                        best = Some(chain);
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        best.ok_or_else(|| {
+            first_error.unwrap_or_else(|| SnapshotError::BadCertificate("no epoch changes".into()))
+        })
+    }
+
     /// The newest epoch reached (the one blocks after the last followed
     /// change run in).
     pub fn latest(&self) -> &ValidatorSet {
@@ -635,6 +669,33 @@ mod tests {
         // A head certifying another height than it names.
         let chain = EpochChain::follow(&network(), &changes(), 12).expect("follows");
         assert!(chain.verify_head(&certify(2, block(11, None)), 12).is_err());
+    }
+
+    /// Review-3 AUD-1: the audited node withholds the change that retired
+    /// epoch 0 and serves a head signed with epoch 0's (leaked) keys. Alone
+    /// it passes; with another node's list, which has the change, the
+    /// longest chain reaches epoch 2 and the head is refused.
+    #[test]
+    fn a_change_one_node_withholds_is_taken_from_another() {
+        let forged_head = certify(0, block(12, None));
+        let withheld: Vec<CommitCertificate> = Vec::new();
+        let alone =
+            EpochChain::longest(&network(), std::slice::from_ref(&withheld), 12).expect("follows");
+        assert!(
+            alone.verify_head(&forged_head, 12).is_ok(),
+            "alone, the lie passes"
+        );
+        // Another node's list, plus a list that does not verify (ignored).
+        let mut bogus = changes();
+        bogus.swap(0, 1);
+        let chain = EpochChain::longest(&network(), &[withheld, bogus, changes()], 12)
+            .expect("one list verifies");
+        assert_eq!(chain.latest().epoch, 2);
+        let err = chain.verify_head(&forged_head, 12);
+        assert!(
+            matches!(&err, Err(SnapshotError::BadCertificate(r)) if r.contains("ended at height 5")),
+            "{err:?}"
+        );
     }
 
     #[test]
