@@ -611,14 +611,14 @@ fn a_change_link_listing_fewer_services_than_it_hashes_is_refused() {
 
 /// A node that sends a namespace watch only `synced` at 6 (every change
 /// left out), with the chain inline; it answers lookups of `api` and `db`
-/// at 6 and lists the namespace at 4.
-fn silent_node(world: &World, link: &ChangeLink) -> MockNode {
+/// at 6 and lists the namespace at `listed`.
+fn silent_node(world: &World, link: &ChangeLink, listed: u64) -> MockNode {
     let synced6 = ns_synced(world, 6, Some(vec![link.clone()]));
     let (api6, db6) = (
         world.answer("prod", "api", 6),
         world.answer("prod", "db", 6),
     );
-    let listing = crate::support::fixture::namespace_response(world, "prod", 4);
+    let listing = crate::support::fixture::namespace_response(world, "prod", listed);
     MockNode::start(move |req| {
         if req.path.starts_with("/v1/epochs") {
             Reply::error(404, "not_found")
@@ -643,7 +643,7 @@ fn silent_node(world: &World, link: &ChangeLink) -> MockNode {
 #[test]
 fn a_namespace_watch_without_a_height_starts_after_a_verified_listing() {
     let (world, link) = chained_world();
-    let node = silent_node(&world, &link);
+    let node = silent_node(&world, &link, 4);
     let c = client(&world.chain, &[node.url.clone()], config());
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -676,7 +676,7 @@ fn a_namespace_watch_without_a_height_starts_after_a_verified_listing() {
 #[test]
 fn the_resume_point_waits_for_the_changes_a_synced_queued() {
     let (world, link) = chained_world();
-    let node = silent_node(&world, &link);
+    let node = silent_node(&world, &link, 4);
     let c = client(&world.chain, &[node.url.clone()], config());
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -798,27 +798,7 @@ fn a_node_paging_its_change_chain_slowly_is_left_after_the_stall_limit() {
 #[test]
 fn a_synced_naming_more_changes_than_the_cap_relists_the_namespace() {
     let (world, link) = chained_world();
-    let synced6 = ns_synced(&world, 6, Some(vec![link.clone()]));
-    let (api6, db6) = (
-        world.answer("prod", "api", 6),
-        world.answer("prod", "db", 6),
-    );
-    let listing = crate::support::fixture::namespace_response(&world, "prod", 6);
-    let node = MockNode::start(move |req| {
-        if req.path.starts_with("/v1/epochs") {
-            Reply::error(404, "not_found")
-        } else if req.path.starts_with("/v1/services/prod/api") {
-            Reply::ok(&api6)
-        } else if req.path.starts_with("/v1/services/prod/db") {
-            Reply::ok(&db6)
-        } else if req.path == "/v1/namespaces/prod" {
-            Reply::ok(&listing)
-        } else if req.path.starts_with("/v1/watch") {
-            Reply::Sse(vec![synced6.clone()])
-        } else {
-            Reply::error(404, "not_found")
-        }
-    });
+    let node = silent_node(&world, &link, 6);
     let c = client(&world.chain, &[node.url.clone()], config());
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
