@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use palisade_client::{Client, ClientError, VerifiedService};
+use palisade_client::{Client, ClientError, VerifiedService, MAX_CHANGED};
 use palisade_crypto::api::{
     ChangeLink, ChangesResponse, LookupResponse, NamespaceChanges, WatchSynced, WatchUpdate,
 };
@@ -545,12 +545,39 @@ fn first_namespace_items(
     client: Client,
     n: usize,
 ) -> Option<Vec<Result<VerifiedService, ClientError>>> {
+    namespace_items(client, Some(5), MAX_CHANGED, n)
+}
+
+/// The first `n` items of a watch of namespace `prod` from `from` with at
+/// most `max_changed` services per `synced`, or `None` when they do not
+/// arrive within 30 s (the watch's thread is then left behind).
+fn namespace_items(
+    client: Client,
+    from: Option<u64>,
+    max_changed: usize,
+    n: usize,
+) -> Option<Vec<Result<VerifiedService, ClientError>>> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let items: Vec<_> = client.watch("prod", None, Some(5)).take(n).collect();
+        let items: Vec<_> = client
+            .watch("prod", None, from)
+            .max_changed(max_changed)
+            .take(n)
+            .collect();
         let _ = tx.send(items);
     });
     rx.recv_timeout(Duration::from_secs(30)).ok()
+}
+
+/// Each item's service and height (panics on an error item).
+fn services_at(items: &[Result<VerifiedService, ClientError>]) -> Vec<(String, u64)> {
+    items
+        .iter()
+        .map(|u| {
+            let u = u.as_ref().unwrap();
+            (u.service.clone(), u.height)
+        })
+        .collect()
 }
 
 /// Issue-13 review: a lying node leaves one service's change out of a
@@ -562,13 +589,7 @@ fn a_namespace_synced_delivers_a_change_the_stream_left_out() {
     let node = omitting_node(&world, &link, true);
     let c = client(&world.chain, &[node.url.clone()], config());
     let items = first_namespace_items(c, 2).expect("two changes within 30 s");
-    let got: Vec<(String, u64)> = items
-        .iter()
-        .map(|u| {
-            let u = u.as_ref().unwrap();
-            (u.service.clone(), u.height)
-        })
-        .collect();
+    let got = services_at(&items);
     assert_eq!(got, [("api".to_string(), 6), ("db".to_string(), 6)]);
     assert_eq!(items[1].as_ref().unwrap().record.as_ref(), Some(&world.db));
 }
@@ -645,21 +666,9 @@ fn a_namespace_watch_without_a_height_starts_after_a_verified_listing() {
     let (world, link) = chained_world();
     let node = silent_node(&world, &link, 4);
     let c = client(&world.chain, &[node.url.clone()], config());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let items: Vec<_> = c.watch("prod", None, None).take(2).collect();
-        let _ = tx.send(items);
-    });
-    let items = rx
-        .recv_timeout(Duration::from_secs(30))
+    let items = namespace_items(c, None, MAX_CHANGED, 2)
         .expect("both changes the stream left out within 30 s");
-    let got: Vec<(String, u64)> = items
-        .iter()
-        .map(|u| {
-            let u = u.as_ref().unwrap();
-            (u.service.clone(), u.height)
-        })
-        .collect();
+    let got = services_at(&items);
     assert_eq!(got, [("api".to_string(), 6), ("db".to_string(), 6)]);
     let watch = node
         .paths()
@@ -800,25 +809,8 @@ fn a_synced_naming_more_changes_than_the_cap_relists_the_namespace() {
     let (world, link) = chained_world();
     let node = silent_node(&world, &link, 6);
     let c = client(&world.chain, &[node.url.clone()], config());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let items: Vec<_> = c
-            .watch("prod", None, Some(5))
-            .max_changed(1)
-            .take(2)
-            .collect();
-        let _ = tx.send(items);
-    });
-    let items = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("two items within 30 s");
-    let got: Vec<(String, u64)> = items
-        .iter()
-        .map(|u| {
-            let u = u.as_ref().unwrap();
-            (u.service.clone(), u.height)
-        })
-        .collect();
+    let items = namespace_items(c, Some(5), 1, 2).expect("two items within 30 s");
+    let got = services_at(&items);
     assert_eq!(got, [("api".to_string(), 6), ("db".to_string(), 6)]);
     assert!(
         node.paths()
