@@ -6,9 +6,10 @@
 #   prometheus          : promtool, which checks the node's /metrics in the tests
 #   dnsutils            : dig, which queries `palisade dns` in the client tests
 #   iproute2            : ip netns/link, for the four-namespace deployment test
+#   make                : builds jemalloc, the node's allocator (tikv-jemalloc-sys)
 set -euo pipefail
 need=()
-for p in clang libclang-dev librocksdb-dev prometheus dnsutils iproute2; do
+for p in clang libclang-dev librocksdb-dev prometheus dnsutils iproute2 make; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 [ ${#need[@]} -eq 0 ] && exit 0
