@@ -58,7 +58,7 @@ pub use remote::{RemoteAnswer, RemoteDatacenter, RemoteWatch};
 pub use signer::{
     enrollment, parse_endpoint, parse_label, parse_service_path, registration, InstanceRef, Signer,
 };
-pub use trust::TrustedChain;
+pub use trust::{TrustedChain, VERIFIED_CERTS_KEPT};
 pub use verify::{
     verify_account, verify_lookup, verify_namespace, verify_receipt, Freshness, VerifiedAccount,
     VerifiedNamespace, VerifiedReceipt, VerifiedService, MAX_RECEIPT_DESCENDANTS,

@@ -20,9 +20,12 @@
 //! refused ([`ClientError::ConflictingEpochChange`]); nothing is trusted
 //! again without an operator.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
 
-use palisade_crypto::{CommitCertificate, Digest, NetworkFile, ValidatorSet, VerifiedLedgerInfo};
+use palisade_crypto::{
+    CommitCertificate, Digest, NetworkFile, PublicKey, Signature, ValidatorSet, VerifiedLedgerInfo,
+};
 
 use crate::ClientError;
 
@@ -41,6 +44,65 @@ pub struct TrustedChain {
     /// The two ends, as an evidence file anyone holding network.json can
     /// check offline ([`crate::verify_evidence`]).
     fork_evidence: Option<palisade_crypto::dc::EquivocationEvidence>,
+    /// Certificates whose quorum of signatures already verified.
+    verified: VerifiedCerts,
+}
+
+/// How many verified certificates a [`TrustedChain`] remembers.
+pub const VERIFIED_CERTS_KEPT: usize = 64;
+
+/// The certificates that verified lately, each as the digest of its ledger
+/// info and its exact signatures, with the result. One block's certificate
+/// comes back in every receipt of that block and in every lookup at its
+/// height; its signatures were checked once, and an identical copy needs no
+/// second check. A copy with any other signature is not identical and is
+/// checked in full. Only what passed is kept, at most
+/// [`VERIFIED_CERTS_KEPT`], oldest dropped first; it is a cache: it takes no
+/// part in equality, and a clone starts empty.
+#[derive(Default)]
+struct VerifiedCerts(Mutex<VecDeque<VerifiedCert>>);
+
+type VerifiedCert = (Digest, Vec<(PublicKey, Signature)>, VerifiedLedgerInfo);
+
+impl VerifiedCerts {
+    fn get(&self, digest: &Digest, cert: &CommitCertificate) -> Option<VerifiedLedgerInfo> {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        kept.iter()
+            .find(|(d, sigs, _)| d == digest && *sigs == cert.signatures)
+            .map(|(_, _, v)| v.clone())
+    }
+
+    fn keep(&self, digest: Digest, cert: &CommitCertificate, verified: &VerifiedLedgerInfo) {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= VERIFIED_CERTS_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((digest, cert.signatures.clone(), verified.clone()));
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl Clone for VerifiedCerts {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for VerifiedCerts {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for VerifiedCerts {}
+
+impl std::fmt::Debug for VerifiedCerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VerifiedCerts({})", self.len())
+    }
 }
 
 impl TrustedChain {
@@ -61,6 +123,7 @@ impl TrustedChain {
             changes: Vec::new(),
             forked: None,
             fork_evidence: None,
+            verified: VerifiedCerts::default(),
         })
     }
 
@@ -144,7 +207,19 @@ impl TrustedChain {
                 });
             }
         }
-        Ok(cert.verify(set, &self.chain_id)?)
+        let digest = li.digest();
+        if let Some(verified) = self.verified.get(&digest, cert) {
+            return Ok(verified);
+        }
+        let verified = cert.verify(set, &self.chain_id)?;
+        self.verified.keep(digest, cert, &verified);
+        Ok(verified)
+    }
+
+    /// How many verified certificates are remembered (at most
+    /// [`VERIFIED_CERTS_KEPT`]): an identical copy of one is not checked again.
+    pub fn certificates_remembered(&self) -> usize {
+        self.verified.len()
     }
 
     /// The evidence of a detected fork (two certified ends of one epoch).

@@ -1,9 +1,9 @@
 //! Commit receipts: inclusion, the chain of block infos, the certificate.
 
-use palisade_client::{verify_receipt, ClientError, TrustedChain};
-use palisade_crypto::{BlockInfo, Digest, Hex, TxInclusionProof};
+use palisade_client::{verify_receipt, ClientError, TrustedChain, VERIFIED_CERTS_KEPT};
+use palisade_crypto::{BlockInfo, CommitCertificate, Digest, Hex, TxInclusionProof};
 
-use crate::support::fixture::{Chain, CHAIN};
+use crate::support::fixture::{block, Chain, CHAIN};
 use crate::support::receipt;
 
 fn trust(chain: &Chain) -> TrustedChain {
@@ -153,4 +153,50 @@ fn a_block_at_the_last_height_with_a_descendant_is_refused() {
         verify_receipt(&trust(&chain), &TX, &r),
         Err(ClientError::ForgedReceipt(_))
     ));
+}
+
+/// One block's certificate comes back in each of its receipts: it is
+/// checked once, and an identical copy is taken from the chain's memory.
+/// A copy with another signature in it is checked in full, and refused.
+#[test]
+fn an_identical_certificate_is_checked_once_and_a_changed_signature_is_checked_again() {
+    let chain = Chain::test();
+    let trust = trust(&chain);
+    let r = receipt(&chain, TX, 1, "applied");
+    verify_receipt(&trust, &TX, &r).unwrap();
+    assert_eq!(trust.certificates_remembered(), 1);
+    verify_receipt(&trust, &TX, &r).unwrap();
+    assert_eq!(
+        trust.certificates_remembered(),
+        1,
+        "the second copy was checked again"
+    );
+
+    let mut forged = r.clone();
+    let mut cert: CommitCertificate = forged.certificate.decode().unwrap();
+    cert.signatures[0].1 = cert.signatures[1].1;
+    forged.certificate = Hex::new(&cert);
+    let err = verify_receipt(&trust, &TX, &forged).unwrap_err();
+    assert!(matches!(err, ClientError::ForgedSignature(_)), "{err}");
+    // With a signer fewer than a quorum, the same ledger info is refused too.
+    let mut short = cert.clone();
+    short.signatures = cert.signatures[1..].to_vec();
+    assert!(trust.verify(&short).is_err());
+    assert_eq!(trust.certificates_remembered(), 1);
+}
+
+/// The memory of verified certificates is bounded: the oldest is dropped.
+#[test]
+fn the_verified_certificates_remembered_are_bounded() {
+    let chain = Chain::test();
+    let trust = trust(&chain);
+    for h in 0..VERIFIED_CERTS_KEPT as u64 + 10 {
+        let cert = chain.quorum(block(h + 1, Digest([3; 32]), 1_000 + h));
+        trust.verify(&cert).unwrap();
+    }
+    assert_eq!(trust.certificates_remembered(), VERIFIED_CERTS_KEPT);
+    // The first is forgotten: a copy of it is checked (and passes) again.
+    let first = chain.quorum(block(1, Digest([3; 32]), 1_000));
+    trust.verify(&first).unwrap();
+    assert_eq!(trust.certificates_remembered(), VERIFIED_CERTS_KEPT);
 }
