@@ -437,7 +437,7 @@ pub(crate) async fn run_flusher(store: NodeStore, mut shutdown: crate::shutdown:
                 let s = store.clone();
                 let started = std::time::Instant::now();
                 match tokio::task::spawn_blocking(move || s.flush_state()).await {
-                    Ok(Ok(h)) => tracing::debug!(
+                    Ok(Ok(h)) => tracing::info!(
                         height = h,
                         flush_ms = started.elapsed().as_millis() as u64,
                         "state flushed"
