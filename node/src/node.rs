@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 use palisade_consensus::hotstuff::{Config as CoreConfig, Recovery, Replica, SafetyState};
-use palisade_consensus::state::{CommitMeta, Genesis, RegistryExecutor, StateReader};
+use palisade_consensus::state::{Genesis, RegistryExecutor, StateReader};
 use palisade_crypto::{PublicKey, SecretKey};
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
@@ -82,8 +82,19 @@ pub fn load_genesis(path: &std::path::Path) -> Result<Genesis, NodeError> {
 
 /// Rebuild the replica's [`Recovery`] from the store. The executor may be
 /// ahead of the ledger index (a crash between the state commit and the ledger
-/// write): the missing heights are rebuilt from the stored blocks.
-pub(crate) fn recovery(store: &NodeStore, meta: &CommitMeta) -> Result<Recovery, NodeError> {
+/// write): the missing heights are rebuilt from the stored blocks. It may be
+/// behind it (the state commit is written without the WAL, and a crash
+/// loses what no flush persisted): the committed blocks above it are
+/// executed again first ([`replay_committed`]).
+pub(crate) fn recovery(
+    store: &NodeStore,
+    executor: &mut RegistryExecutor<NodeStore>,
+) -> Result<Recovery, NodeError> {
+    replay_committed(store, executor)?;
+    // The genesis state or the heights just executed again: durable before
+    // anything runs (one flush at start).
+    store.flush_state()?;
+    let meta = executor.committed_meta().clone();
     let inconsistent = |what: String| NodeError::Consensus(format!("store inconsistent: {what}"));
     let hs = meta.height;
     let hl = store.committed_height()?;
@@ -150,6 +161,67 @@ pub(crate) fn recovery(store: &NodeStore, meta: &CommitMeta) -> Result<Recovery,
     })
 }
 
+/// Bound on the heights executed again at start: far above what a flush
+/// period leaves unflushed (the memtables), far below a corrupt store's
+/// nonsense (which is then refused as inconsistent, as before).
+const MAX_REPLAY_HEIGHTS: u64 = 1 << 20;
+
+/// Execute again the committed blocks above the state's height, up to the
+/// ledger's, through the executor's own path (what a replica does with
+/// blocks it accepts: execute, check the result against the block, commit),
+/// from the committed log, or for a height the log lacks (its commit QC died
+/// with the process) from the stored block its ledger entry names. Each
+/// result must equal the recorded block info: a mismatch is a corrupt store.
+pub(crate) fn replay_committed(
+    store: &NodeStore,
+    executor: &mut RegistryExecutor<NodeStore>,
+) -> Result<u64, NodeError> {
+    use palisade_consensus::executor::{ExecutionContext, Executor};
+    let inconsistent = |what: String| NodeError::Consensus(format!("store inconsistent: {what}"));
+    let hs = executor.committed_meta().height;
+    let hl = store.committed_height()?;
+    if hl <= hs || hl - hs > MAX_REPLAY_HEIGHTS {
+        return Ok(0);
+    }
+    let started = std::time::Instant::now();
+    for h in hs + 1..=hl {
+        let info = store
+            .block_info(h)?
+            .ok_or_else(|| inconsistent(format!("no block info at {h}, ledger at {hl}")))?;
+        let block = match store.committed_block(h)? {
+            Some(c) if c.info == info => c.block,
+            _ => store.pending_block(&info.block_id)?.ok_or_else(|| {
+                inconsistent(format!("committed block {} at {h} missing", info.block_id))
+            })?,
+        };
+        let ctx = ExecutionContext {
+            parent_id: block.parent_id(),
+            block_id: info.block_id,
+            height: h,
+            epoch: block.epoch,
+            timestamp_ms: block.timestamp_ms,
+        };
+        let result = executor
+            .execute(&ctx, &block.payload)
+            .map_err(|e| inconsistent(format!("executing committed height {h} again: {e}")))?;
+        if result.state_root != info.state_root || result.tx_root != info.tx_root {
+            return Err(inconsistent(format!(
+                "committed height {h} executes to another state root"
+            )));
+        }
+        executor
+            .commit(&info.block_id)
+            .map_err(|e| inconsistent(format!("committing height {h} again: {e}")))?;
+    }
+    info!(
+        from = hs + 1,
+        to = hl,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "executed the committed blocks above the state's height again"
+    );
+    Ok(hl - hs)
+}
+
 /// Start a node from `config` and return once its listeners are bound.
 pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     config.validate()?;
@@ -173,9 +245,9 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let executor = RegistryExecutor::open(store.clone(), &genesis)
         .map_err(|e| setup(&config.genesis_file, e))?
         .with_verifier(verdicts.clone());
+    let mut executor = executor;
+    let recovery = recovery(&store, &mut executor)?;
     let meta = executor.committed_meta().clone();
-    let recovery = recovery(&store, &meta)?;
-    // The genesis state, when just written, is durable before anything runs.
     store.sync()?;
     let validators = recovery.validators.clone();
     let member = validators.index_of(&me).is_some() || genesis.validators.index_of(&me).is_some();
@@ -306,6 +378,10 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         );
         tasks.push(tokio::spawn(reporter.run(shutdown.clone())));
     }
+    tasks.push(tokio::spawn(crate::storage::run_flusher(
+        ctx.store.clone(),
+        shutdown.clone(),
+    )));
     if config.storage.retain_heights > 0 {
         let retention = crate::storage::prune::Retention::Heights(config.storage.retain_heights);
         tasks.push(tokio::spawn(crate::storage::prune::run(

@@ -27,9 +27,59 @@ use crate::storage::{Batch, Cf, Entry, KvBackend, MemKv, NodeStore};
 #[derive(Debug, Clone)]
 enum Op {
     Write(Batch),
+    /// A write without the WAL (the state commit): lost by a crash unless a
+    /// later flush persisted it.
+    Unlogged(Batch),
     Sync,
+    /// Every write so far persisted (memtables flushed).
+    Flush,
     /// Waiters were told that `height` committed.
     Announce(u64),
+}
+
+/// What a crash after `log` leaves, as RocksDB recovers it: the table files
+/// of the last flush (every write before it, logged or not), then the WAL's
+/// writes after it that reached the OS (kill -9: all; power loss: those
+/// before the last sync). Unlogged writes after the flush lived in the
+/// process's memtables only: lost. Besides the flushes in the log (the
+/// store's own), RocksDB may flush at any write (a full memtable): `flushed`
+/// says it did after `log[..flushed]`.
+fn survivors(log: &[Op], flushed: usize, power_loss: bool) -> Vec<Batch> {
+    let flushed = log
+        .iter()
+        .rposition(|o| matches!(o, Op::Flush))
+        .map_or(0, |p| p + 1)
+        .max(flushed);
+    let wal_end = if power_loss {
+        log.iter()
+            .rposition(|o| matches!(o, Op::Sync))
+            .map_or(0, |p| p + 1)
+            .max(flushed)
+    } else {
+        log.len()
+    };
+    log.iter()
+        .enumerate()
+        .filter_map(|(i, o)| match o {
+            Op::Write(b) if i < wal_end => Some(b.clone()),
+            Op::Unlogged(b) if i < flushed => Some(b.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The points a flush by RocksDB itself could have happened at before
+/// `cut`: none since the start, and after each unlogged write.
+fn flush_points(log: &[Op], cut: usize) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(
+            log[..cut]
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| matches!(o, Op::Unlogged(_)))
+                .map(|(i, _)| i + 1),
+        )
+        .collect()
 }
 
 /// A [`MemKv`] that logs what reaches it, in order.
@@ -64,6 +114,14 @@ impl KvBackend for LoggingKv {
     }
     fn sync(&self) -> Result<(), StorageError> {
         self.push(Op::Sync);
+        Ok(())
+    }
+    fn write_unlogged(&self, batch: Batch) -> Result<(), StorageError> {
+        self.push(Op::Unlogged(batch.clone()));
+        self.inner.write_unlogged(batch)
+    }
+    fn flush(&self) -> Result<(), StorageError> {
+        self.push(Op::Flush);
         Ok(())
     }
 }
@@ -122,9 +180,8 @@ fn driver(
     key: &SecretKey,
     g: &Genesis,
 ) -> (Driver, Arc<Context>, crate::shutdown::ShutdownTrigger) {
-    let executor = RegistryExecutor::open(store.clone(), g).expect("state opens");
-    let meta = executor.committed_meta().clone();
-    let recovery = crate::node::recovery(&store, &meta).expect("recovers");
+    let mut executor = RegistryExecutor::open(store.clone(), g).expect("state opens");
+    let recovery = crate::node::recovery(&store, &mut executor).expect("recovers");
     store.sync().unwrap();
     let replica = Replica::recover(
         CoreConfig::new(CHAIN),
@@ -215,14 +272,15 @@ fn every_crash_point_keeps_every_announced_commit() {
             })
             .max()
             .unwrap_or(0);
-        let last_sync = log[..cut].iter().rposition(|o| matches!(o, Op::Sync));
-        let power_loss = last_sync.map_or(0, |p| p + 1);
-        for survived in [cut, power_loss] {
+        let crashes = flush_points(&log, cut)
+            .into_iter()
+            .flat_map(|f| [(f, false), (f, true)]);
+        for (flushed, power_loss) in crashes {
             let mem = MemKv::new();
-            for op in &log[..survived] {
-                if let Op::Write(b) = op {
-                    mem.write(b.clone(), false).unwrap();
-                }
+            let kept = survivors(&log[..cut], flushed, power_loss);
+            let survived = kept.len();
+            for b in kept {
+                mem.write(b, false).unwrap();
             }
             let store = NodeStore::new(mem.clone());
             // Recovery succeeds from whatever survived, and the node runs.

@@ -1,6 +1,15 @@
 //! The key-value layer under every store: column families, atomic batches,
 //! synced writes. Two backends share one contract and one test suite:
 //! [`RocksKv`] (the node's) and [`MemKv`] (tests and tools).
+//!
+//! Two kinds of write: logged ([`KvBackend::write`]: through RocksDB's
+//! write-ahead log, durable at the next sync) and unlogged
+//! ([`KvBackend::write_unlogged`]: the memtables only, durable at the next
+//! [`KvBackend::flush`]; a crash loses the unlogged writes since the last
+//! flush, and only a suffix of them: RocksDB is opened with `atomic_flush`,
+//! so every automatic flush persists all column families at one point).
+//! The state commit is the one unlogged write: everything in it can be
+//! rebuilt by executing the committed blocks again, which stay logged.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -13,6 +22,18 @@ use crate::error::StorageError;
 
 /// Bound on the write-ahead log's total size (see [`RocksKv::open`]).
 pub(super) const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
+
+/// The column families the state commit writes without the WAL, the one
+/// holding its commit record first (the order [`RocksKv`] flushes them in).
+pub(super) const UNLOGGED_CFS: [Cf; 7] = [
+    Cf::Meta,
+    Cf::JmtNodes,
+    Cf::JmtValues,
+    Cf::Stale,
+    Cf::Heights,
+    Cf::Receipts,
+    Cf::Changes,
+];
 
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
@@ -130,6 +151,14 @@ pub trait KvBackend: Send + Sync + 'static {
     /// Make every write applied so far durable (fsync of the WAL), as a
     /// synced write would.
     fn sync(&self) -> Result<(), StorageError>;
+    /// Apply `batch` atomically without the write-ahead log: visible at
+    /// once, durable only once a later [`KvBackend::flush`] returns. A crash
+    /// before that loses it (and every unlogged write after it), never a
+    /// part of it, and never an earlier one that a flush made durable.
+    fn write_unlogged(&self, batch: Batch) -> Result<(), StorageError>;
+    /// Persist every write applied so far, unlogged ones included (RocksDB:
+    /// a flush of the memtables to table files). Slow; off the critical path.
+    fn flush(&self) -> Result<(), StorageError>;
 }
 
 /// RocksDB, one column family per [`Cf`].
@@ -156,6 +185,12 @@ impl RocksKv {
         // MB of WAL in the issue-16 soak. Past this total, RocksDB flushes
         // the families holding the oldest WAL so it can be deleted.
         opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+        // The state commit is written without the WAL: every flush RocksDB
+        // starts on its own (a full memtable, the WAL bound above) persists
+        // all column families at one sequence number, so what a crash leaves
+        // of the unlogged writes is a prefix of them (RocksDB documents the
+        // option for exactly this case).
+        opts.set_atomic_flush(true);
         // Bloom filters: most point reads (receipts of transactions not
         // yet committed, tree nodes) miss or hit one SST file; the filter
         // answers without reading blocks. One block cache for every family.
@@ -172,6 +207,18 @@ impl RocksKv {
         Ok(Arc::new(RocksKv { db }))
     }
 
+    fn write_with(&self, batch: Batch, wo: &WriteOptions) -> Result<(), StorageError> {
+        let mut wb = rocksdb::WriteBatch::default();
+        for (cf, key, value) in batch.ops {
+            let handle = self.cf(cf)?;
+            match value {
+                Some(v) => wb.put_cf(handle, key, v),
+                None => wb.delete_cf(handle, key),
+            }
+        }
+        Ok(self.db.write_opt(wb, wo)?)
+    }
+
     fn cf(&self, cf: Cf) -> Result<&rocksdb::ColumnFamily, StorageError> {
         self.db
             .cf_handle(cf.name())
@@ -185,17 +232,31 @@ impl KvBackend for RocksKv {
     }
 
     fn write(&self, batch: Batch, sync: bool) -> Result<(), StorageError> {
-        let mut wb = rocksdb::WriteBatch::default();
-        for (cf, key, value) in batch.ops {
-            let handle = self.cf(cf)?;
-            match value {
-                Some(v) => wb.put_cf(handle, key, v),
-                None => wb.delete_cf(handle, key),
-            }
-        }
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
-        Ok(self.db.write_opt(wb, &wo)?)
+        self.write_with(batch, &wo)
+    }
+
+    fn write_unlogged(&self, batch: Batch) -> Result<(), StorageError> {
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.write_with(batch, &wo)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        // rocksdb 0.20 flushes one column family per call (no multi-family
+        // flush), each atomic on its own. The state's height (in `meta`)
+        // goes first: every family flushed after it holds at least the
+        // state it names, and the extra (later heights' nodes, values,
+        // indexes) is rewritten identically when those heights execute again.
+        // Only the families the state commit writes: the others' writes are
+        // in the WAL, which RocksDB syncs (the closed WAL files) before a
+        // flush of a multi-family database installs its result, so they are
+        // durable after this too; RocksDB's own flushes free the WAL.
+        for cf in UNLOGGED_CFS {
+            self.db.flush_cf(self.cf(cf)?)?;
+        }
+        Ok(())
     }
 
     fn seek_prev(&self, cf: Cf, key: &[u8]) -> Result<Option<Entry>, StorageError> {
@@ -280,6 +341,14 @@ impl KvBackend for MemKv {
     }
 
     fn sync(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    fn write_unlogged(&self, batch: Batch) -> Result<(), StorageError> {
+        self.write(batch, false)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
         Ok(())
     }
 }

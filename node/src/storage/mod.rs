@@ -15,6 +15,15 @@
 //!   the same states recovery already handled when each write was synced on
 //!   its own. Receipts are served only up to the ledger height made durable
 //!   ([`NodeStore::durable_ledger_height`]).
+//! - The state commit (tree nodes and values, the stale index, the height's
+//!   record, receipt and change indexes, the state's commit record) is
+//!   written without the WAL ([`KvBackend::write_unlogged`]): a crash may
+//!   leave the state below the ledger, at the last height a flush made
+//!   durable ([`NodeStore::flush_state`], every few seconds off the
+//!   driver's path, and RocksDB's own flushes). Recovery executes the
+//!   committed blocks above it again (`node::recovery`), which are logged.
+//!   Nothing is pruned above the state height known durable
+//!   ([`NodeStore::durable_state_height`]), so those blocks stay.
 
 mod consensus;
 mod jmt_store;
@@ -78,6 +87,9 @@ struct Durability {
     ledger_written: AtomicU64,
     /// Highest ledger height made durable by a sync.
     ledger_durable: AtomicU64,
+    /// A state height known durable (the state at open, or at the start of
+    /// the last flush); the state on disk is at or above it.
+    state_durable: AtomicU64,
 }
 
 /// The node's store over one backend.
@@ -113,7 +125,31 @@ impl NodeStore {
         let h = store.committed_height().unwrap_or(0);
         store.durability.ledger_written.store(h, Ordering::SeqCst);
         store.durability.ledger_durable.store(h, Ordering::SeqCst);
+        let s = store.state_height().ok().flatten().unwrap_or(0);
+        store.durability.state_durable.store(s, Ordering::SeqCst);
         store
+    }
+
+    /// Write `batch` without the WAL (the state commit): durable once a
+    /// later [`NodeStore::flush_state`] returns (or RocksDB flushes on its own).
+    pub fn write_unlogged(&self, batch: Batch) -> Result<(), StorageError> {
+        self.kv.write_unlogged(batch)
+    }
+
+    /// Persist the state written so far (a flush of every column family);
+    /// returns the state height it made durable. Slow: call it off the
+    /// driver's path.
+    pub fn flush_state(&self) -> Result<u64, StorageError> {
+        let h = self.state_height()?.unwrap_or(0);
+        self.kv.flush()?;
+        self.durability.state_durable.fetch_max(h, Ordering::SeqCst);
+        Ok(h)
+    }
+
+    /// A state height known durable: after a crash the state is at or above
+    /// it, and every committed block above it is needed to rebuild the rest.
+    pub fn durable_state_height(&self) -> u64 {
+        self.durability.state_durable.load(Ordering::SeqCst)
     }
 
     /// Write `batch` without sync; durable once [`NodeStore::sync`] returns.
@@ -363,5 +399,53 @@ impl NodeStore {
     /// A record put with [`NodeStore::put_meta`].
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
         self.kv.get(Cf::Meta, name.as_bytes())
+    }
+}
+
+/// Flush the state when it advanced by this many heights since the last flush
+/// (bounds what a restart after a crash executes again).
+pub const FLUSH_HEIGHTS: u64 = 512;
+/// ... or when it advanced at all and this long passed.
+pub const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const FLUSH_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Persist the state every [`FLUSH_HEIGHTS`] heights or [`FLUSH_INTERVAL`]
+/// (off the async runtime and off the driver's path) until shutdown; the
+/// pruner keeps every block above the height the last flush made durable.
+pub(crate) async fn run_flusher(store: NodeStore, mut shutdown: crate::shutdown::Shutdown) {
+    let mut ticker = tokio::time::interval(FLUSH_CHECK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = ticker.tick() => {
+                let durable = store.durable_state_height();
+                let height = match store.state_height() {
+                    Ok(h) => h.unwrap_or(0),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the state height failed");
+                        continue;
+                    }
+                };
+                let due = height >= durable.saturating_add(FLUSH_HEIGHTS)
+                    || (height > durable && last.elapsed() >= FLUSH_INTERVAL);
+                if !due {
+                    continue;
+                }
+                last = std::time::Instant::now();
+                let s = store.clone();
+                let started = std::time::Instant::now();
+                match tokio::task::spawn_blocking(move || s.flush_state()).await {
+                    Ok(Ok(h)) => tracing::info!(
+                        height = h,
+                        flush_ms = started.elapsed().as_millis() as u64,
+                        "state flushed"
+                    ),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "flushing the state failed"),
+                    Err(e) => tracing::warn!(error = %e, "flush task failed"),
+                }
+            }
+        }
     }
 }

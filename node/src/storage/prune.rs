@@ -287,7 +287,11 @@ pub(crate) async fn run(
             _ = ticker.tick() => {
                 let (store, pins) = (store.clone(), pins.clone());
                 let pass = tokio::task::spawn_blocking(move || {
-                    let mut committed = store.committed_height()?;
+                    // Never a height whose block may be needed to rebuild
+                    // the state after a crash (above the state known durable).
+                    let mut committed = store
+                        .committed_height()?
+                        .min(store.durable_state_height());
                     if let Retention::Heights(window) = retention {
                         committed = pins.hold(committed, window, std::time::Instant::now());
                     }

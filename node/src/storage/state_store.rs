@@ -3,9 +3,9 @@
 //! One [`StateCommit`] becomes one atomic batch: its tree nodes and values,
 //! the height's [`HeightRecord`], receipt index and change index, and the commit metadata,
 //! so after a crash either all of a height's state is visible or none is.
-//! It is not synced on its own: the driver's one sync per round (before the
-//! ledger's receipts are served or a vote leaves) makes it durable, and the
-//! WAL's order keeps it durable before the ledger that names its height.
+//! It is written without the WAL ([`NodeStore::write_unlogged`]): a crash
+//! may lose the commits since the last flush (a suffix, never a part of
+//! one), and recovery executes their blocks again from the committed log.
 
 use jmt::storage::{Node, NodeKey, TreeReader};
 use jmt::{KeyHash, OwnedValue, Version};
@@ -21,6 +21,18 @@ const META_STATE: &[u8] = b"state_last_commit";
 /// `batch`: a snapshot install stands the executor on the snapshot's height.
 pub(crate) fn stage_state_meta(batch: &mut Batch, meta: &CommitMeta) {
     batch.put(Cf::Meta, META_STATE, encode(meta));
+}
+
+impl NodeStore {
+    /// The state machine's committed height (`None` before genesis is written).
+    pub fn state_height(&self) -> Result<Option<u64>, StorageError> {
+        match self.kv().get(Cf::Meta, META_STATE)? {
+            None => Ok(None),
+            Some(bytes) => decode::<CommitMeta>(&bytes)
+                .map(|m| Some(m.height))
+                .map_err(|e| super::corrupt("meta", e)),
+        }
+    }
 }
 
 fn backend(e: StorageError) -> StoreError {
@@ -100,7 +112,7 @@ impl StateStore for NodeStore {
             .map_err(backend)?;
         Self::stage_changes(&mut batch, commit.meta.height, &commit.changed);
         batch.put(Cf::Meta, META_STATE, encode(&commit.meta));
-        self.write_deferred(batch).map_err(backend)?;
+        self.write_unlogged(batch).map_err(backend)?;
         self.tree().committed(&commit.tree.node_batch);
         Ok(())
     }
