@@ -31,40 +31,45 @@ enum Op {
     /// later flush persisted it.
     Unlogged(Batch),
     Sync,
-    /// Every write so far persisted (memtables flushed).
-    Flush,
+    /// Every write so far to one column family persisted (its memtables
+    /// flushed; RocksDB syncs the WAL up to it too).
+    FlushCf(Cf),
     /// Waiters were told that `height` committed.
     Announce(u64),
 }
 
-/// What a crash after `log` leaves, as RocksDB recovers it: the table files
-/// of the last flush (every write before it, logged or not), then the WAL's
-/// writes after it that reached the OS (kill -9: all; power loss: those
-/// before the last sync). Unlogged writes after the flush lived in the
-/// process's memtables only: lost. Besides the flushes in the log (the
-/// store's own), RocksDB may flush at any write (a full memtable): `flushed`
-/// says it did after `log[..flushed]`.
-fn survivors(log: &[Op], flushed: usize, power_loss: bool) -> Vec<Batch> {
-    let flushed = log
-        .iter()
-        .rposition(|o| matches!(o, Op::Flush))
-        .map_or(0, |p| p + 1)
-        .max(flushed);
+/// What a crash after `log` leaves, as RocksDB recovers it. RocksDB may
+/// flush every family on its own, atomically (`atomic_flush`), at any write:
+/// `auto` says it did after `log[..auto]`. A family's table files hold every
+/// write to it before its last flush, logged or not; the WAL's writes
+/// replay after them if they reached the OS (kill -9: all; power loss:
+/// those before the last sync or flush). An unlogged write lived in the
+/// memtables only: a family keeps its part of one only if that family was
+/// flushed after it, so a crash between the flushes of two families keeps
+/// a batch in one and not in the other.
+fn survivors(log: &[Op], auto: usize, power_loss: bool) -> Vec<Batch> {
     let wal_end = if power_loss {
         log.iter()
-            .rposition(|o| matches!(o, Op::Sync))
+            .rposition(|o| matches!(o, Op::Sync | Op::FlushCf(_)))
             .map_or(0, |p| p + 1)
-            .max(flushed)
+            .max(auto)
     } else {
         log.len()
+    };
+    let flushed_after = |i: usize, cf: Cf| {
+        i < auto
+            || log[i..]
+                .iter()
+                .any(|o| matches!(o, Op::FlushCf(c) if *c == cf))
     };
     log.iter()
         .enumerate()
         .filter_map(|(i, o)| match o {
             Op::Write(b) if i < wal_end => Some(b.clone()),
-            Op::Unlogged(b) if i < flushed => Some(b.clone()),
+            Op::Unlogged(b) => Some(b.filtered(|cf| flushed_after(i, cf))),
             _ => None,
         })
+        .filter(|b| !b.is_empty())
         .collect()
 }
 
@@ -120,8 +125,8 @@ impl KvBackend for LoggingKv {
         self.push(Op::Unlogged(batch.clone()));
         self.inner.write_unlogged(batch)
     }
-    fn flush(&self) -> Result<(), StorageError> {
-        self.push(Op::Flush);
+    fn flush_cf(&self, cf: Cf) -> Result<(), StorageError> {
+        self.push(Op::FlushCf(cf));
         Ok(())
     }
 }
@@ -213,9 +218,14 @@ fn run_chain(
     let mut ids = Vec::new();
     let started = Instant::now();
     // Bounded: a healthy single-validator chain commits a block per step.
-    for _ in 0..(4 * blocks + 16) {
+    for step in 0..(4 * blocks + 16) {
         if store.committed_height().unwrap() >= blocks {
             break;
+        }
+        // A state flush in the middle, as the flusher does, with writes
+        // before and after it: crashes land between its families' flushes.
+        if step == 1 {
+            store.flush_state().unwrap();
         }
         let next = ctx.committed_next_sequence(&writer.public());
         if seq < next + 2 {
@@ -245,6 +255,37 @@ fn run_chain(
         .collect()
 }
 
+/// The recovered state's tree is whole: at its height, the root is the
+/// ledger's, and every key ever written proves against it (a tree with a
+/// family's nodes lost under a commit record that survived does not).
+fn tree_proves_every_key(mem: &Arc<MemKv>, store: &NodeStore, cut: usize) {
+    use jmt::{JellyfishMerkleTree, KeyHash};
+    let h = store.state_height().unwrap().expect("a state");
+    let tree_store = crate::storage::KvTreeStore::new(mem.clone());
+    let tree = JellyfishMerkleTree::<_, palisade_crypto::JmtHasher>::new(&tree_store);
+    let root = tree
+        .get_root_hash(h)
+        .unwrap_or_else(|e| panic!("crash at {cut}: no root at state height {h}: {e}"));
+    if let Some(info) = store.block_info(h).unwrap() {
+        assert_eq!(root.0, info.state_root.0, "crash at {cut}: root at {h}");
+    }
+    let mut keys: Vec<[u8; 32]> = mem
+        .scan(Cf::JmtValues, &[], usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k[..32].try_into().unwrap())
+        .collect();
+    keys.dedup();
+    for k in keys {
+        let (value, proof) = tree
+            .get_with_proof(KeyHash(k), h)
+            .unwrap_or_else(|e| panic!("crash at {cut}: key {k:?} at {h}: {e}"));
+        proof
+            .verify(root, KeyHash(k), value.as_ref())
+            .unwrap_or_else(|e| panic!("crash at {cut}: proof of {k:?} at {h}: {e}"));
+    }
+}
+
 #[test]
 fn every_crash_point_keeps_every_announced_commit() {
     let key = SecretKey::from_seed([1; 32]);
@@ -261,6 +302,16 @@ fn every_crash_point_keeps_every_announced_commit() {
     assert!(
         writes > syncs,
         "several writes share a sync ({writes} writes, {syncs} syncs)"
+    );
+    // The flush at start and the one in the middle, with state commits
+    // before and after the second.
+    let flushes: Vec<usize> = (0..log.len())
+        .filter(|&i| matches!(log[i], Op::FlushCf(Cf::Meta)))
+        .collect();
+    let unlogged = |r: std::ops::Range<usize>| log[r].iter().any(|o| matches!(o, Op::Unlogged(_)));
+    assert!(
+        flushes.len() == 2 && unlogged(0..flushes[1]) && unlogged(flushes[1]..log.len()),
+        "a state flush between state commits: flushes of meta at {flushes:?}"
     );
     let mut checked = 0;
     for cut in 0..=log.len() {
@@ -286,6 +337,7 @@ fn every_crash_point_keeps_every_announced_commit() {
             // Recovery succeeds from whatever survived, and the node runs.
             let (mut d, _ctx, _t) = driver(store.clone(), &key, &g);
             d.drain().unwrap();
+            tree_proves_every_key(&mem, &store, cut);
             let ledger = store.committed_height().unwrap();
             assert!(
                 ledger >= announced,

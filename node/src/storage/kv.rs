@@ -23,8 +23,8 @@ use crate::error::StorageError;
 /// Bound on the write-ahead log's total size (see [`RocksKv::open`]).
 pub(super) const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
 
-/// The column families the state commit writes without the WAL, the one
-/// holding its commit record first (the order [`RocksKv`] flushes them in).
+/// The column families the state commit writes without the WAL (what
+/// [`super::NodeStore::flush_state`] flushes).
 pub(super) const UNLOGGED_CFS: [Cf; 7] = [
     Cf::Meta,
     Cf::JmtNodes,
@@ -135,6 +135,17 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+    /// The operations of this batch on the column families `keep` accepts.
+    pub fn filtered(&self, keep: impl Fn(Cf) -> bool) -> Batch {
+        Batch {
+            ops: self
+                .ops
+                .iter()
+                .filter(|(cf, _, _)| keep(*cf))
+                .cloned()
+                .collect(),
+        }
+    }
 }
 
 /// A key-value store with column families. Writes are atomic per batch;
@@ -152,13 +163,17 @@ pub trait KvBackend: Send + Sync + 'static {
     /// synced write would.
     fn sync(&self) -> Result<(), StorageError>;
     /// Apply `batch` atomically without the write-ahead log: visible at
-    /// once, durable only once a later [`KvBackend::flush`] returns. A crash
-    /// before that loses it (and every unlogged write after it), never a
-    /// part of it, and never an earlier one that a flush made durable.
+    /// once, durable in a column family only once a later
+    /// [`KvBackend::flush_cf`] of that family returns (or RocksDB flushes
+    /// every family on its own, atomically). A crash before loses it.
     fn write_unlogged(&self, batch: Batch) -> Result<(), StorageError>;
-    /// Persist every write applied so far, unlogged ones included (RocksDB:
-    /// a flush of the memtables to table files). Slow; off the critical path.
-    fn flush(&self) -> Result<(), StorageError>;
+    /// Persist every write applied so far to `cf`, unlogged ones included
+    /// (RocksDB: a flush of that family's memtables to table files; the
+    /// WAL up to it is synced too). One family only: a crash between the
+    /// flushes of two families leaves an unlogged batch in one and not in
+    /// the other ([`super::NodeStore::flush_state`] copes). Slow; off the
+    /// critical path.
+    fn flush_cf(&self, cf: Cf) -> Result<(), StorageError>;
 }
 
 /// RocksDB, one column family per [`Cf`].
@@ -243,20 +258,10 @@ impl KvBackend for RocksKv {
         self.write_with(batch, &wo)
     }
 
-    fn flush(&self) -> Result<(), StorageError> {
-        // rocksdb 0.20 flushes one column family per call (no multi-family
-        // flush), each atomic on its own. The state's height (in `meta`)
-        // goes first: every family flushed after it holds at least the
-        // state it names, and the extra (later heights' nodes, values,
-        // indexes) is rewritten identically when those heights execute again.
-        // Only the families the state commit writes: the others' writes are
-        // in the WAL, which RocksDB syncs (the closed WAL files) before a
-        // flush of a multi-family database installs its result, so they are
-        // durable after this too; RocksDB's own flushes free the WAL.
-        for cf in UNLOGGED_CFS {
-            self.db.flush_cf(self.cf(cf)?)?;
-        }
-        Ok(())
+    fn flush_cf(&self, cf: Cf) -> Result<(), StorageError> {
+        // rocksdb 0.20 (and the C API of RocksDB 7.8) flushes one column
+        // family per call: atomic for that family alone.
+        Ok(self.db.flush_cf(self.cf(cf)?)?)
     }
 
     fn seek_prev(&self, cf: Cf, key: &[u8]) -> Result<Option<Entry>, StorageError> {
@@ -348,7 +353,7 @@ impl KvBackend for MemKv {
         self.write(batch, false)
     }
 
-    fn flush(&self) -> Result<(), StorageError> {
+    fn flush_cf(&self, _cf: Cf) -> Result<(), StorageError> {
         Ok(())
     }
 }

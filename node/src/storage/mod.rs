@@ -125,8 +125,12 @@ impl NodeStore {
         let h = store.committed_height().unwrap_or(0);
         store.durability.ledger_written.store(h, Ordering::SeqCst);
         store.durability.ledger_durable.store(h, Ordering::SeqCst);
-        let s = store.state_height().ok().flatten().unwrap_or(0);
-        store.durability.state_durable.store(s, Ordering::SeqCst);
+        match store.back_to_durable_mark() {
+            Ok(s) => store.durability.state_durable.store(s, Ordering::SeqCst),
+            // Nothing is pruned above a durable height of 0; the reads that
+            // failed here fail again, loudly, when the executor opens.
+            Err(e) => tracing::error!(error = %e, "reading the state's durable mark failed"),
+        }
         store
     }
 
@@ -136,12 +140,29 @@ impl NodeStore {
         self.kv.write_unlogged(batch)
     }
 
-    /// Persist the state written so far (a flush of every column family);
-    /// returns the state height it made durable. Slow: call it off the
-    /// driver's path.
+    /// Persist the state written so far; returns the state height it made
+    /// durable. The column families the state commit writes are flushed one
+    /// by one (RocksDB 7.8's C API flushes one family per call), while the
+    /// driver goes on writing: after a crash in the middle, or after one
+    /// RocksDB began on its own, the families on disk may hold different
+    /// heights, and the state's commit record alone cannot say which height
+    /// all of them hold. So the record read *before* the first flush (every
+    /// family then holds all of its height) is written, logged and synced,
+    /// as the durable mark *after* the last flush; at open the state is put
+    /// back to that mark ([`NodeStore::new`]) and the heights above it are
+    /// executed again, rewriting identical bytes over whatever part of them
+    /// survived. Slow: call it off the driver's path.
     pub fn flush_state(&self) -> Result<u64, StorageError> {
-        let h = self.state_height()?.unwrap_or(0);
-        self.kv.flush()?;
+        let Some(record) = self.state_record()? else {
+            return Ok(0);
+        };
+        let h = state_store::record_height(&record)?;
+        for cf in kv::UNLOGGED_CFS {
+            self.kv.flush_cf(cf)?;
+        }
+        let mut mark = Batch::new();
+        state_store::stage_durable_mark(&mut mark, &record);
+        self.kv.write(mark, true)?;
         self.durability.state_durable.fetch_max(h, Ordering::SeqCst);
         Ok(h)
     }
