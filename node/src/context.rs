@@ -198,12 +198,19 @@ impl Context {
     /// Admit a transaction (signature checked once here); gossip it to the
     /// other validators when `gossip`.
     pub(crate) fn admit(&self, tx: SignedTransaction, gossip: bool) -> Result<Digest, AdmitError> {
-        let result = self.admit_inner(tx.clone());
+        let kind = tx.tx.body.kind();
+        // Only a transaction to gossip needs a second copy.
+        let (pooled, gossiped) = if gossip {
+            (tx.clone(), Some(tx))
+        } else {
+            (tx, None)
+        };
+        let result = self.admit_inner(pooled);
         match &result {
             Ok(id) => {
                 self.metrics.txs_admitted.inc();
-                debug!(tx = %id, kind = tx.tx.body.kind(), "transaction admitted");
-                if gossip {
+                debug!(tx = %id, kind, "transaction admitted");
+                if let Some(tx) = gossiped {
                     self.gossip.lock().expect("gossip lock poisoned").push(tx);
                     self.gossip_ready.notify_one();
                 }
@@ -216,11 +223,14 @@ impl Context {
 
     fn admit_inner(&self, tx: SignedTransaction) -> Result<Digest, AdmitError> {
         let id = Mempool::verify(&self.limits, self.verdicts.as_ref(), &tx)?;
-        if self.store.tx_location(&id).ok().flatten().is_some() {
+        let next = self.committed_next_sequence(&tx.tx.signer);
+        // A committed transaction consumed its sequence, so one at or above
+        // the signer's committed next sequence is not in the receipt index:
+        // only an older one costs the index lookup.
+        if tx.tx.sequence < next && self.store.tx_location(&id).ok().flatten().is_some() {
             return Err(AdmitError::Duplicate);
         }
         self.authorize(&tx)?;
-        let next = self.committed_next_sequence(&tx.tx.signer);
         let mut pool = self.mempool.lock().expect("mempool lock poisoned");
         pool.insert_verified(tx, id, next)?;
         self.metrics.mempool_size.set(pool.len() as i64);
