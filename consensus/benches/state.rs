@@ -7,6 +7,11 @@
 //!   once per size).
 //! - `block/execute_1000_registrations`: a whole block of 1,000 signed
 //!   registrations through the executor (signature checks included).
+//! - `chain/block_of_32_registrations`: a chain of small blocks, as a loaded
+//!   node runs them: 32 identities that already own 150 instances each, one
+//!   registration per identity per block; each iteration executes and
+//!   commits one block (signing is outside the timing). Throughput is per
+//!   registration.
 //!
 //! `cargo bench -p palisade-consensus --bench state -- --warm-up-time 1 --measurement-time 3`
 
@@ -245,6 +250,96 @@ fn block_execution(c: &mut Criterion) {
     group.finish();
 }
 
+fn chain_of_small_blocks(c: &mut Criterion) {
+    const SIGNERS: usize = 32;
+    const OWNED: u64 = 150;
+    let validator = SecretKey::from_seed([1; 32]);
+    let signers: Vec<SecretKey> = (0..SIGNERS as u8)
+        .map(|i| SecretKey::from_seed([100 + i; 32]))
+        .collect();
+    let mut genesis = Genesis::new(
+        "bench",
+        1_000,
+        vec![Validator {
+            key: validator.public(),
+            power: 1,
+        }],
+        Authority {
+            members: vec![validator.public()],
+            threshold: 1,
+        },
+    );
+    genesis.enrollments = signers
+        .iter()
+        .map(|k| Enrollment {
+            identity: k.public(),
+            namespaces: vec!["bench".into()],
+            role: Role::Service,
+        })
+        .collect();
+    let genesis_hash = genesis.hash();
+    let mut exec = RegistryExecutor::open(MemStore::new(), &genesis).unwrap();
+    let mut next = vec![0u64; SIGNERS];
+    let mut height = 0;
+    // One block of one registration per signer, per signer and instance.
+    let mut block = |exec: &mut RegistryExecutor<MemStore>, per_signer: u64| {
+        let mut txs = Vec::new();
+        for (s, key) in signers.iter().enumerate() {
+            for _ in 0..per_signer {
+                txs.push(
+                    Transaction {
+                        chain_id: "bench".into(),
+                        genesis_hash,
+                        signer: key.public(),
+                        sequence: next[s],
+                        body: TxBody::Register(Registration {
+                            // Each signer's own services, within the
+                            // per-service bound.
+                            service: format!("svc{s}-{}", next[s] % 8),
+                            ..registration(s, next[s])
+                        }),
+                    }
+                    .sign(key),
+                );
+                next[s] += 1;
+            }
+        }
+        height += 1;
+        (
+            ExecutionContext {
+                parent_id: exec.committed().0,
+                block_id: Digest([height as u8; 32]),
+                height,
+                epoch: 0,
+                timestamp_ms: 1_000 + height,
+            },
+            encode_payload(&txs),
+        )
+    };
+    for _ in 0..(OWNED / 50) {
+        let (ctx, payload) = block(&mut exec, 50);
+        exec.execute(&ctx, &payload).unwrap();
+        exec.commit(&ctx.block_id).unwrap();
+    }
+    let mut group = c.benchmark_group("chain");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(SIGNERS as u64));
+    group.bench_function("block_of_32_registrations", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let (ctx, payload) = block(&mut exec, 1);
+                let started = std::time::Instant::now();
+                exec.execute(&ctx, &payload).unwrap();
+                exec.commit(&ctx.block_id).unwrap();
+                spent += started.elapsed();
+            }
+            spent
+        })
+    });
+    group.finish();
+}
+
 // `criterion_group!` defines an undocumented public function.
 #[allow(missing_docs)]
 mod group {
@@ -252,7 +347,7 @@ mod group {
     criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1));
-    targets = map_update, proofs, block_execution
+    targets = map_update, proofs, block_execution, chain_of_small_blocks
     }
 }
 criterion_main!(group::benches);

@@ -41,7 +41,7 @@ fn gossip_frames(txs: Vec<SignedTransaction>, max_bytes: usize) -> Vec<Vec<u8>> 
     let mut batch = Vec::new();
     let mut bytes = 0;
     for tx in txs {
-        let len = encode(&tx).len();
+        let len = borsh::object_length(&tx).unwrap_or_else(|_| encode(&tx).len());
         if !batch.is_empty() && (batch.len() == MAX_GOSSIP_TXS || bytes + len > max_bytes) {
             frames.push(encode(&Wire::Txs(std::mem::take(&mut batch))));
             bytes = 0;
@@ -198,12 +198,19 @@ impl Context {
     /// Admit a transaction (signature checked once here); gossip it to the
     /// other validators when `gossip`.
     pub(crate) fn admit(&self, tx: SignedTransaction, gossip: bool) -> Result<Digest, AdmitError> {
-        let result = self.admit_inner(tx.clone());
+        let kind = tx.tx.body.kind();
+        // Only a transaction to gossip needs a second copy.
+        let (pooled, gossiped) = if gossip {
+            (tx.clone(), Some(tx))
+        } else {
+            (tx, None)
+        };
+        let result = self.admit_inner(pooled);
         match &result {
             Ok(id) => {
                 self.metrics.txs_admitted.inc();
-                debug!(tx = %id, kind = tx.tx.body.kind(), "transaction admitted");
-                if gossip {
+                debug!(tx = %id, kind, "transaction admitted");
+                if let Some(tx) = gossiped {
                     self.gossip.lock().expect("gossip lock poisoned").push(tx);
                     self.gossip_ready.notify_one();
                 }
@@ -216,11 +223,18 @@ impl Context {
 
     fn admit_inner(&self, tx: SignedTransaction) -> Result<Digest, AdmitError> {
         let id = Mempool::verify(&self.limits, self.verdicts.as_ref(), &tx)?;
-        if self.store.tx_location(&id).ok().flatten().is_some() {
+        // One reader (one commit-record read) for the sequence and the rule.
+        let reader = StateReader::latest(&self.store).ok();
+        let next = reader
+            .as_ref()
+            .map_or(0, |r| r.next_sequence(&tx.tx.signer).unwrap_or(0));
+        // A committed transaction consumed its sequence, so one at or above
+        // the signer's committed next sequence is not in the receipt index:
+        // only an older one costs the index lookup.
+        if tx.tx.sequence < next && self.store.tx_location(&id).ok().flatten().is_some() {
             return Err(AdmitError::Duplicate);
         }
-        self.authorize(&tx)?;
-        let next = self.committed_next_sequence(&tx.tx.signer);
+        Self::authorize(reader.as_ref(), &tx)?;
         let mut pool = self.mempool.lock().expect("mempool lock poisoned");
         pool.insert_verified(tx, id, next)?;
         self.metrics.mempool_size.set(pool.len() as i64);
@@ -228,13 +242,17 @@ impl Context {
     }
 
     /// The state machine's admission rule ([`StateReader::admissible`]:
-    /// cosignature count and who may sign this) against committed state, so
+    /// cosignature count and who may sign this) against committed state
+    /// (`reader`; none while nothing is committed), so
     /// that what the state machine would refuse is answered with a 403 and
     /// never reaches a block (a block carrying it is invalid). Every
     /// transaction kind goes through it; nothing here is a second copy of
     /// the rules.
-    fn authorize(&self, tx: &SignedTransaction) -> Result<(), AdmitError> {
-        let Ok(reader) = StateReader::latest(&self.store) else {
+    fn authorize(
+        reader: Option<&StateReader<'_>>,
+        tx: &SignedTransaction,
+    ) -> Result<(), AdmitError> {
+        let Some(reader) = reader else {
             // Nothing committed yet (the node is starting): the block's
             // execution decides.
             return Ok(());

@@ -178,7 +178,8 @@ impl Mempool {
         verifier: &dyn SignatureVerifier,
         tx: &SignedTransaction,
     ) -> Result<Digest, AdmitError> {
-        let size = encode(tx).len();
+        // Counted without building the encoding.
+        let size = borsh::object_length(tx).unwrap_or_else(|_| encode(tx).len());
         if size > limits.max_tx_bytes {
             return Err(AdmitError::TooLarge {
                 got: size,

@@ -24,7 +24,7 @@ use super::lease::{window_budget, LeaseDelta, LeaseView};
 use super::receipts::{BlockReceipts, TxReceipt};
 use super::records::{system, system_key, ChainRecord, ExpiryState, IdentityRecord};
 use super::store::BranchReader;
-use super::working::WorkingSet;
+use super::working::{RecordMemo, WorkingSet};
 use crate::hotstuff::SignatureVerifier;
 
 /// Everything a block's execution produced.
@@ -149,8 +149,9 @@ pub(crate) fn execute_block(
     chain: &Chain<'_>,
     (height, epoch, now_ms): (u64, u64, u64),
     txs: &[(SignedTransaction, usize)],
+    memo: &mut RecordMemo,
 ) -> Result<BlockOutput, StateError> {
-    let mut ws = WorkingSet::new(reader, Some(height - 1));
+    let mut ws = WorkingSet::new(reader, Some(height - 1), Some(memo));
     let validators = ws.validators()?;
     let mut env = BlockEnv {
         chain_id: chain.chain_id,
@@ -206,7 +207,7 @@ pub(crate) fn genesis_state(
     reader: &BranchReader<'_>,
     genesis: &Genesis,
 ) -> Result<BlockOutput, StateError> {
-    let mut ws = WorkingSet::new(reader, None);
+    let mut ws = WorkingSet::new(reader, None, None);
     ws.put_raw(
         system_key(system::CHAIN),
         &ChainRecord {
@@ -257,5 +258,6 @@ pub(crate) fn genesis_state(
 
 /// Size of a transaction's canonical encoding.
 pub(crate) fn encoded_len(stx: &SignedTransaction) -> usize {
-    encode(stx).len()
+    // Counted without building the encoding (a count cannot fail).
+    borsh::object_length(stx).unwrap_or_else(|_| encode(stx).len())
 }

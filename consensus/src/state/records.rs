@@ -124,7 +124,31 @@ pub struct IdentityRecord {
     pub instances: Vec<InstanceRef>,
 }
 
+/// The fields of an [`IdentityRecord`] before its owner index, in order (a
+/// prefix of the record's encoding).
+#[derive(BorshDeserialize)]
+struct IdentityHead {
+    namespaces: Vec<ServiceName>,
+    role: Role,
+    enrolled_at: u64,
+    revoked_at: Option<u64>,
+}
+
 impl IdentityRecord {
+    /// Decode the record in `bytes` but for its owner index, which is left
+    /// empty: for the authorization rule, which reads only the namespaces and
+    /// the revocation (an owner index can hold thousands of instances).
+    pub(crate) fn decode_without_instances(bytes: &[u8]) -> std::io::Result<Self> {
+        let head = IdentityHead::deserialize(&mut &bytes[..])?;
+        Ok(IdentityRecord {
+            namespaces: head.namespaces,
+            role: head.role,
+            enrolled_at: head.enrolled_at,
+            revoked_at: head.revoked_at,
+            instances: Vec::new(),
+        })
+    }
+
     /// Whether the identity may write in `namespace` now.
     pub fn may_write(&self, namespace: &str) -> bool {
         self.revoked_at.is_none() && self.namespaces.iter().any(|n| n == namespace)
@@ -144,4 +168,39 @@ pub struct ExpiryState {
     pub window_budget: u64,
     /// Expiries executed in the current window.
     pub expired_in_window: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_crypto::encode;
+
+    #[test]
+    fn an_identity_decodes_without_its_owner_index() {
+        let instance = |i: u32| InstanceRef {
+            namespace: "shop".into(),
+            service: "web".into(),
+            instance: format!("i{i}"),
+        };
+        for (revoked_at, instances) in [(None, vec![]), (Some(9), (0..50).map(instance).collect())]
+        {
+            let record = IdentityRecord {
+                namespaces: vec!["billing".into(), "shop".into()],
+                role: Role::Admin,
+                enrolled_at: 7,
+                revoked_at,
+                instances,
+            };
+            let head = IdentityRecord::decode_without_instances(&encode(&record)).unwrap();
+            assert_eq!(
+                head,
+                IdentityRecord {
+                    instances: Vec::new(),
+                    ..record.clone()
+                }
+            );
+            assert_eq!(head.may_write("shop"), record.may_write("shop"));
+        }
+        assert!(IdentityRecord::decode_without_instances(&[1, 0]).is_err());
+    }
 }
