@@ -176,9 +176,11 @@ fn registration(signer: usize, i: u64) -> Registration {
     }
 }
 
-fn block_execution(c: &mut Criterion) {
+/// A one-validator genesis enrolling `n` service identities in namespace
+/// `bench`, and their keys.
+fn bench_genesis(n: u8) -> (Genesis, Vec<SecretKey>) {
     let validator = SecretKey::from_seed([1; 32]);
-    let signers: Vec<SecretKey> = (0..10u8)
+    let signers: Vec<SecretKey> = (0..n)
         .map(|i| SecretKey::from_seed([100 + i; 32]))
         .collect();
     let mut genesis = Genesis::new(
@@ -201,6 +203,11 @@ fn block_execution(c: &mut Criterion) {
             role: Role::Service,
         })
         .collect();
+    (genesis, signers)
+}
+
+fn block_execution(c: &mut Criterion) {
+    let (genesis, signers) = bench_genesis(10);
     let genesis_hash = genesis.hash();
     let txs: Vec<_> = (0..1_000u64)
         .map(|i| {
@@ -253,30 +260,7 @@ fn block_execution(c: &mut Criterion) {
 fn chain_of_small_blocks(c: &mut Criterion) {
     const SIGNERS: usize = 32;
     const OWNED: u64 = 150;
-    let validator = SecretKey::from_seed([1; 32]);
-    let signers: Vec<SecretKey> = (0..SIGNERS as u8)
-        .map(|i| SecretKey::from_seed([100 + i; 32]))
-        .collect();
-    let mut genesis = Genesis::new(
-        "bench",
-        1_000,
-        vec![Validator {
-            key: validator.public(),
-            power: 1,
-        }],
-        Authority {
-            members: vec![validator.public()],
-            threshold: 1,
-        },
-    );
-    genesis.enrollments = signers
-        .iter()
-        .map(|k| Enrollment {
-            identity: k.public(),
-            namespaces: vec!["bench".into()],
-            role: Role::Service,
-        })
-        .collect();
+    let (genesis, signers) = bench_genesis(SIGNERS as u8);
     let genesis_hash = genesis.hash();
     let mut exec = RegistryExecutor::open(MemStore::new(), &genesis).unwrap();
     let mut next = vec![0u64; SIGNERS];

@@ -288,10 +288,15 @@ pub(crate) async fn run(
                 let (store, pins) = (store.clone(), pins.clone());
                 let pass = tokio::task::spawn_blocking(move || {
                     // Never a height whose block may be needed to rebuild
-                    // the state after a crash (above the state known durable).
-                    let mut committed = store
-                        .committed_height()?
-                        .min(store.durable_state_height());
+                    // the state after a crash (above the state known
+                    // durable): flush first when the state on disk lags the
+                    // ledger, so the window is kept as configured (a pass
+                    // every 10 s, not at the flusher's 30 s).
+                    let ledger = store.committed_height()?;
+                    if store.durable_state_height() < ledger {
+                        store.flush_state()?;
+                    }
+                    let mut committed = ledger.min(store.durable_state_height());
                     if let Retention::Heights(window) = retention {
                         committed = pins.hold(committed, window, std::time::Instant::now());
                     }
