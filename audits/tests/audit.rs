@@ -226,12 +226,7 @@ fn audit_passes_an_honest_history_and_names_each_tampering() {
         code == 0 && last.ends_with(" 0 mismatches"),
         "honest history: exit {code}, {last:?}\n{text}"
     );
-    let txs: u64 = last
-        .split(", ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let txs = audited_txs(last);
     assert!(txs >= 2, "the demo's transactions were audited: {last}");
 
     // `--progress` off a terminal: progress lines on stderr, stdout ends
@@ -420,12 +415,7 @@ fn audit_from_a_snapshot_of_a_pruning_testnet() {
         "honest pruned history: {:?} {last:?}",
         out.status
     );
-    let txs: u64 = last
-        .split(", ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let txs = audited_txs(last);
     assert!(
         txs >= 2,
         "the demo's transactions after the snapshot: {last}"
@@ -461,4 +451,14 @@ fn audit_from_a_snapshot_of_a_pruning_testnet() {
         );
         assert!(last_line(&text).ends_with(" 1 mismatches"), "{text}");
     }
+}
+
+/// The transaction count of an audit's summary line ("…, N transactions, …"; 0 when absent).
+fn audited_txs(summary: &str) -> u64 {
+    summary
+        .split(", ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
