@@ -60,10 +60,17 @@ impl KvTreeStore {
         }
     }
 
-    /// A batch staged with [`KvTreeStore::stage`] was written: its nodes and
-    /// values are now the newest.
-    pub fn committed(&self, node_batch: &NodeBatch) {
-        self.cache.committed(node_batch);
+    #[cfg(test)]
+    pub(crate) fn cache_for_tests(&self) -> &TreeCache {
+        &self.cache
+    }
+
+    /// An update staged with [`KvTreeStore::stage`] and
+    /// [`KvTreeStore::stage_stale`] was written: its nodes and values are now
+    /// the newest, and the nodes it made stale are no longer hot.
+    pub fn committed(&self, update: &jmt::storage::TreeUpdateBatch) {
+        self.cache
+            .committed(&update.node_batch, &update.stale_node_index_batch);
     }
 
     /// Add a node batch's writes to `batch` (so a commit lands atomically with its block).
@@ -172,7 +179,7 @@ impl TreeWriter for KvTreeStore {
         let mut batch = Batch::new();
         Self::stage(node_batch, &mut batch);
         self.kv.write(batch, false)?;
-        self.committed(node_batch);
+        self.cache.committed(node_batch, &Default::default());
         Ok(())
     }
 }

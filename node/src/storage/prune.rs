@@ -442,7 +442,7 @@ mod tests {
             crate::storage::KvTreeStore::stage(&update.node_batch, &mut batch);
             crate::storage::KvTreeStore::stage_stale(&update.stale_node_index_batch, &mut batch);
             kv.write(batch, false).unwrap();
-            store.committed(&update.node_batch);
+            store.committed(&update);
             expected.push(map.clone());
         }
         (kv, expected)

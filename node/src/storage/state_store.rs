@@ -170,7 +170,7 @@ impl StateStore for NodeStore {
         } else {
             self.write_unlogged(batch).map_err(backend)?;
         }
-        self.tree().committed(&commit.tree.node_batch);
+        self.tree().committed(&commit.tree);
         Ok(())
     }
 }
