@@ -14,7 +14,7 @@ use jmt::storage::{LeafNode, Node, NodeBatch, NodeKey, TreeReader, TreeWriter};
 use jmt::{KeyHash, OwnedValue, Version};
 use palisade_crypto::{decode, encode};
 
-use super::kv::{Batch, Cf, KvBackend};
+use super::kv::{Batch, Cf, KvBackend, VALUE_PREFIX_LEN};
 use super::tree_cache::TreeCache;
 use crate::error::StorageError;
 
@@ -127,9 +127,11 @@ impl TreeReader for KvTreeStore {
             Ok(value) => return Ok(value),
             Err(ticket) => ticket,
         };
-        let found = self
-            .kv
-            .seek_prev(Cf::JmtValues, &value_key(&key_hash, max_version))?;
+        let found = self.kv.seek_prev_in_prefix(
+            Cf::JmtValues,
+            &value_key(&key_hash, max_version),
+            VALUE_PREFIX_LEN,
+        )?;
         let (version, value) = match found {
             Some((k, v)) if k.len() == 40 && k[..32] == key_hash.0 => {
                 let version = u64::from_be_bytes(k[32..].try_into().expect("8 bytes"));

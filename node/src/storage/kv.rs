@@ -16,7 +16,10 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, SliceTransform,
+    WriteOptions, DB,
+};
 
 use crate::error::StorageError;
 
@@ -34,6 +37,11 @@ pub(super) const UNLOGGED_CFS: [Cf; 7] = [
     Cf::Receipts,
     Cf::Changes,
 ];
+
+/// The length of the prefix [`Cf::JmtValues`] keys share per state key (its
+/// key hash); RocksDB keeps a prefix bloom filter of it (see
+/// [`KvBackend::seek_prev_in_prefix`]).
+pub const VALUE_PREFIX_LEN: usize = 32;
 
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
@@ -157,6 +165,24 @@ pub trait KvBackend: Send + Sync + 'static {
     fn write(&self, batch: Batch, sync: bool) -> Result<(), StorageError>;
     /// The last entry whose key is `<= key`.
     fn seek_prev(&self, cf: Cf, key: &[u8]) -> Result<Option<Entry>, StorageError>;
+    /// The last entry whose key is `<= key` and starts with `key`'s first
+    /// `prefix_len` bytes (`None` when there is none, whatever precedes
+    /// it). The same answer as [`KvBackend::seek_prev`] filtered, but a
+    /// backend may answer from a prefix filter without a seek: RocksDB does
+    /// for [`Cf::JmtValues`] and [`VALUE_PREFIX_LEN`], where the newest
+    /// value of a key never written (a new instance, a registration's first
+    /// read) was a reverse seek through every memtable and level.
+    fn seek_prev_in_prefix(
+        &self,
+        cf: Cf,
+        key: &[u8],
+        prefix_len: usize,
+    ) -> Result<Option<Entry>, StorageError> {
+        let prefix = &key[..prefix_len.min(key.len())];
+        Ok(self
+            .seek_prev(cf, key)?
+            .filter(|(k, _)| k.starts_with(prefix)))
+    }
     /// Up to `limit` entries with keys `>= start`, ascending.
     fn scan(&self, cf: Cf, start: &[u8], limit: usize) -> Result<Vec<Entry>, StorageError>;
     /// Make every write applied so far durable (fsync of the WAL), as a
@@ -216,6 +242,14 @@ impl RocksKv {
         let cfs = Cf::ALL.iter().map(|cf| {
             let mut o = Options::default();
             o.set_block_based_table_factory(&table);
+            if *cf == Cf::JmtValues {
+                // Values are keyed key hash || version: a prefix bloom of the
+                // key hash (in table files and memtables) answers "never
+                // written" without a seek. Table files written before it
+                // have no prefix filter and are searched as before.
+                o.set_prefix_extractor(SliceTransform::create_fixed_prefix(VALUE_PREFIX_LEN));
+                o.set_memtable_prefix_bloom_ratio(0.05);
+            }
             ColumnFamilyDescriptor::new(cf.name(), o)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
@@ -232,6 +266,35 @@ impl RocksKv {
             }
         }
         Ok(self.db.write_opt(wb, wo)?)
+    }
+
+    /// Read options for an iterator over the whole key order: a family
+    /// with a prefix extractor would otherwise iterate in prefix mode, where
+    /// leaving the first key's prefix is undefined.
+    fn total_order() -> ReadOptions {
+        let mut ro = ReadOptions::default();
+        ro.set_total_order_seek(true);
+        ro
+    }
+
+    fn first_reverse(
+        &self,
+        cf: Cf,
+        key: &[u8],
+        ro: ReadOptions,
+    ) -> Result<Option<Entry>, StorageError> {
+        let mut it = self.db.iterator_cf_opt(
+            self.cf(cf)?,
+            ro,
+            IteratorMode::From(key, Direction::Reverse),
+        );
+        match it.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (k, v) = item?;
+                Ok(Some((k.into_vec(), v.into_vec())))
+            }
+        }
     }
 
     fn cf(&self, cf: Cf) -> Result<&rocksdb::ColumnFamily, StorageError> {
@@ -265,22 +328,37 @@ impl KvBackend for RocksKv {
     }
 
     fn seek_prev(&self, cf: Cf, key: &[u8]) -> Result<Option<Entry>, StorageError> {
-        let mut it = self
-            .db
-            .iterator_cf(self.cf(cf)?, IteratorMode::From(key, Direction::Reverse));
-        match it.next() {
-            None => Ok(None),
-            Some(item) => {
-                let (k, v) = item?;
-                Ok(Some((k.into_vec(), v.into_vec())))
-            }
-        }
+        self.first_reverse(cf, key, Self::total_order())
+    }
+
+    fn seek_prev_in_prefix(
+        &self,
+        cf: Cf,
+        key: &[u8],
+        prefix_len: usize,
+    ) -> Result<Option<Entry>, StorageError> {
+        let prefix = &key[..prefix_len.min(key.len())];
+        let ro = if cf == Cf::JmtValues && prefix.len() == VALUE_PREFIX_LEN {
+            // Prefix mode: the filters of the key's prefix decide which
+            // memtables and table files are searched at all, and the
+            // iterator stops at the prefix's first key.
+            let mut ro = ReadOptions::default();
+            ro.set_prefix_same_as_start(true);
+            ro
+        } else {
+            Self::total_order()
+        };
+        Ok(self
+            .first_reverse(cf, key, ro)?
+            .filter(|(k, _)| k.starts_with(prefix)))
     }
 
     fn scan(&self, cf: Cf, start: &[u8], limit: usize) -> Result<Vec<Entry>, StorageError> {
-        let it = self
-            .db
-            .iterator_cf(self.cf(cf)?, IteratorMode::From(start, Direction::Forward));
+        let it = self.db.iterator_cf_opt(
+            self.cf(cf)?,
+            Self::total_order(),
+            IteratorMode::From(start, Direction::Forward),
+        );
         let mut out = Vec::new();
         for item in it.take(limit) {
             let (k, v) = item?;

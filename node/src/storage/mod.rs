@@ -39,7 +39,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use palisade_crypto::{decode, encode, BlockInfo, CommitCertificate, Digest, StateKey};
 
 pub use jmt_store::KvTreeStore;
-pub use kv::{Batch, Cf, Entry, KvBackend, MemKv, RocksKv};
+pub use kv::{Batch, Cf, Entry, KvBackend, MemKv, RocksKv, VALUE_PREFIX_LEN};
 pub(crate) use state_store::stage_state_meta;
 
 use crate::error::StorageError;

@@ -213,9 +213,10 @@ fn stage_superseded_values(
     below: u64,
     batch: &mut Batch,
 ) -> Result<u64, StorageError> {
-    let Some((newest, _)) = kv.seek_prev(
+    let Some((newest, _)) = kv.seek_prev_in_prefix(
         Cf::JmtValues,
         &super::jmt_store::value_key_of(key_hash, below),
+        super::kv::VALUE_PREFIX_LEN,
     )?
     else {
         return Ok(0);
