@@ -82,3 +82,13 @@ for kind, enc, digest, sig in re.findall(r'\("(\w+)", "([0-9a-f]+)", "([0-9a-f]+
 # KAT "timeout digest" is hash(Timeout, borsh(("kat", [7; 32], 0u64, 5u64, 3u64))).
 kat = b"kat"
 print("timeout_digest", h("Timeout", struct.pack("<I", len(kat)) + kat + bytes([7]) * 32 + struct.pack("<QQQ", 0, 5, 3)).hex())
+
+# Issue 15 (owner index in pages): the OwnerPage domain, the key
+# StateKey::OwnerPage { key: [7; 32], page: 5 } (variant 7: key, u16 LE), and
+# the page of InstanceRef { "shop", "web", "a1" } among 64 (the consensus
+# vector "owner page of shop/web/a1"): u16 LE of the first two bytes of
+# hash(OwnerPage, borsh(ref)) mod 64.
+print("domain", "OwnerPage", tag("OwnerPage"), h("OwnerPage", b"palisade known answer").hex())
+print("owner_page_key", (bytes([7]) + bytes([7]) * 32 + struct.pack("<H", 5)).hex())
+ref = s("shop") + s("web") + s("a1")
+print("owner_page_of_shop_web_a1", struct.unpack("<H", h("OwnerPage", ref)[:2])[0] % 64)

@@ -13,6 +13,13 @@
 //!   commits one block (signing is outside the timing). Throughput is per
 //!   registration.
 //!
+//! - `chain/block_of_32_churn_owning_900`: the same chain where each of the
+//!   32 identities owns 900 instances (near the default limit of 1,024);
+//!   each block registers one new instance per identity and deregisters
+//!   its oldest, so the count stays at 900 however many iterations run.
+//!   Throughput is per transaction (64 per block). What a write costs when
+//!   its identity already owns many instances (issue 15: the owner index).
+//!
 //! `cargo bench -p palisade-consensus --bench state -- --warm-up-time 1 --measurement-time 3`
 
 use std::time::Duration;
@@ -324,6 +331,99 @@ fn chain_of_small_blocks(c: &mut Criterion) {
     group.finish();
 }
 
+fn chain_churn_owning_many(c: &mut Criterion) {
+    const SIGNERS: usize = 32;
+    const OWNED: u64 = 900;
+    let (genesis, signers) = bench_genesis(SIGNERS as u8);
+    let genesis_hash = genesis.hash();
+    let mut exec = RegistryExecutor::open(MemStore::new(), &genesis).unwrap();
+    // Per signer: next sequence, next instance to register, oldest live.
+    let mut seq = [0u64; SIGNERS];
+    let mut newest = [0u64; SIGNERS];
+    let mut oldest = [0u64; SIGNERS];
+    let mut height = 0;
+    let instance = |s: usize, i: u64| Registration {
+        service: format!("svc{s}-{}", i % 8),
+        ..registration(s, i)
+    };
+    // A block where each signer registers `add` instances and deregisters
+    // its `drop` oldest.
+    let mut block = |exec: &mut RegistryExecutor<MemStore>, add: u64, drop: u64| {
+        let mut txs = Vec::new();
+        for (s, key) in signers.iter().enumerate() {
+            let mut bodies = Vec::new();
+            for _ in 0..add {
+                bodies.push(TxBody::Register(instance(s, newest[s])));
+                newest[s] += 1;
+            }
+            for _ in 0..drop {
+                let r = instance(s, oldest[s]);
+                bodies.push(TxBody::Deregister {
+                    namespace: r.namespace,
+                    service: r.service,
+                    instance: r.instance,
+                });
+                oldest[s] += 1;
+            }
+            for body in bodies {
+                txs.push(
+                    Transaction {
+                        chain_id: "bench".into(),
+                        genesis_hash,
+                        signer: key.public(),
+                        sequence: seq[s],
+                        body,
+                    }
+                    .sign(key),
+                );
+                seq[s] += 1;
+            }
+        }
+        height += 1;
+        (
+            ExecutionContext {
+                parent_id: exec.committed().0,
+                block_id: Digest([height as u8; 32]),
+                height,
+                epoch: 0,
+                timestamp_ms: 1_000 + height,
+            },
+            encode_payload(&txs),
+        )
+    };
+    for _ in 0..(OWNED / 100) {
+        let (ctx, payload) = block(&mut exec, 100, 0);
+        exec.execute(&ctx, &payload).unwrap();
+        exec.commit(&ctx.block_id).unwrap();
+    }
+    // Every churn transaction must apply, or the bench measures rejections.
+    let (ctx, payload) = block(&mut exec, 1, 1);
+    exec.execute(&ctx, &payload).unwrap();
+    let receipts = exec.speculative_receipts(&ctx.block_id).unwrap();
+    assert!(receipts
+        .receipts
+        .iter()
+        .all(|r| r.outcome == TxOutcome::Applied));
+    exec.commit(&ctx.block_id).unwrap();
+    let mut group = c.benchmark_group("chain");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(2 * SIGNERS as u64));
+    group.bench_function("block_of_32_churn_owning_900", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let (ctx, payload) = block(&mut exec, 1, 1);
+                let started = std::time::Instant::now();
+                exec.execute(&ctx, &payload).unwrap();
+                exec.commit(&ctx.block_id).unwrap();
+                spent += started.elapsed();
+            }
+            spent
+        })
+    });
+    group.finish();
+}
+
 // `criterion_group!` defines an undocumented public function.
 #[allow(missing_docs)]
 mod group {
@@ -331,7 +431,7 @@ mod group {
     criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1));
-    targets = map_update, proofs, block_execution, chain_of_small_blocks
+    targets = map_update, proofs, block_execution, chain_of_small_blocks, chain_churn_owning_many
     }
 }
 criterion_main!(group::benches);

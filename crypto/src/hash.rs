@@ -124,6 +124,8 @@ domains! {
     NamespaceLink = "palisade/v1/namespace-link",
     /// The services a namespace changed at one height (`NamespaceLink::services_hash`).
     NamespaceChanges = "palisade/v1/namespace-changes",
+    /// Which page of its owner's index an instance is listed in.
+    OwnerPage = "palisade/v1/owner-page",
 }
 
 fn domain_key(domain: Domain) -> &'static [u8; 32] {

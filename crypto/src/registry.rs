@@ -71,6 +71,14 @@ pub enum StateKey {
         /// Namespace.
         namespace: ServiceName,
     },
+    /// One page of an identity's owner index -> the instances it owns whose
+    /// page is `page` (defined by the state machine); absent when empty.
+    OwnerPage {
+        /// The owning identity's key.
+        key: PublicKey,
+        /// Which page (a fixed function of the instance's name).
+        page: u16,
+    },
 }
 
 /// The role an identity holds in its namespaces.

@@ -130,6 +130,12 @@ const DOMAIN_VECTORS: &[(Domain, &str, &str)] = &[
         "palisade/v1/namespace-changes",
         "e7892efc7f1b91f9dc4d336cdbe62227185175c18d808d8768a84798ea425bdd",
     ),
+    // Issue 15, also by scripts/derive-kats.py.
+    (
+        Domain::OwnerPage,
+        "palisade/v1/owner-page",
+        "6cbca3cdad754d4c56534ed6e1c47f378592132b6ee0dbf2136e173ce9f5edaf",
+    ),
 ];
 
 #[test]
@@ -468,6 +474,9 @@ const REGISTRY_VECTORS: &[(&str, &str)] = &[
     ("namespace_log_key", "060400000073686f70"),
     ("namespace_link", "0400000073686f700700000000000000997ec722698c90a7d97b4f1a84a9063f9b4735fb22508ff1afad586616165b160200000079a31125688a37509776c43d1ca831a96e32df8b8c13535baebaad4461ee4dd70300000000000000"),
     ("namespace_link_digest", "397d3eff2067bd7f14f85859dcaeaa669082fdc4adbce675cd8244b9c1d927d7"),
+    // The owner index's pages (issue 15), re-derived outside Rust by
+    // scripts/derive-kats.py.
+    ("owner_page_key", "0707070707070707070707070707070707070707070707070707070707070707070500"),
 ];
 
 #[test]
@@ -539,6 +548,13 @@ fn registry_formats_are_frozen() {
         ),
         ("namespace_link", hex::encode(encode(&head))),
         ("namespace_link_digest", head.digest().to_hex()),
+        (
+            "owner_page_key",
+            hex::encode(encode(&StateKey::OwnerPage {
+                key: palisade_crypto::PublicKey([7; 32]),
+                page: 5,
+            })),
+        ),
     ];
     let printed: String = got
         .iter()

@@ -40,8 +40,8 @@
 //! owner and the health verdict).
 //!
 //! **Revocation** removes, in the same transaction, every instance the identity
-//! owns (the owner index in its `IdentityRecord` lists them, bounded by
-//! `max_instances_per_identity`). A revoked key is presumed compromised: its
+//! owns (its owner index lists them in `OWNER_PAGES` pages of
+//! `StateKey::OwnerPage`, at most `max_instances_per_identity` in all). A revoked key is presumed compromised: its
 //! endpoints may point at hosts the attacker controls, so they must leave
 //! discovery at once, provably (the service leaves no longer hold them), not
 //! when their leases run out. The identity record stays, marked revoked, so
@@ -352,14 +352,14 @@ struct Writer {
 }
 
 /// The signer's role and owned-instance count, if it may write in
-/// `namespace` (no clone of the identity record and its owner index).
+/// `namespace`.
 fn writer(ws: &mut WorkingSet<'_>, signer: &PublicKey, namespace: &str) -> Result<Writer, Fail> {
     let id = ws.identity(signer)?;
     may_write(id, signer, namespace)?;
     let id = id.expect("may_write refuses a missing identity");
     Ok(Writer {
         role: id.role,
-        owned: id.instances.len(),
+        owned: id.owned as usize,
     })
 }
 
@@ -400,10 +400,9 @@ fn enroll(ws: &mut WorkingSet<'_>, env: &BlockEnv<'_>, e: &Enrollment) -> Result
     validate::enrollment(e, env.params)?;
     let mut namespaces = e.namespaces.clone();
     namespaces.sort();
-    let instances = match ws.identity(&e.identity)? {
-        Some(old) => old.instances.clone(),
-        None => Vec::new(),
-    };
+    // A re-enrollment keeps what the identity owns (its owner index pages
+    // are untouched).
+    let owned = ws.identity(&e.identity)?.map_or(0, |old| old.owned);
     ws.set_identity(
         &e.identity,
         IdentityRecord {
@@ -411,7 +410,7 @@ fn enroll(ws: &mut WorkingSet<'_>, env: &BlockEnv<'_>, e: &Enrollment) -> Result
             role: e.role,
             enrolled_at: env.height,
             revoked_at: None,
-            instances,
+            owned,
         },
     );
     Ok(())
@@ -425,14 +424,14 @@ fn revoke(ws: &mut WorkingSet<'_>, env: &BlockEnv<'_>, identity: &PublicKey) -> 
     if id.revoked_at.is_some() {
         return Err(TxRejection::Revoked(*identity).into());
     }
-    for r in &id.instances {
-        remove_instance(ws, r, identity, false)?;
+    for r in ws.take_owned(identity)? {
+        remove_instance(ws, &r, identity, false)?;
     }
     ws.set_identity(
         identity,
         IdentityRecord {
             revoked_at: Some(env.height),
-            instances: Vec::new(),
+            owned: 0,
             ..id
         },
     );

@@ -239,7 +239,7 @@ pub(crate) fn genesis_state(
                 role: e.role,
                 enrolled_at: 0,
                 revoked_at: None,
-                instances: Vec::new(),
+                owned: 0,
             },
         );
     }

@@ -153,8 +153,11 @@ pub struct RecordBounds {
     pub namespace: u64,
     /// `System{"namespaces"}` (the namespace directory).
     pub directory: u64,
-    /// `Identity` leaf (`IdentityRecord`, with its owner index).
+    /// `Identity` leaf (`IdentityRecord`: enrollment and owned count).
     pub identity: u64,
+    /// `OwnerPage` leaf (one page of an owner index: at worst every
+    /// instance the identity owns shares one page).
+    pub owner_page: u64,
     /// `System{"validators"}` (`ValidatorSet`).
     pub validator_set: u64,
 }
@@ -196,13 +199,8 @@ impl Params {
                 .saturating_add(self.max_instances_per_service as u64 * instance),
             namespace: name + LEN + self.max_services_per_namespace as u64 * name,
             directory: LEN + self.max_namespaces as u64 * name,
-            identity: LEN
-                + self.max_namespaces_per_identity as u64 * name
-                + 1
-                + 8
-                + 9
-                + LEN
-                + self.max_instances_per_identity as u64 * instance_ref,
+            identity: LEN + self.max_namespaces_per_identity as u64 * name + 1 + 8 + 9 + 4,
+            owner_page: LEN + self.max_instances_per_identity as u64 * instance_ref,
             validator_set: 8 + LEN + self.max_validators as u64 * (32 + 8),
         }
     }
@@ -260,6 +258,7 @@ impl Params {
             ("namespace record", b.namespace),
             ("namespace directory", b.directory),
             ("identity record", b.identity),
+            ("owner index page", b.owner_page),
             ("validator set", b.validator_set),
         ] {
             if bound > cap {

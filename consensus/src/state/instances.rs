@@ -3,8 +3,8 @@
 //! These run only after a transaction's checks passed (or for expiry), so
 //! they never reject; they keep every derived structure in step: the
 //! service leaf (instances sorted by id), the namespace leaf (services
-//! sorted), the namespace directory, the owner index in the identity
-//! record, the live count of the expiry bookkeeping and the lease delta.
+//! sorted), the namespace directory, the owner index (the identity's
+//! count and one page), the live count of the expiry bookkeeping and the lease delta.
 
 use palisade_crypto::{InstanceRecord, NamespaceRecord, PublicKey};
 
@@ -43,9 +43,9 @@ pub(crate) fn put_instance(
         ws.set_namespace(&r.namespace, Some(ns));
     }
     if is_new {
-        if let Some(id) = ws.identity_mut(&owner)? {
-            if let Err(pos) = id.instances.binary_search(r) {
-                id.instances.insert(pos, r.clone());
+        if ws.identity(&owner)?.is_some() && ws.add_owned(&owner, r)? {
+            if let Some(id) = ws.identity_mut(&owner)? {
+                id.owned = id.owned.saturating_add(1);
             }
         }
         let mut expiry = ws.expiry()?;
@@ -77,8 +77,10 @@ pub(crate) fn remove_instance(
         }
     }
     if update_owner {
-        if let Some(id) = ws.identity_mut(owner)? {
-            id.instances.retain(|i| i != r);
+        if ws.remove_owned(owner, r)? {
+            if let Some(id) = ws.identity_mut(owner)? {
+                id.owned = id.owned.saturating_sub(1);
+            }
         }
     }
     let mut expiry = ws.expiry()?;

@@ -105,7 +105,9 @@ pub use genesis::{Authority, Genesis, LeaseMode, Params, RecordBounds};
 pub use map::compute_update;
 pub use query::{InstanceFilter, NamespaceLookup, StateReader};
 pub use receipts::{decode_payload, encode_payload, BlockReceipts, TxOutcome, TxReceipt};
-pub use records::{system_key, ChainRecord, ExpiryState, IdentityRecord, InstanceRef};
+pub use records::{
+    owner_page_key, system_key, ChainRecord, ExpiryState, IdentityRecord, InstanceRef, OWNER_PAGES,
+};
 pub use silence::{MAX_REPORTS_PER_TX, REPORT_MAX_AGE_MS};
 pub use store::{CommitMeta, MemStore, StateCommit, StateStore, StoreError};
 

@@ -21,7 +21,9 @@ use palisade_crypto::{
 
 use super::error::StateError;
 use super::lease::LeaseIndex;
-use super::records::{system, system_key, ChainRecord, IdentityRecord, InstanceRef};
+use super::records::{
+    owner_page_key, system, system_key, ChainRecord, IdentityRecord, InstanceRef,
+};
 use super::store::{BranchReader, StateStore};
 
 /// A namespace's service list with its proof.
@@ -234,6 +236,18 @@ impl<'a> StateReader<'a> {
         self.get(&StateKey::Identity { key: *key })
     }
 
+    /// Every live instance `key` owns, sorted: its owner index, read from
+    /// all [`super::records::OWNER_PAGES`] pages.
+    pub fn owned_instances(&self, key: &PublicKey) -> Result<Vec<InstanceRef>, StateError> {
+        let mut all = Vec::new();
+        for page in 0..super::records::OWNER_PAGES {
+            let listed: Option<Vec<InstanceRef>> = self.get(&owner_page_key(key, page))?;
+            all.extend(listed.into_iter().flatten());
+        }
+        all.sort();
+        Ok(all)
+    }
+
     /// The enrollment authority.
     pub fn authority(&self) -> Result<super::Authority, StateError> {
         self.get(&system_key(system::AUTHORITY))?
@@ -258,18 +272,7 @@ impl<'a> StateReader<'a> {
             return Ok(Err(r));
         }
         let validators = self.validators()?;
-        let key = StateKey::Identity { key: stx.tx.signer };
-        // The rule reads no owner index: skip decoding it.
-        let identity =
-            match self.store.value(self.version, state_key_hash(&key))? {
-                None => None,
-                Some(bytes) => Some(IdentityRecord::decode_without_instances(&bytes).map_err(
-                    |e| StateError::Corrupt {
-                        key: format!("{key:?}"),
-                        reason: e.to_string(),
-                    },
-                )?),
-            };
+        let identity = self.identity(&stx.tx.signer)?;
         Ok(super::apply::authorize(
             stx,
             signers,

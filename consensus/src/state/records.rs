@@ -13,8 +13,19 @@
 //!   At most [`super::Params::max_instance_record_bytes`] bytes.
 //! - `Namespace{ns}` -> `NamespaceRecord` (services with instances, sorted);
 //!   absent when empty; at most `max_services_per_namespace` names.
-//! - `Identity{key}` -> [`IdentityRecord`]; its owner index lists at most
-//!   `max_instances_per_identity` instances.
+//! - `Identity{key}` -> [`IdentityRecord`]: enrollment (namespaces, role,
+//!   heights) and the count of live instances the identity owns (at most
+//!   `max_instances_per_identity`, checked at registration). Fixed size but
+//!   for its namespaces (at most `max_namespaces_per_identity`).
+//! - `OwnerPage{key, page}` -> sorted `Vec<InstanceRef>`: the identity's
+//!   owner index, split into [`OWNER_PAGES`] pages; an instance lives on the
+//!   page [`InstanceRef::owner_page`] (a hash of its name); absent when
+//!   empty. Registering or removing one instance rewrites the identity's
+//!   head and one page (about `owned / OWNER_PAGES` entries), not a list of
+//!   everything the identity owns. Revocation reads every page (a constant
+//!   number of reads) and removes every instance listed. A page holds at
+//!   most `max_instances_per_identity` entries (an owner can choose names
+//!   that share a page, costing only its own writes).
 //! - `Account{key}` -> `u64`, the sequence number the signer must use next.
 //!
 //! Every record's largest encoding follows from the genesis limits
@@ -35,7 +46,9 @@
 //!   non-empty namespaces (the directory the lease index is rebuilt from).
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use palisade_crypto::{Digest, InstanceId, Role, ServiceName, StateKey};
+use palisade_crypto::{
+    hash_encoded, Digest, Domain, InstanceId, PublicKey, Role, ServiceName, StateKey,
+};
 use serde::{Deserialize, Serialize};
 
 /// `System` record names.
@@ -98,6 +111,14 @@ impl InstanceRef {
         }
     }
 
+    /// The page of its owner's index this instance is listed in: the first
+    /// two bytes (little-endian) of `hash(OwnerPage, borsh(self))` modulo
+    /// [`OWNER_PAGES`].
+    pub fn owner_page(&self) -> u16 {
+        let digest = hash_encoded(Domain::OwnerPage, self);
+        u16::from_le_bytes([digest.0[0], digest.0[1]]) % OWNER_PAGES
+    }
+
     /// The key of this instance's leaf.
     pub fn instance_key(&self) -> StateKey {
         StateKey::Instance {
@@ -105,6 +126,28 @@ impl InstanceRef {
             service: self.service.clone(),
             instance: self.instance.clone(),
         }
+    }
+}
+
+/// Pages of each identity's owner index ([`StateKey::OwnerPage`]).
+///
+/// 64: a registration rewrites one page of about `owned / 64` entries (the
+/// bench's 256 instances per identity: 4 entries, ~120 bytes; the default
+/// limit of 1,024: 16 entries, ~470 bytes, the size of one instance record)
+/// while revocation, which must read every page, makes 64 point reads (a
+/// revocation already rewrites up to 1,024 instances' leaves and indexes).
+/// Fewer pages make pages grow with the identity; more make each page a
+/// single entry (a leaf per instance) and revocation read hundreds of
+/// mostly absent keys for little saving: the JMT path written per page
+/// change (~1 KB of nodes) dominates a page of a few entries either way.
+/// Part of the state layout: changing it moves every instance's page.
+pub const OWNER_PAGES: u16 = 64;
+
+/// The key of page `page` of `identity`'s owner index.
+pub fn owner_page_key(identity: &PublicKey, page: u16) -> StateKey {
+    StateKey::OwnerPage {
+        key: *identity,
+        page,
     }
 }
 
@@ -120,35 +163,12 @@ pub struct IdentityRecord {
     /// Height of the revocation, if revoked. A revoked identity keeps its
     /// record so clients can prove the revocation.
     pub revoked_at: Option<u64>,
-    /// Live instances it owns, sorted (the owner index revocation uses).
-    pub instances: Vec<InstanceRef>,
-}
-
-/// The fields of an [`IdentityRecord`] before its owner index, in order (a
-/// prefix of the record's encoding).
-#[derive(BorshDeserialize)]
-struct IdentityHead {
-    namespaces: Vec<ServiceName>,
-    role: Role,
-    enrolled_at: u64,
-    revoked_at: Option<u64>,
+    /// Live instances it owns (listed in its `OwnerPage` records); the
+    /// quota `max_instances_per_identity` bounds it.
+    pub owned: u32,
 }
 
 impl IdentityRecord {
-    /// Decode the record in `bytes` but for its owner index, which is left
-    /// empty: for the authorization rule, which reads only the namespaces and
-    /// the revocation (an owner index can hold thousands of instances).
-    pub(crate) fn decode_without_instances(bytes: &[u8]) -> std::io::Result<Self> {
-        let head = IdentityHead::deserialize(&mut &bytes[..])?;
-        Ok(IdentityRecord {
-            namespaces: head.namespaces,
-            role: head.role,
-            enrolled_at: head.enrolled_at,
-            revoked_at: head.revoked_at,
-            instances: Vec::new(),
-        })
-    }
-
     /// Whether the identity may write in `namespace` now.
     pub fn may_write(&self, namespace: &str) -> bool {
         self.revoked_at.is_none() && self.namespaces.iter().any(|n| n == namespace)
@@ -173,34 +193,25 @@ pub struct ExpiryState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_crypto::encode;
 
     #[test]
-    fn an_identity_decodes_without_its_owner_index() {
-        let instance = |i: u32| InstanceRef {
-            namespace: "shop".into(),
-            service: "web".into(),
-            instance: format!("i{i}"),
-        };
-        for (revoked_at, instances) in [(None, vec![]), (Some(9), (0..50).map(instance).collect())]
-        {
-            let record = IdentityRecord {
-                namespaces: vec!["billing".into(), "shop".into()],
-                role: Role::Admin,
-                enrolled_at: 7,
-                revoked_at,
-                instances,
+    fn owner_pages_spread_instances() {
+        let mut counts = [0u32; OWNER_PAGES as usize];
+        for i in 0..6400 {
+            let r = InstanceRef {
+                namespace: "shop".into(),
+                service: format!("s{}", i % 7),
+                instance: format!("i{i}"),
             };
-            let head = IdentityRecord::decode_without_instances(&encode(&record)).unwrap();
-            assert_eq!(
-                head,
-                IdentityRecord {
-                    instances: Vec::new(),
-                    ..record.clone()
-                }
-            );
-            assert_eq!(head.may_write("shop"), record.may_write("shop"));
+            let page = r.owner_page();
+            assert!(page < OWNER_PAGES);
+            assert_eq!(page, r.clone().owner_page(), "a fixed function");
+            counts[page as usize] += 1;
         }
-        assert!(IdentityRecord::decode_without_instances(&[1, 0]).is_err());
+        // 100 expected per page; a hash spreads them (binomial sd ~10).
+        assert!(
+            counts.iter().all(|&c| (50..=150).contains(&c)),
+            "{counts:?}"
+        );
     }
 }

@@ -18,7 +18,9 @@ use palisade_crypto::{
 
 use super::error::StateError;
 use super::lease::LeaseDelta;
-use super::records::{system, system_key, ExpiryState, IdentityRecord, InstanceRef};
+use super::records::{
+    owner_page_key, system, system_key, ExpiryState, IdentityRecord, InstanceRef, OWNER_PAGES,
+};
 use super::store::BranchReader;
 
 /// Cached records of one type: value (or absence) and whether it changed.
@@ -174,6 +176,8 @@ pub(crate) struct WorkingSet<'a> {
     instances: Table<InstanceRecord>,
     namespaces: Table<NamespaceRecord>,
     identities: Table<IdentityRecord>,
+    /// Owner index pages (an empty page is written as absent).
+    owner_pages: Table<Vec<InstanceRef>>,
     accounts: Table<u64>,
     validators: Table<ValidatorSet>,
     expiry: Table<ExpiryState>,
@@ -209,6 +213,7 @@ impl<'a> WorkingSet<'a> {
             instances: Table::default(),
             namespaces: Table::default(),
             identities: Table::default(),
+            owner_pages: Table::default(),
             accounts: Table::default(),
             validators: Table::default(),
             expiry: Table::default(),
@@ -358,6 +363,67 @@ impl<'a> WorkingSet<'a> {
             .set(StateKey::Identity { key: *key }, Some(v));
     }
 
+    /// List `r` in `owner`'s index; returns whether it was not listed.
+    pub(crate) fn add_owned(
+        &mut self,
+        owner: &PublicKey,
+        r: &InstanceRef,
+    ) -> Result<bool, StateError> {
+        let key = owner_page_key(owner, r.owner_page());
+        let page = match self.owner_pages.get_mut(&self.src, &key)? {
+            Some(page) => page,
+            None => {
+                self.owner_pages.set(key.clone(), Some(Vec::new()));
+                self.owner_pages
+                    .get_mut(&self.src, &key)?
+                    .expect("set above")
+            }
+        };
+        match page.binary_search(r) {
+            Ok(_) => Ok(false),
+            Err(pos) => {
+                page.insert(pos, r.clone());
+                Ok(true)
+            }
+        }
+    }
+
+    /// Drop `r` from `owner`'s index; returns whether it was listed.
+    pub(crate) fn remove_owned(
+        &mut self,
+        owner: &PublicKey,
+        r: &InstanceRef,
+    ) -> Result<bool, StateError> {
+        let key = owner_page_key(owner, r.owner_page());
+        let Some(page) = self.owner_pages.get_mut(&self.src, &key)? else {
+            return Ok(false);
+        };
+        match page.binary_search(r) {
+            Ok(pos) => {
+                page.remove(pos);
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Every instance `owner`'s index lists, sorted; the index is emptied.
+    /// Reads all [`OWNER_PAGES`] pages.
+    pub(crate) fn take_owned(&mut self, owner: &PublicKey) -> Result<Vec<InstanceRef>, StateError> {
+        let mut all = Vec::new();
+        for page in 0..OWNER_PAGES {
+            let key = owner_page_key(owner, page);
+            if let Some(listed) = self.owner_pages.get(&self.src, &key)? {
+                if !listed.is_empty() {
+                    all.extend(listed.iter().cloned());
+                    self.owner_pages.set(key, None);
+                }
+            }
+        }
+        all.sort();
+        Ok(all)
+    }
+
     /// The lowest sequence `key` may use next (0 for a new signer).
     pub(crate) fn next_sequence(&mut self, key: &PublicKey) -> Result<u64, StateError> {
         Ok(self
@@ -451,6 +517,12 @@ impl<'a> WorkingSet<'a> {
                     }
                 }
                 (None, false) => {}
+            }
+        }
+        for (key, (page, dirty)) in self.owner_pages.entries {
+            if dirty {
+                let bytes = page.filter(|p| !p.is_empty()).as_ref().map(encode);
+                out.insert(key, bytes);
             }
         }
         self.accounts.drain_into(&mut out);

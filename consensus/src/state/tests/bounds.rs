@@ -126,6 +126,10 @@ fn genesis_refuses_limits_that_allow_a_record_over_the_decode_cap() {
     refused(&|p| p.max_labels = 20_000, "instance record");
     refused(
         &|p| p.max_instances_per_identity = 30_000,
+        "owner index page",
+    );
+    refused(
+        &|p| p.max_namespaces_per_identity = 70_000,
         "identity record",
     );
     refused(

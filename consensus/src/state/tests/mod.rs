@@ -17,6 +17,7 @@ use crate::executor::{ExecutionContext, ExecutionError, ExecutionResult, Executo
 mod bounds;
 mod exec;
 mod map;
+mod owners;
 mod rules;
 mod silence;
 mod table;

@@ -41,7 +41,11 @@ fn lease_expires_in_the_first_block_past_its_deadline() {
             .identity(&alice().public())
             .unwrap()
             .unwrap()
-            .instances,
+            .owned,
+        0
+    );
+    assert_eq!(
+        c.reader().owned_instances(&alice().public()).unwrap(),
         vec![]
     );
 }
@@ -280,7 +284,11 @@ fn revocation_removes_every_owned_instance_at_once() {
     assert_eq!(c.instances("shop", "web"), vec!["b1"]);
     assert_eq!(c.service("shop", "api"), None);
     let id = c.reader().identity(&alice().public()).unwrap().unwrap();
-    assert_eq!((id.revoked_at, id.instances.len()), (Some(2), 0));
+    assert_eq!((id.revoked_at, id.owned), (Some(2), 0));
+    assert_eq!(
+        c.reader().owned_instances(&alice().public()).unwrap(),
+        vec![]
+    );
     assert_eq!(c.reader().namespaces().unwrap(), vec!["shop"]);
 }
 

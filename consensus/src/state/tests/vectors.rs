@@ -137,10 +137,20 @@ const BODY_VECTORS: &[(&str, &str, &str)] = &[
 ];
 
 const RECORD_VECTORS: &[(&str, &str)] = &[
+    // The identity record holds the count of owned instances, the owner
+    // index its own pages (issue 15): the record's encoding changed (the
+    // `u32` count where the list was), the page is the list that was inside
+    // it, and the page function is re-derived outside Rust by
+    // scripts/derive-kats.py (`owner_page_of_shop_web_a1`, 9 of 64).
     (
         "identity",
-        "010000000400000073686f70000400000000000000010900000000000000010000000400000073686f7003000000776562020000006131",
+        "010000000400000073686f7000040000000000000001090000000000000001000000",
     ),
+    (
+        "owner page",
+        "010000000400000073686f7003000000776562020000006131",
+    ),
+    ("owner page of shop/web/a1", "0900"),
     (
         "expiry",
         "0500000000000000060000000000000007000000000000000800000000000000",
@@ -169,9 +179,17 @@ const ROOTS: &[&str] = &[
     // each block that changes a namespace's services also writes its
     // `NamespaceLog` leaf (the link format is frozen, and re-derived
     // outside Rust, in crypto's `registry_formats_are_frozen`).
-    "bd92518201558f9ebe944e8c9fb9e5d76637e9b36854cde99eab5390d4a69c2f",
-    "b9eb4e0ba8013aba7d1a8fc6c9bb699333ad21678140caef786879e77324a749",
-    "1a06e9a99b98ea410e22f5e862e375b1028a20e9461c7c80b5371b6fcb116afb",
+    //
+    // Roots 1-3 changed again with the paged owner index (issue 15): the
+    // identity records of alice and bob hold a count where they listed
+    // their instances, and each owned instance is listed in an `OwnerPage`
+    // leaf (record encodings frozen above). Roots 0 and 4 are unchanged,
+    // as they must be: at genesis and after block 4 (b1 deregistered, a1
+    // expired) no identity owns an instance, no page exists, and a count
+    // of 0 encodes as the empty list did (a `u32` zero).
+    "65602bdd558d08a4bfaa775ff0da5b283fc4c457a801a78228b61b3dcdea66c0",
+    "ade1f03dcfa4cf9c6b15998c4d9170adffa465e0add0fc554719bfa046e8cc50",
+    "d10bbb8835986e90251ce4d331595ed72d934f43767a71be55ca4e20696787d4",
     "74ed606de0d3bcf91e90ead3cfe32a2c6d384264aeac0f314d41603d9f4cd587",
 ];
 
@@ -204,12 +222,27 @@ fn records_and_genesis_have_fixed_encodings() {
                 role: Role::Service,
                 enrolled_at: 4,
                 revoked_at: Some(9),
-                instances: vec![InstanceRef {
+                owned: 1,
+            }),
+        ),
+        (
+            "owner page",
+            encode(&vec![InstanceRef {
+                namespace: "shop".into(),
+                service: "web".into(),
+                instance: "a1".into(),
+            }]),
+        ),
+        (
+            "owner page of shop/web/a1",
+            encode(
+                &InstanceRef {
                     namespace: "shop".into(),
                     service: "web".into(),
                     instance: "a1".into(),
-                }],
-            }),
+                }
+                .owner_page(),
+            ),
         ),
         (
             "expiry",
