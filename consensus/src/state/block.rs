@@ -24,7 +24,7 @@ use super::lease::{window_budget, LeaseDelta, LeaseView};
 use super::receipts::{BlockReceipts, TxReceipt};
 use super::records::{system, system_key, ChainRecord, ExpiryState, IdentityRecord};
 use super::store::BranchReader;
-use super::working::{RecordMemo, WorkingSet};
+use super::working::WorkingSet;
 use crate::hotstuff::SignatureVerifier;
 
 /// Everything a block's execution produced.
@@ -149,9 +149,8 @@ pub(crate) fn execute_block(
     chain: &Chain<'_>,
     (height, epoch, now_ms): (u64, u64, u64),
     txs: &[(SignedTransaction, usize)],
-    memo: &mut RecordMemo,
 ) -> Result<BlockOutput, StateError> {
-    let mut ws = WorkingSet::new(reader, Some(height - 1), Some(memo));
+    let mut ws = WorkingSet::new(reader, Some(height - 1));
     let validators = ws.validators()?;
     let mut env = BlockEnv {
         chain_id: chain.chain_id,
@@ -207,7 +206,7 @@ pub(crate) fn genesis_state(
     reader: &BranchReader<'_>,
     genesis: &Genesis,
 ) -> Result<BlockOutput, StateError> {
-    let mut ws = WorkingSet::new(reader, None, None);
+    let mut ws = WorkingSet::new(reader, None);
     ws.put_raw(
         system_key(system::CHAIN),
         &ChainRecord {

@@ -15,7 +15,7 @@
 //!   different context or payload under the same id).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use jmt::storage::TreeUpdateBatch;
 use palisade_crypto::{hash, tx_root, Digest, Domain, StateKey};
@@ -27,7 +27,6 @@ use super::lease::{LeaseDelta, LeaseIndex, LeaseView};
 use super::query::StateReader;
 use super::receipts::{decode_payload, BlockReceipts};
 use super::store::{BranchReader, CommitMeta, StateCommit, StateStore};
-use super::working::RecordMemo;
 use crate::executor::{ExecutionContext, ExecutionError, ExecutionResult, Executor};
 use crate::hotstuff::{SignatureVerifier, StrictVerifier};
 
@@ -57,9 +56,6 @@ pub struct RegistryExecutor<S: StateStore> {
     leases: LeaseIndex,
     blocks: HashMap<Digest, Speculative>,
     recent: VecDeque<(ExecutionContext, Digest, ExecutionResult)>,
-    /// Identity records decoded or written by recent blocks (execution
-    /// takes them back instead of decoding the same bytes again).
-    memo: Mutex<RecordMemo>,
 }
 
 /// A local fingerprint of a payload (never sent or signed), to recognise a
@@ -130,7 +126,6 @@ impl<S: StateStore> RegistryExecutor<S> {
             leases,
             blocks: HashMap::new(),
             recent: VecDeque::new(),
-            memo: Mutex::new(RecordMemo::default()),
         })
     }
 
@@ -175,12 +170,6 @@ impl<S: StateStore> RegistryExecutor<S> {
     /// Number of executed, uncommitted blocks held in memory.
     pub fn speculative_len(&self) -> usize {
         self.blocks.len()
-    }
-
-    /// The identity memo (tests: hits, or forget it before a block).
-    #[cfg(test)]
-    pub(crate) fn memo(&self) -> std::sync::MutexGuard<'_, RecordMemo> {
-        self.memo.lock().expect("memo lock poisoned")
     }
 
     /// The uncommitted ancestors of `parent` (inclusive), oldest first.
@@ -244,7 +233,6 @@ impl<S: StateStore> RegistryExecutor<S> {
             &env,
             (ctx.height, ctx.epoch, ctx.timestamp_ms),
             &txs,
-            &mut self.memo.lock().unwrap_or_else(|p| p.into_inner()),
         )
         .map_err(storage)
     }

@@ -76,11 +76,9 @@ pub(crate) fn remove_instance(
             }
         }
     }
-    if update_owner {
-        if ws.remove_owned(owner, r)? {
-            if let Some(id) = ws.identity_mut(owner)? {
-                id.owned = id.owned.saturating_sub(1);
-            }
+    if update_owner && ws.remove_owned(owner, r)? {
+        if let Some(id) = ws.identity_mut(owner)? {
+            id.owned = id.owned.saturating_sub(1);
         }
     }
     let mut expiry = ws.expiry()?;

@@ -8,12 +8,12 @@
 //! middle of a handler aborts the whole block, so no half-applied transaction
 //! can survive either way.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use palisade_crypto::{
     decode, encode, instance_record_hash, state_key_hash, InstanceEntry, InstanceRecord,
-    NamespaceRecord, PublicKey, ServiceIndex, StateKey, ValidatorSet, MAX_DECODE_BYTES,
+    NamespaceRecord, PublicKey, ServiceIndex, StateKey, ValidatorSet,
 };
 
 use super::error::StateError;
@@ -101,74 +101,6 @@ fn decode_record<V: BorshDeserialize>(key: &StateKey, bytes: &[u8]) -> Result<V,
     })
 }
 
-/// Most identity bytes a [`RecordMemo`] keeps.
-const MEMO_MAX_BYTES: usize = 32 << 20;
-/// Most identities a [`RecordMemo`] keeps.
-const MEMO_MAX_ENTRIES: usize = 4096;
-
-/// Identity records that recent blocks decoded or wrote, each with the exact
-/// bytes it stands for. A block that reads those same bytes under the
-/// identity's key takes the record instead of decoding it again: the owner
-/// index makes an identity the largest record a registration touches, and
-/// decoding it allocated every name of every instance it owns, per block.
-///
-/// Determinism: a record is kept only with bytes it decodes from (read) or
-/// was canonically encoded to (written, within the decode cap), and taken
-/// only on byte equality, so a block sees exactly what decoding would give.
-/// Taking moves the record out (the block mutates it); the block puts back
-/// what it leaves. Bounded; cleared when full.
-#[derive(Debug, Default)]
-pub(crate) struct RecordMemo {
-    identities: HashMap<PublicKey, (Vec<u8>, IdentityRecord)>,
-    bytes: usize,
-    /// Records taken instead of decoded (tests read it).
-    hits: u64,
-}
-
-impl RecordMemo {
-    /// The record `bytes` decode to, when kept for `key` with these bytes.
-    fn take(&mut self, key: &PublicKey, bytes: &[u8]) -> Option<IdentityRecord> {
-        match self.identities.get(key) {
-            Some((kept, _)) if kept[..] == *bytes => {}
-            _ => return None,
-        }
-        let (kept, record) = self.identities.remove(key)?;
-        self.bytes -= kept.len();
-        self.hits += 1;
-        Some(record)
-    }
-
-    /// Keep `record` as what `bytes` decode to.
-    fn keep(&mut self, key: PublicKey, bytes: Vec<u8>, record: IdentityRecord) {
-        if bytes.len() > MAX_DECODE_BYTES {
-            // Decoding would refuse these bytes: never answer for them.
-            return;
-        }
-        if let Some((old, _)) = self.identities.remove(&key) {
-            self.bytes -= old.len();
-        }
-        if self.bytes + bytes.len() > MEMO_MAX_BYTES || self.identities.len() >= MEMO_MAX_ENTRIES {
-            self.identities.clear();
-            self.bytes = 0;
-        }
-        self.bytes += bytes.len();
-        self.identities.insert(key, (bytes, record));
-    }
-
-    /// Records taken instead of decoded so far.
-    #[cfg(test)]
-    pub(crate) fn hits(&self) -> u64 {
-        self.hits
-    }
-
-    /// Forget every record (the next blocks decode everything).
-    #[cfg(test)]
-    pub(crate) fn clear(&mut self) {
-        self.identities.clear();
-        self.bytes = 0;
-    }
-}
-
 /// The typed working set of a block.
 pub(crate) struct WorkingSet<'a> {
     src: Source<'a>,
@@ -185,11 +117,6 @@ pub(crate) struct WorkingSet<'a> {
     raw: BTreeMap<StateKey, Option<Vec<u8>>>,
     /// Lease changes of this block.
     pub(crate) leases: LeaseDelta,
-    /// Decoded identities of earlier blocks (none for genesis).
-    memo: Option<&'a mut RecordMemo>,
-    /// The parent's bytes of each identity read (what the memo keeps an
-    /// unchanged record with).
-    identity_bytes: HashMap<PublicKey, Vec<u8>>,
 }
 
 fn service_key(namespace: &str, service: &str) -> StateKey {
@@ -200,14 +127,8 @@ fn service_key(namespace: &str, service: &str) -> StateKey {
 }
 
 impl<'a> WorkingSet<'a> {
-    pub(crate) fn new(
-        reader: &'a BranchReader<'a>,
-        version: Option<u64>,
-        memo: Option<&'a mut RecordMemo>,
-    ) -> Self {
+    pub(crate) fn new(reader: &'a BranchReader<'a>, version: Option<u64>) -> Self {
         WorkingSet {
-            memo,
-            identity_bytes: HashMap::new(),
             src: Source { reader, version },
             services: Table::default(),
             instances: Table::default(),
@@ -321,41 +242,20 @@ impl<'a> WorkingSet<'a> {
         self.namespaces.set(key, v);
     }
 
-    /// Load `key`'s identity into the table (from the memo when it holds
-    /// the parent's bytes); returns its state key.
-    fn load_identity(&mut self, key: &PublicKey) -> Result<StateKey, StateError> {
-        let skey = StateKey::Identity { key: *key };
-        if !self.identities.entries.contains_key(&skey) {
-            let value = match self.src.bytes(&skey)? {
-                None => None,
-                Some(bytes) => {
-                    let record = match self.memo.as_deref_mut().and_then(|m| m.take(key, &bytes)) {
-                        Some(record) => record,
-                        None => decode_record(&skey, &bytes)?,
-                    };
-                    self.identity_bytes.insert(*key, bytes);
-                    Some(record)
-                }
-            };
-            self.identities.entries.insert(skey.clone(), (value, false));
-        }
-        Ok(skey)
-    }
-
     pub(crate) fn identity(
         &mut self,
         key: &PublicKey,
     ) -> Result<Option<&IdentityRecord>, StateError> {
-        let skey = self.load_identity(key)?;
-        self.identities.get(&self.src, &skey)
+        self.identities
+            .get(&self.src, &StateKey::Identity { key: *key })
     }
 
     pub(crate) fn identity_mut(
         &mut self,
         key: &PublicKey,
     ) -> Result<Option<&mut IdentityRecord>, StateError> {
-        let skey = self.load_identity(key)?;
-        self.identities.get_mut(&self.src, &skey)
+        self.identities
+            .get_mut(&self.src, &StateKey::Identity { key: *key })
     }
 
     pub(crate) fn set_identity(&mut self, key: &PublicKey, v: IdentityRecord) {
@@ -486,39 +386,12 @@ impl<'a> WorkingSet<'a> {
     }
 
     /// The writes of the block, keyed and sorted.
-    pub(crate) fn into_writes(mut self) -> (BTreeMap<StateKey, Option<Vec<u8>>>, LeaseDelta) {
+    pub(crate) fn into_writes(self) -> (BTreeMap<StateKey, Option<Vec<u8>>>, LeaseDelta) {
         let mut out = self.raw;
         self.services.drain_into(&mut out);
         self.instances.drain_into(&mut out);
         self.namespaces.drain_into(&mut out);
-        let mut identity_bytes = self.identity_bytes;
-        for (key, (value, dirty)) in self.identities.entries {
-            let signer = match &key {
-                StateKey::Identity { key } => Some(*key),
-                _ => None,
-            };
-            let memo = signer.zip(self.memo.as_deref_mut());
-            match (value, dirty) {
-                (Some(record), true) => {
-                    let bytes = encode(&record);
-                    if let Some((signer, memo)) = memo {
-                        memo.keep(signer, bytes.clone(), record);
-                    }
-                    out.insert(key, Some(bytes));
-                }
-                (None, true) => {
-                    out.insert(key, None);
-                }
-                (Some(record), false) => {
-                    if let Some((signer, memo)) = memo {
-                        if let Some(bytes) = identity_bytes.remove(&signer) {
-                            memo.keep(signer, bytes, record);
-                        }
-                    }
-                }
-                (None, false) => {}
-            }
-        }
+        self.identities.drain_into(&mut out);
         for (key, (page, dirty)) in self.owner_pages.entries {
             if dirty {
                 let bytes = page.filter(|p| !p.is_empty()).as_ref().map(encode);

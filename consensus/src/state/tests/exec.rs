@@ -355,52 +355,6 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(8))]
 
-    /// The identity memo changes no result: an executor that decodes every
-    /// identity (memo forgotten before each block), one that takes them from
-    /// its memo, and one whose memo a competing branch (executed first, then
-    /// dropped) took from and wrote into, agree on every root and receipt;
-    /// and the memo does serve.
-    #[test]
-    fn the_identity_memo_changes_no_result(seed in any::<u64>()) {
-        let blocks = workload(seed, 20);
-        let mut replicas: Vec<_> = (0..3)
-            .map(|_| RegistryExecutor::open(MemStore::new(), &genesis()).unwrap())
-            .collect();
-        let mut time = T0;
-        let mut writes = 0;
-        for (h, (dt, txs)) in blocks.iter().enumerate() {
-            time += dt;
-            let height = h as u64 + 1;
-            let payload = encode_payload(txs);
-            let mut results = Vec::new();
-            for (r, exec) in replicas.iter_mut().enumerate() {
-                let parent = exec.committed().0;
-                if r == 0 {
-                    exec.memo().clear();
-                }
-                if r == 2 {
-                    let fork = ctx(parent, height, 99, time);
-                    exec.execute(&fork, &encode_payload(&txs[txs.len() / 2..])).unwrap();
-                }
-                let c = ctx(parent, height, 0, time);
-                let res = exec.execute(&c, &payload).unwrap();
-                let receipts = exec.speculative_receipts(&c.block_id).unwrap().clone();
-                exec.commit(&c.block_id).unwrap();
-                results.push((res, receipts));
-            }
-            prop_assert!(results.windows(2).all(|w| w[0] == w[1]), "height {}", height);
-            writes += txs.iter().filter(|t| !matches!(t.tx.body, TxBody::HealthReport { .. })).count();
-        }
-        prop_assert_eq!(replicas[0].memo().hits(), 0);
-        if writes > 20 {
-            prop_assert!(replicas[1].memo().hits() > 0, "the memo never served");
-        }
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(8))]
-
     /// Rejected transactions change nothing but their signer's sequence,
     /// which they consume: replaying only the applied ones gives the same
     /// registry (services, namespaces, identities) at every height, and in
