@@ -20,9 +20,19 @@ fn iref(svc: &str, inst: &str) -> InstanceRef {
     }
 }
 
-/// Check `key`'s owner index against `want`: every page sorted, each
-/// instance on its own page, no empty page stored, and the head's count.
+/// Check `key`'s owner index against `want` (see [`check_pages`]), with a
+/// large index spread over most pages.
 fn check_index(c: &Chain, key: &PublicKey, want: &BTreeSet<InstanceRef>, step: &str) {
+    let pages_used = check_pages(c, key, want, step);
+    if want.len() >= 200 {
+        assert!(pages_used > OWNER_PAGES / 2, "{step}: {pages_used} pages");
+    }
+}
+
+/// Check `key`'s owner index against `want`: every page sorted, each
+/// instance on its own page, no empty page stored, and the head's count;
+/// returns how many pages are stored.
+fn check_pages(c: &Chain, key: &PublicKey, want: &BTreeSet<InstanceRef>, step: &str) -> u16 {
     let reader = c.reader();
     let mut pages_used = 0;
     for page in 0..OWNER_PAGES {
@@ -43,9 +53,7 @@ fn check_index(c: &Chain, key: &PublicKey, want: &BTreeSet<InstanceRef>, step: &
     assert_eq!(owned, want.iter().cloned().collect::<Vec<_>>(), "{step}");
     let id = reader.identity(key).unwrap().unwrap();
     assert_eq!(id.owned as usize, want.len(), "{step}: count");
-    if want.len() >= 200 {
-        assert!(pages_used > OWNER_PAGES / 2, "{step}: {pages_used} pages");
-    }
+    pages_used
 }
 
 /// Register, deregister (by the owner and by an admin), expiry and
@@ -152,6 +160,110 @@ fn owner_index_follows_every_change_across_pages() {
         assert_eq!(left.len(), 5, "{svc}: only bob's 5 stay: {left:?}");
     }
     check_index(&c, &b, &want_b, "bob after alice's revocation");
+}
+
+/// The adversary of issue 15 is one enrolled identity choosing its names:
+/// here every instance it registers lands on page 0 of its owner index (one
+/// name in 64 does), at the default limits and with names of the longest
+/// length. The quota alone holds that page: it reaches exactly
+/// `max_instances_per_identity` entries, within the genesis bound a later
+/// block must decode, and any further registration (on that page or
+/// another) is refused `IdentityFull`; a removal frees one slot; another
+/// identity's index is untouched; revocation still clears every entry.
+#[test]
+fn an_identity_crowding_one_page_stops_at_its_quota() {
+    let g = genesis();
+    let p = g.params.clone();
+    let max = p.max_instances_per_identity as usize;
+    let mut c = Chain::with(g);
+    let (a, b) = (alice().public(), bob().public());
+    // The longest names whose instance lands on `page`.
+    let named = |page: u16, prefix: &'static str| {
+        (0u64..).filter_map(move |n| {
+            let mut inst = format!("{prefix}{n}-");
+            inst.push_str(&"x".repeat(p.max_name_len as usize - inst.len()));
+            let r = iref(&format!("s{}", n % 6), &inst);
+            (r.owner_page() == page).then_some(r)
+        })
+    };
+    let mut crowded = named(0, "n");
+    let register = |c: &mut Chain, k: &SecretKey, r: &InstanceRef| {
+        let mut body = reg(&r.namespace, &r.service, &r.instance);
+        body.ttl_secs = p.max_ttl_secs;
+        c.tx(k, TxBody::Register(body))
+    };
+    let mut want = BTreeSet::new();
+    while want.len() < max {
+        let batch: Vec<_> = crowded.by_ref().take((max - want.len()).min(256)).collect();
+        let txs: Vec<_> = batch
+            .iter()
+            .map(|r| register(&mut c, &alice(), r))
+            .collect();
+        let (_, receipts) = c.block(1_000, &txs);
+        for (r, receipt) in batch.iter().zip(&receipts.receipts) {
+            assert_eq!(receipt.outcome, TxOutcome::Applied, "{r:?}");
+        }
+        want.extend(batch);
+    }
+    assert_eq!(check_pages(&c, &a, &want, "full"), 1);
+    let page_bytes = |c: &Chain| {
+        let (bytes, _) = c.reader().prove(&owner_page_key(&a, 0)).unwrap();
+        bytes.map_or(0, |b| b.len() as u64)
+    };
+    let full = page_bytes(&c);
+    let bound = p.record_bounds().owner_page;
+    assert!(full <= bound, "page of {full} bytes over its bound {bound}");
+    assert!(full > 80 * max as u64, "the names are the longest: {full}");
+    // Past the quota nothing registers, on the crowded page or another.
+    let next = crowded.next().unwrap();
+    let elsewhere = named(1, "m").next().unwrap();
+    for r in [&next, &elsewhere] {
+        let tx = register(&mut c, &alice(), r);
+        assert_eq!(
+            c.one(tx),
+            TxOutcome::Rejected(TxRejection::IdentityFull { max: max as u64 })
+        );
+    }
+    check_pages(&c, &a, &want, "refused");
+    assert_eq!(page_bytes(&c), full);
+    // The same name registered by bob is listed in bob's index only.
+    let tx = register(&mut c, &bob(), &next);
+    assert_eq!(c.one(tx), TxOutcome::Applied);
+    check_pages(&c, &a, &want, "after bob");
+    check_pages(&c, &b, &BTreeSet::from([next.clone()]), "bob");
+    // A deregistration frees exactly one slot.
+    let gone = want.pop_first().unwrap();
+    let tx = c.tx(
+        &alice(),
+        TxBody::Deregister {
+            namespace: gone.namespace.clone(),
+            service: gone.service.clone(),
+            instance: gone.instance.clone(),
+        },
+    );
+    assert_eq!(c.one(tx), TxOutcome::Applied);
+    check_pages(&c, &a, &want, "one removed");
+    let tx = register(&mut c, &alice(), &elsewhere);
+    assert_eq!(c.one(tx), TxOutcome::Applied);
+    want.insert(elsewhere.clone());
+    assert_eq!(check_pages(&c, &a, &want, "refilled"), 2);
+    let tx = register(&mut c, &alice(), &gone);
+    assert_eq!(
+        c.one(tx),
+        TxOutcome::Rejected(TxRejection::IdentityFull { max: max as u64 })
+    );
+    // Revocation removes all of them, from both pages.
+    let revoke = c.authority_tx(TxBody::Revoke { identity: a });
+    assert_eq!(c.one(revoke), TxOutcome::Applied);
+    assert_eq!(check_pages(&c, &a, &BTreeSet::new(), "revoked"), 0);
+    for svc in ["s0", "s1", "s2", "s3", "s4", "s5"] {
+        let left = c.instances("shop", svc);
+        assert!(
+            left.iter().all(|i| *i == next.instance),
+            "{svc}: only bob's instance stays: {left:?}"
+        );
+    }
+    check_pages(&c, &b, &BTreeSet::from([next]), "bob after the revocation");
 }
 
 /// A [`MemStore`] that counts the value bytes each commit writes (what the
