@@ -38,9 +38,10 @@ pub(crate) fn receipt(ctx: &Context, id: &Digest) -> Result<Option<Receipt>, Sto
     let Some((cert_height, cert)) = store.cert_from(loc.height)? else {
         return Ok(None);
     };
-    if cert_height > store.durable_ledger_height() {
-        // Written, not yet synced: a receipt now could name a commit a
-        // power loss would undo.
+    if cert_height > store.served_ledger_height() {
+        // Written, neither synced nor released by the driver (the QC that
+        // committed it holds a vote of this node not yet durable): a
+        // receipt now could name a commit a power loss would undo.
         return Ok(None);
     }
     let mut descendants = Vec::new();

@@ -13,8 +13,10 @@
 //!   receipt). RocksDB's WAL is sequential, so the sync makes every earlier
 //!   write durable, and a crash at any point leaves a prefix of the writes:
 //!   the same states recovery already handled when each write was synced on
-//!   its own. Receipts are served only up to the ledger height made durable
-//!   ([`NodeStore::durable_ledger_height`]).
+//!   its own. Receipts are served only up to [`NodeStore::served_ledger_height`]:
+//!   the ledger height made durable here, or a written height the driver
+//!   released because a quorum already made its commit durable
+//!   ([`NodeStore::release_ledger`]).
 //! - The state commit (tree nodes and values, the stale index, the height's
 //!   record, receipt and change indexes, the state's commit record) is
 //!   written without the WAL ([`KvBackend::write_unlogged`]): a crash may
@@ -90,6 +92,9 @@ struct Durability {
     /// A state height known durable (the state at open, or at the start of
     /// the last flush); the state on disk is at or above it.
     state_durable: AtomicU64,
+    /// Highest written ledger height released before its sync (its commit
+    /// is durable through the quorum that certified it).
+    ledger_released: AtomicU64,
 }
 
 /// The node's store over one backend.
@@ -205,6 +210,29 @@ impl NodeStore {
     /// up to it only, so no acknowledged write can be lost.
     pub fn durable_ledger_height(&self) -> u64 {
         self.durability.ledger_durable.load(Ordering::SeqCst)
+    }
+
+    /// Release written ledger heights up to `height` for receipts before
+    /// the next sync. Only for a commit that no crash or power loss of this
+    /// node can undo: the driver calls it when the QC that committed the
+    /// height carries no vote of this node that is not yet durable (every
+    /// signer then persisted the lock on the committed block before
+    /// signing, so every future chain holds the block, and this node,
+    /// recovering, commits it again at the same height with the same
+    /// receipts).
+    pub fn release_ledger(&self, height: u64) {
+        self.durability
+            .ledger_released
+            .fetch_max(height, Ordering::SeqCst);
+    }
+
+    /// The highest ledger height whose receipts may be served: durable here,
+    /// or released by [`NodeStore::release_ledger`].
+    pub fn served_ledger_height(&self) -> u64 {
+        let d = &self.durability;
+        d.ledger_durable
+            .load(Ordering::SeqCst)
+            .max(d.ledger_released.load(Ordering::SeqCst))
     }
 
     /// Open RocksDB at `path`.
