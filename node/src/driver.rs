@@ -23,10 +23,11 @@
 //! - this node's own proposal leaves at once when nothing safety-relevant of
 //!   this node is unsynced (no safety record written since the last sync, no
 //!   message held before it): its vote for the block, its timeouts and every
-//!   other message still wait for the sync. A leader that crashes after
-//!   sending and before syncing can at worst propose a second block for the
-//!   same round after restart, which replicas that voted for the first
-//!   refuse as equivocation (counted in `consensus_refused`, nothing else).
+//!   other message still wait for the sync; and only for the round after
+//!   the last this node voted or timed out in (durable), which a restarted
+//!   replica never proposes in: a leader that crashes after sending and
+//!   before syncing loses that round, and does not propose a second block
+//!   for it.
 //!
 //! Leaders propose as soon as the mempool holds transactions (after
 //! `consensus.proposal_delay_ms` to fill the block) or a recent ancestor
@@ -115,6 +116,12 @@ pub(crate) struct Driver {
     /// the last sync: a QC formed here may count that vote, so what it
     /// commits waits for the sync, and so does anything this node sends.
     safety_unsynced: bool,
+    /// The highest round a restart from the last safety record written
+    /// would not propose in (`SafetyState::no_proposal_after_restart_up_to`),
+    /// durable when `safety_unsynced` is not set. Not the replica's record in
+    /// memory: by the time the shell sees a proposal, the leader's vote for
+    /// it is recorded there.
+    no_proposal_after_restart_up_to: u64,
     /// This drain sent or announced something before its sync.
     woke_early: bool,
     /// Tests: where sent frames go instead of the network (`to`: `None`
@@ -167,6 +174,8 @@ impl Driver {
     ) -> Self {
         let params = replica.executor().params().clone();
         let retain_committed = config.retain_committed;
+        // The replica was just recovered from the durable record.
+        let no_proposal_after_restart_up_to = replica.safety().no_proposal_after_restart_up_to();
         let ctx_store = ctx.store.clone();
         // One scan at start: also catches blocks left by an earlier run.
         let mut pending_on_disk: BTreeMap<u64, Vec<Digest>> = BTreeMap::new();
@@ -194,6 +203,7 @@ impl Driver {
                 Vec::new()
             }),
             safety_unsynced: false,
+            no_proposal_after_restart_up_to,
             woke_early: false,
             #[cfg(test)]
             sink: None,
@@ -544,12 +554,16 @@ impl Driver {
         !self.safety_unsynced
     }
 
-    /// Whether a proposal of this node may leave before the drain's sync:
-    /// nothing held before it (order kept), and no safety record of this
-    /// node unsynced (the QC or TC the proposal carries may count this
-    /// node's vote or timeout, which must be durable before it leaves).
-    fn sends_before_sync(&self, held: &[Held]) -> bool {
-        held.is_empty() && !self.safety_unsynced
+    /// Whether a proposal of this node for `round` may leave before the
+    /// drain's sync: nothing held before it (order kept), no safety record
+    /// of this node unsynced (the QC or TC the proposal carries may count
+    /// this node's vote or timeout, which must be durable before it
+    /// leaves), and the durable record already keeps a restart from
+    /// proposing in `round` again (a crash before the sync loses the block
+    /// and the leader's vote for it; a restart that proposed another block
+    /// in that round would equivocate).
+    fn sends_before_sync(&self, held: &[Held], round: u64) -> bool {
+        held.is_empty() && !self.safety_unsynced && round <= self.no_proposal_after_restart_up_to
     }
 
     /// A commit indexed (written, unsynced) at `top`: announce it now when a
@@ -606,6 +620,7 @@ impl Driver {
                 Output::PersistSafety(s) => {
                     self.ctx.store.put_safety_state(&s)?;
                     self.safety_unsynced = true;
+                    self.no_proposal_after_restart_up_to = s.no_proposal_after_restart_up_to();
                 }
                 Output::PersistBlock(b) => {
                     self.ctx.store.put_pending_block(&b)?;
@@ -634,8 +649,10 @@ impl Driver {
                         self.ctx.metrics.timeouts.inc();
                         self.timed_out_round = Some(t.round);
                     }
-                    let early =
-                        matches!(message, Message::Proposal(_)) && self.sends_before_sync(held);
+                    let early = match &message {
+                        Message::Proposal(p) => self.sends_before_sync(held, p.block.round),
+                        _ => false,
+                    };
                     if early {
                         debug!("proposal sent before sync");
                         self.send_now(Held::Broadcast(wire(&message)));

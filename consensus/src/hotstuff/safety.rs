@@ -57,6 +57,23 @@ impl SafetyState {
         }
     }
 
+    /// The highest round a replica restarted from this record does not
+    /// propose in: the round after the last it voted or timed out in (none
+    /// before its first vote or timeout in the epoch: a start from genesis
+    /// or an epoch's start proposes at once). A shell may send a proposal
+    /// for a round up to this one before the block and the leader's vote
+    /// for it are durable, once this record is: a crash before they are
+    /// leaves a restart that does not propose a second, different block in
+    /// that round. The record must be the durable one, not the replica's
+    /// in memory: a leader's vote for its own block is recorded there
+    /// before the proposal reaches the shell.
+    pub fn no_proposal_after_restart_up_to(&self) -> u64 {
+        match self.last_voted_round.max(self.highest_timeout_round) {
+            0 => 0,
+            record => record.saturating_add(1),
+        }
+    }
+
     /// Raise the lock from a QC this replica relies on. Returns whether anything changed.
     pub(crate) fn observe_qc(&mut self, qc: &QuorumCert) -> bool {
         let mut changed = false;

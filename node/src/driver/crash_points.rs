@@ -611,6 +611,18 @@ struct Dies {
     at: usize,
 }
 
+impl Dies {
+    /// Which point RocksDB flushed on its own at before the crash: none
+    /// or the latest, alternately.
+    fn auto(&self) -> Auto {
+        if self.at % 2 == 0 {
+            Auto::Never
+        } else {
+            Auto::Latest
+        }
+    }
+}
+
 /// Run `validators` nodes until every node committed `heights` heights, one
 /// registration offered to every mempool per step (gossip stands in). Each
 /// node flushes its state once early in the run (as the flusher does), with
@@ -638,11 +650,7 @@ fn run_chain(validators: usize, heights: u64, broken: Option<Broken>, dies: Opti
     }
     let mut cluster = Cluster::new(stores, &g, kvs.clone(), broken);
     if let Some(d) = dies {
-        cluster.auto = if d.at % 2 == 0 {
-            Auto::Never
-        } else {
-            Auto::Latest
-        };
+        cluster.auto = d.auto();
     }
     let writer = writer();
     let mut seq = 0;
@@ -905,7 +913,11 @@ fn check_single_crashes(
 }
 
 fn count(run: &Run, f: impl Fn(usize, &Op) -> bool) -> usize {
-    run.log.iter().filter(|(n, o)| f(*n, o)).count()
+    count_until(run, run.log.len(), f)
+}
+
+fn count_until(run: &Run, cut: usize, f: impl Fn(usize, &Op) -> bool) -> usize {
+    run.log[..cut].iter().filter(|(n, o)| f(*n, o)).count()
 }
 
 #[test]
@@ -1083,4 +1095,124 @@ fn a_qc_that_makes_this_node_leader_proposes_in_the_same_drain() {
         syncs, 1,
         "one sync for the proposals and the commit: {ops:?}"
     );
+}
+
+/// Node `node`'s disk as a power loss at `cut` leaves it, in a run where
+/// it may have crashed before (`died`: where, and how; it restarted from
+/// what that crash left).
+fn durable_disk(run: &Run, node: usize, cut: usize, died: Option<(usize, Dies)>) -> NodeStore {
+    match died {
+        Some((d, dies)) if d < cut => {
+            let mem = rebuilt(&run.log, node, d, dies.crash, dies.auto());
+            let since = ops_of(&run.log[d..], node, cut - d);
+            for b in survivors(&since, 0, true) {
+                mem.write(b, false).unwrap();
+            }
+            NodeStore::new(mem)
+        }
+        _ => NodeStore::new(rebuilt(&run.log, node, cut, Crash::PowerLoss, Auto::Never)),
+    }
+}
+
+/// Every proposal that left before its block was durable on its leader
+/// (where in the log, leader, block id, round), each checked against the
+/// leader's durable safety record at the send: a restart from that record
+/// must not propose in the proposal's round (else a crash before the
+/// leader's sync lets it propose a second, different block there).
+fn early_proposals(
+    run: &Run,
+    died: Option<(usize, Dies)>,
+) -> Result<Vec<(usize, usize, Digest, u64)>, String> {
+    let mut early = Vec::new();
+    for (k, (n, o)) in run.log.iter().enumerate() {
+        let Op::Sent {
+            kind: "proposal",
+            block: Some((id, round)),
+        } = o
+        else {
+            continue;
+        };
+        let disk = durable_disk(run, *n, k, died.filter(|(_, d)| d.node == *n));
+        if disk.pending_block(id).unwrap().is_some() {
+            continue;
+        }
+        let skips = disk
+            .safety_state()
+            .unwrap()
+            .map_or(0, |s| s.no_proposal_after_restart_up_to());
+        if *round > skips {
+            return Err(format!(
+                "node {n} sent its proposal of round {round} at {k} before its sync, \
+                 and a restart from its durable record would propose up from round {}",
+                skips + 1
+            ));
+        }
+        early.push((k, *n, *id, *round));
+    }
+    Ok(early)
+}
+
+/// A leader whose proposal left before its sync and that lost power before
+/// that sync (its block and its vote for it gone) never sends a second,
+/// different proposal for that round after its restart (review-4 EARLY-1:
+/// replicas that voted for the first would refuse the second as an
+/// equivocation, and the round would split). Every early proposal, also
+/// those of a restarted leader, left only for a round its durable safety
+/// record keeps a restart from proposing in.
+#[test]
+fn a_leader_that_lost_its_early_proposal_does_not_propose_again_in_that_round() {
+    let reference = run_chain(4, 4, None, None);
+    let early = early_proposals(&reference, None).unwrap_or_else(|e| panic!("{e}"));
+    let mut lost = 0;
+    for (k, n, _, _) in early {
+        // The leader's power loss at its next sync or flush.
+        let at = count_until(&reference, k, |m, o| {
+            m == n && matches!(o, Op::Sync | Op::FlushCf(_))
+        });
+        let dies = Dies {
+            node: n,
+            crash: Crash::PowerLoss,
+            at,
+        };
+        let run = run_chain(4, 6, None, Some(dies));
+        assert!(run.died, "{dies:?}: the leader died");
+        run.checked
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{dies:?}: {e}"));
+        let died = run
+            .log
+            .iter()
+            .position(|(m, o)| *m == n && matches!(o, Op::Died))
+            .unwrap();
+        early_proposals(&run, Some((died, dies))).unwrap_or_else(|e| panic!("{dies:?}: {e}"));
+        // Its last proposal before the crash, if the crash lost its block.
+        let last = run.log[..died].iter().rev().find_map(|(m, o)| match o {
+            Op::Sent {
+                kind: "proposal",
+                block: Some(b),
+            } if *m == n => Some(*b),
+            _ => None,
+        });
+        let Some((first, round)) = last else {
+            continue;
+        };
+        let disk = NodeStore::new(rebuilt(&run.log, n, died, dies.crash, dies.auto()));
+        if disk.pending_block(&first).unwrap().is_some() {
+            continue;
+        }
+        lost += 1;
+        for (m, o) in &run.log[died..] {
+            if let Op::Sent {
+                kind: "proposal",
+                block: Some((id, r)),
+            } = o
+            {
+                assert!(
+                    !(*m == n && *r == round && *id != first),
+                    "{dies:?}: node {n} proposed {first} in round {round}, lost it, and proposed {id} in that round after its restart"
+                );
+            }
+        }
+    }
+    assert!(lost > 0, "no early proposal was lost to a crash");
 }

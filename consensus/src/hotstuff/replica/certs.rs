@@ -260,10 +260,14 @@ impl<E: Executor> Replica<E> {
     /// If this replica leads the current round and can justify a block, ask for a payload.
     pub(super) fn maybe_request_payload(&mut self) {
         let round = self.round();
-        // A leader votes for its own block, so a round it voted (or timed
-        // out) in is one it may already have proposed in before a restart:
-        // never propose there again (no equivocation after amnesia of the
-        // in-memory `proposed_round`).
+        // A round this replica voted (or timed out) in is one it may
+        // already have proposed in before a restart (a leader votes for its
+        // own block). So is the round after it: a driver may send a proposal
+        // before its block and its leader's vote are durable
+        // (`SafetyState::no_proposal_after_restart_up_to`), and a crash then
+        // loses both. A restarted replica starts with `proposed_round` at
+        // that round, so the in-memory check below covers it (no
+        // equivocation after a restart's amnesia).
         if self.payload_requested >= round
             || self.proposed_round >= round
             || self.safety.last_voted_round >= round

@@ -221,6 +221,11 @@ impl<E: Executor> Replica<E> {
                 "safety state is of a later epoch than the validators",
             ));
         };
+        // The proposal of the round after the record may have left before
+        // the crash, its block and this replica's vote for it lost
+        // (`SafetyState::no_proposal_after_restart_up_to`): never propose up
+        // to there again (at most that one round lost per restart).
+        let proposed_round = safety.no_proposal_after_restart_up_to();
         let me = key.public();
         let mut replica = Replica {
             tree: BlockTree::new(root, root_qc, config.retain_committed),
@@ -229,7 +234,7 @@ impl<E: Executor> Replica<E> {
             votes: VoteCollector::default(),
             timeouts: TimeoutCollector::default(),
             high_tc: None,
-            proposed_round: 0,
+            proposed_round,
             payload_requested: 0,
             proposals_seen: BTreeMap::new(),
             pending_proposals: HashMap::new(),
