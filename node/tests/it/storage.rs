@@ -128,6 +128,60 @@ fn value_seeks_stay_in_their_prefix_and_scans_see_every_key_on_every_backend() {
     }
 }
 
+/// A database written before the value family had its prefix extractor
+/// (table files with whole-key filters only): the prefix-mode read must not
+/// trust a filter those files do not have. RocksDB records each table's
+/// extractor and skips the prefix check where it differs; a wrong "never
+/// written" here would be cached and fork the state root.
+#[test]
+fn value_seeks_are_right_on_table_files_written_before_the_prefix_filter() {
+    use palisade_node::storage::VALUE_PREFIX_LEN;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let vkey = |i: u8, v: u64| {
+        let mut k = vec![i; VALUE_PREFIX_LEN];
+        k.extend_from_slice(&v.to_be_bytes());
+        k
+    };
+    {
+        // The old layout: every family with the default options.
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let db = rocksdb::DB::open_cf(&opts, &path, Cf::ALL.iter().map(|c| c.name())).unwrap();
+        let cf = db.cf_handle(Cf::JmtValues.name()).unwrap();
+        for i in (0..60u8).filter(|i| i % 2 == 0) {
+            db.put_cf(cf, vkey(i, 4), [i]).unwrap();
+        }
+        db.flush_cf(cf).unwrap();
+    }
+    let kv = RocksKv::open(&path).unwrap();
+    // Newer versions of some keys, in memtables and in a new table file.
+    let mut b = Batch::new();
+    for i in (0..60u8).filter(|i| i % 4 == 0) {
+        b.put(Cf::JmtValues, vkey(i, 8), vec![i, 8]);
+    }
+    kv.write_unlogged(b).unwrap();
+    let check = |when: &str| {
+        for i in 0..60u8 {
+            for q in [3u64, 4, 7, 8, 100] {
+                let want = [(8u64, i % 4 == 0), (4, i % 2 == 0)]
+                    .into_iter()
+                    .find(|(v, written)| *written && *v <= q)
+                    .map(|(v, _)| v);
+                let got = kv
+                    .seek_prev_in_prefix(Cf::JmtValues, &vkey(i, q), VALUE_PREFIX_LEN)
+                    .unwrap()
+                    .map(|(k, _)| u64::from_be_bytes(k[32..].try_into().unwrap()));
+                assert_eq!(got, want, "{when}: key {i} at {q}");
+            }
+        }
+    };
+    check("old table file + memtable");
+    kv.flush_cf(Cf::JmtValues).unwrap();
+    check("old and new table files");
+}
+
 fn key(i: u32) -> StateKey {
     StateKey::System {
         name: format!("k{i}"),
