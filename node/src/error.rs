@@ -41,6 +41,18 @@ pub enum StorageError {
         /// Decoder's explanation.
         reason: String,
     },
+    /// The store was written in another state layout (`storage::STATE_LAYOUT`).
+    #[error(
+        "the database holds state layout {found}, this binary reads layout {expected}: the \
+         layouts compute different state roots, so this binary cannot continue that chain; \
+         run the release that wrote it, or start a new network (new genesis, empty data dirs)"
+    )]
+    Layout {
+        /// The layout the store is marked with (1: written before marks).
+        found: u32,
+        /// The layout this binary reads.
+        expected: u32,
+    },
 }
 
 impl From<rocksdb::Error> for StorageError {

@@ -47,6 +47,45 @@ pub(crate) use state_store::stage_state_meta;
 use crate::error::StorageError;
 
 const META_COMMITTED: &[u8] = b"committed_height";
+const META_LAYOUT: &[u8] = b"state_layout";
+
+/// The state layout this binary reads and writes, marked in every store it
+/// creates. Layouts differ in which map keys hold what, so they compute
+/// different state roots: a binary cannot continue a chain another layout
+/// wrote, and says so at open instead of failing on the first record it
+/// cannot decode.
+/// - 1: the identity record holds the list of instances it owns (before
+///   wave 7; its stores carry no mark).
+/// - 2: that list lives in hash-bucketed `StateKey::OwnerPage` leaves.
+pub const STATE_LAYOUT: u32 = 2;
+
+/// Check the layout mark of an opened store, writing it (synced) into an
+/// empty one. A store that holds data but no mark was written by layout 1.
+fn check_layout(kv: &dyn KvBackend) -> Result<(), StorageError> {
+    if let Some(b) = kv.get(Cf::Meta, META_LAYOUT)? {
+        let found = <[u8; 4]>::try_from(b.as_slice())
+            .map(u32::from_be_bytes)
+            .map_err(|_| corrupt("meta", "the state layout mark is not 4 bytes"))?;
+        if found != STATE_LAYOUT {
+            return Err(StorageError::Layout {
+                found,
+                expected: STATE_LAYOUT,
+            });
+        }
+        return Ok(());
+    }
+    for cf in Cf::ALL {
+        if !kv.scan(cf, &[], 1)?.is_empty() {
+            return Err(StorageError::Layout {
+                found: 1,
+                expected: STATE_LAYOUT,
+            });
+        }
+    }
+    let mut batch = Batch::new();
+    batch.put(Cf::Meta, META_LAYOUT, STATE_LAYOUT.to_be_bytes());
+    kv.write(batch, true)
+}
 const META_EPOCH_PREFIX: &[u8] = b"epoch_end/";
 
 /// Stage an epoch-ending certificate (served by `/v1/epochs`) into `batch`.
@@ -235,9 +274,11 @@ impl NodeStore {
             .max(d.ledger_released.load(Ordering::SeqCst))
     }
 
-    /// Open RocksDB at `path`.
+    /// Open RocksDB at `path`: a new store is marked with [`STATE_LAYOUT`],
+    /// an existing one must carry that mark ([`StorageError::Layout`]).
     pub fn open_rocks(path: &std::path::Path) -> Result<Self, StorageError> {
         let kv: Arc<dyn KvBackend> = RocksKv::open(path)?;
+        check_layout(kv.as_ref())?;
         Ok(Self::new(kv))
     }
 

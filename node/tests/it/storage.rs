@@ -382,3 +382,56 @@ fn rocks_store_survives_reopen() {
     let (value, _) = jmt.get_with_proof(state_key_hash(&key(1)), 4).unwrap();
     assert_eq!(value, Some(b"v4-1".to_vec()));
 }
+
+/// A store written in another state layout is refused at open with the
+/// layout's error, not decoded until the first record that does not fit;
+/// a new store is marked, and a marked store reopens.
+#[test]
+fn a_store_of_another_state_layout_is_refused_at_open() {
+    use palisade_node::storage::STATE_LAYOUT;
+    use palisade_node::StorageError;
+    let dir = tempfile::tempdir().unwrap();
+    // Written before layout marks (layout 1): data, no mark.
+    let old = dir.path().join("old");
+    {
+        let kv = RocksKv::open(&old).unwrap();
+        let mut b = Batch::new();
+        b.put(Cf::Safety, b"safety".to_vec(), b"voted".to_vec());
+        kv.write(b, true).unwrap();
+    }
+    match NodeStore::open_rocks(&old) {
+        Err(StorageError::Layout { found, expected }) => {
+            assert_eq!((found, expected), (1, STATE_LAYOUT));
+        }
+        other => panic!("a layout-1 store opened: {:?}", other.map(|_| ())),
+    }
+    // The refusal wrote nothing: the store is as it was.
+    {
+        let kv = RocksKv::open(&old).unwrap();
+        assert_eq!(kv.scan(Cf::Meta, &[], 10).unwrap(), vec![]);
+    }
+    // A new store is marked and reopens; a mark of another layout is refused.
+    let new = dir.path().join("new");
+    {
+        let store = NodeStore::open_rocks(&new).unwrap();
+        store.put_safety("safety", b"voted").unwrap();
+        store.sync().unwrap();
+    }
+    {
+        let store = NodeStore::open_rocks(&new).unwrap();
+        assert_eq!(store.safety("safety").unwrap(), Some(b"voted".to_vec()));
+        let mut b = Batch::new();
+        b.put(
+            Cf::Meta,
+            b"state_layout".to_vec(),
+            3u32.to_be_bytes().to_vec(),
+        );
+        store.kv().write(b, true).unwrap();
+    }
+    let err = NodeStore::open_rocks(&new).map(|_| ()).unwrap_err();
+    assert!(
+        matches!(err, StorageError::Layout { found: 3, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("new network"), "{err}");
+}
