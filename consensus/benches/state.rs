@@ -264,6 +264,17 @@ fn block_execution(c: &mut Criterion) {
     group.finish();
 }
 
+/// The context of the block at `height` on top of what `exec` committed.
+fn next_context(exec: &RegistryExecutor<MemStore>, height: u64) -> ExecutionContext {
+    ExecutionContext {
+        parent_id: exec.committed().0,
+        block_id: Digest([height as u8; 32]),
+        height,
+        epoch: 0,
+        timestamp_ms: 1_000 + height,
+    }
+}
+
 fn chain_of_small_blocks(c: &mut Criterion) {
     const SIGNERS: usize = 32;
     const OWNED: u64 = 150;
@@ -296,16 +307,7 @@ fn chain_of_small_blocks(c: &mut Criterion) {
             }
         }
         height += 1;
-        (
-            ExecutionContext {
-                parent_id: exec.committed().0,
-                block_id: Digest([height as u8; 32]),
-                height,
-                epoch: 0,
-                timestamp_ms: 1_000 + height,
-            },
-            encode_payload(&txs),
-        )
+        (next_context(exec, height), encode_payload(&txs))
     };
     for _ in 0..(OWNED / 50) {
         let (ctx, payload) = block(&mut exec, 50);
@@ -380,16 +382,7 @@ fn chain_churn_owning_many(c: &mut Criterion) {
             }
         }
         height += 1;
-        (
-            ExecutionContext {
-                parent_id: exec.committed().0,
-                block_id: Digest([height as u8; 32]),
-                height,
-                epoch: 0,
-                timestamp_ms: 1_000 + height,
-            },
-            encode_payload(&txs),
-        )
+        (next_context(exec, height), encode_payload(&txs))
     };
     for _ in 0..(OWNED / 100) {
         let (ctx, payload) = block(&mut exec, 100, 0);
