@@ -60,7 +60,8 @@ impl Mirror {
         std::fs::create_dir_all(dir)
             .map_err(|e| LinkError::Io(format!("{}: {e}", dir.display())))?;
         Ok(Mirror {
-            store: NodeStore::open_rocks(dir)?,
+            // The remote's leaves: its layout, not this binary's mark.
+            store: NodeStore::open_rocks_unmarked(dir)?,
         })
     }
 

@@ -34,6 +34,7 @@ use palisade_crypto::dc::LeafChange;
 use palisade_crypto::{BlockInfo, CommitCertificate, Digest, JmtHasher};
 
 use super::CatchUpError;
+use crate::error::StorageError;
 use crate::storage::{Batch, Cf, NodeStore};
 
 /// The staging folder, under the data directory.
@@ -316,6 +317,11 @@ pub fn complete_pending(data_dir: &Path) -> Result<Option<u64>, CatchUpError> {
             tracing::warn!(error = %e, "the staging store's completion mark is unreadable");
             None
         }),
+        // A store another release wrote (perhaps a finished install): not
+        // this binary's to drop or to swap in; the start stops and says why.
+        Err(e @ StorageError::Layout { .. }) => {
+            return Err(CatchUpError::Local(format!("{}: {e}", staging.display())))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "the staging store does not open");
             None
@@ -380,5 +386,30 @@ mod tests {
             NodeStore::open_rocks(&d.join(DB)).is_ok(),
             "the old database is back"
         );
+    }
+
+    /// A staging store of another state layout (an earlier release's
+    /// install, perhaps finished) is neither dropped nor swapped in: the
+    /// start stops with the layout's error and every file stays.
+    #[test]
+    fn a_staging_store_of_another_layout_stops_the_start_and_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let staging = d.join(STAGING);
+        {
+            use crate::storage::KvBackend;
+            let kv = crate::storage::RocksKv::open(&staging).unwrap();
+            let mut b = Batch::new();
+            b.put(Cf::Meta, COMPLETE, 7u64.to_be_bytes());
+            kv.write(b, true).unwrap();
+        }
+        {
+            let old = NodeStore::open_rocks(&d.join(REPLACED)).unwrap();
+            drop(old);
+        }
+        let err = complete_pending(d).unwrap_err().to_string();
+        assert!(err.contains("state layout 1"), "{err}");
+        assert!(staging.exists(), "the staging store was dropped");
+        assert!(d.join(REPLACED).exists() && !d.join(DB).exists());
     }
 }

@@ -52,8 +52,9 @@ const META_LAYOUT: &[u8] = b"state_layout";
 /// The state layout this binary reads and writes, marked in every store it
 /// creates. Layouts differ in which map keys hold what, so they compute
 /// different state roots: a binary cannot continue a chain another layout
-/// wrote, and says so at open instead of failing on the first record it
-/// cannot decode.
+/// wrote. For its own data it says so at open, instead of failing on the
+/// first record it cannot decode; the mark guards local data only (an empty
+/// node syncing from peers of another layout still fails on their records).
 /// - 1: the identity record holds the list of instances it owns (before
 ///   wave 7; its stores carry no mark).
 /// - 2: that list lives in hash-bucketed `StateKey::OwnerPage` leaves.
@@ -279,6 +280,14 @@ impl NodeStore {
     pub fn open_rocks(path: &std::path::Path) -> Result<Self, StorageError> {
         let kv: Arc<dyn KvBackend> = RocksKv::open(path)?;
         check_layout(kv.as_ref())?;
+        Ok(Self::new(kv))
+    }
+
+    /// Open RocksDB at `path` without the layout mark: for a store whose
+    /// leaves are another chain's (a linked datacenter's mirror), which the
+    /// remote's certificates describe, not this binary's layout.
+    pub fn open_rocks_unmarked(path: &std::path::Path) -> Result<Self, StorageError> {
+        let kv: Arc<dyn KvBackend> = RocksKv::open(path)?;
         Ok(Self::new(kv))
     }
 
