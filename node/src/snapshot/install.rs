@@ -320,7 +320,11 @@ pub fn complete_pending(data_dir: &Path) -> Result<Option<u64>, CatchUpError> {
         // A store another release wrote (perhaps a finished install): not
         // this binary's to drop or to swap in; the start stops and says why.
         Err(e @ StorageError::Layout { .. }) => {
-            return Err(CatchUpError::Local(format!("{}: {e}", staging.display())))
+            return Err(CatchUpError::Local(format!(
+                "a snapshot install left by another release in {}: {e} (or remove that \
+                 folder, with the node stopped, to drop the install)",
+                staging.display()
+            )))
         }
         Err(e) => {
             tracing::warn!(error = %e, "the staging store does not open");

@@ -48,6 +48,7 @@ use crate::error::StorageError;
 
 const META_COMMITTED: &[u8] = b"committed_height";
 const META_LAYOUT: &[u8] = b"state_layout";
+const META_EPOCH_PREFIX: &[u8] = b"epoch_end/";
 
 /// The state layout this binary reads and writes, marked in every store it
 /// creates. Layouts differ in which map keys hold what, so they compute
@@ -87,7 +88,6 @@ fn check_layout(kv: &dyn KvBackend) -> Result<(), StorageError> {
     batch.put(Cf::Meta, META_LAYOUT, STATE_LAYOUT.to_be_bytes());
     kv.write(batch, true)
 }
-const META_EPOCH_PREFIX: &[u8] = b"epoch_end/";
 
 /// Stage an epoch-ending certificate (served by `/v1/epochs`) into `batch`.
 pub(crate) fn stage_epoch_change(batch: &mut Batch, cert: &CommitCertificate) {
@@ -278,16 +278,22 @@ impl NodeStore {
     /// Open RocksDB at `path`: a new store is marked with [`STATE_LAYOUT`],
     /// an existing one must carry that mark ([`StorageError::Layout`]).
     pub fn open_rocks(path: &std::path::Path) -> Result<Self, StorageError> {
-        let kv: Arc<dyn KvBackend> = RocksKv::open(path)?;
-        check_layout(kv.as_ref())?;
-        Ok(Self::new(kv))
+        Self::open_rocks_checked(path, true)
     }
 
     /// Open RocksDB at `path` without the layout mark: for a store whose
     /// leaves are another chain's (a linked datacenter's mirror), which the
     /// remote's certificates describe, not this binary's layout.
     pub fn open_rocks_unmarked(path: &std::path::Path) -> Result<Self, StorageError> {
+        Self::open_rocks_checked(path, false)
+    }
+
+    fn open_rocks_checked(path: &std::path::Path, layout: bool) -> Result<Self, StorageError> {
         let kv: Arc<dyn KvBackend> = RocksKv::open(path)?;
+        if layout {
+            // Before `new`, which reads the store's records.
+            check_layout(kv.as_ref())?;
+        }
         Ok(Self::new(kv))
     }
 
