@@ -30,10 +30,15 @@
 //!   for it.
 //!
 //! Leaders propose as soon as the mempool holds transactions (after
-//! `consensus.proposal_delay_ms` to fill the block) or a recent ancestor
-//! carries some (its descendants' QCs commit it and tell the other replicas);
-//! an idle chain proposes empty blocks only every half round timeout, so an
-//! idle node stays nearly idle. A proposal due at once is made inside the
+//! `consensus.proposal_delay_ms` to fill the block) or an uncommitted
+//! ancestor carries some (only its descendants' QCs commit it). When the
+//! nearest block with transactions is the grandparent, which the QC just
+//! formed here committed, the leader waits up to `consensus.commit_linger_ms`
+//! for a transaction first: every replica forms that QC from the broadcast
+//! votes, and a sequential client's next write, sent on that commit, then
+//! rides in this block instead of waiting a round for the next. An idle chain
+//! proposes empty blocks only every half round timeout, so an idle node
+//! stays nearly idle. A proposal due at once is made inside the
 //! drain whose outputs asked for it (typically: the QC just formed here), so
 //! the commit that QC caused and the new block share one sync.
 
@@ -369,24 +374,30 @@ impl Driver {
         Ok(Some((blocks, qc)))
     }
 
-    /// Whether a block with transactions still needs a child: an
-    /// uncommitted ancestor from `id` down carries some, or the parent or
-    /// grandparent does (a proposal on them carries the QC that lets the
-    /// other replicas commit that block).
-    fn ancestors_nonempty(&self, mut id: Digest) -> bool {
+    /// Why a block with transactions needs a child of the block `id`:
+    /// [`Needs::Commit`] when `id` or an uncommitted ancestor carries some
+    /// (only descendants' QCs commit it), [`Needs::Certificate`] when the
+    /// nearest that does is the grandparent and already committed here (the
+    /// proposal would carry the QC that commits it, which every replica
+    /// also forms from the broadcast votes), else [`Needs::Nothing`].
+    fn child_needed(&self, mut id: Digest) -> Needs {
         let committed = self.replica.committed().height;
         let mut depth = 0;
         while let Some(meta) = self.blocks.get(&id) {
             if meta.nonempty {
-                return true;
+                return if meta.height > committed {
+                    Needs::Commit
+                } else {
+                    Needs::Certificate
+                };
             }
             depth += 1;
             if meta.height <= committed && depth >= 2 {
-                return false;
+                return Needs::Nothing;
             }
             id = meta.parent;
         }
-        false
+        Needs::Nothing
     }
 
     fn payload_wait(&self) -> Option<Duration> {
@@ -397,12 +408,18 @@ impl Driver {
             .lock()
             .expect("mempool lock poisoned")
             .is_empty();
+        let idle = self.config.round_timeout_ms / 2;
         let wait = if pending {
             self.config.proposal_delay_ms
-        } else if self.ancestors_nonempty(due.parent_id) {
-            0
         } else {
-            self.config.round_timeout_ms / 2
+            match self.child_needed(due.parent_id) {
+                Needs::Commit => 0,
+                // A sequential client's next write arrives just after its
+                // commit: waiting for it here puts it in this block instead
+                // of the one after.
+                Needs::Certificate => self.config.commit_linger_ms.min(idle),
+                Needs::Nothing => idle,
+            }
         };
         Some((due.asked_at + Duration::from_millis(wait)).saturating_duration_since(Instant::now()))
     }
@@ -798,7 +815,7 @@ impl Driver {
         if let Err(e) = store.delete_pending_blocks(&done) {
             warn!(error = %e, "pruning committed blocks failed");
         }
-        // Keep the last two committed blocks: `ancestors_nonempty` looks at them.
+        // Keep the last two committed blocks: `child_needed` looks at them.
         self.blocks.retain(|_, m| m.height + 2 > top);
         self.ctx
             .metrics
@@ -822,6 +839,18 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
         Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
         _ => f(),
     }
+}
+
+/// Why a leader should propose a block on a parent ([`Driver::child_needed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    /// An uncommitted block carries transactions: propose at once.
+    Commit,
+    /// Only the certificate of a committed block would ride along: wait up
+    /// to `consensus.commit_linger_ms` for transactions first.
+    Certificate,
+    /// Nothing: an idle chain's half round timeout.
+    Nothing,
 }
 
 /// A message held back until the records it depends on are durable.

@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use palisade_consensus::hotstuff::{Config as CoreConfig, Message, Replica};
 use palisade_consensus::state::{Authority, Genesis, RegistryExecutor};
@@ -30,7 +30,7 @@ use palisade_crypto::{
 };
 use tokio::sync::mpsc;
 
-use super::{message_kind, now_ms, Driver};
+use super::{message_kind, now_ms, Driver, Needs};
 use crate::config::ConsensusConfig;
 use crate::context::{Context, Wire};
 use crate::error::StorageError;
@@ -1095,6 +1095,62 @@ fn a_qc_that_makes_this_node_leader_proposes_in_the_same_drain() {
         syncs, 1,
         "one sync for the proposals and the commit: {ops:?}"
     );
+}
+
+/// A block that would only carry the QC committing its grandparent's
+/// transactions waits up to `commit_linger_ms` for a transaction, which then
+/// rides in it (a sequential client's next write, sent on that commit);
+/// a block whose parent still waits for its commit is proposed at once.
+#[test]
+fn a_leader_lingers_for_a_transaction_when_its_block_would_only_carry_a_commit() {
+    let keys = keys(1);
+    let writer = writer();
+    let g = genesis(&keys, &writer);
+    let store = NodeStore::new(Arc::new(MemKv::default()));
+    let queue = Queue::default();
+    let mut n = node(0, store.clone(), &keys[0], &g, &queue, None, None);
+    n.driver.drain().unwrap();
+    let first = register(&g.hash(), &writer, 0);
+    n.ctx.admit(first.clone(), false).unwrap();
+    n.driver.propose();
+    n.driver.drain().unwrap();
+    assert_eq!(
+        store.tx_location(&first.id()).unwrap().map(|l| l.height),
+        Some(1),
+        "block 1 committed by its child's QC in that drain"
+    );
+    let due = n.driver.due.as_ref().expect("a block on block 2 is due");
+    assert_eq!(
+        n.driver.blocks[&due.parent_id].height, 2,
+        "the block due would sit on block 2"
+    );
+    assert_eq!(
+        n.driver.child_needed(due.parent_id),
+        Needs::Certificate,
+        "block 2 is empty, block 1 committed"
+    );
+    let linger = ConsensusConfig::default().commit_linger_ms;
+    let wait = n.driver.payload_wait().expect("due");
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_millis(linger),
+        "lingers up to {linger} ms with an empty mempool, not at once: {wait:?}"
+    );
+    assert!(!n.driver.proposal_due_now());
+    let second = register(&g.hash(), &writer, 1);
+    n.ctx.admit(second.clone(), false).unwrap();
+    assert!(n.driver.proposal_due_now(), "a transaction ends the linger");
+    n.driver.propose();
+    n.driver.drain().unwrap();
+    assert_eq!(
+        store.tx_location(&second.id()).unwrap().map(|l| l.height),
+        Some(3),
+        "the second write rode in block 3, the one that lingered"
+    );
+    // Block 3 carries a transaction and is committed by block 4's QC, in
+    // the same drain: block 4 (empty) needed an immediate proposal.
+    let due = n.driver.due.as_ref().expect("a block on block 4 is due");
+    assert_eq!(n.driver.blocks[&due.parent_id].height, 4);
+    assert_eq!(n.driver.child_needed(due.parent_id), Needs::Certificate);
 }
 
 /// Node `node`'s disk as a power loss at `cut` leaves it, in a run where
