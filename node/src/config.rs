@@ -467,7 +467,7 @@ impl NodeConfig {
         if c.commit_linger_ms >= c.round_timeout_ms {
             return invalid(
                 "consensus.commit_linger_ms",
-                "must be below consensus.round_timeout_ms".into(),
+                "must be below consensus.round_timeout_ms (it acts as at most half of it)".into(),
             );
         }
         let m = &self.mempool;

@@ -32,8 +32,8 @@
 //! Leaders propose as soon as the mempool holds transactions (after
 //! `consensus.proposal_delay_ms` to fill the block) or an uncommitted
 //! ancestor carries some (only its descendants' QCs commit it). When the
-//! nearest block with transactions is the grandparent, which the QC just
-//! formed here committed, the leader waits up to `consensus.commit_linger_ms`
+//! nearest block with transactions is already committed here (typically the
+//! grandparent, which the QC just formed here committed), the leader waits up to `consensus.commit_linger_ms`
 //! for a transaction first: every replica forms that QC from the broadcast
 //! votes, and a sequential client's next write, sent on that commit, then
 //! rides in this block instead of waiting a round for the next. An idle chain
@@ -376,10 +376,12 @@ impl Driver {
 
     /// Why a block with transactions needs a child of the block `id`:
     /// [`Needs::Commit`] when `id` or an uncommitted ancestor carries some
-    /// (only descendants' QCs commit it), [`Needs::Certificate`] when the
-    /// nearest that does is the grandparent and already committed here (the
-    /// proposal would carry the QC that commits it, which every replica
-    /// also forms from the broadcast votes), else [`Needs::Nothing`].
+    /// (only descendants' QCs commit it); [`Needs::Certificate`] when the
+    /// nearest block in reach that does (`id` down to the first committed
+    /// ancestor at depth two or more) is already committed here: typically
+    /// the grandparent, committed by the QC on `id` that the proposal would
+    /// carry and that every replica also forms from the broadcast votes
+    /// (the core's `broadcast_votes`, on in the node); else [`Needs::Nothing`].
     fn child_needed(&self, mut id: Digest) -> Needs {
         let committed = self.replica.committed().height;
         let mut depth = 0;

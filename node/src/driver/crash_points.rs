@@ -1054,8 +1054,9 @@ fn the_check_catches_a_receipt_served_at_a_qc_without_its_childs_qc() {
 /// caused and the new block become durable in one sync and the proposal
 /// does not wait for another turn of the driver's loop. On a single
 /// validator every own vote forms the next QC, so one drain carries the
-/// transaction's block to its commit (its child and grandchild proposed at
-/// once), with one sync before the announcement.
+/// transaction's block to its commit (its child proposed at once; the
+/// grandchild, which would only carry a certificate, lingers), with one sync
+/// before the announcement.
 #[test]
 fn a_qc_that_makes_this_node_leader_proposes_in_the_same_drain() {
     let keys = keys(1);
@@ -1109,6 +1110,10 @@ fn a_leader_lingers_for_a_transaction_when_its_block_would_only_carry_a_commit()
     let store = NodeStore::new(Arc::new(MemKv::default()));
     let queue = Queue::default();
     let mut n = node(0, store.clone(), &keys[0], &g, &queue, None, None);
+    // Far longer than a descheduled test thread stalls (the cap is half
+    // the 1000 ms round timeout), so the linger is still running below.
+    let linger = 400;
+    n.driver.config.commit_linger_ms = linger;
     n.driver.drain().unwrap();
     let first = register(&g.hash(), &writer, 0);
     n.ctx.admit(first.clone(), false).unwrap();
@@ -1129,7 +1134,6 @@ fn a_leader_lingers_for_a_transaction_when_its_block_would_only_carry_a_commit()
         Needs::Certificate,
         "block 2 is empty, block 1 committed"
     );
-    let linger = ConsensusConfig::default().commit_linger_ms;
     let wait = n.driver.payload_wait().expect("due");
     assert!(
         wait > Duration::ZERO && wait <= Duration::from_millis(linger),

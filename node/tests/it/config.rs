@@ -44,6 +44,12 @@ fn bad_values_name_their_field() {
     );
     assert_eq!(
         field_of(&format!(
+            "{MINIMAL}[consensus]\nround_timeout_ms = 100\ncommit_linger_ms = 100"
+        )),
+        "consensus.commit_linger_ms"
+    );
+    assert_eq!(
+        field_of(&format!(
             "{MINIMAL}[mempool]\nmax_txs = 10\nmax_per_signer = 11"
         )),
         "mempool.max_per_signer"
