@@ -467,7 +467,10 @@ impl NodeConfig {
         if c.commit_linger_ms >= c.round_timeout_ms {
             return invalid(
                 "consensus.commit_linger_ms",
-                "must be below consensus.round_timeout_ms (it acts as at most half of it)".into(),
+                format!(
+                    "{} is not below consensus.round_timeout_ms ({}); a linger acts as at most half the round timeout",
+                    c.commit_linger_ms, c.round_timeout_ms
+                ),
             );
         }
         let m = &self.mempool;

@@ -33,14 +33,15 @@
 //! `consensus.proposal_delay_ms` to fill the block) or an uncommitted
 //! ancestor carries some (only its descendants' QCs commit it). When the
 //! nearest block with transactions is already committed here (typically the
-//! grandparent, which the QC just formed here committed), the leader waits up to `consensus.commit_linger_ms`
-//! for a transaction first: every replica forms that QC from the broadcast
-//! votes, and a sequential client's next write, sent on that commit, then
-//! rides in this block instead of waiting a round for the next. An idle chain
-//! proposes empty blocks only every half round timeout, so an idle node
-//! stays nearly idle. A proposal due at once is made inside the
-//! drain whose outputs asked for it (typically: the QC just formed here), so
-//! the commit that QC caused and the new block share one sync.
+//! grandparent, which the QC just formed here committed), the leader waits
+//! up to `consensus.commit_linger_ms` for a transaction first: every replica
+//! forms that QC from the broadcast votes, and a sequential client's next
+//! write, sent on that commit, then rides in this block instead of waiting a
+//! round for the next. An idle chain proposes empty blocks only every half
+//! round timeout, so an idle node stays nearly idle. A proposal due at once
+//! is made inside the drain whose outputs asked for it (typically: the QC
+//! just formed here), so the commit that QC caused and the new block share
+//! one sync.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

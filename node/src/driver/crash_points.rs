@@ -281,6 +281,11 @@ fn genesis(validators: &[SecretKey], writer: &SecretKey) -> Genesis {
     g
 }
 
+/// The height `tx` committed at in `store`, if it did.
+fn committed_at(store: &NodeStore, tx: &SignedTransaction) -> Option<u64> {
+    store.tx_location(&tx.id()).unwrap().map(|l| l.height)
+}
+
 fn register(genesis_hash: &Digest, writer: &SecretKey, seq: u64) -> SignedTransaction {
     Transaction {
         chain_id: CHAIN.into(),
@@ -1085,7 +1090,7 @@ fn a_qc_that_makes_this_node_leader_proposes_in_the_same_drain() {
     n.driver.drain().unwrap();
     let ops = log.lock().unwrap()[before..].to_vec();
     let syncs = ops.iter().filter(|(_, o)| matches!(o, Op::Sync)).count();
-    let at = store.tx_location(&tx.id()).unwrap().map(|l| l.height);
+    let at = committed_at(&store, &tx);
     assert_eq!(
         at,
         Some(1),
@@ -1120,7 +1125,7 @@ fn a_leader_lingers_for_a_transaction_when_its_block_would_only_carry_a_commit()
     n.driver.propose();
     n.driver.drain().unwrap();
     assert_eq!(
-        store.tx_location(&first.id()).unwrap().map(|l| l.height),
+        committed_at(&store, &first),
         Some(1),
         "block 1 committed by its child's QC in that drain"
     );
@@ -1146,7 +1151,7 @@ fn a_leader_lingers_for_a_transaction_when_its_block_would_only_carry_a_commit()
     n.driver.propose();
     n.driver.drain().unwrap();
     assert_eq!(
-        store.tx_location(&second.id()).unwrap().map(|l| l.height),
+        committed_at(&store, &second),
         Some(3),
         "the second write rode in block 3, the one that lingered"
     );
